@@ -1,0 +1,2 @@
+//! Spillway engine.
+#![forbid(unsafe_code)]

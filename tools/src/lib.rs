@@ -1,0 +1,2 @@
+//! Library half of the spillway tool.
+#![forbid(unsafe_code)]
