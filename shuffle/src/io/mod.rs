@@ -1,0 +1,119 @@
+//! I/O backends: how run and output files are written, and how files are read.
+//!
+//! Reading goes through [`ByteSource`]: a read-only memory map of the file ([`ReadMode::Mmap`],
+//! the default) or, for files that may change under a mapping or live on filesystems where
+//! mmap is a poor fit, the whole file read into an aligned buffer with `pread`
+//! ([`ReadMode::Pread`]). Either way the bytes are then used in place.
+//!
+//! Writing goes through a [`FileSink`], created by an [`IoBackend`]: large reusable buffers
+//! written with plain `write` calls ([`IoBackend::Std`]), or handed to io_uring so that the
+//! kernel writes one buffer while the caller fills the next ([`IoBackend::Uring`]).
+//! [`IoBackend::Auto`] picks io_uring when the kernel allows it and falls back to `std`
+//! otherwise (seccomp filters, old kernels, `io_uring_disabled`).
+
+mod mmap;
+mod std_sink;
+mod uring;
+
+pub use mmap::{ByteSource, ReadMode};
+pub use std_sink::StdSink;
+
+use std::path::Path;
+
+use crate::Result;
+
+/// Size of the write buffers of every backend (and of each in-flight io_uring write).
+pub const WRITE_BUFFER: usize = 1 << 20;
+
+/// A sequential, buffered writer of one file.
+///
+/// Dropping a sink without calling [`FileSink::finish`] may lose buffered bytes: callers
+/// write under a temporary name and only rename after `finish` succeeds.
+pub trait FileSink: Send {
+    /// Appends `data` to the file. Bytes may stay buffered until [`FileSink::finish`].
+    ///
+    /// # Errors
+    ///
+    /// The first write error (a full disk, an I/O error), naming the file.
+    fn write_all(&mut self, data: &[u8]) -> Result<()>;
+
+    /// Number of bytes accepted so far: the offset the next byte will have in the file.
+    fn position(&self) -> u64;
+
+    /// Writes out everything still buffered, waits for in-flight writes, optionally `fsync`s,
+    /// and closes the file. Returns the file length.
+    ///
+    /// # Errors
+    ///
+    /// Any write or sync error, naming the file.
+    fn finish(self: Box<Self>, sync: bool) -> Result<u64>;
+}
+
+/// Which mechanism writes files.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum IoBackend {
+    /// io_uring when available, otherwise std.
+    #[default]
+    Auto,
+    /// Plain buffered `write` calls.
+    Std,
+    /// io_uring with several buffers in flight. Falls back to std when the kernel refuses it.
+    Uring,
+}
+
+impl IoBackend {
+    /// The backend that will actually be used: `Auto` and `Uring` become `Std` when io_uring
+    /// is not available on this machine.
+    pub fn resolve(self) -> IoBackend {
+        match self {
+            IoBackend::Std => IoBackend::Std,
+            IoBackend::Auto | IoBackend::Uring => {
+                if uring::available() {
+                    IoBackend::Uring
+                } else {
+                    IoBackend::Std
+                }
+            }
+        }
+    }
+
+    /// A short lowercase name ("auto", "std", "uring").
+    pub fn name(self) -> &'static str {
+        match self {
+            IoBackend::Auto => "auto",
+            IoBackend::Std => "std",
+            IoBackend::Uring => "uring",
+        }
+    }
+
+    /// Creates (truncating) `path` and returns a sink that writes it.
+    ///
+    /// # Errors
+    ///
+    /// The file cannot be created.
+    pub fn create(self, path: &Path) -> Result<Box<dyn FileSink>> {
+        match self.resolve() {
+            IoBackend::Uring => match uring::UringSink::create(path)? {
+                Some(sink) => Ok(Box::new(sink)),
+                None => Ok(Box::new(StdSink::create(path)?)),
+            },
+            _ => Ok(Box::new(StdSink::create(path)?)),
+        }
+    }
+}
+
+impl std::str::FromStr for IoBackend {
+    type Err = crate::Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(IoBackend::Auto),
+            "std" => Ok(IoBackend::Std),
+            "uring" | "io_uring" | "io-uring" => Ok(IoBackend::Uring),
+            other => Err(crate::Error::Config(format!(
+                "unknown I/O backend {other:?} (expected auto, std or uring)"
+            ))),
+        }
+    }
+}
