@@ -1,2 +1,54 @@
-//! Spillway engine.
+//! Spillway's MapReduce engine: the job API, input splits, worker threads, map-side buffers
+//! and spills, merges under the open-run threshold, reduce, and atomic output commit.
+//!
+//! - [`Job`]: map a [`Split`] by emitting `(key, value)` pairs into an [`Emitter`], optionally
+//!   combine values, reduce each key. [`from_fns`] builds a job from closures.
+//! - [`Engine`] (built by [`EngineBuilder`]): threads, partitions, memory budget,
+//!   `max_open_runs`, spill directory, I/O backend. [`Engine::run`] returns [`Metrics`].
+//! - [`Inputs`]: files and directories, memory-mapped before any work starts.
+//! - [`OutputSpec`]: part files plus `_SUCCESS`, one sorted file, or standard output.
+//! - [`jobs`]: word count, inverted index and grep, as the `spillway` tool runs them.
+//!
+//! # Example
+//!
+//! Count words in two files, in one globally sorted output file:
+//!
+//! ```
+//! use spillway_engine::{Engine, Inputs, OutputSpec, jobs::WordCount, text::WordMode};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! std::fs::write(dir.path().join("a.txt"), "the cat saw the dog\n")?;
+//! std::fs::write(dir.path().join("b.txt"), "The dog, the end.\n")?;
+//!
+//! let engine = Engine::builder().threads(2).partitions(8).memory_budget(64 << 20).build()?;
+//! let inputs = Inputs::new([dir.path()])?;
+//! let out = dir.path().join("counts.tsv");
+//! let metrics = engine.run(&WordCount { mode: WordMode::Unicode }, &inputs, &OutputSpec::File(out.clone()))?;
+//!
+//! assert_eq!(std::fs::read_to_string(&out)?, "The\t1\ncat\t1\ndog\t2\nend\t1\nsaw\t1\nthe\t3\n");
+//! assert_eq!(metrics.map_records, 9);
+//! # Ok(()) }
+//! ```
+
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod buffer;
+mod engine;
+mod error;
+mod input;
+mod job;
+pub mod jobs;
+mod metrics;
+mod output;
+mod spill;
+pub mod text;
+
+pub use engine::{DEFAULT_MEMORY_BUDGET, DEFAULT_SPLIT_SIZE, Engine, EngineBuilder, MIN_MEMORY_BUDGET};
+pub use error::{ConfigError, Error, JobError, Result};
+pub use input::{InputFile, Inputs, Split, SplitMode};
+pub use job::{Emitter, FnJob, Job, Values, from_fns};
+pub use metrics::{Metrics, Phase, PhaseTimes, Progress, anon_rss, peak_rss};
+pub use output::{OutputSpec, part_name};
+pub use spillway_shuffle as shuffle;

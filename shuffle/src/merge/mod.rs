@@ -21,7 +21,7 @@ use crate::{Error, Result};
 
 /// A combine function: folds an archived value into an accumulator. It must be associative
 /// and commutative.
-pub type CombineFn<V> = dyn Fn(&mut V, &ArchivedValue<V>) + Sync;
+pub type CombineFn<'f, V> = dyn Fn(&mut V, &ArchivedValue<V>) + Sync + 'f;
 
 /// A record borrowed from a run: key bytes and archived value.
 pub type Record<'a, V> = (&'a [u8], &'a ArchivedValue<V>);
@@ -208,7 +208,7 @@ pub struct MergeOptions {
 pub fn merge_runs<V: Value>(
     inputs: &[&Path],
     output: &Path,
-    combine: Option<&CombineFn<V>>,
+    combine: Option<&CombineFn<'_, V>>,
     options: &MergeOptions,
 ) -> Result<RunInfo> {
     let mut readers = Vec::with_capacity(inputs.len());
@@ -230,7 +230,7 @@ pub fn merge_runs<V: Value>(
 pub fn merge_readers<V: Value>(
     readers: &[RunReader<V>],
     output: &Path,
-    combine: Option<&CombineFn<V>>,
+    combine: Option<&CombineFn<'_, V>>,
     options: &MergeOptions,
 ) -> Result<RunInfo> {
     let partitions = readers.first().map_or(1, RunReader::partitions);

@@ -1,0 +1,533 @@
+//! The engine: configuration, and the run of a job through map, merge and reduce.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use spillway_shuffle::{
+    HashPartitioner, IoBackend, Merge, Partitioner, ReadMode, RunInfo, RunReader, limits, plan_merges,
+};
+
+use crate::buffer::{AppendBuffer, CombineBuffer, SpillBuffer};
+use crate::error::{ConfigError, Error, Result};
+use crate::input::{Inputs, SplitRange};
+use crate::job::{Emitter, Job};
+use crate::metrics::{AnonSampler, Metrics, Phase, PhaseTimes, Progress, peak_rss};
+use crate::output::{OutputFile, OutputSpec, part_name, prepare_dir, write_success};
+use crate::spill::{SpillDir, Spiller};
+
+/// Default split size: 64 MiB.
+pub const DEFAULT_SPLIT_SIZE: usize = 64 << 20;
+/// Default memory budget for map-side buffers: 1 GiB.
+pub const DEFAULT_MEMORY_BUDGET: u64 = 1 << 30;
+/// Smallest accepted memory budget: 64 KiB.
+pub const MIN_MEMORY_BUDGET: u64 = 64 << 10;
+
+/// Builds an [`Engine`]. Every setting has a default; see each method.
+#[derive(Debug, Clone)]
+pub struct EngineBuilder {
+    threads: usize,
+    partitions: u32,
+    memory_budget: u64,
+    max_open_runs: Option<usize>,
+    spill_dir: Option<PathBuf>,
+    split_size: usize,
+    io: IoBackend,
+    read: ReadMode,
+    progress: Option<Arc<Progress>>,
+}
+
+impl Default for EngineBuilder {
+    fn default() -> Self {
+        EngineBuilder {
+            threads: std::thread::available_parallelism().map_or(1, usize::from),
+            partitions: 16,
+            memory_budget: DEFAULT_MEMORY_BUDGET,
+            max_open_runs: None,
+            spill_dir: None,
+            split_size: DEFAULT_SPLIT_SIZE,
+            io: IoBackend::Auto,
+            read: ReadMode::Mmap,
+            progress: None,
+        }
+    }
+}
+
+impl EngineBuilder {
+    /// Worker threads (default: the number of CPUs).
+    pub fn threads(mut self, n: usize) -> Self {
+        self.threads = n;
+        self
+    }
+
+    /// Partitions R (default 16): reduce parallelism and the number of part files.
+    pub fn partitions(mut self, r: u32) -> Self {
+        self.partitions = r;
+        self
+    }
+
+    /// Memory budget of the map-side buffers, in bytes, shared equally by the threads
+    /// (default 1 GiB; at least 64 KiB). A thread spills when its share is used.
+    pub fn memory_budget(mut self, bytes: u64) -> Self {
+        self.memory_budget = bytes;
+        self
+    }
+
+    /// The open-run threshold F: no merge reads more runs at once (default: from
+    /// `RLIMIT_NOFILE`, see [`limits::default_max_open_runs`]).
+    pub fn max_open_runs(mut self, f: usize) -> Self {
+        self.max_open_runs = Some(f);
+        self
+    }
+
+    /// Parent directory of the job's spill directory (default: `$TMPDIR` or `/tmp`).
+    pub fn spill_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.spill_dir = Some(dir.into());
+        self
+    }
+
+    /// Target split size in bytes (default 64 MiB).
+    pub fn split_size(mut self, bytes: usize) -> Self {
+        self.split_size = bytes;
+        self
+    }
+
+    /// How runs and outputs are written (default [`IoBackend::Auto`]).
+    pub fn io(mut self, io: IoBackend) -> Self {
+        self.io = io;
+        self
+    }
+
+    /// How runs are read (default [`ReadMode::Mmap`]). Inputs are opened by [`Inputs`].
+    pub fn read_mode(mut self, read: ReadMode) -> Self {
+        self.read = read;
+        self
+    }
+
+    /// Counters the job updates as it runs (for a progress bar in another thread).
+    pub fn progress(mut self, progress: Arc<Progress>) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
+    /// Checks the settings.
+    ///
+    /// # Errors
+    ///
+    /// Zero threads, partitions or split size; a budget under 64 KiB; F under 2.
+    pub fn build(self) -> Result<Engine, ConfigError> {
+        if self.threads == 0 {
+            return Err(ConfigError("threads must be at least 1".into()));
+        }
+        if self.partitions == 0 {
+            return Err(ConfigError("partitions must be at least 1".into()));
+        }
+        if self.memory_budget < MIN_MEMORY_BUDGET {
+            return Err(ConfigError(format!(
+                "memory budget {} is below the 64K minimum",
+                self.memory_budget
+            )));
+        }
+        if self.split_size == 0 {
+            return Err(ConfigError("split size must be at least 1 byte".into()));
+        }
+        let max_open_runs = match self.max_open_runs {
+            Some(f) if f < 2 => {
+                return Err(ConfigError(format!("max open runs must be at least 2 (got {f})")));
+            }
+            Some(f) => f,
+            None => limits::default_max_open_runs(self.threads),
+        };
+        Ok(Engine {
+            threads: self.threads,
+            partitions: self.partitions,
+            memory_budget: self.memory_budget,
+            max_open_runs,
+            spill_dir: self.spill_dir.unwrap_or_else(std::env::temp_dir),
+            split_size: self.split_size,
+            io: self.io.resolve(),
+            read: self.read,
+            progress: self.progress.unwrap_or_default(),
+        })
+    }
+}
+
+/// Runs jobs. Build one with [`Engine::builder`].
+#[derive(Debug)]
+pub struct Engine {
+    threads: usize,
+    partitions: u32,
+    memory_budget: u64,
+    max_open_runs: usize,
+    spill_dir: PathBuf,
+    split_size: usize,
+    io: IoBackend,
+    read: ReadMode,
+    progress: Arc<Progress>,
+}
+
+/// The first failure of a job; later ones are dropped.
+struct Failure(Mutex<Option<Error>>);
+
+impl Failure {
+    fn set(&self, e: Error) {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get_or_insert(e);
+    }
+    fn failed(&self) -> bool {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_some()
+    }
+    fn check(self) -> Result<()> {
+        match self.0.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        format!("panicked: {s}")
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        format!("panicked: {s}")
+    } else {
+        "panicked".into()
+    }
+}
+
+impl Engine {
+    /// A builder with default settings.
+    pub fn builder() -> EngineBuilder {
+        EngineBuilder::default()
+    }
+
+    /// The open-run threshold F in effect.
+    pub fn max_open_runs(&self) -> usize {
+        self.max_open_runs
+    }
+
+    /// The live progress counters of this engine's jobs.
+    pub fn progress(&self) -> &Arc<Progress> {
+        &self.progress
+    }
+
+    /// Runs `job` over `inputs`, hash-partitioned, writing `output`.
+    ///
+    /// # Errors
+    ///
+    /// Bad input, a failure of the job's code (naming the split), a full disk, a corrupt
+    /// run, or an output directory that already holds output. On error no `_SUCCESS` is
+    /// written and no output file appears under a final name half-written.
+    pub fn run<J: Job>(&self, job: &J, inputs: &Inputs, output: &OutputSpec) -> Result<Metrics> {
+        let partitioner = HashPartitioner::new(self.partitions)?;
+        self.run_with(job, inputs, &partitioner, output)
+    }
+
+    /// As [`Engine::run`], routing keys with `partitioner` (which decides R; for example a
+    /// [`RangePartitioner`](spillway_shuffle::RangePartitioner) for globally ordered part files).
+    ///
+    /// # Errors
+    ///
+    /// As [`Engine::run`].
+    pub fn run_with<J: Job>(
+        &self,
+        job: &J,
+        inputs: &Inputs,
+        partitioner: &dyn Partitioner,
+        output: &OutputSpec,
+    ) -> Result<Metrics> {
+        let started = Instant::now();
+        let sampler = AnonSampler::start();
+        let progress = &*self.progress;
+        progress.set_phase(Phase::Starting);
+        if let OutputSpec::Dir(dir) = output {
+            prepare_dir(dir)?;
+        }
+        let splits = inputs.plan_splits(job.split_mode(), self.split_size)?;
+        progress.splits_total.store(splits.len() as u64, Ordering::Relaxed);
+        progress.bytes_total.store(inputs.total_bytes(), Ordering::Relaxed);
+        let spill_dir = SpillDir::create(&self.spill_dir)?;
+        let spiller = Spiller::new(
+            spill_dir.path(),
+            partitioner.partitions(),
+            self.io,
+            self.read,
+            self.max_open_runs,
+            progress,
+        );
+
+        progress.set_phase(Phase::Map);
+        let map_records = self.map_phase(job, inputs, &splits, partitioner, &spiller)?;
+        let map_done = Instant::now();
+
+        progress.set_phase(Phase::Merge);
+        let finals = self.merge_phase(job, &spiller)?;
+        let merge_done = Instant::now();
+
+        progress.set_phase(Phase::Reduce);
+        let readers = finals
+            .iter()
+            .map(|run| Ok(RunReader::<J::Value>::open(&run.path, self.read)?.track(&spiller.gauge)))
+            .collect::<Result<Vec<_>>>()?;
+        spiller.note_final_fan_in(readers.len());
+        let (output_keys, output_bytes, output_files) = match output {
+            OutputSpec::Dir(dir) => self.reduce_to_dir(job, &readers, partitioner.partitions(), dir)?,
+            OutputSpec::File(path) => {
+                reduce_all(job, &readers, OutputFile::create(path, self.io)?).map(|(k, b)| (k, b, 1))?
+            }
+            OutputSpec::Stdout => reduce_all(job, &readers, OutputFile::stdout()).map(|(k, b)| (k, b, 1))?,
+        };
+        drop(readers);
+        let stats = spiller.stats();
+        let finished = Instant::now();
+        let metrics = Metrics {
+            threads: self.threads,
+            partitions: partitioner.partitions(),
+            memory_budget: self.memory_budget,
+            max_open_runs: self.max_open_runs,
+            io_backend: self.io.name().to_owned(),
+            input_files: inputs.files().len() as u64,
+            input_bytes: inputs.total_bytes(),
+            splits: splits.len() as u64,
+            map_records,
+            spills: stats.spills,
+            spill_bytes: stats.spill_bytes,
+            merge_steps: stats.merge_steps,
+            merge_bytes: stats.merge_bytes,
+            max_fan_in: stats.max_fan_in,
+            peak_open_runs: spiller.gauge.peak(),
+            output_keys,
+            output_bytes,
+            output_files,
+            peak_rss_bytes: peak_rss(),
+            peak_anon_bytes: sampler.finish(),
+            seconds: PhaseTimes {
+                map: (map_done - started).as_secs_f64(),
+                merge: (merge_done - map_done).as_secs_f64(),
+                reduce: (finished - merge_done).as_secs_f64(),
+                total: (finished - started).as_secs_f64(),
+            },
+        };
+        if let OutputSpec::Dir(dir) = output {
+            let json = serde_json::to_vec_pretty(&metrics).expect("metrics serialize");
+            write_success(dir, &json)?;
+        }
+        progress.set_phase(Phase::Done);
+        Ok(metrics)
+    }
+
+    /// Maps every split on the worker threads; background merges run on the same threads as
+    /// soon as F runs wait. Returns the number of pairs emitted.
+    fn map_phase<J: Job>(
+        &self,
+        job: &J,
+        inputs: &Inputs,
+        splits: &[SplitRange],
+        partitioner: &dyn Partitioner,
+        spiller: &Spiller<'_>,
+    ) -> Result<u64> {
+        let next = AtomicUsize::new(0);
+        let records = AtomicU64::new(0);
+        let failure = Failure(Mutex::new(None));
+        let share = usize::try_from(self.memory_budget / self.threads as u64).unwrap_or(usize::MAX);
+        let progress = &*self.progress;
+        std::thread::scope(|scope| {
+            for t in 0..self.threads {
+                let (next, records, failure) = (&next, &records, &failure);
+                std::thread::Builder::new()
+                    .name(format!("spillway-map-{t}"))
+                    .spawn_scoped(scope, move || {
+                        let mut buffer: Box<dyn SpillBuffer<J::Value>> = if J::COMBINER {
+                            Box::new(CombineBuffer::new(job, spiller, partitioner, share))
+                        } else {
+                            Box::new(AppendBuffer::new(spiller, partitioner, share))
+                        };
+                        let mut emitted = 0;
+                        loop {
+                            if failure.failed() || progress.cancelled() {
+                                break;
+                            }
+                            if let Some(batch) = spiller.take_background_batch() {
+                                match spiller.merge(job, batch) {
+                                    Ok(run) => spiller.add(run),
+                                    Err(e) => failure.set(e),
+                                }
+                                continue;
+                            }
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            let Some(&range) = splits.get(i) else { break };
+                            let split = inputs.split(range);
+                            let mut emitter = Emitter { buffer: &mut *buffer, records: 0 };
+                            let outcome = catch_unwind(AssertUnwindSafe(|| job.map(&split, &mut emitter)));
+                            emitted += emitter.records;
+                            let message = match outcome {
+                                Ok(Ok(())) => None,
+                                Ok(Err(e)) => Some(e.to_string()),
+                                Err(panic) => Some(panic_message(&*panic)),
+                            };
+                            if let Some(message) = message {
+                                failure.set(Error::Job { split: split.describe(), message });
+                                break;
+                            }
+                            if let Some(e) = buffer.take_error() {
+                                failure.set(e);
+                                break;
+                            }
+                            inputs.release(range);
+                            progress.bytes_mapped.fetch_add(split.data.len() as u64, Ordering::Relaxed);
+                            progress.splits_done.fetch_add(1, Ordering::Relaxed);
+                        }
+                        if !failure.failed()
+                            && let Err(e) = buffer.spill()
+                        {
+                            failure.set(e);
+                        }
+                        records.fetch_add(emitted, Ordering::Relaxed);
+                    })
+                    .expect("spawning a worker thread");
+            }
+        });
+        if progress.cancelled() {
+            failure.set(Error::Cancelled);
+        }
+        failure.check()?;
+        Ok(records.into_inner())
+    }
+
+    /// Runs the planned intermediate merges (in waves of independent steps, in parallel);
+    /// returns the at most F runs of the final merge.
+    fn merge_phase<J: Job>(&self, job: &J, spiller: &Spiller<'_>) -> Result<Vec<RunInfo>> {
+        let runs = spiller.take_all();
+        let sizes: Vec<u64> = runs.iter().map(|r| r.bytes).collect();
+        let plan = plan_merges(&sizes, self.max_open_runs);
+        let mut slots: Vec<Option<RunInfo>> = runs.into_iter().map(Some).collect();
+        slots.resize(sizes.len() + plan.steps.len(), None);
+        let mut pending: Vec<_> = plan.steps.iter().collect();
+        while !pending.is_empty() {
+            let (ready, later): (Vec<_>, Vec<_>) =
+                pending.into_iter().partition(|step| step.inputs.iter().all(|&i| slots[i].is_some()));
+            pending = later;
+            let work: Vec<(usize, Vec<RunInfo>)> = ready
+                .iter()
+                .map(|step| {
+                    (step.output, step.inputs.iter().map(|&i| slots[i].take().expect("ready")).collect())
+                })
+                .collect();
+            let work = Mutex::new(work);
+            let done = Mutex::new(Vec::new());
+            let failure = Failure(Mutex::new(None));
+            std::thread::scope(|scope| {
+                for _ in 0..self.threads {
+                    scope.spawn(|| {
+                        loop {
+                            let item = work.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
+                            let Some((output, inputs)) = item else { break };
+                            if failure.failed() {
+                                break;
+                            }
+                            match spiller.merge(job, inputs) {
+                                Ok(run) => done
+                                    .lock()
+                                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                    .push((output, run)),
+                                Err(e) => failure.set(e),
+                            }
+                        }
+                    });
+                }
+            });
+            failure.check()?;
+            for (output, run) in done.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner) {
+                slots[output] = Some(run);
+            }
+        }
+        Ok(plan.final_inputs.iter().map(|&i| slots[i].take().expect("final input exists")).collect())
+    }
+
+    /// Reduces every partition into its own part file, partitions spread over the threads.
+    fn reduce_to_dir<J: Job>(
+        &self,
+        job: &J,
+        readers: &[RunReader<J::Value>],
+        partitions: u32,
+        dir: &Path,
+    ) -> Result<(u64, u64, u64)> {
+        let next = AtomicUsize::new(0);
+        let totals = Mutex::new((0u64, 0u64, 0u64));
+        let failure = Failure(Mutex::new(None));
+        let progress = &*self.progress;
+        std::thread::scope(|scope| {
+            for _ in 0..self.threads.min(partitions as usize) {
+                scope.spawn(|| {
+                    loop {
+                        let p = next.fetch_add(1, Ordering::Relaxed) as u32;
+                        if p >= partitions || failure.failed() || progress.cancelled() {
+                            break;
+                        }
+                        let result = OutputFile::create(&dir.join(part_name(p)), self.io).and_then(|out| {
+                            let merge = Merge::new(readers.iter().map(|r| r.iter(p)).collect());
+                            reduce_merge(job, merge, out, &format!("reduce of partition {p}"))
+                        });
+                        match result {
+                            Ok((keys, bytes)) => {
+                                let mut t = totals.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                                *t = (t.0 + keys, t.1 + bytes, t.2 + 1);
+                                progress.partitions_done.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(e) => failure.set(e),
+                        }
+                    }
+                });
+            }
+        });
+        if progress.cancelled() {
+            failure.set(Error::Cancelled);
+        }
+        failure.check()?;
+        Ok(totals.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+}
+
+/// Reduces every partition of `readers` into one output, all keys in byte order: partitions
+/// hold disjoint keys, so one merge over every (run, partition) cursor yields global order
+/// while never reading more than the F runs that are open.
+fn reduce_all<J: Job>(job: &J, readers: &[RunReader<J::Value>], out: OutputFile) -> Result<(u64, u64)> {
+    let partitions = readers.first().map_or(0, RunReader::partitions);
+    let merge = Merge::new(readers.iter().flat_map(|r| (0..partitions).map(|p| r.iter(p))).collect());
+    reduce_merge(job, merge, out, "reduce")
+}
+
+fn reduce_merge<J: Job>(
+    job: &J,
+    mut merge: Merge<'_, J::Value>,
+    mut out: OutputFile,
+    what: &str,
+) -> Result<(u64, u64)> {
+    let mut keys = 0u64;
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        while let Some((key, mut group)) = merge.next_group() {
+            job.reduce(key, &mut group, &mut out)?;
+            keys += 1;
+        }
+        Ok::<(), crate::error::JobError>(())
+    }));
+    let message = match outcome {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e),
+        Err(panic) => Some(panic_message(&*panic).into()),
+    };
+    if let Some(e) = message {
+        // An I/O error on the output is the machine's fault, not the job's: report it as such.
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            let source = io.raw_os_error().map_or_else(
+                || std::io::Error::new(io.kind(), io.to_string()),
+                std::io::Error::from_raw_os_error,
+            );
+            return Err(Error::io("write", out.describe(), source));
+        }
+        return Err(Error::Job { split: what.to_owned(), message: e.to_string() });
+    }
+    let bytes = out.commit()?;
+    Ok((keys, bytes))
+}

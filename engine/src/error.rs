@@ -1,0 +1,88 @@
+//! The engine's error type.
+
+use std::path::PathBuf;
+
+/// Result alias for the engine.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can make a job fail.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An error in the shuffle layer: a run that could not be written or read, a corrupt run,
+    /// a full disk.
+    #[error(transparent)]
+    Shuffle(#[from] spillway_shuffle::Error),
+    /// An input path is missing, unreadable, or not usable as input.
+    #[error("input {path}: {what}")]
+    Input {
+        /// The path as given (or found inside a given directory).
+        path: PathBuf,
+        /// What is wrong.
+        what: String,
+    },
+    /// The job's own code failed (returned an error or panicked) on a split.
+    #[error("job failed on {split}: {message}")]
+    Job {
+        /// The split: file and byte range.
+        split: String,
+        /// The job's message (or the panic message).
+        message: String,
+    },
+    /// An I/O error on a named file outside the shuffle layer (outputs, spill directory).
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The output already exists and would be overwritten.
+    #[error("output {0} already holds a job's output (remove it first, or choose another --out-dir)")]
+    OutputExists(PathBuf),
+    /// The job was cancelled (another thread or rank failed first).
+    #[error("job cancelled")]
+    Cancelled,
+}
+
+impl Error {
+    /// Builds an [`Error::Io`].
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { op, path: path.into(), source }
+    }
+
+    /// True when the error comes from bad input rather than from the machine or the engine.
+    pub fn is_input_error(&self) -> bool {
+        matches!(self, Error::Input { .. } | Error::OutputExists(_))
+    }
+
+    /// True when the disk (spill or output) is full.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            Error::Shuffle(e) => e.is_disk_full(),
+            Error::Io { source, .. } => {
+                matches!(source.raw_os_error(), Some(c) if c == libc_enospc() || c == libc_edquot())
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The error a job's map or reduce code returns.
+pub type JobError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+const fn libc_enospc() -> i32 {
+    28
+}
+
+const fn libc_edquot() -> i32 {
+    122
+}
+
+/// Builds [`ConfigError`]s.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);

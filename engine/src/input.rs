@@ -1,0 +1,282 @@
+//! Inputs: files and directories, memory-mapped, cut into splits at record boundaries.
+
+use std::path::{Path, PathBuf};
+
+use spillway_shuffle::{ByteSource, ReadMode};
+
+use crate::error::{Error, Result};
+
+/// How an input file is cut into splits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SplitMode {
+    /// At line ends: a split ends just after a `\n` (or at the end of the file). A line longer
+    /// than the split size stays whole in one split.
+    Lines,
+    /// Fixed-size records of this many bytes; a file whose length is not a multiple is an error.
+    Records(usize),
+    /// Each file is one split.
+    WholeFile,
+}
+
+/// One input file, mapped (or read) into memory.
+#[derive(Debug)]
+pub struct InputFile {
+    /// The path as given, or joined onto a given directory.
+    pub path: PathBuf,
+    /// Position of the file among all inputs (0-based), in the order given; files found in a
+    /// directory follow in byte order of their names.
+    pub index: u32,
+    bytes: ByteSource,
+}
+
+impl InputFile {
+    /// The file's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// A piece of one input file that one map call processes.
+#[derive(Debug, Clone, Copy)]
+pub struct Split<'a> {
+    /// The file it comes from.
+    pub file: &'a InputFile,
+    /// Byte offset of `data` in the file.
+    pub offset: u64,
+    /// The split's bytes, borrowed from the mapping.
+    pub data: &'a [u8],
+}
+
+impl Split<'_> {
+    /// "path bytes START..END", for messages.
+    pub fn describe(&self) -> String {
+        describe(&self.file.path, self.offset, self.offset + self.data.len() as u64)
+    }
+}
+
+pub(crate) fn describe(path: &Path, start: u64, end: u64) -> String {
+    format!("{} bytes {start}..{end}", path.display())
+}
+
+/// Where a split lies: file index and byte range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SplitRange {
+    pub file: usize,
+    pub start: usize,
+    pub end: usize,
+}
+
+/// The input files of a job, all opened before any work starts.
+#[derive(Debug)]
+pub struct Inputs {
+    files: Vec<InputFile>,
+}
+
+impl Inputs {
+    /// Opens every path, memory-mapped. Directories contribute the regular files below them
+    /// (recursively, in byte order of names), skipping names that start with `.` or `_` (such
+    /// as `_SUCCESS`).
+    ///
+    /// # Errors
+    ///
+    /// A path is missing or unreadable ([`Error::Input`], naming it), or no path was given.
+    pub fn new(paths: impl IntoIterator<Item = impl AsRef<Path>>) -> Result<Self> {
+        Self::with_mode(paths, ReadMode::Mmap)
+    }
+
+    /// As [`Inputs::new`], reading files as `mode` says.
+    ///
+    /// # Errors
+    ///
+    /// As [`Inputs::new`].
+    pub fn with_mode(paths: impl IntoIterator<Item = impl AsRef<Path>>, mode: ReadMode) -> Result<Self> {
+        let mut found = Vec::new();
+        let mut any = false;
+        for path in paths {
+            any = true;
+            collect(path.as_ref(), true, &mut found)?;
+        }
+        if !any {
+            return Err(Error::Input { path: PathBuf::new(), what: "no input paths given".into() });
+        }
+        let mut files = Vec::with_capacity(found.len());
+        for (index, path) in found.into_iter().enumerate() {
+            let bytes = ByteSource::open(&path, mode).map_err(|e| Error::Input {
+                what: match &e {
+                    spillway_shuffle::Error::Io { source, .. } => source.to_string(),
+                    other => other.to_string(),
+                },
+                path: path.clone(),
+            })?;
+            let index = u32::try_from(index).map_err(|_| Error::Input {
+                path: path.clone(),
+                what: "more than 4 billion input files".into(),
+            })?;
+            files.push(InputFile { path, index, bytes });
+        }
+        Ok(Inputs { files })
+    }
+
+    /// The files, in input order.
+    pub fn files(&self) -> &[InputFile] {
+        &self.files
+    }
+
+    /// Total input bytes.
+    pub fn total_bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.bytes().len() as u64).sum()
+    }
+
+    pub(crate) fn split(&self, range: SplitRange) -> Split<'_> {
+        let file = &self.files[range.file];
+        Split { file, offset: range.start as u64, data: &file.bytes()[range.start..range.end] }
+    }
+
+    /// Lets the kernel drop the pages of a finished split from this process's memory.
+    pub(crate) fn release(&self, range: SplitRange) {
+        self.files[range.file].bytes.release(range.start..range.end);
+    }
+
+    /// Cuts every file into splits of about `split_size` bytes.
+    pub(crate) fn plan_splits(&self, mode: SplitMode, split_size: usize) -> Result<Vec<SplitRange>> {
+        let split_size = split_size.max(1);
+        let mut splits = Vec::new();
+        for (i, file) in self.files.iter().enumerate() {
+            let data = file.bytes();
+            let len = data.len();
+            match mode {
+                SplitMode::WholeFile => {
+                    if len > 0 {
+                        splits.push(SplitRange { file: i, start: 0, end: len });
+                    }
+                }
+                SplitMode::Records(size) => {
+                    let size = size.max(1);
+                    if len % size != 0 {
+                        return Err(Error::Input {
+                            path: file.path.clone(),
+                            what: format!(
+                                "length {len} is not a whole number of {size}-byte records \
+                                 (partial record of {} bytes at byte {})",
+                                len % size,
+                                len - len % size
+                            ),
+                        });
+                    }
+                    let step = (split_size / size).max(1) * size;
+                    let mut start = 0;
+                    while start < len {
+                        let end = (start + step).min(len);
+                        splits.push(SplitRange { file: i, start, end });
+                        start = end;
+                    }
+                }
+                SplitMode::Lines => {
+                    let mut start = 0;
+                    while start < len {
+                        let mut end = start.saturating_add(split_size).min(len);
+                        if end < len {
+                            // Extend to just past the next newline at or after `end - 1`.
+                            end = match data[end - 1..].iter().position(|&b| b == b'\n') {
+                                Some(nl) => end + nl,
+                                None => len,
+                            };
+                        }
+                        splits.push(SplitRange { file: i, start, end });
+                        start = end;
+                    }
+                }
+            }
+        }
+        Ok(splits)
+    }
+}
+
+fn collect(path: &Path, given: bool, out: &mut Vec<PathBuf>) -> Result<()> {
+    let meta =
+        std::fs::metadata(path).map_err(|e| Error::Input { path: path.to_owned(), what: e.to_string() })?;
+    if meta.is_dir() {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+            .and_then(|rd| rd.map(|e| e.map(|e| e.path())).collect::<std::io::Result<_>>())
+            .map_err(|e| Error::Input { path: path.to_owned(), what: e.to_string() })?;
+        entries.sort_by(|a, b| a.as_os_str().as_encoded_bytes().cmp(b.as_os_str().as_encoded_bytes()));
+        for entry in entries {
+            let name = entry.file_name().map(|n| n.as_encoded_bytes().first().copied());
+            if matches!(name, Some(Some(b'.' | b'_'))) {
+                continue;
+            }
+            collect(&entry, false, out)?;
+        }
+        Ok(())
+    } else if meta.is_file() {
+        out.push(path.to_owned());
+        Ok(())
+    } else if given {
+        Err(Error::Input { path: path.to_owned(), what: "not a regular file or directory".into() })
+    } else {
+        Ok(()) // sockets, fifos and devices found inside a directory are skipped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs_with(content: &[u8]) -> (tempfile::TempDir, Inputs) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.txt");
+        std::fs::write(&path, content).unwrap();
+        let inputs = Inputs::new([&path]).unwrap();
+        (dir, inputs)
+    }
+
+    #[test]
+    fn line_splits_end_at_newlines_and_cover_the_file() {
+        let text = b"alpha beta\ngamma\n\nvery long line without break that is longer than a split\nz";
+        let (_d, inputs) = inputs_with(text);
+        for size in 1..40 {
+            let splits = inputs.plan_splits(SplitMode::Lines, size).unwrap();
+            let mut at = 0;
+            for s in &splits {
+                assert_eq!(s.start, at);
+                assert!(s.end > s.start);
+                assert!(s.end == text.len() || text[s.end - 1] == b'\n', "size {size}: {s:?}");
+                at = s.end;
+            }
+            assert_eq!(at, text.len());
+        }
+    }
+
+    #[test]
+    fn record_splits_refuse_partial_records() {
+        let (_d, inputs) = inputs_with(&[0u8; 250]);
+        let err = inputs.plan_splits(SplitMode::Records(100), 1000).unwrap_err().to_string();
+        assert!(err.contains("f.txt") && err.contains("partial record of 50 bytes at byte 200"), "{err}");
+        let (_d, inputs) = inputs_with(&[0u8; 1000]);
+        let splits = inputs.plan_splits(SplitMode::Records(100), 250).unwrap();
+        assert_eq!(splits.len(), 5);
+        assert!(splits.iter().all(|s| (s.end - s.start) % 100 == 0));
+    }
+
+    #[test]
+    fn empty_files_have_no_splits_and_missing_paths_are_named() {
+        let (_d, inputs) = inputs_with(b"");
+        assert!(inputs.plan_splits(SplitMode::Lines, 10).unwrap().is_empty());
+        let err = Inputs::new(["/no/such/input.txt"]).unwrap_err().to_string();
+        assert!(err.contains("/no/such/input.txt") && err.contains("No such file"), "{err}");
+    }
+
+    #[test]
+    fn directories_expand_in_order_skipping_hidden_and_underscore() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["b.txt", "a.txt", "_SUCCESS", ".hidden"] {
+            std::fs::write(dir.path().join(name), "x\n").unwrap();
+        }
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub/c.txt"), "y\n").unwrap();
+        let inputs = Inputs::new([dir.path()]).unwrap();
+        let names: Vec<_> =
+            inputs.files().iter().map(|f| f.path.strip_prefix(dir.path()).unwrap().to_owned()).collect();
+        assert_eq!(names, [PathBuf::from("a.txt"), "b.txt".into(), "sub/c.txt".into()]);
+    }
+}

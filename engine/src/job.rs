@@ -1,0 +1,164 @@
+//! The job API: map a split, optionally combine values, reduce each key.
+
+use std::io::Write;
+use std::marker::PhantomData;
+
+use spillway_shuffle::{ArchivedValue, Value, to_owned};
+
+use crate::buffer::MapBuffer;
+use crate::error::JobError;
+use crate::input::{Split, SplitMode};
+
+/// A MapReduce job.
+///
+/// `map` runs once per split (its local variables are the per-split state), emitting
+/// `(key, value)` pairs; keys are byte strings and values any rkyv-archivable type. With
+/// [`Job::COMBINER`] set, [`Job::combine`] folds values of equal keys map-side, in merges and
+/// before reduce; it must be associative and commutative. `reduce` sees each key once, in byte
+/// order within its partition, with all its remaining values, and writes output bytes.
+pub trait Job: Send + Sync {
+    /// The value type.
+    type Value: Value;
+
+    /// Whether [`Job::combine`] may be applied. Defaults to false.
+    const COMBINER: bool = false;
+
+    /// How inputs are cut into splits. Defaults to lines.
+    fn split_mode(&self) -> SplitMode {
+        SplitMode::Lines
+    }
+
+    /// Maps one split.
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the job, naming the split.
+    fn map(&self, split: &Split<'_>, emit: &mut Emitter<'_, Self::Value>) -> Result<(), JobError>;
+
+    /// Folds `value` into `acc`. Called only when [`Job::COMBINER`] is true.
+    fn combine(&self, _acc: &mut Self::Value, _value: Self::Value) {}
+
+    /// Folds an archived value into `acc` (in merges). Defaults to deserializing it and calling
+    /// [`Job::combine`]; override when the archived form can be folded directly.
+    fn combine_archived(&self, acc: &mut Self::Value, value: &ArchivedValue<Self::Value>) {
+        self.combine(acc, to_owned::<Self::Value>(value));
+    }
+
+    /// Reduces one key.
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the job, naming the partition.
+    fn reduce(
+        &self,
+        key: &[u8],
+        values: Values<'_, '_, Self::Value>,
+        out: &mut dyn Write,
+    ) -> Result<(), JobError>;
+}
+
+/// The values of one key, as reduce sees them: archived values borrowed from the runs.
+pub type Values<'i, 'a, V> = &'i mut dyn Iterator<Item = &'a ArchivedValue<V>>;
+
+/// Where `map` sends its pairs: the worker thread's map-side buffer, which combines, and
+/// spills to a run when its share of the memory budget is used.
+pub struct Emitter<'b, V: Value> {
+    pub(crate) buffer: &'b mut dyn MapBuffer<V>,
+    pub(crate) records: u64,
+}
+
+impl<V: Value> std::fmt::Debug for Emitter<'_, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Emitter").field("records", &self.records).finish_non_exhaustive()
+    }
+}
+
+impl<V: Value> Emitter<'_, V> {
+    /// Emits one pair.
+    #[inline]
+    pub fn emit(&mut self, key: &[u8], value: V) {
+        self.records += 1;
+        self.buffer.insert(key, value);
+    }
+
+    /// Pairs emitted so far in this split.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+}
+
+/// A job built from closures: see [`from_fns`].
+pub struct FnJob<V, M, C, R> {
+    map: M,
+    combine: C,
+    reduce: R,
+    _value: PhantomData<fn() -> V>,
+}
+
+impl<V, M, C, R> std::fmt::Debug for FnJob<V, M, C, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FnJob").finish_non_exhaustive()
+    }
+}
+
+/// A job from three closures: `map(split_bytes, emit)`, an associative and commutative
+/// `combine(acc, value)`, and `reduce(key, values, out)`.
+///
+/// ```
+/// use spillway_engine::{Engine, Inputs, OutputSpec, jobs::write_key_value, from_fns};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = tempfile::tempdir()?;
+/// std::fs::write(dir.path().join("in.txt"), "b a b\nc b\n")?;
+/// let job = from_fns(
+///     |text: &[u8], emit: &mut dyn FnMut(&[u8], u64)| {
+///         text.split(|b| b.is_ascii_whitespace()).filter(|w| !w.is_empty()).for_each(|w| emit(w, 1))
+///     },
+///     |acc: &mut u64, v: u64| *acc += v,
+///     |key: &[u8], total: u64, out: &mut dyn std::io::Write| write_key_value(out, key, total),
+/// );
+/// let out = dir.path().join("counts.tsv");
+/// let engine = Engine::builder().threads(2).partitions(4).build()?;
+/// engine.run(&job, &Inputs::new([dir.path().join("in.txt")])?, &OutputSpec::File(out.clone()))?;
+/// assert_eq!(std::fs::read_to_string(out)?, "a\t1\nb\t3\nc\t1\n");
+/// # Ok(()) }
+/// ```
+pub fn from_fns<V, M, C, R>(map: M, combine: C, reduce: R) -> FnJob<V, M, C, R>
+where
+    V: Value,
+    M: Fn(&[u8], &mut dyn FnMut(&[u8], V)) + Send + Sync,
+    C: Fn(&mut V, V) + Send + Sync,
+    R: Fn(&[u8], V, &mut dyn Write) -> std::io::Result<()> + Send + Sync,
+{
+    FnJob { map, combine, reduce, _value: PhantomData }
+}
+
+impl<V, M, C, R> Job for FnJob<V, M, C, R>
+where
+    V: Value,
+    M: Fn(&[u8], &mut dyn FnMut(&[u8], V)) + Send + Sync,
+    C: Fn(&mut V, V) + Send + Sync,
+    R: Fn(&[u8], V, &mut dyn Write) -> std::io::Result<()> + Send + Sync,
+{
+    type Value = V;
+    const COMBINER: bool = true;
+
+    fn map(&self, split: &Split<'_>, emit: &mut Emitter<'_, V>) -> Result<(), JobError> {
+        (self.map)(split.data, &mut |key, value| emit.emit(key, value));
+        Ok(())
+    }
+
+    fn combine(&self, acc: &mut V, value: V) {
+        (self.combine)(acc, value);
+    }
+
+    fn reduce(&self, key: &[u8], values: Values<'_, '_, V>, out: &mut dyn Write) -> Result<(), JobError> {
+        let mut values = values.map(to_owned::<V>);
+        let mut acc = values.next().expect("reduce sees at least one value");
+        for v in values {
+            (self.combine)(&mut acc, v);
+        }
+        (self.reduce)(key, acc, out)?;
+        Ok(())
+    }
+}

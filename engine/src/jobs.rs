@@ -1,0 +1,278 @@
+//! The built-in jobs behind the `spillway` subcommands: word count, inverted index, grep.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Mutex, OnceLock};
+
+use ahash::RandomState;
+use regex::bytes::Regex;
+use spillway_shuffle::ArchivedValue;
+use spillway_shuffle::rkyv::Archived;
+
+use crate::error::JobError;
+use crate::input::{Inputs, Split};
+use crate::job::{Emitter, Job, Values};
+use crate::text::{WordMode, for_each_word};
+
+/// Writes `key<TAB>n<LF>`.
+///
+/// # Errors
+///
+/// The writer's error.
+pub fn write_key_value(out: &mut dyn Write, key: &[u8], n: u64) -> std::io::Result<()> {
+    let mut line = [0u8; 21];
+    let digits = format_u64(n, &mut line[..20]);
+    let len = digits.len();
+    line[len] = b'\n';
+    out.write_all(key)?;
+    out.write_all(b"\t")?;
+    let start = 20 - len;
+    let mut tail = [0u8; 21];
+    tail[..len].copy_from_slice(&line[start..20]);
+    tail[len] = b'\n';
+    out.write_all(&tail[..=len])
+}
+
+/// Formats `n` in decimal into the end of `buf` (20 bytes); returns the digits.
+fn format_u64(mut n: u64, buf: &mut [u8]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &buf[i..]
+}
+
+/// Word count: every word with the number of its occurrences, `word<TAB>count`.
+///
+/// Words are maximal runs of letters: Unicode general category L* by default (as the MIT
+/// 6.824 lab counts them, case kept), or `[A-Za-z]` in ASCII mode.
+#[derive(Debug, Clone, Copy)]
+pub struct WordCount {
+    /// Which characters make words.
+    pub mode: WordMode,
+}
+
+impl Job for WordCount {
+    type Value = u64;
+    const COMBINER: bool = true;
+
+    fn map(&self, split: &Split<'_>, emit: &mut Emitter<'_, u64>) -> Result<(), JobError> {
+        for_each_word(split.data, self.mode, |word| emit.emit(word, 1));
+        Ok(())
+    }
+
+    #[inline]
+    fn combine(&self, acc: &mut u64, value: u64) {
+        *acc += value;
+    }
+
+    #[inline]
+    fn combine_archived(&self, acc: &mut u64, value: &Archived<u64>) {
+        *acc += value.to_native();
+    }
+
+    fn reduce(&self, key: &[u8], values: Values<'_, '_, u64>, out: &mut dyn Write) -> Result<(), JobError> {
+        let total: u64 = values.map(|v| v.to_native()).sum();
+        write_key_value(out, key, total)?;
+        Ok(())
+    }
+}
+
+/// Inverted index: `word<TAB>N<TAB>doc1,doc2,...` — the N distinct documents (input files,
+/// named by their path as given) that contain the word, in byte order of their names.
+#[derive(Debug, Clone)]
+pub struct InvertedIndex {
+    mode: WordMode,
+    names: Vec<Vec<u8>>,
+}
+
+impl InvertedIndex {
+    /// An index over the files of `inputs`.
+    pub fn new(inputs: &Inputs, mode: WordMode) -> Self {
+        let names = inputs.files().iter().map(|f| f.path.as_os_str().as_encoded_bytes().to_vec()).collect();
+        InvertedIndex { mode, names }
+    }
+}
+
+/// Inserts `doc` into the sorted, duplicate-free `docs`.
+fn insert_sorted(docs: &mut Vec<u32>, doc: u32) {
+    if let Err(at) = docs.binary_search(&doc) {
+        docs.insert(at, doc);
+    }
+}
+
+impl Job for InvertedIndex {
+    type Value = Vec<u32>;
+    const COMBINER: bool = true;
+
+    fn map(&self, split: &Split<'_>, emit: &mut Emitter<'_, Vec<u32>>) -> Result<(), JobError> {
+        // Per-split state: each word is emitted once per split.
+        let mut seen: HashSet<&[u8], RandomState> = HashSet::with_hasher(RandomState::with_seeds(1, 2, 3, 4));
+        for_each_word(split.data, self.mode, |word| {
+            seen.insert(word);
+        });
+        let doc = split.file.index;
+        for word in seen {
+            emit.emit(word, vec![doc]);
+        }
+        Ok(())
+    }
+
+    fn combine(&self, acc: &mut Vec<u32>, value: Vec<u32>) {
+        for doc in value {
+            insert_sorted(acc, doc);
+        }
+    }
+
+    fn combine_archived(&self, acc: &mut Vec<u32>, value: &ArchivedValue<Vec<u32>>) {
+        for doc in value.iter() {
+            insert_sorted(acc, doc.to_native());
+        }
+    }
+
+    fn reduce(
+        &self,
+        key: &[u8],
+        values: Values<'_, '_, Vec<u32>>,
+        out: &mut dyn Write,
+    ) -> Result<(), JobError> {
+        let mut docs: Vec<u32> = Vec::new();
+        for value in values {
+            docs.extend(value.iter().map(|d| d.to_native()));
+        }
+        docs.sort_unstable();
+        docs.dedup();
+        let mut names: Vec<&[u8]> = docs.iter().map(|&d| self.names[d as usize].as_slice()).collect();
+        names.sort_unstable();
+        names.dedup(); // the same path given twice is one document
+        out.write_all(key)?;
+        write!(out, "\t{}\t", names.len())?;
+        for (i, name) in names.iter().enumerate() {
+            if i > 0 {
+                out.write_all(b",")?;
+            }
+            out.write_all(name)?;
+        }
+        out.write_all(b"\n")?;
+        Ok(())
+    }
+}
+
+/// Grep: the lines that match a regular expression, as `path:line_number:line`, in input
+/// order (files in the order given, lines in file order).
+#[derive(Debug)]
+pub struct Grep {
+    regex: Regex,
+    names: Vec<PathBuf>,
+    /// Newlines in each mapped split, by (file, split offset): the line numbers of a split
+    /// depend on all splits before it in its file.
+    newlines: Mutex<Vec<(u32, u64, u64)>>,
+    lines_before: OnceLock<std::collections::HashMap<(u32, u64), u64, RandomState>>,
+}
+
+impl Grep {
+    /// A grep for `regex` over the files of `inputs`. `^` and `$` match at line boundaries.
+    ///
+    /// # Errors
+    ///
+    /// The pattern is not a valid regular expression.
+    pub fn new(pattern: &str, inputs: &Inputs) -> Result<Self, regex::Error> {
+        let regex = regex::bytes::RegexBuilder::new(pattern).multi_line(true).build()?;
+        Ok(Grep {
+            regex,
+            names: inputs.files().iter().map(|f| f.path.clone()).collect(),
+            newlines: Mutex::new(Vec::new()),
+            lines_before: OnceLock::new(),
+        })
+    }
+
+    fn lines_before(&self) -> &std::collections::HashMap<(u32, u64), u64, RandomState> {
+        self.lines_before.get_or_init(|| {
+            let mut splits = self.newlines.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+            splits.sort_unstable();
+            let mut map = std::collections::HashMap::with_hasher(RandomState::with_seeds(1, 2, 3, 4));
+            let mut current = (u32::MAX, 0u64);
+            for (file, offset, count) in splits {
+                if file != current.0 {
+                    current = (file, 0);
+                }
+                map.insert((file, offset), current.1);
+                current.1 += count;
+            }
+            map
+        })
+    }
+}
+
+/// Grep's value: the split the line is in, its line index within the split, and the line.
+pub type GrepLine = (u64, u64, Vec<u8>);
+
+impl Job for Grep {
+    type Value = GrepLine;
+
+    fn map(&self, split: &Split<'_>, emit: &mut Emitter<'_, GrepLine>) -> Result<(), JobError> {
+        let data = split.data;
+        let mut key = [0u8; 12];
+        key[..4].copy_from_slice(&split.file.index.to_be_bytes());
+        let mut pos = 0usize;
+        let mut counted = 0usize; // newlines counted up to here
+        let mut line_index = 0u64;
+        while pos <= data.len() {
+            let Some(m) = self.regex.find_at(data, pos) else { break };
+            let start = data[..m.start()].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1).max(pos);
+            let end =
+                data[m.start()..].iter().position(|&b| b == b'\n').map_or(data.len(), |i| m.start() + i);
+            line_index += data[counted..start].iter().filter(|&&b| b == b'\n').count() as u64;
+            counted = start;
+            let line = &data[start..end];
+            if self.regex.is_match(line) && !(start == data.len() && start > 0) {
+                key[4..].copy_from_slice(&(split.offset + start as u64).to_be_bytes());
+                emit.emit(&key, (split.offset, line_index, line.to_vec()));
+            }
+            pos = end + 1;
+        }
+        let newlines = data.iter().filter(|&&b| b == b'\n').count() as u64;
+        self.newlines.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((
+            split.file.index,
+            split.offset,
+            newlines,
+        ));
+        Ok(())
+    }
+
+    fn reduce(
+        &self,
+        key: &[u8],
+        values: Values<'_, '_, GrepLine>,
+        out: &mut dyn Write,
+    ) -> Result<(), JobError> {
+        let file = u32::from_be_bytes(key[..4].try_into().expect("grep keys are 12 bytes"));
+        let name = self.names[file as usize].as_os_str().as_encoded_bytes();
+        for value in values {
+            let before = self.lines_before().get(&(file, value.0.to_native())).copied().unwrap_or(0);
+            out.write_all(name)?;
+            write!(out, ":{}:", before + value.1.to_native() + 1)?;
+            out.write_all(&value.2)?;
+            out.write_all(b"\n")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn key_value_lines() {
+        let mut out = Vec::new();
+        super::write_key_value(&mut out, b"word", 0).unwrap();
+        super::write_key_value(&mut out, b"x", u64::MAX).unwrap();
+        super::write_key_value(&mut out, b"", 1234).unwrap();
+        assert_eq!(out, b"word\t0\nx\t18446744073709551615\n\t1234\n");
+    }
+}

@@ -1,0 +1,199 @@
+//! Job metrics (written into `_SUCCESS` as JSON) and live progress counters.
+
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// What a finished job did. Serialized as JSON into `_SUCCESS`.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[non_exhaustive]
+pub struct Metrics {
+    /// Worker threads.
+    pub threads: usize,
+    /// Partitions R.
+    pub partitions: u32,
+    /// Memory budget for map-side buffers, in bytes.
+    pub memory_budget: u64,
+    /// The open-run threshold F.
+    pub max_open_runs: usize,
+    /// The I/O backend actually used ("std" or "uring").
+    pub io_backend: String,
+    /// Input files.
+    pub input_files: u64,
+    /// Input bytes.
+    pub input_bytes: u64,
+    /// Splits mapped.
+    pub splits: u64,
+    /// Pairs emitted by map.
+    pub map_records: u64,
+    /// Spill runs written by map-side buffers.
+    pub spills: u64,
+    /// Bytes of spill runs.
+    pub spill_bytes: u64,
+    /// Intermediate merges (background and planned).
+    pub merge_steps: u64,
+    /// Bytes written by intermediate merges.
+    pub merge_bytes: u64,
+    /// The largest number of runs any merge read (the final merge included).
+    pub max_fan_in: usize,
+    /// The most run readers that were open at once in any merge step.
+    pub peak_open_runs: usize,
+    /// Keys reduced.
+    pub output_keys: u64,
+    /// Output bytes written.
+    pub output_bytes: u64,
+    /// Output files written.
+    pub output_files: u64,
+    /// Peak resident set size of the process (VmHWM), bytes.
+    pub peak_rss_bytes: u64,
+    /// Peak anonymous resident memory sampled during the job (RssAnon), bytes. Mapped input
+    /// pages are reclaimable page cache and are not included.
+    pub peak_anon_bytes: u64,
+    /// Seconds per phase.
+    pub seconds: PhaseTimes,
+}
+
+/// Wall-clock seconds per phase.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct PhaseTimes {
+    /// Map (with background merges).
+    pub map: f64,
+    /// Planned intermediate merges after the map phase.
+    pub merge: f64,
+    /// Final merge and reduce, output commit included.
+    pub reduce: f64,
+    /// The whole job.
+    pub total: f64,
+}
+
+/// The phase a job is in, for progress displays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Phase {
+    /// Opening inputs and planning splits.
+    Starting = 0,
+    /// Mapping splits.
+    Map = 1,
+    /// Intermediate merges.
+    Merge = 2,
+    /// Final merge and reduce.
+    Reduce = 3,
+    /// Finished.
+    Done = 4,
+}
+
+impl Phase {
+    /// A short lowercase name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::Map => "map",
+            Phase::Merge => "merge",
+            Phase::Reduce => "reduce",
+            Phase::Done => "done",
+        }
+    }
+}
+
+/// Live counters a job updates as it goes; a progress display reads them from another thread.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Input bytes in splits that have been mapped.
+    pub bytes_mapped: AtomicU64,
+    /// Total input bytes.
+    pub bytes_total: AtomicU64,
+    /// Splits mapped.
+    pub splits_done: AtomicU64,
+    /// Splits in the job.
+    pub splits_total: AtomicU64,
+    /// Spill runs written.
+    pub spills: AtomicU64,
+    /// Merge steps done.
+    pub merges: AtomicU64,
+    /// Partitions reduced.
+    pub partitions_done: AtomicU64,
+    phase: AtomicU8,
+    /// Set to ask the job to stop (another thread or rank failed); the job then fails with
+    /// [`Error::Cancelled`](crate::Error::Cancelled).
+    pub cancel: AtomicBool,
+}
+
+impl Progress {
+    /// The current phase.
+    pub fn phase(&self) -> Phase {
+        match self.phase.load(Ordering::Relaxed) {
+            1 => Phase::Map,
+            2 => Phase::Merge,
+            3 => Phase::Reduce,
+            4 => Phase::Done,
+            _ => Phase::Starting,
+        }
+    }
+
+    pub(crate) fn set_phase(&self, phase: Phase) {
+        self.phase.store(phase as u8, Ordering::Relaxed);
+    }
+
+    pub(crate) fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+}
+
+/// Reads a `kB` field of `/proc/self/status`, in bytes.
+fn status_field(name: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(name))?;
+    let kb: u64 = line[name.len()..].trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Peak resident set size of this process so far (VmHWM).
+pub fn peak_rss() -> u64 {
+    status_field("VmHWM:").unwrap_or(0)
+}
+
+/// Anonymous resident memory of this process right now (RssAnon).
+pub fn anon_rss() -> u64 {
+    status_field("RssAnon:").unwrap_or(0)
+}
+
+/// Samples [`anon_rss`] every few milliseconds until dropped; reports the peak.
+pub(crate) struct AnonSampler {
+    stop: std::sync::Arc<AtomicBool>,
+    peak: std::sync::Arc<AtomicU64>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl AnonSampler {
+    pub(crate) fn start() -> Self {
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let peak = std::sync::Arc::new(AtomicU64::new(anon_rss()));
+        let (s, p) = (stop.clone(), peak.clone());
+        let handle = std::thread::Builder::new()
+            .name("spillway-rss".into())
+            .spawn(move || {
+                while !s.load(Ordering::Relaxed) {
+                    p.fetch_max(anon_rss(), Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            })
+            .ok();
+        AnonSampler { stop, peak, handle }
+    }
+
+    pub(crate) fn finish(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+        self.peak.fetch_max(anon_rss(), Ordering::Relaxed);
+        self.peak.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for AnonSampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
