@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use spillway_shuffle::{
-    HashPartitioner, IoBackend, Merge, Partitioner, ReadMode, RunInfo, RunReader, limits, plan_merges,
+    HashPartitioner, IoBackend, Merge, OpenRunGauge, Partitioner, ReadMode, RunInfo, RunReader, limits,
+    plan_merges,
 };
 
 use crate::buffer::{AppendBuffer, CombineBuffer, SpillBuffer};
@@ -266,11 +267,12 @@ impl Engine {
         let merge_done = Instant::now();
 
         progress.set_phase(Phase::Reduce);
+        let gauge = OpenRunGauge::new();
         let readers = finals
             .iter()
-            .map(|run| Ok(RunReader::<J::Value>::open(&run.path, self.read)?.track(&spiller.gauge)))
+            .map(|run| Ok(RunReader::<J::Value>::open(&run.path, self.read)?.track(&gauge)))
             .collect::<Result<Vec<_>>>()?;
-        spiller.note_final_fan_in(readers.len());
+        spiller.note_final_merge(&gauge);
         let (output_keys, output_bytes, output_files) = match output {
             OutputSpec::Dir(dir) => self.reduce_to_dir(job, &readers, partitioner.partitions(), dir)?,
             OutputSpec::File(path) => {
@@ -296,7 +298,7 @@ impl Engine {
             merge_steps: stats.merge_steps,
             merge_bytes: stats.merge_bytes,
             max_fan_in: stats.max_fan_in,
-            peak_open_runs: spiller.gauge.peak(),
+            peak_open_runs: stats.peak_open_runs,
             output_keys,
             output_bytes,
             output_files,

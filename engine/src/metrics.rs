@@ -37,7 +37,7 @@ pub struct Metrics {
     pub merge_bytes: u64,
     /// The largest number of runs any merge read (the final merge included).
     pub max_fan_in: usize,
-    /// The most run readers that were open at once in any merge step.
+    /// The most run readers open at once within any one merge step (never above F).
     pub peak_open_runs: usize,
     /// Keys reduced.
     pub output_keys: u64,

@@ -49,6 +49,8 @@ pub(crate) struct SpillStats {
     pub merge_steps: u64,
     pub merge_bytes: u64,
     pub max_fan_in: usize,
+    /// The most run readers open at once within one merge step.
+    pub peak_open_runs: usize,
 }
 
 #[derive(Debug, Default)]
@@ -66,7 +68,6 @@ pub(crate) struct Spiller<'s> {
     fan_in: usize,
     seq: AtomicU64,
     pool: Mutex<Pool>,
-    pub(crate) gauge: Arc<OpenRunGauge>,
     progress: &'s Progress,
 }
 
@@ -93,7 +94,6 @@ impl<'s> Spiller<'s> {
             fan_in,
             seq: AtomicU64::new(0),
             pool: Mutex::new(Pool::default()),
-            gauge: OpenRunGauge::new(),
             progress,
         }
     }
@@ -142,8 +142,10 @@ impl<'s> Spiller<'s> {
         debug_assert!(inputs.len() <= self.fan_in);
         let paths: Vec<&Path> = inputs.iter().map(|r| r.path.as_path()).collect();
         let output = self.next_path("merge");
+        // One gauge per step: the bound F is on the runs one merge reads at once.
+        let gauge = OpenRunGauge::new();
         let options =
-            MergeOptions { read: self.read, io: self.io, sync: false, gauge: Some(Arc::clone(&self.gauge)) };
+            MergeOptions { read: self.read, io: self.io, sync: false, gauge: Some(Arc::clone(&gauge)) };
         let combine =
             |acc: &mut J::Value, v: &spillway_shuffle::ArchivedValue<J::Value>| job.combine_archived(acc, v);
         let info = if J::COMBINER {
@@ -159,6 +161,7 @@ impl<'s> Spiller<'s> {
         pool.stats.merge_steps += 1;
         pool.stats.merge_bytes += info.bytes;
         pool.stats.max_fan_in = pool.stats.max_fan_in.max(inputs.len());
+        pool.stats.peak_open_runs = pool.stats.peak_open_runs.max(gauge.peak());
         Ok(info)
     }
 
@@ -172,9 +175,11 @@ impl<'s> Spiller<'s> {
         std::mem::take(&mut self.lock().waiting)
     }
 
-    pub(crate) fn note_final_fan_in(&self, n: usize) {
+    /// Records the final merge, which reads the runs of `gauge`.
+    pub(crate) fn note_final_merge(&self, gauge: &OpenRunGauge) {
         let mut pool = self.lock();
-        pool.stats.max_fan_in = pool.stats.max_fan_in.max(n);
+        pool.stats.max_fan_in = pool.stats.max_fan_in.max(gauge.peak());
+        pool.stats.peak_open_runs = pool.stats.peak_open_runs.max(gauge.peak());
     }
 
     pub(crate) fn stats(&self) -> SpillStats {

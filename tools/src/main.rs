@@ -1,3 +1,64 @@
-//! The spillway binary.
+//! The `spillway` command-line tool.
 #![forbid(unsafe_code)]
-fn main() {}
+
+mod cmd;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Exit status for usage errors (bad flags or arguments).
+pub const EXIT_USAGE: u8 = 2;
+/// Exit status for bad input: missing or unreadable paths, malformed records, an output
+/// directory that already holds output.
+pub const EXIT_INPUT: u8 = 3;
+/// Exit status for failures of the job or the machine: a full disk, a corrupt spill run, a
+/// panic in job code.
+pub const EXIT_FAILURE: u8 = 1;
+
+fn main() -> ExitCode {
+    let cli = match cmd::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match cmd::run(cli) {
+        Ok(code) => code,
+        Err(err) => report(&err),
+    }
+}
+
+/// Prints `spillway: error: ...` with the whole cause chain on one line, and picks the exit
+/// status. A broken pipe (output piped into `head`) is not an error.
+fn report(err: &anyhow::Error) -> ExitCode {
+    for cause in err.chain() {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::BrokenPipe
+        {
+            return ExitCode::SUCCESS;
+        }
+        if let Some(spillway_engine::Error::Io { source, .. }) =
+            cause.downcast_ref::<spillway_engine::Error>()
+            && source.kind() == std::io::ErrorKind::BrokenPipe
+        {
+            return ExitCode::SUCCESS;
+        }
+    }
+    let mut message = err.to_string();
+    for cause in err.chain().skip(1) {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+    }
+    eprintln!("spillway: error: {message}");
+    let input = err.chain().any(|c| {
+        c.downcast_ref::<spillway_engine::Error>().is_some_and(spillway_engine::Error::is_input_error)
+            || c.downcast_ref::<cmd::InputError>().is_some()
+    });
+    ExitCode::from(if input { EXIT_INPUT } else { EXIT_FAILURE })
+}

@@ -1,0 +1,196 @@
+//! Options shared by the job subcommands, and running a job with progress and metrics.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context;
+use spillway_engine::shuffle::{IoBackend, ReadMode};
+use spillway_engine::{Engine, Inputs, Job, Metrics, OutputSpec, Progress};
+
+/// An error in the user's input found by the tool itself (exit status 3).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InputError(pub String);
+
+/// Parses a size: a number with an optional binary suffix K, M, G or T (also KB/KiB...).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let upper = t.to_ascii_uppercase();
+    let stripped = upper.trim_end_matches("IB").trim_end_matches('B');
+    let (digits, shift) = match stripped.chars().last() {
+        Some('K') => (&stripped[..stripped.len() - 1], 10),
+        Some('M') => (&stripped[..stripped.len() - 1], 20),
+        Some('G') => (&stripped[..stripped.len() - 1], 30),
+        Some('T') => (&stripped[..stripped.len() - 1], 40),
+        _ => (stripped, 0),
+    };
+    let n: u64 = digits.trim().parse().map_err(|_| format!("invalid size {s:?} (examples: 1M, 512M, 2G)"))?;
+    n.checked_mul(1u64 << shift).ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+/// Options every job subcommand takes.
+#[derive(Debug, clap::Args)]
+pub struct JobOptions {
+    /// Worker threads [default: number of CPUs].
+    #[arg(long, short = 't', value_name = "N")]
+    pub threads: Option<usize>,
+    /// Partitions R: reduce parallelism, and the number of part files with --out-dir.
+    #[arg(long, short = 'r', value_name = "R", default_value_t = 16)]
+    pub partitions: u32,
+    /// Memory budget of the map-side buffers (e.g. 1M, 512M, 2G), shared by the threads. A
+    /// thread spills a sorted run to --spill-dir when its share is full.
+    #[arg(long, short = 'm', value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
+    pub memory: u64,
+    /// The open-file threshold F: no merge reads more than F runs at once; more runs are merged
+    /// in several passes [default: from the open-file limit].
+    #[arg(long, value_name = "F")]
+    pub max_open_runs: Option<usize>,
+    /// Where spill runs go (a per-job subdirectory, removed at the end) [default: $TMPDIR or /tmp].
+    #[arg(long, value_name = "DIR")]
+    pub spill_dir: Option<PathBuf>,
+    /// Write one part file per partition plus _SUCCESS (the job's metrics as JSON) into DIR.
+    #[arg(long, value_name = "DIR", conflicts_with = "out")]
+    pub out_dir: Option<PathBuf>,
+    /// Write all output, sorted by key in byte order, into FILE (replaced atomically)
+    /// [default: standard output].
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Target split size (inputs are cut at record boundaries near multiples of it).
+    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_size)]
+    pub split_size: u64,
+    /// How spill runs and outputs are written: auto (io_uring when the kernel allows it), std,
+    /// or uring.
+    #[arg(long, value_name = "BACKEND", default_value = "auto")]
+    pub io: IoBackend,
+    /// How inputs and runs are read: mmap, or pread (for files that may change while the job
+    /// runs, or filesystems where mmap is slow).
+    #[arg(long, value_name = "MODE", default_value = "mmap")]
+    pub read: ReadMode,
+    /// Also write the job's metrics (JSON) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub metrics: Option<PathBuf>,
+    /// No progress bar and no metrics summary on standard error.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+impl JobOptions {
+    /// Opens the inputs (failing before any work if one is missing or unreadable).
+    pub fn inputs(&self, paths: &[PathBuf]) -> anyhow::Result<Inputs> {
+        Ok(Inputs::with_mode(paths, self.read)?)
+    }
+
+    /// Builds the engine, runs `job`, shows progress, reports metrics.
+    pub fn run_job<J: Job>(&self, job: &J, inputs: &Inputs) -> anyhow::Result<ExitCode> {
+        let progress = Arc::new(Progress::default());
+        let mut builder = Engine::builder()
+            .partitions(self.partitions)
+            .memory_budget(self.memory)
+            .split_size(usize::try_from(self.split_size).unwrap_or(usize::MAX))
+            .io(self.io)
+            .read_mode(self.read)
+            .progress(Arc::clone(&progress));
+        if let Some(t) = self.threads {
+            builder = builder.threads(t);
+        }
+        if let Some(f) = self.max_open_runs {
+            builder = builder.max_open_runs(f);
+        }
+        if let Some(dir) = &self.spill_dir {
+            builder = builder.spill_dir(dir);
+        }
+        let engine = builder.build().map_err(|e| InputError(e.to_string()))?;
+        let output = match (&self.out_dir, &self.out) {
+            (Some(dir), _) => OutputSpec::Dir(dir.clone()),
+            (None, Some(file)) => OutputSpec::File(file.clone()),
+            (None, None) => OutputSpec::Stdout,
+        };
+        let bar = (!self.quiet && std::io::stderr().is_terminal())
+            .then(|| ProgressBar::start(Arc::clone(&progress)));
+        let result = engine.run(job, inputs, &output);
+        if let Some(bar) = bar {
+            bar.finish();
+        }
+        let metrics = result?;
+        self.report(&metrics)?;
+        Ok(ExitCode::SUCCESS)
+    }
+
+    fn report(&self, metrics: &Metrics) -> anyhow::Result<()> {
+        let json = serde_json::to_string_pretty(metrics).expect("metrics serialize");
+        if let Some(path) = &self.metrics {
+            std::fs::write(path, format!("{json}\n"))
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        if !self.quiet {
+            eprintln!("{json}");
+        }
+        Ok(())
+    }
+}
+
+/// A progress bar on standard error, fed from the engine's counters.
+struct ProgressBar {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    handle: std::thread::JoinHandle<()>,
+}
+
+impl ProgressBar {
+    fn start(progress: Arc<Progress>) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let handle = std::thread::spawn(move || {
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} {prefix:>6} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            while !flag.load(Ordering::Relaxed) {
+                bar.set_length(progress.bytes_total.load(Ordering::Relaxed));
+                bar.set_position(progress.bytes_mapped.load(Ordering::Relaxed));
+                bar.set_prefix(progress.phase().name());
+                bar.set_message(format!(
+                    "splits {}/{}  spills {}  merges {}  partitions reduced {}",
+                    progress.splits_done.load(Ordering::Relaxed),
+                    progress.splits_total.load(Ordering::Relaxed),
+                    progress.spills.load(Ordering::Relaxed),
+                    progress.merges.load(Ordering::Relaxed),
+                    progress.partitions_done.load(Ordering::Relaxed),
+                ));
+                bar.tick();
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            bar.finish_and_clear();
+        });
+        ProgressBar { stop, handle }
+    }
+
+    fn finish(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.handle.join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1M"), Ok(1 << 20));
+        assert_eq!(parse_size("512m"), Ok(512 << 20));
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert_eq!(parse_size("64KiB"), Ok(64 << 10));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert_eq!(parse_size("3GB"), Ok(3 << 30));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
+}

@@ -1,0 +1,34 @@
+//! `spillway gen records`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use spillway_tools::records::gensort;
+
+/// Arguments of `spillway gen records`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// ASCII records (gensort -a): printable keys, CRLF line ends.
+    #[arg(long, short = 'a')]
+    ascii: bool,
+    /// First record number B (gensort -bB).
+    #[arg(long, short = 'b', value_name = "B", default_value_t = 0)]
+    start: u128,
+    /// Generator threads [default: number of CPUs].
+    #[arg(long, short = 't', value_name = "N")]
+    threads: Option<usize>,
+    /// Number of records N.
+    #[arg(value_name = "N")]
+    count: u64,
+    /// Output file.
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+    gensort::generate_file(&args.file, args.start, args.count, args.ascii, threads.max(1))
+        .with_context(|| format!("writing {}", args.file.display()))?;
+    Ok(ExitCode::SUCCESS)
+}

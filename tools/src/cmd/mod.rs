@@ -1,0 +1,65 @@
+//! Subcommands, one module each, and the options they share.
+
+mod common;
+mod gen_records;
+mod grep;
+mod index;
+mod valsort;
+mod wordcount;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub use common::InputError;
+
+const AFTER_HELP: &str = "\
+Exit status: 0 success; 1 the job or the machine failed (job code error, full disk, corrupt \
+spill run); 2 usage error; 3 bad input (missing or unreadable path, malformed records, output \
+directory already holding output). `valsort` follows valsort: 0 sorted, 1 not sorted or invalid.";
+
+/// Spillway: a MapReduce engine for HPC clusters. Memory-maps its inputs, spills sorted
+/// rkyv runs under a memory budget, merges them under an open-file bound, and writes
+/// atomically committed output.
+#[derive(Debug, Parser)]
+#[command(name = "spillway", version, about, after_help = AFTER_HELP, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Count words: lines `word<TAB>count`, sorted by word in byte order.
+    #[command(after_help = AFTER_HELP)]
+    Wordcount(wordcount::Args),
+    /// Build an inverted index: lines `word<TAB>N<TAB>doc1,doc2,...`.
+    #[command(after_help = AFTER_HELP)]
+    Index(index::Args),
+    /// Print lines matching a regular expression as `path:line_number:line`, in input order.
+    #[command(after_help = AFTER_HELP)]
+    Grep(grep::Args),
+    /// Generate data.
+    #[command(subcommand)]
+    Gen(GenCommand),
+    /// Validate a file of 100-byte sort records like the Sort Benchmark's valsort: prints
+    /// valsort's report on standard error and exits 0 when the records are in order.
+    Valsort(valsort::Args),
+}
+
+#[derive(Debug, Subcommand)]
+enum GenCommand {
+    /// Sort Benchmark records, byte-identical to gensort 1.5: records B..B+N into FILE.
+    Records(gen_records::Args),
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Wordcount(args) => wordcount::run(args),
+        Command::Index(args) => index::run(args),
+        Command::Grep(args) => grep::run(args),
+        Command::Gen(GenCommand::Records(args)) => gen_records::run(args),
+        Command::Valsort(args) => valsort::run(args),
+    }
+}
