@@ -87,23 +87,25 @@ impl<'j, J: Job> CombineBuffer<'j, J> {
         }
     }
 
-    /// Would adding a new key of `key_len` bytes push allocations past the limit?
+    /// Would adding a new key of `key_len` bytes grow an allocation past the limit? Capacity
+    /// that is already allocated (kept across spills) is free to use.
     fn must_spill_before_new(&self, key_len: usize) -> bool {
         if self.entries.is_empty() {
             return false;
         }
-        let mut total = self.allocated();
+        let mut growth = 0;
         if self.entries.len() == self.entries.capacity() {
-            total += grown(&self.entries, 1) - self.entries.capacity() * size_of::<Entry<J::Value>>();
-            total += grown(&self.order, 1) - self.order.capacity() * size_of::<(u32, u32)>();
+            growth += grown(&self.entries, 1) - self.entries.capacity() * size_of::<Entry<J::Value>>();
+            growth += grown(&self.order, 1).saturating_sub(self.order.capacity() * size_of::<(u32, u32)>());
         }
         if self.arena.len() + key_len > self.arena.capacity() {
-            total += grown(&self.arena, key_len) - self.arena.capacity();
+            growth += grown(&self.arena, key_len) - self.arena.capacity();
         }
         if self.table.len() == self.table.capacity() {
-            total += self.table.capacity().max(4) * (size_of::<u32>() + 1);
+            growth += self.table.capacity().max(4) * (size_of::<u32>() + 1);
         }
-        total > self.limit || self.arena.len() + key_len > u32::MAX as usize
+        (growth > 0 && self.allocated() + growth > self.limit)
+            || self.arena.len() + key_len > u32::MAX as usize
     }
 }
 
@@ -198,14 +200,17 @@ impl<V: Value> MapBuffer<V> for AppendBuffer<'_, V> {
     #[inline]
     fn insert(&mut self, key: &[u8], value: V) {
         if !self.recs.is_empty() {
-            let mut total = self.allocated();
+            // Only growth counts: capacity kept from before the last spill is free to use.
+            let mut growth = 0;
             if self.recs.len() == self.recs.capacity() {
-                total += grown(&self.recs, 1) - self.recs.capacity() * size_of::<Rec<V>>();
+                growth += grown(&self.recs, 1) - self.recs.capacity() * size_of::<Rec<V>>();
             }
             if self.arena.len() + key.len() > self.arena.capacity() {
-                total += grown(&self.arena, key.len()) - self.arena.capacity();
+                growth += grown(&self.arena, key.len()) - self.arena.capacity();
             }
-            if total > self.limit || self.arena.len() + key.len() > u32::MAX as usize {
+            if (growth > 0 && self.allocated() + growth > self.limit)
+                || self.arena.len() + key.len() > u32::MAX as usize
+            {
                 if let Err(e) = self.spill() {
                     self.error.get_or_insert(e);
                     return;

@@ -3,7 +3,6 @@
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::{Mutex, OnceLock};
 
 use ahash::RandomState;
 use regex::bytes::Regex;
@@ -11,7 +10,7 @@ use spillway_shuffle::ArchivedValue;
 use spillway_shuffle::rkyv::Archived;
 
 use crate::error::JobError;
-use crate::input::{Inputs, Split};
+use crate::input::{Inputs, Split, SplitMode};
 use crate::job::{Emitter, Job, Values};
 use crate::text::{WordMode, for_each_word};
 
@@ -166,14 +165,13 @@ impl Job for InvertedIndex {
 
 /// Grep: the lines that match a regular expression, as `path:line_number:line`, in input
 /// order (files in the order given, lines in file order).
-#[derive(Debug)]
+///
+/// Keys are (file index, byte offset of the line), big-endian, so byte order is input order;
+/// line numbers come from [`SplitMode::NumberedLines`], so no state crosses splits.
+#[derive(Debug, Clone)]
 pub struct Grep {
     regex: Regex,
     names: Vec<PathBuf>,
-    /// Newlines in each mapped split, by (file, split offset): the line numbers of a split
-    /// depend on all splits before it in its file.
-    newlines: Mutex<Vec<(u32, u64, u64)>>,
-    lines_before: OnceLock<std::collections::HashMap<(u32, u64), u64, RandomState>>,
 }
 
 impl Grep {
@@ -184,65 +182,43 @@ impl Grep {
     /// The pattern is not a valid regular expression.
     pub fn new(pattern: &str, inputs: &Inputs) -> Result<Self, regex::Error> {
         let regex = regex::bytes::RegexBuilder::new(pattern).multi_line(true).build()?;
-        Ok(Grep {
-            regex,
-            names: inputs.files().iter().map(|f| f.path.clone()).collect(),
-            newlines: Mutex::new(Vec::new()),
-            lines_before: OnceLock::new(),
-        })
-    }
-
-    fn lines_before(&self) -> &std::collections::HashMap<(u32, u64), u64, RandomState> {
-        self.lines_before.get_or_init(|| {
-            let mut splits = self.newlines.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-            splits.sort_unstable();
-            let mut map = std::collections::HashMap::with_hasher(RandomState::with_seeds(1, 2, 3, 4));
-            let mut current = (u32::MAX, 0u64);
-            for (file, offset, count) in splits {
-                if file != current.0 {
-                    current = (file, 0);
-                }
-                map.insert((file, offset), current.1);
-                current.1 += count;
-            }
-            map
-        })
+        Ok(Grep { regex, names: inputs.files().iter().map(|f| f.path.clone()).collect() })
     }
 }
 
-/// Grep's value: the split the line is in, its line index within the split, and the line.
-pub type GrepLine = (u64, u64, Vec<u8>);
+/// Grep's value: the line's 1-based number in its file, and the line.
+pub type GrepLine = (u64, Vec<u8>);
 
 impl Job for Grep {
     type Value = GrepLine;
+
+    fn split_mode(&self) -> SplitMode {
+        SplitMode::NumberedLines
+    }
 
     fn map(&self, split: &Split<'_>, emit: &mut Emitter<'_, GrepLine>) -> Result<(), JobError> {
         let data = split.data;
         let mut key = [0u8; 12];
         key[..4].copy_from_slice(&split.file.index.to_be_bytes());
         let mut pos = 0usize;
-        let mut counted = 0usize; // newlines counted up to here
-        let mut line_index = 0u64;
-        while pos <= data.len() {
+        let mut counted = 0usize; // newlines are counted up to here
+        let mut line_number = split.first_line + 1;
+        while pos < data.len() {
+            // A candidate match; the line it starts in is reported only if the line alone
+            // matches (a match may run across a newline).
             let Some(m) = self.regex.find_at(data, pos) else { break };
-            let start = data[..m.start()].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1).max(pos);
+            let start = data[pos..m.start()].iter().rposition(|&b| b == b'\n').map_or(pos, |i| pos + i + 1);
             let end =
                 data[m.start()..].iter().position(|&b| b == b'\n').map_or(data.len(), |i| m.start() + i);
-            line_index += data[counted..start].iter().filter(|&&b| b == b'\n').count() as u64;
+            line_number += data[counted..start].iter().filter(|&&b| b == b'\n').count() as u64;
             counted = start;
             let line = &data[start..end];
-            if self.regex.is_match(line) && !(start == data.len() && start > 0) {
+            if self.regex.is_match(line) {
                 key[4..].copy_from_slice(&(split.offset + start as u64).to_be_bytes());
-                emit.emit(&key, (split.offset, line_index, line.to_vec()));
+                emit.emit(&key, (line_number, line.to_vec()));
             }
             pos = end + 1;
         }
-        let newlines = data.iter().filter(|&&b| b == b'\n').count() as u64;
-        self.newlines.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((
-            split.file.index,
-            split.offset,
-            newlines,
-        ));
         Ok(())
     }
 
@@ -255,10 +231,9 @@ impl Job for Grep {
         let file = u32::from_be_bytes(key[..4].try_into().expect("grep keys are 12 bytes"));
         let name = self.names[file as usize].as_os_str().as_encoded_bytes();
         for value in values {
-            let before = self.lines_before().get(&(file, value.0.to_native())).copied().unwrap_or(0);
             out.write_all(name)?;
-            write!(out, ":{}:", before + value.1.to_native() + 1)?;
-            out.write_all(&value.2)?;
+            write!(out, ":{}:", value.0.to_native())?;
+            out.write_all(&value.1)?;
             out.write_all(b"\n")?;
         }
         Ok(())

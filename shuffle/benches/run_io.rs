@@ -4,7 +4,8 @@
 //! Two record shapes: 16-byte random keys with `u64` values (2M records) and 100-byte records
 //! (10-byte key, `[u8; 90]` value; 500k records). Every run holds one partition. Inputs are
 //! generated once per group from a fixed-seed PRNG, outside the timed loop; runs live in a
-//! temporary directory, so reads and writes go to the page cache.
+//! temporary directory, so reads and writes go to the page cache. Times are the benchmarking
+//! thread's CPU time (user + system) unless `SPILLWAY_BENCH_CLOCK=wall` (see `common`).
 //!
 //! - `write/<shape>`: push N sorted records through `RunWriter` (`IoBackend::Std`) and
 //!   `finish(false)`.
@@ -19,7 +20,7 @@ mod common;
 
 use std::hint::black_box;
 
-use common::{Key16U64, Rec100, Shape, random_records, short_group, throughput};
+use common::{Key16U64, Rec100, Shape, random_records, short_group, throughput, timed};
 use criterion::{Criterion, criterion_group, criterion_main};
 use spillway_shuffle::{ReadMode, RunReader};
 
@@ -29,7 +30,7 @@ fn write<S: Shape>(c: &mut Criterion) {
     let path = dir.path().join("write.run");
     let mut group = short_group(c, "write");
     group.throughput(throughput::<S>(S::RECORDS));
-    group.bench_function(S::NAME, |b| b.iter(|| black_box(sorted.write_run(&path)).bytes));
+    group.bench_function(S::NAME, |b| timed(b, || black_box(sorted.write_run(&path)).bytes));
     group.finish();
 }
 
@@ -43,7 +44,7 @@ fn read<S: Shape>(c: &mut Criterion) {
     let mut group = short_group(c, "open_validate");
     group.throughput(throughput::<S>(S::RECORDS));
     group.bench_function(S::NAME, |b| {
-        b.iter(|| {
+        timed(b, || {
             let reader = RunReader::<S::V>::open(black_box(&path), ReadMode::Mmap).expect("open");
             reader.total_records()
         });
@@ -55,7 +56,7 @@ fn read<S: Shape>(c: &mut Criterion) {
     let mut group = short_group(c, "iterate");
     group.throughput(throughput::<S>(S::RECORDS));
     group.bench_function(S::NAME, |b| {
-        b.iter(|| black_box(&reader).iter(0).fold(0u64, |acc, (key, value)| S::fold(acc, key, value)));
+        timed(b, || black_box(&reader).iter(0).fold(0u64, |acc, (key, value)| S::fold(acc, key, value)));
     });
     group.finish();
 }

@@ -4,10 +4,12 @@
 
 #![allow(dead_code, reason = "each bench target uses a different subset of these helpers")]
 
+use std::hint::black_box;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
-use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput, measurement::WallTime};
+use criterion::{Bencher, BenchmarkGroup, Criterion, SamplingMode, Throughput, measurement::WallTime};
 use spillway_shuffle::rkyv::Archived;
 use spillway_shuffle::{IoBackend, RunInfo, RunWriter, Value};
 
@@ -212,13 +214,56 @@ pub fn throughput<S: Shape>(records: usize) -> Throughput {
     Throughput::ElementsAndBytes { elements: records as u64, bytes: records as u64 * S::record_bytes() }
 }
 
+/// Which clock the benchmarks read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Clock {
+    /// CPU time of the benchmarking thread (user + system), `CLOCK_THREAD_CPUTIME_ID`: what
+    /// "on one core" means, and robust to other processes taking the core away.
+    ThreadCpu,
+    /// Wall-clock time (criterion's default).
+    Wall,
+}
+
+/// The clock chosen by `SPILLWAY_BENCH_CLOCK` (`cpu`, the default, or `wall`).
+pub fn clock() -> Clock {
+    static CLOCK: OnceLock<Clock> = OnceLock::new();
+    *CLOCK.get_or_init(|| match std::env::var("SPILLWAY_BENCH_CLOCK").as_deref() {
+        Ok("wall") => Clock::Wall,
+        Ok("cpu") | Err(_) => Clock::ThreadCpu,
+        Ok(other) => panic!("SPILLWAY_BENCH_CLOCK={other:?}: expected cpu or wall"),
+    })
+}
+
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_THREAD_CPUTIME_ID exists on Linux.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Times `routine` with the chosen [`clock`]; its output goes through `black_box`.
+pub fn timed<O>(b: &mut Bencher<'_>, mut routine: impl FnMut() -> O) {
+    match clock() {
+        Clock::Wall => b.iter(routine),
+        Clock::ThreadCpu => b.iter_custom(|iters| {
+            let (cpu, wall) = (thread_cpu_time(), Instant::now());
+            for _ in 0..iters {
+                black_box(routine());
+            }
+            // Never report less than zero, and never more than the wall time that passed.
+            (thread_cpu_time().saturating_sub(cpu)).min(wall.elapsed())
+        }),
+    }
+}
+
 /// Criterion with the short settings used by every group here: 10 samples, 1 s of warm-up,
-/// 2.5 s of measurement. Command-line arguments (filters, `--save-baseline`) still apply.
+/// 2 s of measurement. Command-line arguments (filters, `--save-baseline`) still apply.
 pub fn criterion() -> Criterion {
     Criterion::default()
         .sample_size(10)
         .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_millis(2500))
+        .measurement_time(Duration::from_secs(2))
         .configure_from_args()
 }
 
@@ -228,7 +273,7 @@ pub fn short_group<'a>(c: &'a mut Criterion, name: &str) -> BenchmarkGroup<'a, W
     group
         .sample_size(10)
         .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_millis(2500))
+        .measurement_time(Duration::from_secs(2))
         .sampling_mode(SamplingMode::Flat);
     group
 }
