@@ -45,23 +45,74 @@ fn hasher() -> ahash::RandomState {
     )
 }
 
-struct Entry<V> {
-    hash: u64,
+/// A slot of the combining table: the key's inline signature, where its bytes are in the
+/// arena, and the value itself.
+///
+/// For keys of at most 16 bytes `(w0, w1, len)` *is* the key (see [`signature`]), so finding
+/// a key compares three integers and touches neither the arena nor `memcmp`; longer keys
+/// compare their bytes in the arena after the signature matches.
+#[derive(Clone)]
+struct Slot<V> {
+    w0: u64,
+    w1: u64,
     off: u32,
     len: u32,
     value: V,
 }
 
-/// The combining buffer: key -> value, folding with the job's combiner.
+/// Keys up to this long are compared by signature alone.
+const INLINE_KEY: usize = 16;
+
+#[inline]
+fn read_u64(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
+}
+
+#[inline]
+fn read_u32(bytes: &[u8], at: usize) -> u64 {
+    u64::from(u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")))
+}
+
+/// Two words that, together with the length, identify a key of at most 16 bytes exactly
+/// (overlapping loads cover every byte); for longer keys, the first and last 8 bytes.
+#[inline]
+fn signature(key: &[u8]) -> (u64, u64) {
+    let n = key.len();
+    match n {
+        0 => (0, 0),
+        1..=3 => (u64::from(key[0]) | u64::from(key[n / 2]) << 8 | u64::from(key[n - 1]) << 16, 0),
+        4..=8 => (read_u32(key, 0) | read_u32(key, n - 4) << 32, 0),
+        _ => (read_u64(key, 0), read_u64(key, n - 8)),
+    }
+}
+
+#[inline]
+fn fold(a: u64, b: u64) -> u64 {
+    let p = u128::from(a) * u128::from(b);
+    (p as u64) ^ ((p >> 64) as u64)
+}
+
+/// The table hash: a folded multiply of the signature (mixing in the length), or ahash over
+/// the bytes for long keys.
+#[inline]
+fn table_hash(state: &ahash::RandomState, key: &[u8], w0: u64, w1: u64) -> u64 {
+    if key.len() > INLINE_KEY {
+        return state.hash_one(key);
+    }
+    let h = fold(w0 ^ 0x243f_6a88_85a3_08d3, w1 ^ 0x1319_8a2e_0370_7344 ^ (key.len() as u64) << 56);
+    fold(h ^ 0xa409_3822_299f_31d0, 0x082e_fa98_ec4e_6c89)
+}
+
+/// The combining buffer: key -> value, folding with the job's combiner as pairs are emitted.
 pub(crate) struct CombineBuffer<'j, J: Job> {
     job: &'j J,
     spiller: &'j Spiller<'j>,
     partitioner: &'j dyn Partitioner,
     hasher: ahash::RandomState,
-    table: HashTable<u32>,
-    entries: Vec<Entry<J::Value>>,
+    table: HashTable<Slot<J::Value>>,
     arena: Vec<u8>,
-    order: Vec<(u32, u32)>,
+    /// Reused at every spill: the slots with their partitions, sorted.
+    sorted: Vec<(u32, Slot<J::Value>)>,
     limit: usize,
     error: Option<crate::Error>,
 }
@@ -79,9 +130,8 @@ impl<'j, J: Job> CombineBuffer<'j, J> {
             partitioner,
             hasher: hasher(),
             table: HashTable::new(),
-            entries: Vec::new(),
             arena: Vec::new(),
-            order: Vec::new(),
+            sorted: Vec::new(),
             limit,
             error: None,
         }
@@ -90,19 +140,17 @@ impl<'j, J: Job> CombineBuffer<'j, J> {
     /// Would adding a new key of `key_len` bytes grow an allocation past the limit? Capacity
     /// that is already allocated (kept across spills) is free to use.
     fn must_spill_before_new(&self, key_len: usize) -> bool {
-        if self.entries.is_empty() {
+        if self.table.is_empty() {
             return false;
         }
         let mut growth = 0;
-        if self.entries.len() == self.entries.capacity() {
-            growth += grown(&self.entries, 1) - self.entries.capacity() * size_of::<Entry<J::Value>>();
-            growth += grown(&self.order, 1).saturating_sub(self.order.capacity() * size_of::<(u32, u32)>());
+        if self.table.len() == self.table.capacity() {
+            let slots = self.table.capacity().max(4);
+            growth += slots * (size_of::<Slot<J::Value>>() + 1);
+            growth += (2 * slots).saturating_sub(self.sorted.capacity()) * size_of::<(u32, Slot<J::Value>)>();
         }
         if self.arena.len() + key_len > self.arena.capacity() {
             growth += grown(&self.arena, key_len) - self.arena.capacity();
-        }
-        if self.table.len() == self.table.capacity() {
-            growth += self.table.capacity().max(4) * (size_of::<u32>() + 1);
         }
         (growth > 0 && self.allocated() + growth > self.limit)
             || self.arena.len() + key_len > u32::MAX as usize
@@ -112,14 +160,18 @@ impl<'j, J: Job> CombineBuffer<'j, J> {
 impl<J: Job> MapBuffer<J::Value> for CombineBuffer<'_, J> {
     #[inline]
     fn insert(&mut self, key: &[u8], value: J::Value) {
-        let hash = self.hasher.hash_one(key);
-        let (entries, arena) = (&self.entries, &self.arena);
-        let found = self.table.find(hash, |&i| {
-            let e = &entries[i as usize];
-            e.hash == hash && &arena[e.off as usize..(e.off + e.len) as usize] == key
+        let (w0, w1) = signature(key);
+        let hash = table_hash(&self.hasher, key, w0, w1);
+        let len = key.len() as u32;
+        let arena = &self.arena;
+        let found = self.table.find_mut(hash, |s| {
+            s.len == len
+                && s.w0 == w0
+                && s.w1 == w1
+                && (key.len() <= INLINE_KEY || &arena[s.off as usize..s.off as usize + key.len()] == key)
         });
-        if let Some(&i) = found {
-            self.job.combine(&mut self.entries[i as usize].value, value);
+        if let Some(slot) = found {
+            self.job.combine(&mut slot.value, value);
             return;
         }
         if self.must_spill_before_new(key.len()) {
@@ -128,35 +180,29 @@ impl<J: Job> MapBuffer<J::Value> for CombineBuffer<'_, J> {
                 return;
             }
         }
-        let index = self.entries.len() as u32;
         let off = self.arena.len() as u32;
         self.arena.extend_from_slice(key);
-        self.entries.push(Entry { hash, off, len: key.len() as u32, value });
-        let entries = &self.entries;
-        self.table.insert_unique(hash, index, |&i| entries[i as usize].hash);
+        let (hasher, arena) = (&self.hasher, &self.arena);
+        self.table.insert_unique(hash, Slot { w0, w1, off, len, value }, |s| {
+            let k = &arena[s.off as usize..(s.off + s.len) as usize];
+            table_hash(hasher, k, s.w0, s.w1)
+        });
     }
 }
 
 impl<J: Job> SpillBuffer<J::Value> for CombineBuffer<'_, J> {
     fn spill(&mut self) -> Result<()> {
-        if self.entries.is_empty() {
+        if self.table.is_empty() {
             return Ok(());
         }
         let arena = &self.arena;
-        let key = |e: &Entry<J::Value>| &arena[e.off as usize..(e.off + e.len) as usize];
-        self.order.clear();
-        self.order.extend(
-            self.entries.iter().enumerate().map(|(i, e)| (self.partitioner.partition(key(e)), i as u32)),
-        );
-        let entries = &self.entries;
-        self.order.sort_unstable_by(|a, b| {
-            a.0.cmp(&b.0).then_with(|| key(&entries[a.1 as usize]).cmp(key(&entries[b.1 as usize])))
-        });
-        let result = self.spiller.write_run(
-            self.order.iter().map(|&(p, i)| (p, key(&entries[i as usize]), &entries[i as usize].value)),
-        );
-        self.table.clear();
-        self.entries.clear();
+        let key = |s: &Slot<J::Value>| &arena[s.off as usize..(s.off + s.len) as usize];
+        let partitioner = self.partitioner;
+        self.sorted.clear();
+        self.sorted.extend(self.table.drain().map(|s| (partitioner.partition(key(&s)), s)));
+        self.sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| key(&a.1).cmp(key(&b.1))));
+        let result = self.spiller.write_run(self.sorted.iter().map(|(p, s)| (*p, key(s), &s.value)));
+        self.sorted.clear();
         self.arena.clear();
         result
     }
@@ -166,10 +212,49 @@ impl<J: Job> SpillBuffer<J::Value> for CombineBuffer<'_, J> {
     }
 
     fn allocated(&self) -> usize {
-        self.entries.capacity() * size_of::<Entry<J::Value>>()
-            + self.order.capacity() * size_of::<(u32, u32)>()
+        self.table.capacity() * (size_of::<Slot<J::Value>>() + 1)
+            + self.sorted.capacity() * size_of::<(u32, Slot<J::Value>)>()
             + self.arena.capacity()
-            + self.table.capacity() * (size_of::<u32>() + 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Equal signatures (with equal lengths) mean equal keys, for every key up to 16 bytes.
+    #[test]
+    fn signatures_identify_short_keys() {
+        let mut seen = std::collections::HashMap::new();
+        let alphabet = [0u8, 1, b'a', b'b', 0xff];
+        let mut keys: Vec<Vec<u8>> = vec![Vec::new()];
+        for len in 1..=4 {
+            let mut next = Vec::new();
+            for k in keys.iter().filter(|k| k.len() == len - 1) {
+                for &b in &alphabet {
+                    let mut k = k.clone();
+                    k.push(b);
+                    next.push(k);
+                }
+            }
+            keys.extend(next);
+        }
+        // Longer keys: vary each position of a 5..16-byte key.
+        for len in 5..=16usize {
+            for pos in 0..len {
+                for &b in &alphabet {
+                    let mut k = vec![b'x'; len];
+                    k[pos] = b;
+                    keys.push(k);
+                }
+            }
+        }
+        for k in keys {
+            let sig = (signature(&k), k.len());
+            if let Some(other) = seen.insert(sig, k.clone()) {
+                assert_eq!(other, k, "two keys share a signature");
+            }
+        }
     }
 }
 

@@ -19,7 +19,8 @@ use crate::metrics::{AnonSampler, Metrics, Phase, PhaseTimes, Progress, peak_rss
 use crate::output::{OutputFile, OutputSpec, part_name, prepare_dir, write_success};
 use crate::spill::{SpillDir, Spiller};
 
-/// Default split size: 64 MiB.
+/// Largest default split size: 64 MiB. The default is smaller for small inputs, so that every
+/// thread gets several splits: `clamp(input / (8 x threads), 1 MiB, 64 MiB)`.
 pub const DEFAULT_SPLIT_SIZE: usize = 64 << 20;
 /// Default memory budget for map-side buffers: 1 GiB.
 pub const DEFAULT_MEMORY_BUDGET: u64 = 1 << 30;
@@ -34,7 +35,7 @@ pub struct EngineBuilder {
     memory_budget: u64,
     max_open_runs: Option<usize>,
     spill_dir: Option<PathBuf>,
-    split_size: usize,
+    split_size: Option<usize>,
     io: IoBackend,
     read: ReadMode,
     progress: Option<Arc<Progress>>,
@@ -48,7 +49,7 @@ impl Default for EngineBuilder {
             memory_budget: DEFAULT_MEMORY_BUDGET,
             max_open_runs: None,
             spill_dir: None,
-            split_size: DEFAULT_SPLIT_SIZE,
+            split_size: None,
             io: IoBackend::Auto,
             read: ReadMode::Mmap,
             progress: None,
@@ -89,9 +90,9 @@ impl EngineBuilder {
         self
     }
 
-    /// Target split size in bytes (default 64 MiB).
+    /// Target split size in bytes (default: see [`DEFAULT_SPLIT_SIZE`]).
     pub fn split_size(mut self, bytes: usize) -> Self {
-        self.split_size = bytes;
+        self.split_size = Some(bytes);
         self
     }
 
@@ -131,7 +132,7 @@ impl EngineBuilder {
                 self.memory_budget
             )));
         }
-        if self.split_size == 0 {
+        if self.split_size == Some(0) {
             return Err(ConfigError("split size must be at least 1 byte".into()));
         }
         let max_open_runs = match self.max_open_runs {
@@ -163,7 +164,7 @@ pub struct Engine {
     memory_budget: u64,
     max_open_runs: usize,
     spill_dir: PathBuf,
-    split_size: usize,
+    split_size: Option<usize>,
     io: IoBackend,
     read: ReadMode,
     progress: Arc<Progress>,
@@ -245,7 +246,11 @@ impl Engine {
         if let OutputSpec::Dir(dir) = output {
             prepare_dir(dir)?;
         }
-        let splits = inputs.plan_splits(job.split_mode(), self.split_size)?;
+        let split_size = self.split_size.unwrap_or_else(|| {
+            let per_split = inputs.total_bytes() / (8 * self.threads as u64);
+            usize::try_from(per_split).unwrap_or(usize::MAX).clamp(1 << 20, DEFAULT_SPLIT_SIZE)
+        });
+        let splits = inputs.plan_splits(job.split_mode(), split_size)?;
         progress.splits_total.store(splits.len() as u64, Ordering::Relaxed);
         progress.bytes_total.store(inputs.total_bytes(), Ordering::Relaxed);
         let spill_dir = SpillDir::create(&self.spill_dir)?;

@@ -59,9 +59,10 @@ pub struct JobOptions {
     /// [default: standard output].
     #[arg(long, short = 'o', value_name = "FILE")]
     pub out: Option<PathBuf>,
-    /// Target split size (inputs are cut at record boundaries near multiples of it).
-    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_size)]
-    pub split_size: u64,
+    /// Target split size; inputs are cut at record boundaries near multiples of it
+    /// [default: input / (8 x threads), between 1M and 64M].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub split_size: Option<u64>,
     /// How spill runs and outputs are written: auto (io_uring when the kernel allows it), std,
     /// or uring.
     #[arg(long, value_name = "BACKEND", default_value = "auto")]
@@ -90,12 +91,14 @@ impl JobOptions {
         let mut builder = Engine::builder()
             .partitions(self.partitions)
             .memory_budget(self.memory)
-            .split_size(usize::try_from(self.split_size).unwrap_or(usize::MAX))
             .io(self.io)
             .read_mode(self.read)
             .progress(Arc::clone(&progress));
         if let Some(t) = self.threads {
             builder = builder.threads(t);
+        }
+        if let Some(size) = self.split_size {
+            builder = builder.split_size(usize::try_from(size).unwrap_or(usize::MAX));
         }
         if let Some(f) = self.max_open_runs {
             builder = builder.max_open_runs(f);
