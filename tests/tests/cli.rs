@@ -1,0 +1,222 @@
+//! The `spillway` binary end to end: outputs against references (`tr | sort | uniq -c`,
+//! BTreeMap models, the spec's test vectors), exit codes, and clear errors for bad input.
+
+use std::process::Command;
+
+use spillway_tests::{
+    gutenberg_files, messy_text, reference_grep, reference_index, reference_wordcount, spillway,
+};
+
+fn stdout_of(args: &[&str]) -> Vec<u8> {
+    let out = spillway(args);
+    assert!(out.status.success(), "spillway {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+fn strs(files: &[std::path::PathBuf]) -> Vec<String> {
+    files.iter().map(|f| f.display().to_string()).collect()
+}
+
+/// `spillway wordcount --ascii` equals `tr -cs A-Za-z '\n' | LC_ALL=C sort | uniq -c`, in
+/// every combination of threads, forced spills, F = 2 and partitions.
+#[test]
+fn ascii_wordcount_equals_tr_sort_uniq() {
+    let files = gutenberg_files();
+    let names = strs(&files);
+    let script = format!("cat {} | tr -cs A-Za-z '\\n' | LC_ALL=C sort | uniq -c", names.join(" "));
+    let out = Command::new("sh").arg("-c").arg(&script).env("LC_ALL", "C").output().unwrap();
+    assert!(out.status.success());
+    let mut expected = Vec::new();
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        let (count, word) = line.trim_start().split_once(' ').unwrap_or((line.trim(), ""));
+        if !word.is_empty() {
+            expected.extend_from_slice(format!("{word}\t{count}\n").as_bytes());
+        }
+    }
+    assert!(expected.len() > 100_000);
+    let spill = tempfile::tempdir().unwrap();
+    let spill_dir = spill.path().to_str().unwrap();
+    for threads in ["1", "2"] {
+        for extra in [
+            &[][..],
+            &["--memory", "1M", "--split-size", "64K"],
+            &["--memory", "1M", "--split-size", "64K", "--max-open-runs", "2"],
+        ] {
+            for partitions in ["1", "7", "64"] {
+                let mut args =
+                    vec!["wordcount", "--ascii", "-q", "--threads", threads, "--partitions", partitions];
+                args.extend_from_slice(&["--spill-dir", spill_dir]);
+                args.extend_from_slice(extra);
+                args.extend(names.iter().map(String::as_str));
+                let got = stdout_of(&args);
+                assert!(got == expected, "spillway {args:?} differs from tr | sort | uniq -c");
+            }
+        }
+    }
+    // Nothing left behind in the spill directory.
+    assert_eq!(std::fs::read_dir(spill.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn unicode_wordcount_index_and_grep_match_the_models() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for i in 0..3u64 {
+        let path = dir.path().join(format!("doc{i}.txt"));
+        std::fs::write(&path, messy_text(100 + i, 40_000)).unwrap();
+        files.push(path);
+    }
+    // Binary input: every byte value, repeated.
+    let binary = dir.path().join("binary.bin");
+    std::fs::write(&binary, (0..=255u8).cycle().take(10_000).collect::<Vec<u8>>()).unwrap();
+    files.push(binary);
+    let names = strs(&files);
+    let inputs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let common = ["-q", "--memory", "1M", "--split-size", "8K", "--max-open-runs", "3", "-r", "5"];
+
+    let got = stdout_of(&[&["wordcount"][..], &common, &inputs].concat());
+    assert!(got == reference_wordcount(&files, false), "unicode wordcount");
+    let text = String::from_utf8(got).unwrap();
+    assert!(text.contains("\nCæsar\t") && text.contains("\n日本語\t"), "non-ASCII words counted whole");
+
+    let got = stdout_of(&[&["index"][..], &common, &inputs].concat());
+    assert!(got == reference_index(&files, &names, false), "index");
+
+    let pattern = r"Cæsar|^the|\d+ x";
+    let got = stdout_of(&[&["grep"][..], &common, &[pattern], &inputs].concat());
+    assert!(got == reference_grep(&files, &names, pattern), "grep");
+}
+
+#[test]
+fn out_dir_commits_parts_and_success_with_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let files = strs(&gutenberg_files()[..2]);
+    let mut args = vec!["wordcount", "-q", "-r", "4", "--out-dir", out.to_str().unwrap()];
+    args.extend(files.iter().map(String::as_str));
+    assert!(spillway(&args).status.success());
+    let metrics: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("_SUCCESS")).unwrap()).unwrap();
+    for field in
+        ["input_bytes", "map_records", "spills", "merge_steps", "max_fan_in", "peak_rss_bytes", "seconds"]
+    {
+        assert!(metrics.get(field).is_some(), "_SUCCESS lacks {field}: {metrics}");
+    }
+    assert_eq!(metrics["output_files"], 4);
+    let names: Vec<String> =
+        std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert_eq!(names.len(), 5, "4 parts and _SUCCESS, no temporary files: {names:?}");
+
+    // A second run into the same directory is refused with exit status 3, output untouched.
+    let before = std::fs::read(out.join("part-00000")).unwrap();
+    let again = spillway(&args);
+    assert_eq!(again.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(err.starts_with("spillway: error: ") && err.contains("already holds"), "{err}");
+    assert_eq!(std::fs::read(out.join("part-00000")).unwrap(), before);
+}
+
+#[test]
+fn errors_are_one_clear_line_with_distinct_exit_codes() {
+    // Missing input: exit 3, names the path, no backtrace.
+    let out = spillway(&["wordcount", "/no/such/file.txt"]);
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/no/such/file.txt") && err.contains("No such file"), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(!err.contains("backtrace") && !err.contains("panicked"), "{err}");
+
+    // Usage errors: exit 2.
+    assert_eq!(spillway(&["wordcount"]).status.code(), Some(2));
+    assert_eq!(spillway(&["wordcount", "--memory", "lots", "x"]).status.code(), Some(2));
+    assert_eq!(spillway(&["frobnicate"]).status.code(), Some(2));
+    let out = spillway(&["wordcount", "--out", "a", "--out-dir", "b", "x"]);
+    assert_eq!(out.status.code(), Some(2));
+
+    // Invalid configuration found at run time: exit 3.
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.txt");
+    std::fs::write(&input, "a\n").unwrap();
+    let out = spillway(&["wordcount", "--max-open-runs", "1", input.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = spillway(&["grep", "(unclosed", input.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid pattern"));
+
+    // A directory where a file should be written: exit 1 (the machine, not the input).
+    let out = spillway(&["wordcount", "-q", "--out", dir.path().to_str().unwrap(), input.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn broken_pipe_is_not_an_error() {
+    let files = strs(&gutenberg_files());
+    let script =
+        format!("{} wordcount -q {} | head -1", spillway_tests::spillway_bin().display(), files.join(" "));
+    let out = Command::new("bash").arg("-c").arg(format!("set -o pipefail; {script}")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn help_explains_every_flag() {
+    let out = spillway(&["wordcount", "--help"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    for flag in [
+        "--threads",
+        "--partitions",
+        "--memory",
+        "--max-open-runs",
+        "--spill-dir",
+        "--out-dir",
+        "--out",
+        "--split-size",
+        "--io",
+        "--read",
+        "--metrics",
+        "--quiet",
+        "--ascii",
+        "Exit status",
+    ] {
+        assert!(text.contains(flag), "wordcount --help lacks {flag}");
+    }
+}
+
+#[test]
+fn gen_records_matches_gensort_and_valsort_accepts_sorted() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("recs");
+    let f = file.to_str().unwrap();
+    assert!(spillway(&["gen", "records", "--ascii", "1000", f]).status.success());
+    let sha = Command::new("sha256sum").arg(&file).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&sha.stdout)
+            .starts_with("6c26b26a61464dd78038f9c60907c851ac043c07584b12835fe065cbca31aad2")
+    );
+    assert!(spillway(&["gen", "records", "--start", "7", "1000", f]).status.success());
+    let sha = Command::new("sha256sum").arg(&file).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&sha.stdout)
+            .starts_with("f341a49b9b99a8e8aa1404ac7cad1887223a0ef930a292a65f19e4823ae4b0f8")
+    );
+
+    // Unsorted generator output: exit 1, valsort's report on standard error only.
+    let out = spillway(&["valsort", f]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let report = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        report.starts_with("First unordered record is record ") && report.contains("Records: 1000\n"),
+        "{report}"
+    );
+
+    std::fs::write(&file, b"").unwrap();
+    let out = spillway(&["valsort", f]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("there must be at least one record to be validated")
+    );
+    std::fs::write(&file, [b'x'; 150]).unwrap();
+    let out = spillway(&["valsort", f]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("partial record found at end"));
+}
