@@ -265,7 +265,7 @@ const HEAD_RANKS: usize = 4096;
 ///
 /// An alias table draws a *uniform* bucket, so one table over all ranks
 /// would touch a random spot of a large table (and then of the vocabulary)
-/// on every draw. Instead the top [`HEAD_RANKS`] ranks (~75 % of the
+/// on every draw. Instead the top `HEAD_RANKS` ranks (~75 % of the
 /// tokens) get their own small, cache-resident alias table, and only the
 /// other draws go to the alias table of the tail ranks. Both tables live in
 /// one bucket array and the choice is branch-free, so a batch of draws

@@ -218,46 +218,6 @@ impl<J: Job> SpillBuffer<J::Value> for CombineBuffer<'_, J> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Equal signatures (with equal lengths) mean equal keys, for every key up to 16 bytes.
-    #[test]
-    fn signatures_identify_short_keys() {
-        let mut seen = std::collections::HashMap::new();
-        let alphabet = [0u8, 1, b'a', b'b', 0xff];
-        let mut keys: Vec<Vec<u8>> = vec![Vec::new()];
-        for len in 1..=4 {
-            let mut next = Vec::new();
-            for k in keys.iter().filter(|k| k.len() == len - 1) {
-                for &b in &alphabet {
-                    let mut k = k.clone();
-                    k.push(b);
-                    next.push(k);
-                }
-            }
-            keys.extend(next);
-        }
-        // Longer keys: vary each position of a 5..16-byte key.
-        for len in 5..=16usize {
-            for pos in 0..len {
-                for &b in &alphabet {
-                    let mut k = vec![b'x'; len];
-                    k[pos] = b;
-                    keys.push(k);
-                }
-            }
-        }
-        for k in keys {
-            let sig = (signature(&k), k.len());
-            if let Some(other) = seen.insert(sig, k.clone()) {
-                assert_eq!(other, k, "two keys share a signature");
-            }
-        }
-    }
-}
-
 struct Rec<V> {
     partition: u32,
     off: u32,
@@ -330,5 +290,45 @@ impl<V: Value> SpillBuffer<V> for AppendBuffer<'_, V> {
 
     fn allocated(&self) -> usize {
         self.recs.capacity() * size_of::<Rec<V>>() + self.arena.capacity()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Equal signatures (with equal lengths) mean equal keys, for every key up to 16 bytes.
+    #[test]
+    fn signatures_identify_short_keys() {
+        let mut seen = std::collections::HashMap::new();
+        let alphabet = [0u8, 1, b'a', b'b', 0xff];
+        let mut keys: Vec<Vec<u8>> = vec![Vec::new()];
+        for len in 1..=4 {
+            let mut next = Vec::new();
+            for k in keys.iter().filter(|k| k.len() == len - 1) {
+                for &b in &alphabet {
+                    let mut k = k.clone();
+                    k.push(b);
+                    next.push(k);
+                }
+            }
+            keys.extend(next);
+        }
+        // Longer keys: vary each position of a 5..16-byte key.
+        for len in 5..=16usize {
+            for pos in 0..len {
+                for &b in &alphabet {
+                    let mut k = vec![b'x'; len];
+                    k[pos] = b;
+                    keys.push(k);
+                }
+            }
+        }
+        for k in keys {
+            let sig = (signature(&k), k.len());
+            if let Some(other) = seen.insert(sig, k.clone()) {
+                assert_eq!(other, k, "two keys share a signature");
+            }
+        }
     }
 }

@@ -7,11 +7,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use spillway_shuffle::{
-    HashPartitioner, IoBackend, Merge, OpenRunGauge, Partitioner, ReadMode, RunInfo, RunReader, limits,
-    plan_merges,
+    HashPartitioner, IoBackend, Merge, OpenRunGauge, Partitioner, ReadMode, RunInfo, RunReader, RunWriter,
+    limits, plan_merges,
 };
 
 use crate::buffer::{AppendBuffer, CombineBuffer, SpillBuffer};
+use crate::cluster::{Cluster, ExchangeStats, InSection, Local, OutSection, SplitSource};
 use crate::error::{ConfigError, Error, Result};
 use crate::input::{Inputs, SplitRange};
 use crate::job::{Emitter, Job};
@@ -39,6 +40,7 @@ pub struct EngineBuilder {
     io: IoBackend,
     read: ReadMode,
     progress: Option<Arc<Progress>>,
+    cluster: Option<Arc<dyn Cluster>>,
 }
 
 impl Default for EngineBuilder {
@@ -53,6 +55,7 @@ impl Default for EngineBuilder {
             io: IoBackend::Auto,
             read: ReadMode::Mmap,
             progress: None,
+            cluster: None,
         }
     }
 }
@@ -114,6 +117,13 @@ impl EngineBuilder {
         self
     }
 
+    /// The ranks this engine runs with (default: [`Local`], one process). With the `mpi`
+    /// feature, `MpiCluster::world()` runs the job across the ranks of `mpirun`.
+    pub fn cluster(mut self, cluster: Arc<dyn Cluster>) -> Self {
+        self.cluster = Some(cluster);
+        self
+    }
+
     /// Checks the settings.
     ///
     /// # Errors
@@ -152,6 +162,7 @@ impl EngineBuilder {
             io: self.io.resolve(),
             read: self.read,
             progress: self.progress.unwrap_or_default(),
+            cluster: self.cluster.unwrap_or_else(|| Arc::new(Local)),
         })
     }
 }
@@ -168,6 +179,7 @@ pub struct Engine {
     io: IoBackend,
     read: ReadMode,
     progress: Arc<Progress>,
+    cluster: Arc<dyn Cluster>,
 }
 
 /// The first failure of a job; later ones are dropped.
@@ -242,18 +254,26 @@ impl Engine {
         let started = Instant::now();
         let sampler = AnonSampler::start();
         let progress = &*self.progress;
+        let (rank, ranks) = (self.cluster.rank(), self.cluster.size());
         progress.set_phase(Phase::Starting);
-        if let OutputSpec::Dir(dir) = output {
-            prepare_dir(dir)?;
-        }
         let split_size = self.split_size.unwrap_or_else(|| {
-            let per_split = inputs.total_bytes() / (8 * self.threads as u64);
+            let per_split = inputs.total_bytes() / (8 * (self.threads * ranks) as u64);
             usize::try_from(per_split).unwrap_or(usize::MAX).clamp(1 << 20, DEFAULT_SPLIT_SIZE)
         });
+        // Every rank must run the same job over the same inputs with the same routing.
+        self.cluster.agree(
+            config_digest::<J>(job, inputs, partitioner, split_size, output),
+            partitioner.fingerprint(),
+        )?;
+        if rank == 0
+            && let OutputSpec::Dir(dir) = output
+        {
+            prepare_dir(dir)?;
+        }
         let splits = inputs.plan_splits(job.split_mode(), split_size)?;
         progress.splits_total.store(splits.len() as u64, Ordering::Relaxed);
         progress.bytes_total.store(inputs.total_bytes(), Ordering::Relaxed);
-        let spill_dir = SpillDir::create(&self.spill_dir)?;
+        let spill_dir = SpillDir::for_rank(&self.spill_dir, rank)?;
         let spiller = Spiller::new(
             spill_dir.path(),
             partitioner.partitions(),
@@ -264,10 +284,23 @@ impl Engine {
         );
 
         progress.set_phase(Phase::Map);
-        let map_records = self.map_phase(job, inputs, &splits, partitioner, &spiller)?;
+        let (map_records, mapped_splits) = self.map_phase(job, inputs, &splits, partitioner, &spiller)?;
         let map_done = Instant::now();
 
+        // Partition p is reduced by its owner: one file of all keys is written by rank 0;
+        // part files are spread over the ranks (contiguous blocks for a total order).
+        let partitions = partitioner.partitions();
+        let owner = |p: u32| -> usize {
+            match output {
+                OutputSpec::Dir(_) if partitioner.total_order() => p as usize * ranks / partitions as usize,
+                OutputSpec::Dir(_) => p as usize % ranks,
+                _ => 0,
+            }
+        };
         progress.set_phase(Phase::Merge);
+        let exchanged =
+            if ranks > 1 { self.exchange::<J>(&spiller, &owner)? } else { ExchangeStats::default() };
+        let exchange_done = Instant::now();
         let finals = self.merge_phase(job, &spiller)?;
         let merge_done = Instant::now();
 
@@ -278,8 +311,10 @@ impl Engine {
             .map(|run| Ok(RunReader::<J::Value>::open(&run.path, self.read)?.track(&gauge)))
             .collect::<Result<Vec<_>>>()?;
         spiller.note_final_merge(&gauge);
+        let owned: Vec<u32> = (0..partitions).filter(|&p| owner(p) == rank).collect();
         let (output_keys, output_bytes, output_files) = match output {
-            OutputSpec::Dir(dir) => self.reduce_to_dir(job, &readers, partitioner.partitions(), dir)?,
+            OutputSpec::Dir(dir) => self.reduce_to_dir(job, &readers, &owned, dir)?,
+            _ if rank != 0 => (0, 0, 0),
             OutputSpec::File(path) => {
                 reduce_all(job, &readers, OutputFile::create(path, self.io)?).map(|(k, b)| (k, b, 1))?
             }
@@ -289,14 +324,16 @@ impl Engine {
         let stats = spiller.stats();
         let finished = Instant::now();
         let metrics = Metrics {
+            ranks,
+            rank,
             threads: self.threads,
-            partitions: partitioner.partitions(),
+            partitions,
             memory_budget: self.memory_budget,
             max_open_runs: self.max_open_runs,
             io_backend: self.io.name().to_owned(),
             input_files: inputs.files().len() as u64,
             input_bytes: inputs.total_bytes(),
-            splits: splits.len() as u64,
+            splits: mapped_splits,
             map_records,
             spills: stats.spills,
             spill_bytes: stats.spill_bytes,
@@ -304,6 +341,8 @@ impl Engine {
             merge_bytes: stats.merge_bytes,
             max_fan_in: stats.max_fan_in,
             peak_open_runs: stats.peak_open_runs,
+            bytes_sent: exchanged.sent,
+            bytes_received: exchanged.received,
             output_keys,
             output_bytes,
             output_files,
@@ -311,17 +350,94 @@ impl Engine {
             peak_anon_bytes: sampler.finish(),
             seconds: PhaseTimes {
                 map: (map_done - started).as_secs_f64(),
-                merge: (merge_done - map_done).as_secs_f64(),
+                exchange: (exchange_done - map_done).as_secs_f64(),
+                merge: (merge_done - exchange_done).as_secs_f64(),
                 reduce: (finished - merge_done).as_secs_f64(),
                 total: (finished - started).as_secs_f64(),
             },
+            per_rank: Vec::new(),
         };
-        if let OutputSpec::Dir(dir) = output {
+        let metrics = if ranks > 1 { self.gather_metrics(metrics)? } else { metrics };
+        if rank == 0
+            && let OutputSpec::Dir(dir) = output
+        {
             let json = serde_json::to_vec_pretty(&metrics).expect("metrics serialize");
             write_success(dir, &json)?;
         }
         progress.set_phase(Phase::Done);
         Ok(metrics)
+    }
+
+    /// Rank 0 receives every rank's metrics and returns the totals; other ranks their own.
+    fn gather_metrics(&self, mine: Metrics) -> Result<Metrics> {
+        let json = serde_json::to_vec(&mine).expect("metrics serialize");
+        match self.cluster.gather(&json)? {
+            Some(all) => {
+                let parts = all
+                    .iter()
+                    .map(|bytes| {
+                        serde_json::from_slice(bytes)
+                            .map_err(|e| Error::Cluster(format!("bad metrics from a rank: {e}")))
+                    })
+                    .collect::<Result<Vec<Metrics>>>()?;
+                Ok(Metrics::totals(parts))
+            }
+            None => Ok(mine),
+        }
+    }
+
+    /// Sends every local run's sections to their owners and replaces the local runs by the
+    /// runs received (one run per source run, sections copied as they are, validated when
+    /// opened).
+    fn exchange<J: Job>(&self, spiller: &Spiller<'_>, owner: &dyn Fn(u32) -> usize) -> Result<ExchangeStats> {
+        let runs = spiller.take_all();
+        let readers = runs
+            .iter()
+            .map(|r| RunReader::<J::Value>::open(&r.path, self.read))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut outgoing = Vec::new();
+        for (i, reader) in readers.iter().enumerate() {
+            for p in 0..reader.partitions() {
+                let section = reader.section(p);
+                if section.records > 0 {
+                    outgoing.push(OutSection {
+                        run: i as u32,
+                        partition: p,
+                        records: section.records,
+                        blocks: section.blocks,
+                        bytes: reader.section_bytes(p),
+                    });
+                }
+            }
+        }
+        let partitions = spiller.partitions();
+        // The run being received: (source rank, source run) and its writer.
+        type Receiving<V> = Option<((usize, u32), RunWriter<V>)>;
+        let mut current: Receiving<J::Value> = None;
+        let mut received: Vec<RunInfo> = Vec::new();
+        let stats = self.cluster.exchange(&outgoing, owner, &mut |s: InSection<'_>| {
+            if current.as_ref().is_none_or(|(key, _)| *key != (s.source, s.run)) {
+                if let Some((_, writer)) = current.take() {
+                    received.push(writer.finish(false)?);
+                }
+                let writer = RunWriter::<J::Value>::create(&spiller.next_path("recv"), partitions, self.io)?;
+                current = Some(((s.source, s.run), writer));
+            }
+            let (_, writer) = current.as_mut().expect("a writer is open");
+            writer.append_section(s.partition, s.bytes, s.records, s.blocks)?;
+            Ok(())
+        })?;
+        if let Some((_, writer)) = current.take() {
+            received.push(writer.finish(false)?);
+        }
+        drop(readers);
+        for run in &runs {
+            let _ = std::fs::remove_file(&run.path);
+        }
+        for run in received {
+            spiller.add(run);
+        }
+        Ok(stats)
     }
 
     /// Maps every split on the worker threads; background merges run on the same threads as
@@ -333,15 +449,22 @@ impl Engine {
         splits: &[SplitRange],
         partitioner: &dyn Partitioner,
         spiller: &Spiller<'_>,
-    ) -> Result<u64> {
-        let next = AtomicUsize::new(0);
+    ) -> Result<(u64, u64)> {
+        let sizes: Vec<u64> = splits.iter().map(|r| (r.end - r.start) as u64).collect();
+        let source = self.cluster.split_source(&sizes, &self.progress);
+        let source: &dyn SplitSource = &*source;
         let records = AtomicU64::new(0);
+        let mapped = AtomicU64::new(0);
         let failure = Failure(Mutex::new(None));
         let share = usize::try_from(self.memory_budget / self.threads as u64).unwrap_or(usize::MAX);
         let progress = &*self.progress;
         std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("spillway-splits".into())
+                .spawn_scoped(scope, || source.serve())
+                .expect("spawning the split server thread");
             for t in 0..self.threads {
-                let (next, records, failure) = (&next, &records, &failure);
+                let (records, mapped, failure) = (&records, &mapped, &failure);
                 std::thread::Builder::new()
                     .name(format!("spillway-map-{t}"))
                     .spawn_scoped(scope, move || {
@@ -362,8 +485,9 @@ impl Engine {
                                 }
                                 continue;
                             }
-                            let i = next.fetch_add(1, Ordering::Relaxed);
-                            let Some(&range) = splits.get(i) else { break };
+                            let Some(i) = source.next() else { break };
+                            let range = splits[i];
+                            mapped.fetch_add(1, Ordering::Relaxed);
                             let split = inputs.split(range);
                             let mut emitter = Emitter { buffer: &mut *buffer, records: 0 };
                             let outcome = catch_unwind(AssertUnwindSafe(|| job.map(&split, &mut emitter)));
@@ -399,7 +523,8 @@ impl Engine {
             failure.set(Error::Cancelled);
         }
         failure.check()?;
-        Ok(records.into_inner())
+        source.finish()?;
+        Ok((records.into_inner(), mapped.into_inner()))
     }
 
     /// Runs the planned intermediate merges (in waves of independent steps, in parallel);
@@ -457,7 +582,7 @@ impl Engine {
         &self,
         job: &J,
         readers: &[RunReader<J::Value>],
-        partitions: u32,
+        owned: &[u32],
         dir: &Path,
     ) -> Result<(u64, u64, u64)> {
         let next = AtomicUsize::new(0);
@@ -465,11 +590,10 @@ impl Engine {
         let failure = Failure(Mutex::new(None));
         let progress = &*self.progress;
         std::thread::scope(|scope| {
-            for _ in 0..self.threads.min(partitions as usize) {
+            for _ in 0..self.threads.min(owned.len()) {
                 scope.spawn(|| {
-                    loop {
-                        let p = next.fetch_add(1, Ordering::Relaxed) as u32;
-                        if p >= partitions || failure.failed() || progress.cancelled() {
+                    while let Some(&p) = owned.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        if failure.failed() || progress.cancelled() {
                             break;
                         }
                         let result = OutputFile::create(&dir.join(part_name(p)), self.io).and_then(|out| {
@@ -537,4 +661,25 @@ fn reduce_merge<J: Job>(
     }
     let bytes = out.commit()?;
     Ok((keys, bytes))
+}
+
+/// A digest of everything that must be equal on every rank: the job type, routing, split
+/// plan, output, and the inputs (paths and sizes).
+fn config_digest<J: Job>(
+    job: &J,
+    inputs: &Inputs,
+    partitioner: &dyn Partitioner,
+    split_size: usize,
+    output: &OutputSpec,
+) -> u64 {
+    let mut text = format!(
+        "{}|{}|{:?}|{split_size}|{output:?}",
+        std::any::type_name::<J>(),
+        partitioner.partitions(),
+        job.split_mode()
+    );
+    for f in inputs.files() {
+        text.push_str(&format!("|{}:{}", f.path.display(), f.bytes().len()));
+    }
+    ahash::RandomState::with_seeds(1, 2, 3, 4).hash_one(text.as_bytes())
 }

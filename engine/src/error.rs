@@ -43,6 +43,9 @@ pub enum Error {
     /// The output already exists and would be overwritten.
     #[error("output {0} already holds a job's output (remove it first, or choose another --out-dir)")]
     OutputExists(PathBuf),
+    /// The ranks of a multi-node job disagree or cannot communicate.
+    #[error("cluster: {0}")]
+    Cluster(String),
     /// The job was cancelled (another thread or rank failed first).
     #[error("job cancelled")]
     Cancelled,

@@ -35,6 +35,7 @@
 #![deny(missing_docs)]
 
 mod buffer;
+pub mod cluster;
 mod engine;
 mod error;
 mod input;
@@ -45,6 +46,7 @@ mod output;
 mod spill;
 pub mod text;
 
+pub use cluster::{Cluster, Local};
 pub use engine::{DEFAULT_MEMORY_BUDGET, DEFAULT_SPLIT_SIZE, Engine, EngineBuilder, MIN_MEMORY_BUDGET};
 pub use error::{ConfigError, Error, JobError, Result};
 pub use input::{InputFile, Inputs, Split, SplitMode};

@@ -6,9 +6,13 @@ use std::time::Duration;
 use serde::Serialize;
 
 /// What a finished job did. Serialized as JSON into `_SUCCESS`.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
 #[non_exhaustive]
 pub struct Metrics {
+    /// Ranks in the job (1 without MPI).
+    pub ranks: usize,
+    /// This rank (0 without MPI). In rank 0's totals, 0.
+    pub rank: usize,
     /// Worker threads.
     pub threads: usize,
     /// Partitions R.
@@ -39,6 +43,10 @@ pub struct Metrics {
     pub max_fan_in: usize,
     /// The most run readers open at once within any one merge step (never above F).
     pub peak_open_runs: usize,
+    /// Bytes of partition sections sent to other ranks.
+    pub bytes_sent: u64,
+    /// Bytes of partition sections received from other ranks.
+    pub bytes_received: u64,
     /// Keys reduced.
     pub output_keys: u64,
     /// Output bytes written.
@@ -52,19 +60,59 @@ pub struct Metrics {
     pub peak_anon_bytes: u64,
     /// Seconds per phase.
     pub seconds: PhaseTimes,
+    /// With several ranks, on rank 0: every rank's own metrics (this struct then holds the
+    /// totals: sums of counts, maxima of peaks and times).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub per_rank: Vec<Metrics>,
 }
 
 /// Wall-clock seconds per phase.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, serde::Deserialize, PartialEq)]
 pub struct PhaseTimes {
     /// Map (with background merges).
     pub map: f64,
+    /// Moving partition sections to their owner ranks (0 on one rank).
+    pub exchange: f64,
     /// Planned intermediate merges after the map phase.
     pub merge: f64,
     /// Final merge and reduce, output commit included.
     pub reduce: f64,
     /// The whole job.
     pub total: f64,
+}
+
+impl Metrics {
+    /// Totals over ranks: counts summed, peaks and times maximal; `per_rank` holds the parts.
+    pub(crate) fn totals(parts: Vec<Metrics>) -> Metrics {
+        let mut t = parts.first().cloned().unwrap_or_default();
+        t.rank = 0;
+        for m in &parts[1..] {
+            t.splits += m.splits;
+            t.map_records += m.map_records;
+            t.spills += m.spills;
+            t.spill_bytes += m.spill_bytes;
+            t.merge_steps += m.merge_steps;
+            t.merge_bytes += m.merge_bytes;
+            t.max_fan_in = t.max_fan_in.max(m.max_fan_in);
+            t.peak_open_runs = t.peak_open_runs.max(m.peak_open_runs);
+            t.bytes_sent += m.bytes_sent;
+            t.bytes_received += m.bytes_received;
+            t.output_keys += m.output_keys;
+            t.output_bytes += m.output_bytes;
+            t.output_files += m.output_files;
+            t.peak_rss_bytes = t.peak_rss_bytes.max(m.peak_rss_bytes);
+            t.peak_anon_bytes = t.peak_anon_bytes.max(m.peak_anon_bytes);
+            t.threads += m.threads;
+            let (a, b) = (&mut t.seconds, &m.seconds);
+            a.map = a.map.max(b.map);
+            a.exchange = a.exchange.max(b.exchange);
+            a.merge = a.merge.max(b.merge);
+            a.reduce = a.reduce.max(b.reduce);
+            a.total = a.total.max(b.total);
+        }
+        t.per_rank = parts;
+        t
+    }
 }
 
 /// The phase a job is in, for progress displays.
@@ -75,7 +123,7 @@ pub enum Phase {
     Starting = 0,
     /// Mapping splits.
     Map = 1,
-    /// Intermediate merges.
+    /// Intermediate merges (and, with several ranks, the exchange).
     Merge = 2,
     /// Final merge and reduce.
     Reduce = 3,

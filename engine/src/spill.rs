@@ -21,11 +21,13 @@ pub(crate) struct SpillDir {
 }
 
 impl SpillDir {
-    pub(crate) fn create(parent: &Path) -> Result<Self> {
+    /// A spill directory whose name carries `rank`, so that ranks sharing a spill directory
+    /// (one host, or a shared filesystem) never collide.
+    pub(crate) fn for_rank(parent: &Path, rank: usize) -> Result<Self> {
         std::fs::create_dir_all(parent).map_err(|e| Error::io("create spill directory", parent, e))?;
         let nanos =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        let path = parent.join(format!("spillway-{}-{nanos:x}", std::process::id()));
+        let path = parent.join(format!("spillway-r{rank}-{}-{nanos:x}", std::process::id()));
         std::fs::create_dir(&path).map_err(|e| Error::io("create spill directory", &path, e))?;
         Ok(SpillDir { path })
     }
@@ -98,7 +100,7 @@ impl<'s> Spiller<'s> {
         }
     }
 
-    fn next_path(&self, kind: &str) -> PathBuf {
+    pub(crate) fn next_path(&self, kind: &str) -> PathBuf {
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
         self.dir.join(format!("{kind}-{n:06}.run"))
     }
@@ -180,6 +182,10 @@ impl<'s> Spiller<'s> {
         let mut pool = self.lock();
         pool.stats.max_fan_in = pool.stats.max_fan_in.max(gauge.peak());
         pool.stats.peak_open_runs = pool.stats.peak_open_runs.max(gauge.peak());
+    }
+
+    pub(crate) fn partitions(&self) -> u32 {
+        self.partitions
     }
 
     pub(crate) fn stats(&self) -> SpillStats {

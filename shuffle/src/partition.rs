@@ -20,6 +20,11 @@ pub trait Partitioner: Send + Sync + Debug {
     /// A value that differs, with overwhelming probability, between partitioners that route
     /// some key differently. Equal fingerprints mean equal routing.
     fn fingerprint(&self) -> u64;
+    /// True when partition order is key order (partition `i` holds only keys below those of
+    /// partition `i + 1`), so that concatenated partitions are sorted.
+    fn total_order(&self) -> bool {
+        false
+    }
 }
 
 /// The fixed seeds of the hash partitioner (the digits of pi; any fixed value would do).
@@ -144,6 +149,10 @@ impl Partitioner for RangePartitioner {
     #[inline]
     fn partition(&self, key: &[u8]) -> u32 {
         self.boundaries.partition_point(|b| b.as_slice() <= key) as u32
+    }
+
+    fn total_order(&self) -> bool {
+        true
     }
 
     fn fingerprint(&self) -> u64 {

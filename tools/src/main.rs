@@ -47,6 +47,12 @@ fn report(err: &anyhow::Error) -> ExitCode {
             return ExitCode::SUCCESS;
         }
     }
+    eprintln!("spillway: error: {}", message(err));
+    ExitCode::from(exit_code(err))
+}
+
+/// The whole cause chain of `err` on one line.
+pub fn message(err: &anyhow::Error) -> String {
     let mut message = err.to_string();
     for cause in err.chain().skip(1) {
         let text = cause.to_string();
@@ -55,10 +61,14 @@ fn report(err: &anyhow::Error) -> ExitCode {
             message.push_str(&text);
         }
     }
-    eprintln!("spillway: error: {message}");
+    message
+}
+
+/// The exit status for `err`: bad input or a failure.
+pub fn exit_code(err: &anyhow::Error) -> u8 {
     let input = err.chain().any(|c| {
         c.downcast_ref::<spillway_engine::Error>().is_some_and(spillway_engine::Error::is_input_error)
             || c.downcast_ref::<cmd::InputError>().is_some()
     });
-    ExitCode::from(if input { EXIT_INPUT } else { EXIT_FAILURE })
+    if input { EXIT_INPUT } else { EXIT_FAILURE }
 }

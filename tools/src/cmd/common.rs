@@ -85,15 +85,35 @@ impl JobOptions {
         Ok(Inputs::with_mode(paths, self.read)?)
     }
 
-    /// Builds the engine, runs `job`, shows progress, reports metrics.
+    /// Builds the engine, runs `job`, shows progress, reports metrics. Built with the `mpi`
+    /// feature, runs across the ranks of `mpirun` (rank 0 shows progress and metrics).
     pub fn run_job<J: Job>(&self, job: &J, inputs: &Inputs) -> anyhow::Result<ExitCode> {
+        #[cfg(feature = "mpi")]
+        {
+            mpi_run::run(self, job, inputs)
+        }
+        #[cfg(not(feature = "mpi"))]
+        {
+            self.run_on(job, inputs, Arc::new(spillway_engine::Local))
+        }
+    }
+
+    /// Runs `job` on `cluster`; only rank 0 shows progress and prints metrics.
+    pub fn run_on<J: Job>(
+        &self,
+        job: &J,
+        inputs: &Inputs,
+        cluster: Arc<dyn spillway_engine::Cluster>,
+    ) -> anyhow::Result<ExitCode> {
+        let quiet = self.quiet || cluster.rank() != 0;
         let progress = Arc::new(Progress::default());
         let mut builder = Engine::builder()
             .partitions(self.partitions)
             .memory_budget(self.memory)
             .io(self.io)
             .read_mode(self.read)
-            .progress(Arc::clone(&progress));
+            .progress(Arc::clone(&progress))
+            .cluster(cluster);
         if let Some(t) = self.threads {
             builder = builder.threads(t);
         }
@@ -112,27 +132,80 @@ impl JobOptions {
             (None, Some(file)) => OutputSpec::File(file.clone()),
             (None, None) => OutputSpec::Stdout,
         };
-        let bar = (!self.quiet && std::io::stderr().is_terminal())
-            .then(|| ProgressBar::start(Arc::clone(&progress)));
+        let bar =
+            (!quiet && std::io::stderr().is_terminal()).then(|| ProgressBar::start(Arc::clone(&progress)));
         let result = engine.run(job, inputs, &output);
         if let Some(bar) = bar {
             bar.finish();
         }
         let metrics = result?;
-        self.report(&metrics)?;
+        if metrics.rank == 0 {
+            self.report(&metrics, quiet)?;
+        }
         Ok(ExitCode::SUCCESS)
     }
 
-    fn report(&self, metrics: &Metrics) -> anyhow::Result<()> {
+    fn report(&self, metrics: &Metrics, quiet: bool) -> anyhow::Result<()> {
         let json = serde_json::to_string_pretty(metrics).expect("metrics serialize");
         if let Some(path) = &self.metrics {
             std::fs::write(path, format!("{json}\n"))
                 .with_context(|| format!("writing {}", path.display()))?;
         }
-        if !self.quiet {
+        if !quiet {
             eprintln!("{json}");
         }
         Ok(())
+    }
+}
+
+/// Running a job under MPI: initialization, abort on failure, one message per failing rank.
+#[cfg(feature = "mpi")]
+mod mpi_run {
+    use std::process::ExitCode;
+    use std::sync::Arc;
+
+    use mpi::traits::Communicator;
+    use spillway_engine::cluster::MpiCluster;
+    use spillway_engine::{Inputs, Job};
+
+    use super::JobOptions;
+
+    pub fn run<J: Job>(options: &JobOptions, job: &J, inputs: &Inputs) -> anyhow::Result<ExitCode> {
+        let (universe, level) = mpi::initialize_with_threading(mpi::Threading::Multiple)
+            .ok_or_else(|| anyhow::anyhow!("MPI was already initialized"))?;
+        if level < mpi::Threading::Multiple {
+            anyhow::bail!("the MPI library provides thread level {level:?}; spillway needs Multiple");
+        }
+        let world = universe.world();
+        let (rank, size) = (world.rank(), world.size());
+        if size > 1 {
+            // An unwinding panic would drop the Universe and hang in MPI_Finalize while other
+            // ranks wait in a collective: abort the whole job instead.
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                previous(info);
+                mpi::topology::SimpleCommunicator::world().abort(crate::EXIT_FAILURE.into());
+            }));
+        }
+        match options.run_on(job, inputs, Arc::new(MpiCluster::world())) {
+            Ok(code) => Ok(code),
+            Err(err) if size > 1 => {
+                // Disagreement is found by every rank at once: rank 0 reports it, all exit.
+                let agreement = err
+                    .downcast_ref::<spillway_engine::Error>()
+                    .is_some_and(|e| matches!(e, spillway_engine::Error::Cluster(_)));
+                if rank == 0 || !agreement {
+                    eprintln!("spillway: error: rank {rank}: {}", crate::message(&err));
+                }
+                let code = crate::exit_code(&err);
+                if agreement {
+                    drop(universe);
+                    return Ok(ExitCode::from(code));
+                }
+                world.abort(code.into())
+            }
+            Err(err) => Err(err),
+        }
     }
 }
 

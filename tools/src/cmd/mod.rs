@@ -13,6 +13,13 @@ use clap::{Parser, Subcommand};
 
 pub use common::InputError;
 
+/// The version, with "(mpi)" when built with the `mpi` feature.
+const VERSION: &str = if cfg!(feature = "mpi") {
+    concat!(env!("CARGO_PKG_VERSION"), " (mpi)")
+} else {
+    env!("CARGO_PKG_VERSION")
+};
+
 const AFTER_HELP: &str = "\
 Exit status: 0 success; 1 the job or the machine failed (job code error, full disk, corrupt \
 spill run); 2 usage error; 3 bad input (missing or unreadable path, malformed records, output \
@@ -22,7 +29,7 @@ directory already holding output). `valsort` follows valsort: 0 sorted, 1 not so
 /// rkyv runs under a memory budget, merges them under an open-file bound, and writes
 /// atomically committed output.
 #[derive(Debug, Parser)]
-#[command(name = "spillway", version, about, after_help = AFTER_HELP, max_term_width = 100)]
+#[command(name = "spillway", version = VERSION, about, after_help = AFTER_HELP, max_term_width = 100)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,

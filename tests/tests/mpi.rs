@@ -1,0 +1,237 @@
+//! Multi-rank runs under a real `mpirun` (feature `mpi`): outputs byte-identical to the
+//! single-process run for 1-4 ranks (oversubscribed), disagreement and failures end the whole
+//! job with a clear message and no `_SUCCESS`.
+#![cfg(feature = "mpi")]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use spillway_tests::{gutenberg_files, messy_text, spillway, spillway_bin};
+
+fn mpirun() -> Command {
+    let mut cmd = Command::new("mpirun");
+    // As root OpenMPI needs explicit consent; more ranks than cores need oversubscription;
+    // binding to one core would starve multi-threaded ranks; one host needs shared memory only.
+    cmd.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env("OMPI_MCA_rmaps_base_oversubscribe", "1")
+        .env("OMPI_MCA_hwloc_base_binding_policy", "none")
+        .env("OMPI_MCA_btl", "self,vader");
+    cmd
+}
+
+fn run_ranks(np: usize, args: &[&str]) -> Output {
+    mpirun()
+        .arg("-n")
+        .arg(np.to_string())
+        .arg(spillway_bin())
+        .args(args)
+        .output()
+        .expect("mpirun not found: run scripts/install-deps.sh (installs OpenMPI) first")
+}
+
+fn check_mpi_build() {
+    let version = spillway(&["--version"]);
+    let text = String::from_utf8_lossy(&version.stdout);
+    assert!(text.contains("(mpi)"), "the spillway binary was built without the mpi feature: {text}");
+}
+
+fn inputs(dir: &Path) -> Vec<String> {
+    let mut files: Vec<PathBuf> = gutenberg_files().into_iter().take(3).collect();
+    for i in 0..3u64 {
+        let path = dir.join(format!("messy{i}.txt"));
+        std::fs::write(&path, messy_text(300 + i, 300_000)).unwrap();
+        files.push(path);
+    }
+    files.iter().map(|f| f.display().to_string()).collect()
+}
+
+/// Every job, every rank count, in memory and with forced spills and F = 2: the same bytes as
+/// the single-process run, both as one file and as part files.
+#[test]
+fn ranks_give_the_same_bytes_as_one_process() {
+    check_mpi_build();
+    let dir = tempfile::tempdir().unwrap();
+    let files = inputs(dir.path());
+    let files: Vec<&str> = files.iter().map(String::as_str).collect();
+    for (job, extra) in [("wordcount", &[][..]), ("index", &[][..]), ("grep", &[r"Cæsar|^The|whale"][..])] {
+        for budget in
+            [&["--memory", "1G"][..], &["--memory", "1M", "--max-open-runs", "2", "--split-size", "64K"]]
+        {
+            let mut base = vec![job, "-q", "-r", "7"];
+            base.extend_from_slice(budget);
+            base.extend_from_slice(extra);
+
+            let single_file = dir.path().join(format!("{job}-single.txt"));
+            let single_dir = dir.path().join(format!("{job}-single-{}", budget.len()));
+            let mut args = base.clone();
+            args.extend(["-o", single_file.to_str().unwrap()]);
+            args.extend(&files);
+            assert!(spillway(&args).status.success());
+            let mut args = base.clone();
+            args.extend(["--out-dir", single_dir.to_str().unwrap()]);
+            args.extend(&files);
+            assert!(spillway(&args).status.success());
+            let expected = std::fs::read(&single_file).unwrap();
+
+            for np in 1..=4 {
+                let file = dir.path().join(format!("{job}-np{np}.txt"));
+                let mut args = base.clone();
+                args.extend(["-t", "1", "-o", file.to_str().unwrap()]);
+                args.extend(&files);
+                let out = run_ranks(np, &args);
+                assert!(out.status.success(), "np={np} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+                assert!(
+                    std::fs::read(&file).unwrap() == expected,
+                    "{job} np={np} {budget:?}: output differs"
+                );
+
+                let out_dir = dir.path().join(format!("{job}-np{np}-dir-{}", budget.len()));
+                let mut args = base.clone();
+                args.extend(["-t", "1", "--out-dir", out_dir.to_str().unwrap()]);
+                args.extend(&files);
+                let out = run_ranks(np, &args);
+                assert!(out.status.success(), "np={np}: {}", String::from_utf8_lossy(&out.stderr));
+                for p in 0..7 {
+                    let name = format!("part-{p:05}");
+                    assert!(
+                        std::fs::read(out_dir.join(&name)).unwrap()
+                            == std::fs::read(single_dir.join(&name)).unwrap(),
+                        "{job} np={np} {name} differs"
+                    );
+                }
+                let metrics: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(out_dir.join("_SUCCESS")).unwrap()).unwrap();
+                assert_eq!(metrics["ranks"], np);
+                // One rank has no per-rank breakdown; several ranks list each.
+                assert_eq!(metrics["per_rank"].as_array().map_or(1, Vec::len), np);
+                if np > 1 {
+                    assert!(metrics["bytes_sent"].as_u64().unwrap() > 0, "sections moved between ranks");
+                    assert_eq!(metrics["bytes_sent"], metrics["bytes_received"]);
+                }
+            }
+        }
+    }
+}
+
+/// Ranks that disagree on the job fail together, with one message, and write nothing.
+#[test]
+fn disagreeing_ranks_fail_with_one_message() {
+    check_mpi_build();
+    let dir = tempfile::tempdir().unwrap();
+    let input = gutenberg_files()[0].display().to_string();
+    let out_dir = dir.path().join("out");
+    let bin = spillway_bin();
+    let out = mpirun()
+        .args(["-n", "1"])
+        .arg(&bin)
+        .args(["wordcount", "-q", "-r", "7", "--out-dir", out_dir.to_str().unwrap(), &input, ":", "-n", "1"])
+        .arg(&bin)
+        .args(["wordcount", "-q", "-r", "8", "--out-dir", out_dir.to_str().unwrap(), &input])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("spillway: error:").count(), 1, "one message: {err}");
+    assert!(err.contains("different job configuration") || err.contains("routes keys differently"), "{err}");
+    assert!(!out_dir.join("_SUCCESS").exists());
+}
+
+/// A rank whose own work fails ends the job promptly on every rank (MPI_Abort), naming the
+/// rank and the cause; no `_SUCCESS`.
+#[test]
+fn a_failing_rank_ends_the_job() {
+    check_mpi_build();
+    let dir = tempfile::tempdir().unwrap();
+    let input = gutenberg_files()[0].display().to_string();
+    let out_dir = dir.path().join("out");
+    let bin = spillway_bin();
+    // Rank 1's spill directory cannot be created (it is not part of the agreed
+    // configuration: each node may have its own scratch disk).
+    let started = Instant::now();
+    let out = mpirun()
+        .args(["-n", "1"])
+        .arg(&bin)
+        .args(["wordcount", "-q", "--out-dir", out_dir.to_str().unwrap(), &input, ":", "-n", "1"])
+        .arg(&bin)
+        .args([
+            "wordcount",
+            "-q",
+            "--spill-dir",
+            "/dev/null/spill",
+            "--out-dir",
+            out_dir.to_str().unwrap(),
+            &input,
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("spillway: error: rank 1:") && err.contains("/dev/null"), "{err}");
+    assert!(!out_dir.join("_SUCCESS").exists());
+    assert!(started.elapsed() < Duration::from_secs(60));
+}
+
+/// A rank killed mid-job ends the whole job with a non-zero status, never a hang.
+#[test]
+fn a_killed_rank_ends_the_job() {
+    check_mpi_build();
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for i in 0..4u64 {
+        let path = dir.path().join(format!("big{i}.txt"));
+        std::fs::write(&path, messy_text(900 + i, 8 << 20)).unwrap();
+        files.push(path.display().to_string());
+    }
+    let out_dir = dir.path().join("out");
+    let mut child = mpirun()
+        .args(["-n", "2"])
+        .arg(spillway_bin())
+        .args([
+            "wordcount",
+            "-q",
+            "-t",
+            "1",
+            "--memory",
+            "1M",
+            "--max-open-runs",
+            "2",
+            "--split-size",
+            "256K",
+        ])
+        .args(["--out-dir", out_dir.to_str().unwrap()])
+        .args(&files)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the ranks to start, then kill one of them.
+    let started = Instant::now();
+    let victim = loop {
+        let ps = Command::new("pgrep").args(["-P", &child.id().to_string(), "spillway"]).output().unwrap();
+        let pids: Vec<String> =
+            String::from_utf8_lossy(&ps.stdout).split_whitespace().map(String::from).collect();
+        if pids.len() == 2 {
+            break pids[1].clone();
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "ranks did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let killed = Command::new("kill").args(["-9", &victim]).status().unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the job did not end after a rank was killed");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success(), "a job with a killed rank must not succeed");
+    assert!(!out_dir.join("_SUCCESS").exists());
+}
