@@ -167,6 +167,7 @@ mod tests {
         let seq = run_shell_measured(&format!("{}; {}; true", dd(64), dd(32)), [] as [&str; 0]).unwrap();
         assert!(seq.status.success());
         let mib = seq.max_rss_mib();
+        eprintln!("sequential dd 64M; dd 32M: {mib:.1} MiB, cpu {:?}", seq.cpu());
         assert!((64.0..90.0).contains(&mib), "sequential: {mib} MiB");
         // Concurrent pipeline: still the max of its members, not the sum.
         let pipe = run_shell_measured(
@@ -177,6 +178,7 @@ mod tests {
         .unwrap();
         assert!(pipe.status.success());
         let mib = pipe.max_rss_mib();
+        eprintln!("concurrent dd 64M | sleep & dd 48M: {mib:.1} MiB");
         assert!((64.0..100.0).contains(&mib), "concurrent: {mib} MiB");
     }
 }

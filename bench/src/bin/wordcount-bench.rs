@@ -186,6 +186,7 @@ fn main() -> Result<()> {
         .unwrap_or_else(|| PathBuf::from("bench-data").join(format!("wordcount-{}", size_label(size))));
 
     // 1. Corpus.
+    let load_before = load_average();
     let t = Instant::now();
     let (inputs, generated) = corpus::ensure_corpus(&data, &spec)
         .with_context(|| format!("preparing the corpus in {}", data.display()))?;
@@ -336,7 +337,7 @@ fn main() -> Result<()> {
         "MB/s",
         "peak RSS (MiB)",
         "user+sys (s)",
-        "vs wc-baseline",
+        "speedup vs wc-baseline",
     ]);
     for col in 1..7 {
         table.align(col, Align::Right);
@@ -371,6 +372,13 @@ fn main() -> Result<()> {
         ]);
     }
     table.print();
+    println!();
+    println!(
+        "MB/s = input bytes / 10^6 / median wall; user+sys = median CPU time (children included); \
+         peak RSS = max ru_maxrss over the runs: for wc-baseline it includes the mmapped input \
+         (page-cache pages, not heap), for the coreutils pipeline it is its largest single process."
+    );
+    println!("1-min load average before/after the runs: {load_before} / {}", load_average());
     println!();
 
     // 7. Output equality.
@@ -408,6 +416,15 @@ fn main() -> Result<()> {
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// The 1-minute load average from /proc/loadavg ("?" if unavailable); the
+/// numbers are only meaningful on an otherwise idle machine.
+fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".to_string())
 }
 
 fn walls(p: &Program) -> Vec<Duration> {
