@@ -48,6 +48,20 @@ pub struct InSection<'a> {
     pub bytes: &'a [u8],
 }
 
+impl<'a> InSection<'a> {
+    /// A section that stays on its rank (`source`): delivered without messages.
+    pub fn local(source: usize, s: &OutSection<'a>) -> Self {
+        InSection {
+            source,
+            run: s.run,
+            partition: s.partition,
+            records: s.records,
+            blocks: s.blocks,
+            bytes: s.bytes,
+        }
+    }
+}
+
 /// Byte counts of an exchange.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ExchangeStats {
@@ -153,14 +167,7 @@ impl Cluster for Local {
         deliver: &mut dyn FnMut(InSection<'_>) -> Result<()>,
     ) -> Result<ExchangeStats> {
         for s in outgoing {
-            deliver(InSection {
-                source: 0,
-                run: s.run,
-                partition: s.partition,
-                records: s.records,
-                blocks: s.blocks,
-                bytes: s.bytes,
-            })?;
+            deliver(InSection::local(0, s))?;
         }
         Ok(ExchangeStats::default())
     }

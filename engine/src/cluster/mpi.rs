@@ -217,14 +217,7 @@ impl Cluster for MpiCluster {
 
         // 2. Own sections need no messages.
         for s in &per_dest[self.rank] {
-            deliver(InSection {
-                source: self.rank,
-                run: s.run,
-                partition: s.partition,
-                records: s.records,
-                blocks: s.blocks,
-                bytes: s.bytes,
-            })?;
+            deliver(InSection::local(self.rank, s))?;
         }
 
         // 3. Section bytes: non-blocking sends from the mappings, blocking receives in order.
