@@ -43,6 +43,7 @@ mod job;
 pub mod jobs;
 mod metrics;
 mod output;
+pub mod sort;
 mod spill;
 pub mod text;
 

@@ -21,6 +21,10 @@ pub(crate) struct SpillDir {
 }
 
 impl SpillDir {
+    pub(crate) fn create(parent: &Path) -> Result<Self> {
+        Self::for_rank(parent, 0)
+    }
+
     /// A spill directory whose name carries `rank`, so that ranks sharing a spill directory
     /// (one host, or a shared filesystem) never collide.
     pub(crate) fn for_rank(parent: &Path, rank: usize) -> Result<Self> {

@@ -4,6 +4,7 @@ mod common;
 mod gen_records;
 mod grep;
 mod index;
+mod sort;
 mod valsort;
 mod wordcount;
 
@@ -46,6 +47,9 @@ enum Command {
     /// Print lines matching a regular expression as `path:line_number:line`, in input order.
     #[command(after_help = AFTER_HELP)]
     Grep(grep::Args),
+    /// Sort fixed-size records (Sort Benchmark: 100 bytes, 10-byte keys) into a file or part files.
+    #[command(after_help = AFTER_HELP)]
+    Sort(sort::Args),
     /// Generate data.
     #[command(subcommand)]
     Gen(GenCommand),
@@ -66,6 +70,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Wordcount(args) => wordcount::run(args),
         Command::Index(args) => index::run(args),
         Command::Grep(args) => grep::run(args),
+        Command::Sort(args) => sort::run(args),
         Command::Gen(GenCommand::Records(args)) => gen_records::run(args),
         Command::Valsort(args) => valsort::run(args),
     }

@@ -1,0 +1,157 @@
+//! `spillway sort`: TeraSort-style sort of fixed-size records.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use spillway_engine::sort::{RecordSortJob, SortOptions, sample_partitioner, sort_records};
+use spillway_engine::{Engine, OutputSpec, Progress};
+
+use super::common::{InputError, JobOptions};
+
+/// Arguments of `spillway sort`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Record length in bytes (Sort Benchmark records: 100).
+    #[arg(long, value_name = "BYTES", default_value_t = 100)]
+    record_size: usize,
+    /// Key length in bytes: records go in key order (unsigned bytes), equal keys in the order of
+    /// the rest of the record (so the output is the records in byte order; input order is not
+    /// kept). The key decides what counts as a duplicate key in the metrics.
+    #[arg(long, value_name = "BYTES", default_value_t = 10)]
+    key_size: usize,
+    /// Run as a generic MapReduce job through the engine (whole records as keys, a sampled
+    /// range partitioner, the engine's spills and merges) instead of the specialized record
+    /// sorter. Same output, several times slower; for comparison.
+    #[arg(long)]
+    generic: bool,
+    /// Do not fsync the output before renaming it into place (faster; a crash may lose it). The
+    /// generic path always fsyncs.
+    #[arg(long)]
+    no_sync: bool,
+    #[command(flatten)]
+    job: JobOptions,
+    /// Input files or directories of records (directories are read recursively, skipping
+    /// names that start with '.' or '_'); sorted together.
+    #[arg(required = true, value_name = "INPUT")]
+    inputs: Vec<PathBuf>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    // `sort` runs on one node: under mpirun every rank would sort everything and race on the
+    // output, so refuse instead.
+    for var in ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"] {
+        if std::env::var(var).ok().and_then(|v| v.parse::<u32>().ok()).is_some_and(|n| n > 1) {
+            return Err(InputError(
+                "sort runs on one node only: run it without mpirun (or with one rank)".into(),
+            )
+            .into());
+        }
+    }
+    let job = &args.job;
+    let threads = job.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+    let progress = Arc::new(Progress::default());
+    let options = SortOptions {
+        record_size: args.record_size,
+        key_size: args.key_size,
+        threads,
+        partitions: job.partitions,
+        memory_budget: job.memory,
+        max_open_runs: job.max_open_runs,
+        spill_dir: job.spill_dir.clone(),
+        sync: !args.no_sync,
+        progress: Arc::clone(&progress),
+    };
+    options.validate().map_err(|e| InputError(e.to_string()))?;
+    let inputs = job.inputs(&args.inputs)?;
+    let output = match (&job.out_dir, &job.out) {
+        (Some(dir), _) => OutputSpec::Dir(dir.clone()),
+        (None, Some(file)) => OutputSpec::File(file.clone()),
+        (None, None) => OutputSpec::Stdout,
+    };
+    let bar = (!job.quiet && std::io::stderr().is_terminal()).then(|| Bar::start(Arc::clone(&progress)));
+    let result = if args.generic {
+        let partitioner = sample_partitioner(&inputs, args.record_size, job.partitions);
+        let mut builder = Engine::builder()
+            .threads(threads)
+            .partitions(job.partitions)
+            .memory_budget(job.memory)
+            .io(job.io)
+            .read_mode(job.read)
+            .progress(Arc::clone(&progress));
+        if let Some(size) = job.split_size {
+            builder = builder.split_size(usize::try_from(size).unwrap_or(usize::MAX));
+        }
+        if let Some(f) = job.max_open_runs {
+            builder = builder.max_open_runs(f);
+        }
+        if let Some(dir) = &job.spill_dir {
+            builder = builder.spill_dir(dir);
+        }
+        let engine = builder.build().map_err(|e| InputError(e.to_string()))?;
+        let sort = RecordSortJob { record_size: args.record_size };
+        partitioner
+            .and_then(|p| engine.run_with(&sort, &inputs, &p, &output))
+            .map(|m| serde_json::to_string_pretty(&m))
+    } else {
+        sort_records(&inputs, &output, &options).map(|m| serde_json::to_string_pretty(&m))
+    };
+    if let Some(bar) = bar {
+        bar.finish();
+    }
+    let json = result?.expect("metrics serialize");
+    if let Some(path) = &job.metrics {
+        std::fs::write(path, format!("{json}\n")).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if !job.quiet {
+        eprintln!("{json}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A progress bar on standard error, fed from the sort's counters.
+struct Bar {
+    stop: Arc<AtomicBool>,
+    handle: std::thread::JoinHandle<()>,
+}
+
+impl Bar {
+    fn start(progress: Arc<Progress>) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let handle = std::thread::spawn(move || {
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} {prefix:>6} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            while !flag.load(Ordering::Relaxed) {
+                bar.set_length(progress.bytes_total.load(Ordering::Relaxed));
+                bar.set_position(progress.bytes_mapped.load(Ordering::Relaxed));
+                bar.set_prefix(progress.phase().name());
+                bar.set_message(format!(
+                    "runs {}  merges {}  partitions {}",
+                    progress.spills.load(Ordering::Relaxed),
+                    progress.merges.load(Ordering::Relaxed),
+                    progress.partitions_done.load(Ordering::Relaxed),
+                ));
+                bar.tick();
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            bar.finish_and_clear();
+        });
+        Bar { stop, handle }
+    }
+
+    fn finish(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.handle.join();
+    }
+}
