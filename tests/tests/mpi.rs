@@ -235,3 +235,40 @@ fn a_killed_rank_ends_the_job() {
     assert!(!status.success(), "a job with a killed rank must not succeed");
     assert!(!out_dir.join("_SUCCESS").exists());
 }
+
+/// `spillway sort` across ranks (range-partitioned through the engine): the same bytes as the
+/// single-process sort, as one file and as part files whose concatenation is sorted.
+#[test]
+fn sort_across_ranks_matches_one_process() {
+    check_mpi_build();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("records");
+    let input_str = input.to_str().unwrap();
+    assert!(spillway(&["gen", "records", "20000", input_str]).status.success());
+    let single = dir.path().join("single.sorted");
+    assert!(spillway(&["sort", "-q", "-o", single.to_str().unwrap(), input_str]).status.success());
+    let expected = std::fs::read(&single).unwrap();
+    for budget in
+        [&["--memory", "1G"][..], &["--memory", "1M", "--max-open-runs", "2", "--split-size", "64K"]]
+    {
+        for np in 1..=4 {
+            let file = dir.path().join(format!("np{np}-{}.sorted", budget.len()));
+            let mut args = vec!["sort", "-q", "-t", "1", "-r", "6", "-o", file.to_str().unwrap()];
+            args.extend_from_slice(budget);
+            args.push(input_str);
+            let out = run_ranks(np, &args);
+            assert!(out.status.success(), "np={np}: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(std::fs::read(&file).unwrap() == expected, "sort np={np} {budget:?}: output differs");
+
+            let out_dir = dir.path().join(format!("np{np}-{}-parts", budget.len()));
+            let mut args = vec!["sort", "-q", "-t", "1", "-r", "6", "--out-dir", out_dir.to_str().unwrap()];
+            args.extend_from_slice(budget);
+            args.push(input_str);
+            let out = run_ranks(np, &args);
+            assert!(out.status.success(), "np={np}: {}", String::from_utf8_lossy(&out.stderr));
+            let parts: Vec<u8> =
+                (0..6).flat_map(|p| std::fs::read(out_dir.join(format!("part-{p:05}"))).unwrap()).collect();
+            assert!(parts == expected, "sort np={np}: concatenated part files differ");
+        }
+    }
+}

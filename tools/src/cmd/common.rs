@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
-use spillway_engine::shuffle::{IoBackend, ReadMode};
+use spillway_engine::shuffle::{IoBackend, Partitioner, ReadMode};
 use spillway_engine::{Engine, Inputs, Job, Metrics, OutputSpec, Progress};
 
 /// An error in the user's input found by the tool itself (exit status 3).
@@ -88,13 +88,23 @@ impl JobOptions {
     /// Builds the engine, runs `job`, shows progress, reports metrics. Built with the `mpi`
     /// feature, runs across the ranks of `mpirun` (rank 0 shows progress and metrics).
     pub fn run_job<J: Job>(&self, job: &J, inputs: &Inputs) -> anyhow::Result<ExitCode> {
+        self.run_job_with(job, inputs, None)
+    }
+
+    /// As [`JobOptions::run_job`], routing keys with `partitioner` instead of hashing.
+    pub fn run_job_with<J: Job>(
+        &self,
+        job: &J,
+        inputs: &Inputs,
+        partitioner: Option<&dyn Partitioner>,
+    ) -> anyhow::Result<ExitCode> {
         #[cfg(feature = "mpi")]
         {
-            mpi_run::run(self, job, inputs)
+            mpi_run::run(self, job, inputs, partitioner)
         }
         #[cfg(not(feature = "mpi"))]
         {
-            self.run_on(job, inputs, Arc::new(spillway_engine::Local))
+            self.run_on(job, inputs, partitioner, Arc::new(spillway_engine::Local))
         }
     }
 
@@ -103,6 +113,7 @@ impl JobOptions {
         &self,
         job: &J,
         inputs: &Inputs,
+        partitioner: Option<&dyn Partitioner>,
         cluster: Arc<dyn spillway_engine::Cluster>,
     ) -> anyhow::Result<ExitCode> {
         let quiet = self.quiet || cluster.rank() != 0;
@@ -134,7 +145,10 @@ impl JobOptions {
         };
         let bar =
             (!quiet && std::io::stderr().is_terminal()).then(|| ProgressBar::start(Arc::clone(&progress)));
-        let result = engine.run(job, inputs, &output);
+        let result = match partitioner {
+            Some(partitioner) => engine.run_with(job, inputs, partitioner, &output),
+            None => engine.run(job, inputs, &output),
+        };
         if let Some(bar) = bar {
             bar.finish();
         }
@@ -170,7 +184,12 @@ mod mpi_run {
 
     use super::JobOptions;
 
-    pub fn run<J: Job>(options: &JobOptions, job: &J, inputs: &Inputs) -> anyhow::Result<ExitCode> {
+    pub fn run<J: Job>(
+        options: &JobOptions,
+        job: &J,
+        inputs: &Inputs,
+        partitioner: Option<&dyn spillway_engine::shuffle::Partitioner>,
+    ) -> anyhow::Result<ExitCode> {
         let (universe, level) = mpi::initialize_with_threading(mpi::Threading::Multiple)
             .ok_or_else(|| anyhow::anyhow!("MPI was already initialized"))?;
         if level < mpi::Threading::Multiple {
@@ -187,7 +206,7 @@ mod mpi_run {
                 mpi::topology::SimpleCommunicator::world().abort(crate::EXIT_FAILURE.into());
             }));
         }
-        match options.run_on(job, inputs, Arc::new(MpiCluster::world())) {
+        match options.run_on(job, inputs, partitioner, Arc::new(MpiCluster::world())) {
             Ok(code) => Ok(code),
             Err(err) if size > 1 => {
                 // Disagreement is found by every rank at once: rank 0 reports it, all exit.

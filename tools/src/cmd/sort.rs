@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use spillway_engine::sort::{RecordSortJob, SortOptions, sample_partitioner, sort_records};
-use spillway_engine::{Engine, OutputSpec, Progress};
+use spillway_engine::{OutputSpec, Progress};
 
 use super::common::{InputError, JobOptions};
 
@@ -42,15 +42,28 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    // `sort` runs on one node: under mpirun every rank would sort everything and race on the
-    // output, so refuse instead.
-    for var in ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"] {
-        if std::env::var(var).ok().and_then(|v| v.parse::<u32>().ok()).is_some_and(|n| n > 1) {
-            return Err(InputError(
-                "sort runs on one node only: run it without mpirun (or with one rank)".into(),
-            )
-            .into());
-        }
+    // Under mpirun the sort runs through the engine across the ranks (range-partitioned, so
+    // rank order is key order); a build without MPI would sort everything on every rank.
+    let ranks = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"]
+        .iter()
+        .filter_map(|var| std::env::var(var).ok()?.parse::<u32>().ok())
+        .max()
+        .unwrap_or(1);
+    if ranks > 1 && !cfg!(feature = "mpi") {
+        return Err(InputError(
+            "this spillway was built without the mpi feature: run sort without mpirun, or rebuild with --features mpi"
+                .into(),
+        )
+        .into());
+    }
+    if args.generic || ranks > 1 {
+        let inputs = args.job.inputs(&args.inputs)?;
+        let partitioner = sample_partitioner(&inputs, args.record_size, args.job.partitions)?;
+        return args.job.run_job_with(
+            &RecordSortJob { record_size: args.record_size },
+            &inputs,
+            Some(&partitioner),
+        );
     }
     let job = &args.job;
     let threads = job.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
@@ -74,32 +87,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         (None, None) => OutputSpec::Stdout,
     };
     let bar = (!job.quiet && std::io::stderr().is_terminal()).then(|| Bar::start(Arc::clone(&progress)));
-    let result = if args.generic {
-        let partitioner = sample_partitioner(&inputs, args.record_size, job.partitions);
-        let mut builder = Engine::builder()
-            .threads(threads)
-            .partitions(job.partitions)
-            .memory_budget(job.memory)
-            .io(job.io)
-            .read_mode(job.read)
-            .progress(Arc::clone(&progress));
-        if let Some(size) = job.split_size {
-            builder = builder.split_size(usize::try_from(size).unwrap_or(usize::MAX));
-        }
-        if let Some(f) = job.max_open_runs {
-            builder = builder.max_open_runs(f);
-        }
-        if let Some(dir) = &job.spill_dir {
-            builder = builder.spill_dir(dir);
-        }
-        let engine = builder.build().map_err(|e| InputError(e.to_string()))?;
-        let sort = RecordSortJob { record_size: args.record_size };
-        partitioner
-            .and_then(|p| engine.run_with(&sort, &inputs, &p, &output))
-            .map(|m| serde_json::to_string_pretty(&m))
-    } else {
-        sort_records(&inputs, &output, &options).map(|m| serde_json::to_string_pretty(&m))
-    };
+    let result = sort_records(&inputs, &output, &options).map(|m| serde_json::to_string_pretty(&m));
     if let Some(bar) = bar {
         bar.finish();
     }
