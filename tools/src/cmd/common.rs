@@ -229,13 +229,13 @@ mod mpi_run {
 }
 
 /// A progress bar on standard error, fed from the engine's counters.
-struct ProgressBar {
+pub(super) struct ProgressBar {
     stop: Arc<std::sync::atomic::AtomicBool>,
     handle: std::thread::JoinHandle<()>,
 }
 
 impl ProgressBar {
-    fn start(progress: Arc<Progress>) -> Self {
+    pub(super) fn start(progress: Arc<Progress>) -> Self {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let handle = std::thread::spawn(move || {
@@ -267,7 +267,7 @@ impl ProgressBar {
         ProgressBar { stop, handle }
     }
 
-    fn finish(self) {
+    pub(super) fn finish(self) {
         self.stop.store(true, Ordering::Relaxed);
         let _ = self.handle.join();
     }

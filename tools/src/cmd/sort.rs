@@ -4,14 +4,12 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use anyhow::Context;
 use spillway_engine::sort::{RecordSortJob, SortOptions, sample_partitioner, sort_records};
 use spillway_engine::{OutputSpec, Progress};
 
-use super::common::{InputError, JobOptions};
+use super::common::{InputError, JobOptions, ProgressBar};
 
 /// Arguments of `spillway sort`.
 #[derive(Debug, clap::Args)]
@@ -86,7 +84,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         (None, Some(file)) => OutputSpec::File(file.clone()),
         (None, None) => OutputSpec::Stdout,
     };
-    let bar = (!job.quiet && std::io::stderr().is_terminal()).then(|| Bar::start(Arc::clone(&progress)));
+    let bar =
+        (!job.quiet && std::io::stderr().is_terminal()).then(|| ProgressBar::start(Arc::clone(&progress)));
     let result = sort_records(&inputs, &output, &options).map(|m| serde_json::to_string_pretty(&m));
     if let Some(bar) = bar {
         bar.finish();
@@ -99,47 +98,4 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         eprintln!("{json}");
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// A progress bar on standard error, fed from the sort's counters.
-struct Bar {
-    stop: Arc<AtomicBool>,
-    handle: std::thread::JoinHandle<()>,
-}
-
-impl Bar {
-    fn start(progress: Arc<Progress>) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let handle = std::thread::spawn(move || {
-            let bar = indicatif::ProgressBar::new(0);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{spinner} {prefix:>6} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}",
-                )
-                .expect("valid template")
-                .progress_chars("=> "),
-            );
-            while !flag.load(Ordering::Relaxed) {
-                bar.set_length(progress.bytes_total.load(Ordering::Relaxed));
-                bar.set_position(progress.bytes_mapped.load(Ordering::Relaxed));
-                bar.set_prefix(progress.phase().name());
-                bar.set_message(format!(
-                    "runs {}  merges {}  partitions {}",
-                    progress.spills.load(Ordering::Relaxed),
-                    progress.merges.load(Ordering::Relaxed),
-                    progress.partitions_done.load(Ordering::Relaxed),
-                ));
-                bar.tick();
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            bar.finish_and_clear();
-        });
-        Bar { stop, handle }
-    }
-
-    fn finish(self) {
-        self.stop.store(true, Ordering::Relaxed);
-        let _ = self.handle.join();
-    }
 }
