@@ -11,6 +11,7 @@ mod plan;
 
 pub use plan::{MergePlan, MergeStep, plan_merges};
 
+use std::cmp::Ordering;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -30,8 +31,103 @@ pub type Record<'a, V> = (&'a [u8], &'a ArchivedValue<V>);
 pub struct Merge<'a, V: Value> {
     sources: Vec<PartitionIter<'a, V>>,
     heads: Vec<Option<Record<'a, V>>>,
-    /// `tree[0]` is the current winner; `tree[1..k]` hold the loser of each match.
-    tree: Vec<usize>,
+    /// `tree[0]` is the current winner; `tree[1..k]` hold the loser of each match, each with
+    /// the prefix of its source's head key.
+    tree: Vec<Node>,
+    /// Prefetch the winner's next records after taking one (fan-in ≥
+    /// [`PREFETCH_MIN_FAN_IN`]).
+    prefetch: bool,
+}
+
+/// One contestant in the loser tree: a source and the [`key_prefix`] of its head key (`u64::MAX`
+/// once the source is exhausted).
+#[derive(Clone, Copy, Debug)]
+struct Node {
+    prefix: u64,
+    source: usize,
+}
+
+/// From this fan-in on, [`Merge`] prefetches each source's next records
+/// ([`PartitionIter::prefetch_ahead`]). Below it the few interleaved streams are left to the
+/// hardware prefetchers: at fan-in 2 prefetching measured 15% slower, at 8 it is neutral for
+/// 16-byte keys with `u64` values and 25% faster for 100-byte records.
+const PREFETCH_MIN_FAN_IN: usize = 8;
+
+/// The first 8 bytes of `key`, big-endian, zero-padded: `key_prefix(a) < key_prefix(b)`
+/// implies `a < b`, and `a <= b` implies `key_prefix(a) <= key_prefix(b)`. Equal prefixes
+/// decide nothing (`"ab"` and `"ab\0"`, or any two keys that share 8 bytes).
+///
+/// Keys shorter than 8 bytes are assembled from two overlapping loads (no `memcpy` call).
+#[inline(always)]
+pub(crate) fn key_prefix(key: &[u8]) -> u64 {
+    let len = key.len();
+    if let Some(head) = key.first_chunk::<8>() {
+        return u64::from_be_bytes(*head);
+    }
+    // 0 < len < 8: the first and last 4 (or 2) bytes, each placed at its position in the
+    // padded big-endian word; where they overlap they hold the same bytes.
+    if let (Some(first), Some(last)) = (key.first_chunk::<4>(), key.last_chunk::<4>()) {
+        let (first, last) = (u64::from(u32::from_be_bytes(*first)), u64::from(u32::from_be_bytes(*last)));
+        return first << 32 | last << (8 * (8 - len));
+    }
+    if let (Some(first), Some(last)) = (key.first_chunk::<2>(), key.last_chunk::<2>()) {
+        let (first, last) = (u64::from(u16::from_be_bytes(*first)), u64::from(u16::from_be_bytes(*last)));
+        return first << 48 | last << (8 * (8 - len));
+    }
+    key.first().map_or(0, |&b| u64::from(b) << 56)
+}
+
+/// Compares two keys like `<[u8]>::cmp`, 8 bytes at a time through [`key_prefix`] for the
+/// first few words (the keys the slow path sees share their first 8 bytes, and are usually
+/// short: a call to `memcmp` would cost more than the comparison), then bytewise.
+#[inline(always)]
+pub(crate) fn cmp_keys(mut a: &[u8], mut b: &[u8]) -> Ordering {
+    for _ in 0..4 {
+        let (pa, pb) = (key_prefix(a), key_prefix(b));
+        if pa != pb {
+            return pa.cmp(&pb);
+        }
+        // Equal padded words: if either key ends within them, it is a prefix of the other
+        // (whose remaining bytes there are zeros), so the shorter key comes first.
+        match (a.get(8..), b.get(8..)) {
+            (Some(ra), Some(rb)) if !ra.is_empty() && !rb.is_empty() => (a, b) = (ra, rb),
+            _ => return a.len().cmp(&b.len()),
+        }
+    }
+    a.cmp(b)
+}
+
+/// The prefix of a head, `u64::MAX` for an exhausted source (a real key can have that prefix
+/// too, so equal prefixes always fall back to [`before_slow`], which checks heads).
+#[inline(always)]
+fn head_prefix<T>(head: Option<(&[u8], T)>) -> u64 {
+    match head {
+        Some((key, _)) => key_prefix(key),
+        None => u64::MAX,
+    }
+}
+
+/// Does `a` come before `b`? Decided by the key prefixes when they differ, otherwise by
+/// [`before_slow`].
+#[inline(always)]
+fn before<T>(heads: &[Option<(&[u8], T)>], a: Node, b: Node) -> bool {
+    if a.prefix != b.prefix { a.prefix < b.prefix } else { before_slow(heads, a.source, b.source) }
+}
+
+/// Does source `a` come before source `b`, their prefixes being equal? Compares whole keys;
+/// exhausted sources come last; equal keys go in source order.
+#[inline(never)]
+fn before_slow<T>(heads: &[Option<(&[u8], T)>], a: usize, b: usize) -> bool {
+    match (&heads[a], &heads[b]) {
+        (Some((ka, _)), Some((kb, _))) => match cmp_keys(ka, kb) {
+            Ordering::Less => true,
+            Ordering::Greater => false,
+            Ordering::Equal => a < b,
+        },
+        (Some(_), None) => true,
+        (None, Some(_)) => false,
+        (None, None) => a < b,
+    }
 }
 
 impl<V: Value> std::fmt::Debug for Merge<'_, V> {
@@ -45,7 +141,12 @@ impl<'a, V: Value> Merge<'a, V> {
     pub fn new(mut sources: Vec<PartitionIter<'a, V>>) -> Self {
         let heads: Vec<_> = sources.iter_mut().map(Iterator::next).collect();
         let k = sources.len();
-        let mut merge = Merge { sources, heads, tree: vec![0; k.max(1)] };
+        let mut merge = Merge {
+            sources,
+            heads,
+            tree: vec![Node { prefix: u64::MAX, source: 0 }; k.max(1)],
+            prefetch: k >= PREFETCH_MIN_FAN_IN,
+        };
         if k > 0 {
             merge.tree[0] = merge.build(1);
         }
@@ -57,31 +158,16 @@ impl<'a, V: Value> Merge<'a, V> {
         self.sources.len()
     }
 
-    /// Does source `a` come before source `b`? Exhausted sources come last; equal keys go in
-    /// source order.
-    #[inline]
-    fn before(&self, a: usize, b: usize) -> bool {
-        match (&self.heads[a], &self.heads[b]) {
-            (Some((ka, _)), Some((kb, _))) => match ka.cmp(kb) {
-                std::cmp::Ordering::Less => true,
-                std::cmp::Ordering::Greater => false,
-                std::cmp::Ordering::Equal => a < b,
-            },
-            (Some(_), None) => true,
-            (None, Some(_)) => false,
-            (None, None) => a < b,
-        }
-    }
-
     /// Plays the matches below `node`, storing losers; returns the winner.
-    fn build(&mut self, node: usize) -> usize {
+    fn build(&mut self, node: usize) -> Node {
         let k = self.sources.len();
         if node >= k {
-            return node - k;
+            let source = node - k;
+            return Node { prefix: head_prefix(self.heads[source]), source };
         }
         let left = self.build(2 * node);
         let right = self.build(2 * node + 1);
-        let (winner, loser) = if self.before(left, right) { (left, right) } else { (right, left) };
+        let (winner, loser) = if before(&self.heads, left, right) { (left, right) } else { (right, left) };
         self.tree[node] = loser;
         winner
     }
@@ -92,31 +178,53 @@ impl<'a, V: Value> Merge<'a, V> {
         if self.sources.is_empty() {
             return None;
         }
-        self.heads[self.tree[0]].map(|(key, _)| key)
+        self.heads[self.tree[0].source].map(|(key, _)| key)
+    }
+
+    /// Is the next record's key `key`, whose prefix is `prefix`? (`peek_key() ==
+    /// Some(key)`, mostly without comparing bytes.)
+    #[inline]
+    fn next_is(&self, key: &[u8], prefix: u64) -> bool {
+        let top = self.tree[0];
+        top.prefix == prefix
+            && matches!(self.heads.get(top.source), Some(Some((next, _))) if cmp_keys(next, key).is_eq())
     }
 
     /// Takes the next record in key order.
-    #[inline]
+    // Always inlined into the caller's loop: left to itself LLVM calls it, and the call with
+    // its 24-byte result returned through memory measured 15% slower at fan-in 2 (and 10%
+    // slower for `next_combined`).
+    #[inline(always)]
     pub fn next_record(&mut self) -> Option<Record<'a, V>> {
-        if self.sources.is_empty() {
+        // Borrow the fields apart: with the tree and heads as local slices, their pointers stay
+        // in registers through the replay instead of being reloaded after every store.
+        let Merge { sources, heads, tree, prefetch } = self;
+        if sources.is_empty() {
             return None;
         }
-        let winner = self.tree[0];
-        let record = self.heads[winner]?;
-        self.heads[winner] = self.sources[winner].next();
+        let winner = tree[0].source;
+        let record = heads[winner]?;
+        let source = &mut sources[winner];
+        let head = source.next();
+        heads[winner] = head;
+        if *prefetch {
+            source.prefetch_ahead();
+        }
         // Replay the winner's path to the root.
-        let k = self.sources.len();
-        let mut node = (winner + k) / 2;
-        let mut champion = winner;
+        let (heads, tree) = (&heads[..], &mut tree[..]);
+        let mut node = (winner + sources.len()) / 2;
+        let mut champion = Node { prefix: head_prefix(head), source: winner };
         while node > 0 {
-            let rival = self.tree[node];
-            if self.before(rival, champion) {
-                self.tree[node] = champion;
-                champion = rival;
-            }
+            let rival = tree[node];
+            // Select by indexing a pair rather than with `if`, so that the replay has no
+            // data-dependent branch (mispredicted about half the time on random keys).
+            let rival_wins = usize::from(before(heads, rival, champion));
+            let pair = [champion, rival];
+            tree[node] = pair[rival_wins ^ 1];
+            champion = pair[rival_wins];
             node /= 2;
         }
-        self.tree[0] = champion;
+        tree[0] = champion;
         Some(record)
     }
 
@@ -124,7 +232,7 @@ impl<'a, V: Value> Merge<'a, V> {
     /// consumed from the group are skipped when the group is dropped.
     pub fn next_group(&mut self) -> Option<(&'a [u8], Group<'_, 'a, V>)> {
         let (key, first) = self.next_record()?;
-        Some((key, Group { merge: self, key, first: Some(first) }))
+        Some((key, Group { merge: self, key, prefix: key_prefix(key), first: Some(first) }))
     }
 
     /// Takes the next key with all its values folded by `combine` (which must be
@@ -134,8 +242,9 @@ impl<'a, V: Value> Merge<'a, V> {
         mut combine: impl FnMut(&mut V, &ArchivedValue<V>),
     ) -> Option<(&'a [u8], V)> {
         let (key, first) = self.next_record()?;
+        let prefix = key_prefix(key);
         let mut acc = to_owned::<V>(first);
-        while self.peek_key() == Some(key) {
+        while self.next_is(key, prefix) {
             let (_, value) = self.next_record().expect("peeked");
             combine(&mut acc, value);
         }
@@ -156,6 +265,7 @@ impl<'a, V: Value> Iterator for Merge<'a, V> {
 pub struct Group<'m, 'a, V: Value> {
     merge: &'m mut Merge<'a, V>,
     key: &'a [u8],
+    prefix: u64,
     first: Option<&'a ArchivedValue<V>>,
 }
 
@@ -173,13 +283,17 @@ impl<'a, V: Value> Iterator for Group<'_, 'a, V> {
         if let Some(first) = self.first.take() {
             return Some(first);
         }
-        if self.merge.peek_key() == Some(self.key) { self.merge.next_record().map(|(_, v)| v) } else { None }
+        if self.merge.next_is(self.key, self.prefix) {
+            self.merge.next_record().map(|(_, v)| v)
+        } else {
+            None
+        }
     }
 }
 
 impl<V: Value> Drop for Group<'_, '_, V> {
     fn drop(&mut self) {
-        while self.merge.peek_key() == Some(self.key) {
+        while self.merge.next_is(self.key, self.prefix) {
             self.merge.next_record();
         }
     }
@@ -258,4 +372,196 @@ pub fn merge_readers<V: Value>(
         }
     }
     writer.finish(options.sync)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Key material that defeats 8-byte prefixes: empty and short keys (zero padding makes
+    /// `"a"` and `"a\0"` equal prefixes), keys that are prefixes of each other, keys sharing
+    /// their first 8 bytes (or 16, or 32: past the word-wise comparison), and `0x00` / `0xFF`
+    /// bytes (an all-`0xFF` prefix equals an exhausted source's sentinel).
+    const STEMS: [&[u8]; 12] = [
+        b"",
+        b"\0",
+        b"a",
+        b"abcdefg",
+        b"abcdefgh",
+        b"abcdefgh\0\0\0\0\0\0\0\0",
+        b"abcdefghabcdefghabcdefghabcdefgh",
+        &[0; 3],
+        &[0; 8],
+        &[0xFF; 7],
+        &[0xFF; 8],
+        &[0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFE],
+    ];
+    const TAIL_BYTES: [u8; 5] = [0x00, 0x01, b'a', 0xFE, 0xFF];
+
+    fn key_strategy() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            3 => (0..STEMS.len(), prop::collection::vec(0..TAIL_BYTES.len(), 0..4)).prop_map(|(stem, tail)| {
+                let mut key = STEMS[stem].to_vec();
+                key.extend(tail.into_iter().map(|b| TAIL_BYTES[b]));
+                key
+            }),
+            1 => prop::collection::vec(prop::sample::select(&TAIL_BYTES[..]), 0..12),
+        ]
+    }
+
+    /// Sources (fan-in 1..70), each a list of keys (sorted when written).
+    fn sources_strategy() -> impl Strategy<Value = Vec<Vec<Vec<u8>>>> {
+        prop::collection::vec(prop::collection::vec(key_strategy(), 0..24), 1..70)
+    }
+
+    /// Writes every source as one partition of a run (values `source << 32 | position`, keys
+    /// sorted) and opens it.
+    fn open_sources(dir: &Path, sources: &[Vec<Vec<u8>>], block: usize) -> RunReader<u64> {
+        let path = dir.join("sources.run");
+        let mut writer = RunWriter::<u64>::create(&path, sources.len() as u32, IoBackend::Std)
+            .unwrap()
+            .with_block_target(block);
+        for (s, keys) in sources.iter().enumerate() {
+            let mut keys = keys.clone();
+            keys.sort();
+            for (i, key) in keys.iter().enumerate() {
+                writer.push(s as u32, key, &((s as u64) << 32 | i as u64)).unwrap();
+            }
+        }
+        writer.finish(false).unwrap();
+        RunReader::open(&path, ReadMode::Mmap).unwrap()
+    }
+
+    fn merge_of(reader: &RunReader<u64>) -> Merge<'_, u64> {
+        Merge::new((0..reader.partitions()).map(|p| reader.iter(p)).collect())
+    }
+
+    /// The stable sort of the concatenated sorted sources: (key, value) in merge order.
+    fn reference(sources: &[Vec<Vec<u8>>]) -> Vec<(Vec<u8>, u64)> {
+        let mut all = Vec::new();
+        for (s, keys) in sources.iter().enumerate() {
+            let mut keys = keys.clone();
+            keys.sort();
+            all.extend(keys.into_iter().enumerate().map(|(i, key)| (key, (s as u64) << 32 | i as u64)));
+        }
+        all.sort_by(|a, b| a.0.cmp(&b.0)); // stable: equal keys stay in source order
+        all
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+        /// `Merge` yields the stable sort of its sources: keys in byte order, equal keys in
+        /// source order, on keys whose 8-byte prefixes tie, pad or saturate.
+        #[test]
+        fn merge_equals_stable_sort_on_prefix_edge_cases(
+            sources in sources_strategy(),
+            block in prop::sample::select(vec![1usize, 64, 4096]),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let reader = open_sources(dir.path(), &sources, block);
+            let mut merge = merge_of(&reader);
+            prop_assert_eq!(merge.fan_in(), sources.len());
+            let mut got = Vec::new();
+            loop {
+                let peeked = merge.peek_key();
+                let Some((key, value)) = merge.next_record() else {
+                    prop_assert_eq!(peeked, None);
+                    break;
+                };
+                prop_assert_eq!(peeked, Some(key));
+                got.push((key.to_vec(), value.to_native()));
+            }
+            prop_assert_eq!(merge.next_record(), None);
+            prop_assert_eq!(got, reference(&sources));
+        }
+
+        /// Groups and combined merges on the same keys: every distinct key once, in order, with
+        /// its values in source order (groups, consumed or not) or summed (combined).
+        #[test]
+        fn groups_and_combine_on_prefix_edge_cases(sources in sources_strategy(), consume in any::<bool>()) {
+            let dir = tempfile::tempdir().unwrap();
+            let reader = open_sources(dir.path(), &sources, 64);
+            let mut expected: BTreeMap<Vec<u8>, Vec<u64>> = BTreeMap::new();
+            for (key, value) in reference(&sources) {
+                expected.entry(key).or_default().push(value);
+            }
+
+            let mut merge = merge_of(&reader);
+            let mut groups = Vec::new();
+            while let Some((key, group)) = merge.next_group() {
+                let values: Vec<u64> =
+                    if consume { group.map(|v| v.to_native()).collect() } else { Vec::new() };
+                groups.push((key.to_vec(), values));
+            }
+            let want: Vec<(Vec<u8>, Vec<u64>)> = expected
+                .iter()
+                .map(|(k, vs)| (k.clone(), if consume { vs.clone() } else { Vec::new() }))
+                .collect();
+            prop_assert_eq!(groups, want);
+
+            let mut merge = merge_of(&reader);
+            let mut combined = Vec::new();
+            while let Some((key, total)) = merge.next_combined(|acc, v| *acc = acc.wrapping_add(v.to_native())) {
+                combined.push((key.to_vec(), total));
+            }
+            let want: Vec<(Vec<u8>, u64)> = expected
+                .into_iter()
+                .map(|(k, vs)| (k, vs.into_iter().fold(0u64, u64::wrapping_add)))
+                .collect();
+            prop_assert_eq!(combined, want);
+        }
+    }
+
+    #[test]
+    fn prefixes_follow_key_order() {
+        let mut keys: Vec<Vec<u8>> = STEMS.iter().map(|s| s.to_vec()).collect();
+        for stem in STEMS {
+            for b in TAIL_BYTES {
+                let mut key = stem.to_vec();
+                key.push(b);
+                keys.push(key);
+            }
+        }
+        for a in &keys {
+            for b in &keys {
+                if a <= b {
+                    assert!(key_prefix(a) <= key_prefix(b), "{a:?} <= {b:?}");
+                }
+                assert_eq!(cmp_keys(a, b), a.cmp(b), "{a:?} vs {b:?}");
+            }
+        }
+        assert_eq!(key_prefix(b"ab"), key_prefix(b"ab\0"));
+        assert_eq!(key_prefix(&[0xFF; 9]), u64::MAX);
+    }
+
+    /// `key_prefix` equals the zero-padded big-endian reading of the first 8 bytes, at every
+    /// length.
+    #[test]
+    fn prefix_matches_padded_reading() {
+        let bytes: Vec<u8> = (0u8..12).map(|i| i.wrapping_mul(0x9D) ^ 0xA5).collect();
+        for start in 0..3 {
+            for len in 0..=9 {
+                let key = &bytes[start..start + len];
+                let mut padded = [0u8; 8];
+                let n = len.min(8);
+                padded[..n].copy_from_slice(&key[..n]);
+                assert_eq!(key_prefix(key), u64::from_be_bytes(padded), "{key:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn empty_merge_yields_nothing() {
+        let mut merge = Merge::<u64>::new(Vec::new());
+        assert_eq!(merge.fan_in(), 0);
+        assert_eq!(merge.peek_key(), None);
+        assert!(merge.next_group().is_none());
+        assert!(merge.next_combined(|_, _| ()).is_none());
+        assert_eq!(merge.next_record(), None);
+    }
 }

@@ -223,6 +223,9 @@ pub struct PartitionIter<'a, V: Value> {
     values: &'a [ArchivedValue<V>],
     index: usize,
     start: usize,
+    /// Keys in this block are longer than a cache line on average: [`Self::prefetch_ahead`]
+    /// requests two lines of them.
+    wide_keys: bool,
 }
 
 impl<V: Value> std::fmt::Debug for PartitionIter<'_, V> {
@@ -240,7 +243,48 @@ impl<'a, V: Value> PartitionIter<'a, V> {
             values: &[],
             index: 0,
             start: 0,
+            wide_keys: false,
         }
+    }
+
+    /// Hints the CPU to start loading the next records' data, one cache line ahead of where
+    /// this iterator stands in each column of the current block: key offsets, key bytes (two
+    /// lines when the block's keys are longer than a line on average), and values (as many
+    /// lines as a value spans, up to 4).
+    ///
+    /// Meant to be called after every step of a k-way merge, which takes records from many
+    /// iterators in turn, three column streams each: past a few sources the hardware
+    /// prefetchers lose track, and the next head's key offset and key (the start of every
+    /// comparison) miss the cache, as does the value the consumer reads. A record takes at
+    /// most one line of each column (or as many lines as are requested), so calling this at
+    /// every step requests every line at least one step of this iterator (about k records of
+    /// the merge) before it is read: enough to hide the latency once k reaches about 8, and
+    /// close enough that the lines in flight for all k sources stay in cache until read (512
+    /// bytes ahead measured up to 25% slower at fan-in 64 and 512).
+    ///
+    /// It is only a hint: it changes no state and never faults. Addresses are not clamped to
+    /// their column (clamping measured 3–12% slower): they pass a column's end by at most
+    /// 64 bytes per line requested, which lands on the block's next column or archive root,
+    /// the next frame, or the run's footer and trailer; only at the end of the last block can
+    /// a prefetch reach past the run's last byte, and one of an unmapped address is simply
+    /// dropped. A no-op on targets other than `x86_64`.
+    #[inline(always)]
+    pub fn prefetch_ahead(&self) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let next_value = self.values.as_ptr().wrapping_add(self.index).cast::<u8>();
+            prefetch(self.ends.as_ptr().wrapping_add(self.index + CACHE_LINE / 4).cast());
+            let key_line = self.keys.as_ptr().wrapping_add(self.start + CACHE_LINE);
+            prefetch(key_line);
+            if self.wide_keys {
+                prefetch(key_line.wrapping_add(CACHE_LINE));
+            }
+            for line in 1..=const { value_lines(size_of::<ArchivedValue<V>>()) } {
+                prefetch(next_value.wrapping_add(line * CACHE_LINE));
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = self.wide_keys;
     }
 
     #[cold]
@@ -252,6 +296,7 @@ impl<'a, V: Value> PartitionIter<'a, V> {
                 self.values = block.values.as_slice();
                 self.index = 0;
                 self.start = 0;
+                self.wide_keys = self.keys.len() > self.ends.len() * CACHE_LINE;
                 return true;
             }
         }
@@ -274,6 +319,35 @@ impl<'a, V: Value> Iterator for PartitionIter<'a, V> {
         self.index = i + 1;
         Some((key, &self.values[i]))
     }
+}
+
+/// Size of a cache line.
+const CACHE_LINE: usize = 64;
+
+/// The cache lines (1 to 4) that [`PartitionIter::prefetch_ahead`] requests of values of
+/// `bytes` bytes.
+#[cfg(target_arch = "x86_64")]
+const fn value_lines(bytes: usize) -> usize {
+    let lines = bytes.div_ceil(CACHE_LINE);
+    if lines == 0 {
+        1
+    } else if lines > 4 {
+        4
+    } else {
+        lines
+    }
+}
+
+/// Asks the CPU to bring the cache line holding `p` into L1.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn prefetch(p: *const u8) {
+    use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+    // SAFETY: `_mm_prefetch` needs SSE, which every x86_64 CPU has (it is in the target's
+    // baseline features). A prefetch is a hint: it never faults, whatever the address (even
+    // unmapped), and reads or writes nothing the program can observe. The pointers passed are
+    // computed with `wrapping_add`, so computing them is never undefined behaviour either.
+    unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
 }
 
 /// Validates a whole run: header, trailer, footer, sections, frames, archives, key order.
