@@ -3,10 +3,9 @@
 mod common;
 mod gen_records;
 mod grep;
-mod index;
 mod sort;
 mod valsort;
-mod wordcount;
+mod words;
 
 use std::process::ExitCode;
 
@@ -40,10 +39,10 @@ pub struct Cli {
 enum Command {
     /// Count words: lines `word<TAB>count`, sorted by word in byte order.
     #[command(after_help = AFTER_HELP)]
-    Wordcount(wordcount::Args),
+    Wordcount(words::Args),
     /// Build an inverted index: lines `word<TAB>N<TAB>doc1,doc2,...`.
     #[command(after_help = AFTER_HELP)]
-    Index(index::Args),
+    Index(words::Args),
     /// Print lines matching a regular expression as `path:line_number:line`, in input order.
     #[command(after_help = AFTER_HELP)]
     Grep(grep::Args),
@@ -67,8 +66,8 @@ enum GenCommand {
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Wordcount(args) => wordcount::run(args),
-        Command::Index(args) => index::run(args),
+        Command::Wordcount(args) => words::wordcount(args),
+        Command::Index(args) => words::index(args),
         Command::Grep(args) => grep::run(args),
         Command::Sort(args) => sort::run(args),
         Command::Gen(GenCommand::Records(args)) => gen_records::run(args),
