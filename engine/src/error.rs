@@ -40,6 +40,15 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The output cannot be written where it is named (a directory where a file should go, a
+    /// missing parent directory).
+    #[error("output {path}: {what}")]
+    Output {
+        /// The output path as given.
+        path: PathBuf,
+        /// What is wrong.
+        what: String,
+    },
     /// The output already exists and would be overwritten.
     #[error("output {0} already holds a job's output (remove it first, or choose another --out-dir)")]
     OutputExists(PathBuf),
@@ -59,7 +68,7 @@ impl Error {
 
     /// True when the error comes from bad input rather than from the machine or the engine.
     pub fn is_input_error(&self) -> bool {
-        matches!(self, Error::Input { .. } | Error::OutputExists(_))
+        matches!(self, Error::Input { .. } | Error::Output { .. } | Error::OutputExists(_))
     }
 
     /// True when the disk (spill or output) is full.

@@ -20,6 +20,77 @@ pub enum OutputSpec {
     Stdout,
 }
 
+impl OutputSpec {
+    /// Checks, before any work starts, that the output can be written where it names: a
+    /// [`OutputSpec::File`] must not be a directory and its directory must exist; a
+    /// [`OutputSpec::Dir`] must not hold a previous job's output. (The engine checks this
+    /// itself; front ends can call it earlier still.)
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Output`] or [`Error::OutputExists`], naming the path.
+    pub fn check(&self) -> Result<()> {
+        match self {
+            OutputSpec::File(path) => file_destination(path).map(drop),
+            OutputSpec::Dir(dir) => match std::fs::metadata(dir) {
+                Ok(meta) if !meta.is_dir() => Err(output_error(dir, "exists and is not a directory")),
+                Ok(_) => check_dir_empty(dir),
+                Err(_) => Ok(()), // created when the job commits
+            },
+            OutputSpec::Stdout => Ok(()),
+        }
+    }
+}
+
+/// How [`OutputSpec::File`] is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum FileDestination {
+    /// A new or regular file: written under a temporary name in the same directory, renamed
+    /// over this path. A symbolic link is followed: the file it points to is replaced, the
+    /// link stays.
+    Replace(PathBuf),
+    /// An existing device, FIFO or socket (`/dev/null`, a named pipe): written in place, with
+    /// no temporary name, rename or `fsync` (replacing it would destroy it).
+    InPlace(PathBuf),
+}
+
+fn output_error(path: &Path, what: &str) -> Error {
+    Error::Output { path: path.to_owned(), what: what.to_owned() }
+}
+
+/// Decides how `path` is written (see [`FileDestination`]).
+pub(crate) fn file_destination(path: &Path) -> Result<FileDestination> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => {
+            Err(output_error(path, "is a directory (--out names one file; --out-dir writes part files)"))
+        }
+        Ok(meta) if meta.is_file() => {
+            let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+            if is_link {
+                let target = std::fs::canonicalize(path).map_err(|e| Error::io("resolve", path, e))?;
+                Ok(FileDestination::Replace(target))
+            } else {
+                Ok(FileDestination::Replace(path.to_owned()))
+            }
+        }
+        Ok(_) => Ok(FileDestination::InPlace(path.to_owned())),
+        Err(_) => {
+            let parent = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            if path.file_name().is_none() {
+                return Err(output_error(path, "does not name a file"));
+            }
+            match std::fs::metadata(parent) {
+                Ok(meta) if meta.is_dir() => Ok(FileDestination::Replace(path.to_owned())),
+                Ok(_) => Err(output_error(path, &format!("{} is not a directory", parent.display()))),
+                Err(e) => Err(output_error(path, &format!("directory {}: {e}", parent.display()))),
+            }
+        }
+    }
+}
+
 /// The name of partition `p`'s output file.
 pub fn part_name(p: u32) -> String {
     format!("part-{p:05}")
@@ -29,6 +100,11 @@ pub fn part_name(p: u32) -> String {
 /// part files.
 pub(crate) fn prepare_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io("create output directory", dir, e))?;
+    check_dir_empty(dir)
+}
+
+/// Refuses a directory that holds `_SUCCESS` or part files.
+fn check_dir_empty(dir: &Path) -> Result<()> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io("read output directory", dir, e))?;
     for entry in entries {
         let entry = entry.map_err(|e| Error::io("read output directory", dir, e))?;
@@ -48,6 +124,7 @@ fn temp_name(path: &Path) -> PathBuf {
 
 enum Target {
     File { sink: Box<dyn FileSink>, tmp: PathBuf, path: PathBuf },
+    InPlace { file: std::fs::File, path: PathBuf },
     Stdout(std::io::Stdout),
 }
 
@@ -62,13 +139,21 @@ const OUT_BUFFER: usize = 256 << 10;
 
 impl OutputFile {
     pub(crate) fn create(path: &Path, io: IoBackend) -> Result<Self> {
-        let tmp = temp_name(path);
-        let sink = io.create(&tmp)?;
-        Ok(OutputFile {
-            buf: Vec::with_capacity(OUT_BUFFER),
-            target: Some(Target::File { sink, tmp, path: path.to_owned() }),
-            bytes: 0,
-        })
+        let target = match file_destination(path)? {
+            FileDestination::Replace(path) => {
+                let tmp = temp_name(&path);
+                let sink = io.create(&tmp)?;
+                Target::File { sink, tmp, path }
+            }
+            FileDestination::InPlace(path) => {
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(|e| Error::io("open", &path, e))?;
+                Target::InPlace { file, path }
+            }
+        };
+        Ok(OutputFile { buf: Vec::with_capacity(OUT_BUFFER), target: Some(target), bytes: 0 })
     }
 
     pub(crate) fn stdout() -> Self {
@@ -82,6 +167,7 @@ impl OutputFile {
     fn drain(&mut self) -> std::io::Result<()> {
         match self.target.as_mut() {
             Some(Target::File { sink, .. }) => sink.write_all(&self.buf).map_err(std::io::Error::other)?,
+            Some(Target::InPlace { file, .. }) => file.write_all(&self.buf)?,
             Some(Target::Stdout(out)) => out.lock().write_all(&self.buf)?,
             None => {}
         }
@@ -94,10 +180,17 @@ impl OutputFile {
         self.drain().map_err(|e| Error::io("write", self.describe(), e))?;
         match self.target.take() {
             Some(Target::File { sink, tmp, path }) => {
-                sink.finish(true)?;
-                std::fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &tmp, e))?;
+                let renamed = sink
+                    .finish(true)
+                    .map_err(Error::from)
+                    .and_then(|_| std::fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &tmp, e)));
+                if let Err(e) = renamed {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(e);
+                }
                 sync_parent(&path);
             }
+            Some(Target::InPlace { .. }) => {}
             Some(Target::Stdout(out)) => {
                 out.lock().flush().map_err(|e| Error::io("write", "standard output", e))?
             }
@@ -108,7 +201,7 @@ impl OutputFile {
 
     pub(crate) fn describe(&self) -> PathBuf {
         match &self.target {
-            Some(Target::File { path, .. }) => path.clone(),
+            Some(Target::File { path, .. } | Target::InPlace { path, .. }) => path.clone(),
             _ => PathBuf::from("standard output"),
         }
     }

@@ -8,14 +8,16 @@ use std::sync::Mutex;
 
 use unicode_general_category::{GeneralCategory, get_general_category};
 
-/// Path of the `spillway` binary of this build (built on demand if cargo has not yet).
+/// Path of the `spillway` binary of this build, built (or brought up to date) on first use.
 pub fn spillway_bin() -> PathBuf {
-    static BUILD: Mutex<()> = Mutex::new(());
+    // Built once per test process, so that tests never run a stale binary (cargo returns at
+    // once when it is up to date).
+    static BUILT: Mutex<bool> = Mutex::new(false);
     let exe = std::env::current_exe().expect("test binary path");
     let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
     let bin = profile_dir.join("spillway");
-    let _guard = BUILD.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if !bin.exists() {
+    let mut built = BUILT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !*built {
         let mut cmd = Command::new(env!("CARGO"));
         cmd.args(["build", "-q", "-p", "spillway-tools", "--bin", "spillway"]);
         if profile_dir.file_name().is_some_and(|n| n == "release") {
@@ -26,6 +28,7 @@ pub fn spillway_bin() -> PathBuf {
         }
         let status = cmd.status().expect("running cargo build");
         assert!(status.success(), "building the spillway binary failed");
+        *built = true;
     }
     bin
 }

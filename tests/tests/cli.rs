@@ -143,9 +143,52 @@ fn errors_are_one_clear_line_with_distinct_exit_codes() {
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid pattern"));
 
-    // A directory where a file should be written: exit 1 (the machine, not the input).
-    let out = spillway(&["wordcount", "-q", "--out", dir.path().to_str().unwrap(), input.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    // A directory where a file should be written, or a file in a directory that does not
+    // exist: exit 3 before any work, naming the path, and nothing left behind.
+    let dir_str = dir.path().to_str().unwrap();
+    let out = spillway(&["wordcount", "-q", "--out", dir_str, input.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("output {dir_str}: is a directory")));
+    let missing = dir.path().join("no-such-dir/counts.tsv");
+    let out = spillway(&["wordcount", "-q", "--out", missing.to_str().unwrap(), input.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-dir"));
+    let (parent, name) = (dir.path().parent().unwrap(), dir.path().file_name().unwrap().to_string_lossy());
+    let leftovers = std::fs::read_dir(parent)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with(&format!(".{name}.")))
+        .count();
+    assert_eq!(leftovers, 0, "temporary output left in {}", parent.display());
+}
+
+/// `--out` through a symbolic link replaces the file it points to and keeps the link; `--out`
+/// naming a FIFO (or a device) writes into it in place instead of renaming a file over it.
+#[test]
+fn out_follows_links_and_writes_into_fifos() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.txt");
+    std::fs::write(&input, "b a b\n").unwrap();
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+
+    let target = dir.path().join("target.tsv");
+    std::fs::write(&target, "old\n").unwrap();
+    let link = dir.path().join("link.tsv");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let out = spillway(&["wordcount", "-q", "--out", &s(&link), &s(&input)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "a\t1\nb\t2\n");
+
+    let fifo = dir.path().join("fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let reader = Command::new("cat").arg(&fifo).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let out = spillway(&["wordcount", "-q", "--out", &s(&fifo), &s(&input)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let read = reader.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8(read.stdout).unwrap(), "a\t1\nb\t2\n");
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo(), "the FIFO was replaced");
 }
 
 #[test]

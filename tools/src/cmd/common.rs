@@ -144,6 +144,7 @@ impl JobOptions {
             (None, Some(file)) => OutputSpec::File(file.clone()),
             (None, None) => OutputSpec::Stdout,
         };
+        output.check()?;
         let bar =
             (!quiet && std::io::stderr().is_terminal()).then(|| ProgressBar::start(Arc::clone(&progress)));
         let result = match partitioner {
