@@ -35,6 +35,7 @@
 #![deny(missing_docs)]
 
 mod buffer;
+pub mod cleanup;
 pub mod cluster;
 mod engine;
 mod error;

@@ -123,7 +123,7 @@ fn temp_name(path: &Path) -> PathBuf {
 }
 
 enum Target {
-    File { sink: Box<dyn FileSink>, tmp: PathBuf, path: PathBuf },
+    File { sink: Box<dyn FileSink>, tmp: PathBuf, path: PathBuf, _cleanup: crate::cleanup::Registration },
     InPlace { file: std::fs::File, path: PathBuf },
     Stdout(std::io::Stdout),
 }
@@ -143,7 +143,7 @@ impl OutputFile {
             FileDestination::Replace(path) => {
                 let tmp = temp_name(&path);
                 let sink = io.create(&tmp)?;
-                Target::File { sink, tmp, path }
+                Target::File { _cleanup: crate::cleanup::register(&tmp), sink, tmp, path }
             }
             FileDestination::InPlace(path) => {
                 let file = std::fs::OpenOptions::new()
@@ -179,7 +179,7 @@ impl OutputFile {
     pub(crate) fn commit(mut self) -> Result<u64> {
         self.drain().map_err(|e| Error::io("write", self.describe(), e))?;
         match self.target.take() {
-            Some(Target::File { sink, tmp, path }) => {
+            Some(Target::File { sink, tmp, path, .. }) => {
                 let renamed = sink
                     .finish(true)
                     .map_err(Error::from)

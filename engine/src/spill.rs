@@ -18,6 +18,8 @@ use crate::metrics::Progress;
 #[derive(Debug)]
 pub(crate) struct SpillDir {
     path: PathBuf,
+    /// Removed on interruption too (see [`crate::cleanup`]).
+    _cleanup: crate::cleanup::Registration,
 }
 
 impl SpillDir {
@@ -33,7 +35,7 @@ impl SpillDir {
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         let path = parent.join(format!("spillway-r{rank}-{}-{nanos:x}", std::process::id()));
         std::fs::create_dir(&path).map_err(|e| Error::io("create spill directory", &path, e))?;
-        Ok(SpillDir { path })
+        Ok(SpillDir { _cleanup: crate::cleanup::register(&path), path })
     }
 
     pub(crate) fn path(&self) -> &Path {

@@ -263,3 +263,58 @@ fn gen_records_matches_gensort_and_valsort_accepts_sorted() {
     let out = spillway(&["valsort", f]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("partial record found at end"));
 }
+
+/// SIGINT or SIGTERM in the middle of a job that is spilling: exit status 128 + signal, the
+/// job's spill directory removed, and no output file (final or temporary) left.
+#[test]
+fn interrupted_job_removes_its_spills_and_leaves_no_output() {
+    let dir = tempfile::tempdir().unwrap();
+    // About 25 MB of text: with a 1 MiB budget and F = 2 this spills and merges for seconds.
+    let mut text = Vec::new();
+    while text.len() < 25 << 20 {
+        for file in gutenberg_files() {
+            text.extend(std::fs::read(file).unwrap());
+        }
+    }
+    let input = dir.path().join("big.txt");
+    std::fs::write(&input, &text).unwrap();
+    let (spill, out) = (dir.path().join("spill"), dir.path().join("out.tsv"));
+    std::fs::create_dir(&spill).unwrap();
+    for (signal, code) in [("INT", 130), ("TERM", 143)] {
+        let mut child = Command::new(spillway_tests::spillway_bin())
+            .args(["wordcount", "-q", "-t", "1", "--memory", "1M", "--max-open-runs", "2", "--spill-dir"])
+            .arg(&spill)
+            .arg("--out")
+            .arg(&out)
+            .arg(&input)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait until the job has written spill runs.
+        let started = std::time::Instant::now();
+        let spilled = || {
+            std::fs::read_dir(&spill)
+                .unwrap()
+                .filter_map(|e| std::fs::read_dir(e.unwrap().path()).ok())
+                .any(|mut runs| runs.next().is_some())
+        };
+        while !spilled() {
+            assert!(child.try_wait().unwrap().is_none(), "the job ended before it could be interrupted");
+            assert!(started.elapsed().as_secs() < 120, "no spill run appeared");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let killed =
+            Command::new("kill").args([format!("-{signal}"), child.id().to_string()]).status().unwrap();
+        assert!(killed.success());
+        let result = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        assert_eq!(result.status.code(), Some(code), "{stderr}");
+        assert!(stderr.contains(&format!("interrupted by SIG{signal}")), "{stderr}");
+        assert_eq!(std::fs::read_dir(&spill).unwrap().count(), 0, "spill directory left behind");
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into())
+            .collect();
+        assert!(!out.exists() && names.iter().all(|n| !n.contains("out.tsv")), "output left: {names:?}");
+    }
+}

@@ -25,10 +25,34 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    cleanup_on_signals();
     match cmd::run(cli) {
         Ok(code) => code,
         Err(err) => report(&err),
     }
+}
+
+/// On SIGINT, SIGTERM or SIGHUP: removes the running job's spill directories and
+/// uncommitted output files, says so, and exits with 128 + the signal number (130 for
+/// Ctrl-C), as a shell reports a process killed by the signal. Committed outputs stay; the
+/// output being written never appears under its final name.
+fn cleanup_on_signals() {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) else {
+        return; // without the handler the default action (terminate) still applies
+    };
+    std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            let removed = spillway_engine::cleanup::remove_all();
+            let name = match signal {
+                SIGINT => "SIGINT",
+                SIGTERM => "SIGTERM",
+                _ => "SIGHUP",
+            };
+            eprintln!("\nspillway: interrupted by {name}; {removed} temporary path(s) removed");
+            std::process::exit(128 + signal);
+        }
+    });
 }
 
 /// Prints `spillway: error: ...` with the whole cause chain on one line, and picks the exit
