@@ -348,6 +348,7 @@ impl Engine {
             output_files,
             peak_rss_bytes: peak_rss(),
             peak_anon_bytes: sampler.finish(),
+            exchange: exchanged.times,
             seconds: PhaseTimes {
                 map: (map_done - started).as_secs_f64(),
                 exchange: (exchange_done - map_done).as_secs_f64(),
@@ -390,6 +391,7 @@ impl Engine {
     /// runs received (one run per source run, sections copied as they are, validated when
     /// opened).
     fn exchange<J: Job>(&self, spiller: &Spiller<'_>, owner: &dyn Fn(u32) -> usize) -> Result<ExchangeStats> {
+        let started = Instant::now();
         let runs = spiller.take_all();
         let readers = runs
             .iter()
@@ -410,12 +412,13 @@ impl Engine {
                 }
             }
         }
+        let prepare = started.elapsed().as_secs_f64();
         let partitions = spiller.partitions();
         // The run being received: (source rank, source run) and its writer.
         type Receiving<V> = Option<((usize, u32), RunWriter<V>)>;
         let mut current: Receiving<J::Value> = None;
         let mut received: Vec<RunInfo> = Vec::new();
-        let stats = self.cluster.exchange(&outgoing, owner, &mut |s: InSection<'_>| {
+        let mut stats = self.cluster.exchange(&outgoing, owner, &mut |s: InSection<'_>| {
             if current.as_ref().is_none_or(|(key, _)| *key != (s.source, s.run)) {
                 if let Some((_, writer)) = current.take() {
                     received.push(writer.finish(false)?);
@@ -427,6 +430,7 @@ impl Engine {
             writer.append_section(s.partition, s.bytes, s.records, s.blocks)?;
             Ok(())
         })?;
+        let started = Instant::now();
         if let Some((_, writer)) = current.take() {
             received.push(writer.finish(false)?);
         }
@@ -437,6 +441,8 @@ impl Engine {
         for run in received {
             spiller.add(run);
         }
+        stats.times.prepare = prepare;
+        stats.times.finish = started.elapsed().as_secs_f64();
         Ok(stats)
     }
 

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::cluster::ExchangeTimes;
+
 /// What a finished job did. Serialized as JSON into `_SUCCESS`.
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
 #[non_exhaustive]
@@ -60,6 +62,9 @@ pub struct Metrics {
     pub peak_anon_bytes: u64,
     /// Seconds per phase.
     pub seconds: PhaseTimes,
+    /// Where the exchange's time went (all zero on one rank).
+    #[serde(default)]
+    pub exchange: ExchangeTimes,
     /// With several ranks, on rank 0: every rank's own metrics (this struct then holds the
     /// totals: sums of counts, maxima of peaks and times).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -83,6 +88,7 @@ pub struct PhaseTimes {
 
 impl Metrics {
     /// Totals over ranks: counts summed, peaks and times maximal; `per_rank` holds the parts.
+    /// The exchange times are maxima over ranks too (their message counts are summed).
     pub(crate) fn totals(parts: Vec<Metrics>) -> Metrics {
         let mut t = parts.first().cloned().unwrap_or_default();
         t.rank = 0;
@@ -109,6 +115,7 @@ impl Metrics {
             a.merge = a.merge.max(b.merge);
             a.reduce = a.reduce.max(b.reduce);
             a.total = a.total.max(b.total);
+            t.exchange.max(&m.exchange);
         }
         t.per_rank = parts;
         t

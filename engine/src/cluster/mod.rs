@@ -13,6 +13,8 @@ pub use self::mpi::MpiCluster;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use serde::Serialize;
+
 use crate::error::Result;
 use crate::metrics::Progress;
 
@@ -62,13 +64,71 @@ impl<'a> InSection<'a> {
     }
 }
 
-/// Byte counts of an exchange.
+/// Byte counts and times of an exchange.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ExchangeStats {
     /// Bytes sent to other ranks.
     pub sent: u64,
     /// Bytes received from other ranks.
     pub received: u64,
+    /// Where the time went.
+    pub times: ExchangeTimes,
+}
+
+/// Wall-clock seconds of the parts of the exchange on one rank (they add up to
+/// [`PhaseTimes::exchange`](crate::PhaseTimes::exchange), except `write`, which overlaps `transfer`), and what moved.
+///
+/// The honest transfer rate of a rank is `bytes_received / transfer` (see
+/// [`ExchangeTimes::transfer_rate`]): waiting for the slowest rank to finish its map phase,
+/// finding the sections, exchanging descriptors and copying the rank's own sections are
+/// not transfer time.
+#[derive(Debug, Clone, Copy, Default, Serialize, serde::Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ExchangeTimes {
+    /// Waiting for every rank to reach the exchange (a rank that finished its map phase early
+    /// waits here for the slowest one).
+    pub wait: f64,
+    /// Finding the sections of the local runs.
+    pub prepare: f64,
+    /// Exchanging section descriptors (all-to-all).
+    pub descriptors: f64,
+    /// Copying this rank's own sections into its new runs.
+    pub local: f64,
+    /// Moving section bytes between ranks: from the first message posted until every byte
+    /// sent has left and every byte received has arrived, without the time the receiving
+    /// side stalled because no receive buffer was free (received bytes still being written).
+    pub transfer: f64,
+    /// Writing received sections into runs (overlaps `transfer` when double-buffered).
+    pub write: f64,
+    /// Closing the last received run and removing the local runs whose sections left.
+    pub finish: f64,
+    /// Wall time of the whole data phase (transfer, writes and their overlap), from the first
+    /// message posted until the last received run is complete.
+    pub data: f64,
+    /// Messages sent (a section larger than one chunk takes several).
+    pub messages: u64,
+    /// Largest message size in bytes that this rank used (the chunk size).
+    pub chunk_bytes: u64,
+}
+
+impl ExchangeTimes {
+    /// Bytes received per second of transfer (0 when nothing moved).
+    pub fn transfer_rate(&self, bytes_received: u64) -> f64 {
+        if self.transfer > 0.0 { bytes_received as f64 / self.transfer } else { 0.0 }
+    }
+
+    pub(crate) fn max(&mut self, o: &ExchangeTimes) {
+        self.wait = self.wait.max(o.wait);
+        self.prepare = self.prepare.max(o.prepare);
+        self.descriptors = self.descriptors.max(o.descriptors);
+        self.local = self.local.max(o.local);
+        self.transfer = self.transfer.max(o.transfer);
+        self.write = self.write.max(o.write);
+        self.data = self.data.max(o.data);
+        self.finish = self.finish.max(o.finish);
+        self.messages += o.messages;
+        self.chunk_bytes = self.chunk_bytes.max(o.chunk_bytes);
+    }
 }
 
 /// Hands out split indices `0..n`, each exactly once across all ranks.

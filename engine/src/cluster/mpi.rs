@@ -13,7 +13,7 @@
 //! each use the world communicator.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mpi::datatype::{Partition, PartitionMut};
 use mpi::topology::SimpleCommunicator;
@@ -115,6 +115,20 @@ impl SplitSource for RemoteSource {
     }
 }
 
+/// Returns when every rank has called it; sleeps between polls.
+fn wait_for_all(world: &SimpleCommunicator) {
+    let mut request = world.immediate_barrier();
+    loop {
+        match request.test() {
+            Ok(_) => break,
+            Err(pending) => {
+                request = pending;
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+    }
+}
+
 fn encode(s: &OutSection<'_>) -> [u8; DESCRIPTOR] {
     let mut d = [0u8; DESCRIPTOR];
     d[..4].copy_from_slice(&s.run.to_le_bytes());
@@ -188,7 +202,15 @@ impl Cluster for MpiCluster {
     ) -> Result<ExchangeStats> {
         let world = SimpleCommunicator::world();
         let n = self.size;
+        let mut stats = ExchangeStats::default();
+        // 0. Every rank has finished its map phase: the time a fast rank waits here is not
+        // transfer time. Polled with sleeps, so that a waiting rank leaves the CPU to the
+        // ranks still mapping (a blocking barrier busy-polls).
+        let started = Instant::now();
+        wait_for_all(&world);
+        stats.times.wait = started.elapsed().as_secs_f64();
         // 1. Descriptors, all-to-all-v.
+        let started = Instant::now();
         let mut per_dest: Vec<Vec<&OutSection<'_>>> = vec![Vec::new(); n];
         for s in outgoing {
             per_dest[owner(s.partition)].push(s);
@@ -214,15 +236,19 @@ impl Cluster for MpiCluster {
             let mut rp = PartitionMut::new(&mut recv_desc[..], &recv_counts[..], &recv_displs[..]);
             world.all_to_all_varcount_into(&sp, &mut rp);
         }
+        stats.times.descriptors = started.elapsed().as_secs_f64();
 
         // 2. Own sections need no messages.
+        let started = Instant::now();
         for s in &per_dest[self.rank] {
             deliver(InSection::local(self.rank, s))?;
         }
+        stats.times.local = started.elapsed().as_secs_f64();
 
         // 3. Section bytes: non-blocking sends from the mappings, blocking receives in order.
-        let mut stats = ExchangeStats::default();
         let mut buffer = Aligned::new();
+        let data_started = Instant::now();
+        let mut writing = Duration::ZERO;
         let result = mpi::request::scope(|scope| -> Result<()> {
             let mut requests = Vec::new();
             for (d, sections) in per_dest.iter().enumerate() {
@@ -234,6 +260,7 @@ impl Cluster for MpiCluster {
                     for chunk in s.bytes.chunks(CHUNK) {
                         requests.push(dest.immediate_send_with_tag(scope, chunk, TAG_DATA));
                         stats.sent += chunk.len() as u64;
+                        stats.times.messages += 1;
                     }
                 }
             }
@@ -254,6 +281,7 @@ impl Cluster for MpiCluster {
                     }
                     stats.received += len as u64;
                     if outcome.is_ok() {
+                        let started = Instant::now();
                         outcome = deliver(InSection {
                             source,
                             run: u32_at(0),
@@ -262,6 +290,7 @@ impl Cluster for MpiCluster {
                             blocks: u32_at(16),
                             bytes: &buffer,
                         });
+                        writing += started.elapsed();
                     }
                 }
             }
@@ -270,6 +299,11 @@ impl Cluster for MpiCluster {
             }
             outcome
         });
+        let data = data_started.elapsed();
+        stats.times.data = data.as_secs_f64();
+        stats.times.write = writing.as_secs_f64();
+        stats.times.transfer = (data - writing).as_secs_f64();
+        stats.times.chunk_bytes = CHUNK as u64;
         result.map(|()| stats)
     }
 
