@@ -4,6 +4,8 @@
 //! the default) or, for files that may change under a mapping or live on filesystems where
 //! mmap is a poor fit, the whole file read into an aligned buffer with `pread`
 //! ([`ReadMode::Pread`]). Either way the bytes are then used in place.
+//! [`prefetch_read`] asks for a cache line ahead of a random gather over those bytes (safe
+//! callers have no prefetch instruction of their own).
 //!
 //! Writing goes through a [`FileSink`], created by an [`IoBackend`]: large reusable buffers
 //! written with plain `write` calls ([`IoBackend::Std`]), or handed to io_uring so that the
@@ -17,10 +19,12 @@
 //! environment variable `SPILLWAY_NO_URING=1` turns it off.
 
 mod mmap;
+mod prefetch;
 mod std_sink;
 mod uring;
 
 pub use mmap::{ByteSource, ReadMode};
+pub use prefetch::{prefetch_range, prefetch_read};
 pub use std_sink::StdSink;
 
 use std::path::Path;
