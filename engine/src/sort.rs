@@ -80,6 +80,9 @@
 //! Runs and outputs are written with positioned writes from every thread (`pwrite`), not
 //! through an [`IoBackend`](spillway_shuffle::IoBackend); runs are read with `pread` into
 //! buffers of bounded size. Inputs are read as [`Inputs`] was opened (mmap or pread).
+//! Outputs go under a temporary name and are renamed into place; without `sync`, an existing
+//! output file is swapped out rather than renamed over ([`replace_without_flush`]: ext4 would
+//! otherwise write the whole new output to disk inside the `rename`, 0.5-1.3 s per GiB here).
 
 use std::cmp::Ordering as CmpOrdering;
 use std::fs::File;
@@ -92,7 +95,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde::Serialize;
-use spillway_shuffle::io::{prefetch_range, prefetch_read};
+use spillway_shuffle::io::{prefetch_range, prefetch_read, replace_without_flush};
 use spillway_shuffle::{RangePartitioner, limits, plan_merges};
 
 use crate::error::{ConfigError, Error, JobError, Result};
@@ -609,11 +612,16 @@ impl OutFile {
         Ok(OutFile { file, tmp, path: path.to_owned(), committed: false })
     }
 
+    /// Renames the file into place, after `fsync` when `sync`. Without `sync`, an existing
+    /// file at the path is swapped out ([`replace_without_flush`]) rather than renamed over,
+    /// which on ext4 would write the whole output to disk inside the `rename`.
     fn commit(mut self, sync: bool) -> Result<()> {
         if sync {
             self.file.sync_all().map_err(|e| Error::io("fsync", &self.tmp, e))?;
+            std::fs::rename(&self.tmp, &self.path).map_err(|e| Error::io("rename", &self.tmp, e))?;
+        } else {
+            replace_without_flush(&self.tmp, &self.path).map_err(|e| Error::io("rename", &self.tmp, e))?;
         }
-        std::fs::rename(&self.tmp, &self.path).map_err(|e| Error::io("rename", &self.tmp, e))?;
         self.committed = true;
         Ok(())
     }

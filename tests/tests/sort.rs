@@ -269,3 +269,32 @@ fn partial_records_and_empty_input() {
     let again = spillway(&["sort", "-q", "--out-dir", s(&parts), s(&empty)]);
     assert_eq!(again.status.code(), Some(3));
 }
+
+/// An existing output file is replaced, with and without `--no-sync` (which swaps the old file
+/// out instead of renaming over it), leaving no temporary files behind; a failed sort leaves
+/// the old output alone.
+#[test]
+fn existing_output_files_are_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.dat"), dir.path().join("b.dat"));
+    gensort::generate_file(&a, 0, 3000, true, 1).unwrap();
+    gensort::generate_file(&b, 3000, 2000, false, 1).unwrap();
+    let out_dir = dir.path().join("o");
+    std::fs::create_dir(&out_dir).unwrap();
+    let out = out_dir.join("sorted");
+    for (input, sync) in [(&a, true), (&b, false), (&a, false), (&b, true)] {
+        let mut args = vec!["sort", "-q", "--threads", "2", "--out", s(&out), s(input)];
+        if !sync {
+            args.push("--no-sync");
+        }
+        run_ok(&args);
+        assert!(std::fs::read(&out).unwrap() == reference(&[input], 100), "{args:?}");
+        let names: Vec<_> = std::fs::read_dir(&out_dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["sorted"], "{args:?}");
+    }
+    let bad = dir.path().join("bad.dat");
+    std::fs::write(&bad, [b'x'; 150]).unwrap();
+    let failed = spillway(&["sort", "-q", "--no-sync", "--out", s(&out), s(&bad)]);
+    assert_eq!(failed.status.code(), Some(3));
+    assert!(std::fs::read(&out).unwrap() == reference(&[&b], 100));
+}

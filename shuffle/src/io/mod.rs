@@ -16,15 +16,19 @@
 //! its own buffers); its overlap only pays when writes block on the device. Choose
 //! [`IoBackend::Uring`] explicitly for that case; it falls back to `std` when the kernel
 //! refuses io_uring (seccomp filters, old kernels, `io_uring_disabled`), and setting the
-//! environment variable `SPILLWAY_NO_URING=1` turns it off.
+//! environment variable `SPILLWAY_NO_URING=1` turns it off. [`replace_without_flush`] puts a
+//! finished, deliberately unsynced file in place of an existing one without the filesystem
+//! writing it out inside the `rename`.
 
 mod mmap;
 mod prefetch;
+mod replace;
 mod std_sink;
 mod uring;
 
 pub use mmap::{ByteSource, ReadMode};
 pub use prefetch::{prefetch_range, prefetch_read};
+pub use replace::replace_without_flush;
 pub use std_sink::StdSink;
 
 use std::path::Path;
