@@ -474,12 +474,6 @@ struct Order<'r, 'a> {
 }
 
 impl Order<'_, '_> {
-    #[inline(always)]
-    fn cmp(&self, a: u128, b: u128) -> CmpOrdering {
-        let (ka, kb) = (a >> INDEX_BITS, b >> INDEX_BITS);
-        if ka != kb { ka.cmp(&kb) } else { self.cmp_rest(a, b) }
-    }
-
     #[inline(never)]
     fn cmp_rest(&self, a: u128, b: u128) -> CmpOrdering {
         let (ra, rb) = (self.records.get(index(a)), self.records.get(index(b)));
@@ -494,12 +488,16 @@ impl Order<'_, '_> {
 
 /// Sorts `v`, whose entries agree on their first `byte` key bytes: an MSD radix sort on the
 /// following key bytes, each level a counting scatter into `scratch` (grown to `v.len()` and
-/// reused) and a copy back, with a comparison sort for small groups.
+/// reused) and a copy back, with [`small_sort`] for small groups.
 fn sort_entries(v: &mut [u128], byte: usize, order: &Order<'_, '_>, scratch: &mut Vec<u128>) {
     let n = v.len();
-    if n <= SMALL_SORT || byte >= order.held {
-        v.sort_unstable_by(|&a, &b| order.cmp(a, b));
+    if byte >= order.held {
+        // Every entry holds the same key bytes: only the rest of the records can tell.
+        v.sort_unstable_by(|&a, &b| order.cmp_rest(a, b));
         return;
+    }
+    if n <= SMALL_SORT {
+        return small_sort(v, order);
     }
     let mut counts = [0usize; 256];
     for &e in v.iter() {
@@ -530,6 +528,24 @@ fn sort_entries(v: &mut [u128], byte: usize, order: &Order<'_, '_>, scratch: &mu
             sort_entries(&mut v[start..start + c], byte + 1, order, scratch);
         }
         start += c;
+    }
+}
+
+/// Sorts a few entries: as plain integers (by key bits, then index, with no call per
+/// comparison), then every run of entries with equal key bits by the rest of their records.
+fn small_sort(v: &mut [u128], order: &Order<'_, '_>) {
+    v.sort_unstable();
+    let mut i = 0;
+    while i + 1 < v.len() {
+        let key = v[i] >> INDEX_BITS;
+        let mut j = i + 1;
+        while j < v.len() && v[j] >> INDEX_BITS == key {
+            j += 1;
+        }
+        if j - i > 1 {
+            v[i..j].sort_unstable_by(|&a, &b| order.cmp_rest(a, b));
+        }
+        i = j;
     }
 }
 
@@ -1727,9 +1743,15 @@ mod tests {
 
     #[test]
     fn radix_sort_matches_comparison_sort() {
-        for (size, alphabet, n) in
-            [(100, 255, 5000), (10, 3, 3000), (4, 2, 2000), (16, 200, 4000), (1, 255, 999)]
-        {
+        for (size, alphabet, n) in [
+            (100, 255, 5000),
+            (100, 2, 5000),
+            (12, 2, 3000),
+            (10, 3, 3000),
+            (4, 2, 2000),
+            (16, 200, 4000),
+            (1, 255, 999),
+        ] {
             let data = random_records(size as u64, n, size, alphabet);
             let inputs_dir = tempfile::tempdir().unwrap();
             let p = inputs_dir.path().join("in");
