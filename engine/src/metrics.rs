@@ -76,7 +76,8 @@ pub struct Metrics {
 pub struct PhaseTimes {
     /// Map (with background merges).
     pub map: f64,
-    /// Moving partition sections to their owner ranks (0 on one rank).
+    /// Moving partition sections to their owner ranks (0 on one rank), including the wait for
+    /// the slowest rank's map phase; [`Metrics::exchange`] has the parts.
     pub exchange: f64,
     /// Planned intermediate merges after the map phase.
     pub merge: f64,

@@ -272,3 +272,86 @@ fn sort_across_ranks_matches_one_process() {
         }
     }
 }
+
+/// Sections cut into many small messages, and sections larger than a receive buffer (received
+/// in pieces), with each rank choosing its own message and buffer sizes: still the same bytes
+/// as one process, and the metrics show the messages and pieces.
+#[test]
+fn sections_in_many_messages_and_in_pieces() {
+    check_mpi_build();
+    let dir = tempfile::tempdir().unwrap();
+    let files = inputs(dir.path());
+    let files: Vec<&str> = files.iter().map(String::as_str).collect();
+    let bin = spillway_bin();
+    let bin = bin.to_str().unwrap();
+    // (environment of every rank, or of rank 0 and of the others)
+    let settings: [(&[&str], &[&str]); 4] = [
+        (&["SPILLWAY_MPI_CHUNK=4K"], &["SPILLWAY_MPI_CHUNK=4K"]),
+        (
+            &["SPILLWAY_MPI_CHUNK=4K", "SPILLWAY_MPI_BUFFER=64K"],
+            &["SPILLWAY_MPI_CHUNK=4K", "SPILLWAY_MPI_BUFFER=64K"],
+        ),
+        (&["SPILLWAY_MPI_CHUNK=16", "SPILLWAY_MPI_BUFFER=48K"], &["SPILLWAY_MPI_CHUNK=24K"]),
+        (&["SPILLWAY_MPI_BUFFER=40000"], &["SPILLWAY_MPI_CHUNK=1M", "SPILLWAY_MPI_BUFFER=100K"]),
+    ];
+    for (job, budget) in [
+        ("index", &["--memory", "1G"][..]),
+        ("index", &["--memory", "1M", "--max-open-runs", "2", "--split-size", "64K"][..]),
+        ("wordcount", &["--memory", "1G"][..]),
+    ] {
+        let mut base = vec![job, "-q", "-r", "7", "-t", "1"];
+        base.extend_from_slice(budget);
+        let single = dir.path().join(format!("{job}-{}-single", budget.len()));
+        let mut args = base.clone();
+        args.extend(["--out-dir", single.to_str().unwrap()]);
+        args.extend(&files);
+        assert!(spillway(&args).status.success());
+        for (s, (first, others)) in settings.iter().enumerate() {
+            for np in [2, 3] {
+                let out_dir = dir.path().join(format!("{job}-{}-{s}-np{np}", budget.len()));
+                let mut args = base.clone();
+                args.extend(["--out-dir", out_dir.to_str().unwrap()]);
+                args.extend(&files);
+                // MPMD: rank 0 with `first`, the others with `others`, through env(1).
+                let mut cmd = mpirun();
+                cmd.args(["-n", "1", "env"]).args(*first).arg(bin).args(&args);
+                cmd.args([":", "-n", &(np - 1).to_string(), "env"]).args(*others).arg(bin).args(&args);
+                let out = cmd.output().unwrap();
+                assert!(
+                    out.status.success(),
+                    "{job} {budget:?} {first:?}/{others:?} np={np}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                for p in 0..7 {
+                    let name = format!("part-{p:05}");
+                    assert!(
+                        std::fs::read(out_dir.join(&name)).unwrap()
+                            == std::fs::read(single.join(&name)).unwrap(),
+                        "{job} {budget:?} {first:?}/{others:?} np={np}: {name} differs"
+                    );
+                }
+                let metrics: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(out_dir.join("_SUCCESS")).unwrap()).unwrap();
+                assert_eq!(metrics["bytes_sent"], metrics["bytes_received"]);
+                let sent = metrics["bytes_sent"].as_u64().unwrap();
+                assert!(sent > 0);
+                let messages = metrics["exchange"]["messages"].as_u64().unwrap();
+                let chunk = |r: usize| metrics["per_rank"][r]["exchange"]["chunk_bytes"].as_u64().unwrap();
+                // Every message is at most its receiver's chunk.
+                let largest_chunk = (0..np).map(chunk).max().unwrap();
+                assert!(messages >= sent.div_ceil(largest_chunk), "{messages} messages for {sent} bytes");
+                if s < 2 {
+                    assert_eq!(chunk(0), 4096);
+                    assert!(messages >= sent / 4096, "sections went in 4K messages");
+                }
+                if s == 2 {
+                    assert_eq!((chunk(0), chunk(1)), (16, 24 << 10), "each rank receives with its own size");
+                }
+                if s == 1 && job == "index" {
+                    let pieced = metrics["exchange"]["pieced"].as_u64().unwrap();
+                    assert!(pieced > 0, "some sections are larger than a 32K buffer");
+                }
+            }
+        }
+    }
+}

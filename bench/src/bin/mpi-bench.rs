@@ -137,7 +137,7 @@ fn rates(m: &Value) -> (f64, f64) {
     for r in ranks {
         let received = f(&r["bytes_received"]);
         let transfer = f(&r["exchange"]["transfer"]);
-        if transfer > 0.0 {
+        if transfer > 0.0 && received > 0.0 {
             slowest = slowest.min(received / transfer / 1e9);
         }
         bytes += received;

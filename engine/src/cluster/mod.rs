@@ -33,7 +33,11 @@ pub struct OutSection<'a> {
     pub bytes: &'a [u8],
 }
 
-/// What arrived: one section from `source`'s run `run`.
+/// What arrived: one section from `source`'s run `run`, or one piece of it.
+///
+/// A section larger than a receive buffer arrives in pieces, in order: `offset` is where
+/// `bytes` starts within the section and `section_len` the whole section's length (a whole
+/// section has `offset == 0` and `bytes.len() == section_len`).
 #[derive(Debug, Clone, Copy)]
 pub struct InSection<'a> {
     /// The sending rank.
@@ -42,16 +46,20 @@ pub struct InSection<'a> {
     pub run: u32,
     /// The partition.
     pub partition: u32,
-    /// Records in the section.
+    /// Records in the whole section.
     pub records: u64,
-    /// Blocks in the section.
+    /// Blocks in the whole section.
     pub blocks: u32,
+    /// Where `bytes` starts within the section.
+    pub offset: u64,
+    /// Length of the whole section.
+    pub section_len: u64,
     /// The bytes (valid during the callback only).
     pub bytes: &'a [u8],
 }
 
 impl<'a> InSection<'a> {
-    /// A section that stays on its rank (`source`): delivered without messages.
+    /// A whole section that stays on its rank (`source`): delivered without messages.
     pub fn local(source: usize, s: &OutSection<'a>) -> Self {
         InSection {
             source,
@@ -59,8 +67,20 @@ impl<'a> InSection<'a> {
             partition: s.partition,
             records: s.records,
             blocks: s.blocks,
+            offset: 0,
+            section_len: s.bytes.len() as u64,
             bytes: s.bytes,
         }
+    }
+
+    /// Whether this is the whole section (not one piece of it).
+    pub fn is_whole(&self) -> bool {
+        self.offset == 0 && self.bytes.len() as u64 == self.section_len
+    }
+
+    /// Whether this is the last piece of its section (true for a whole section).
+    pub fn is_last(&self) -> bool {
+        self.offset + self.bytes.len() as u64 == self.section_len
     }
 }
 
@@ -75,13 +95,17 @@ pub struct ExchangeStats {
     pub times: ExchangeTimes,
 }
 
-/// Wall-clock seconds of the parts of the exchange on one rank (they add up to
-/// [`PhaseTimes::exchange`](crate::PhaseTimes::exchange), except `write`, which overlaps `transfer`), and what moved.
+/// Wall-clock seconds of the parts of the exchange on one rank, and what moved.
+///
+/// `wait`, `prepare`, `descriptors`, `data`, `finish` and `local` follow each other and add
+/// up to [`PhaseTimes::exchange`](crate::PhaseTimes::exchange); `transfer`, `drain` and
+/// `write` are parts of `data` that overlap (received bytes are written while the next ones
+/// arrive).
 ///
 /// The honest transfer rate of a rank is `bytes_received / transfer` (see
 /// [`ExchangeTimes::transfer_rate`]): waiting for the slowest rank to finish its map phase,
-/// finding the sections, exchanging descriptors and copying the rank's own sections are
-/// not transfer time.
+/// finding the sections, exchanging descriptors, writing what arrived and handling the rank's
+/// own sections are not transfer time.
 #[derive(Debug, Clone, Copy, Default, Serialize, serde::Deserialize, PartialEq)]
 #[serde(default)]
 pub struct ExchangeTimes {
@@ -92,23 +116,28 @@ pub struct ExchangeTimes {
     pub prepare: f64,
     /// Exchanging section descriptors (all-to-all).
     pub descriptors: f64,
-    /// Copying this rank's own sections into its new runs.
-    pub local: f64,
-    /// Moving section bytes between ranks: from the first message posted until every byte
-    /// sent has left and every byte received has arrived, without the time the receiving
-    /// side stalled because no receive buffer was free (received bytes still being written).
-    pub transfer: f64,
-    /// Writing received sections into runs (overlaps `transfer` when double-buffered).
-    pub write: f64,
-    /// Closing the last received run and removing the local runs whose sections left.
-    pub finish: f64,
-    /// Wall time of the whole data phase (transfer, writes and their overlap), from the first
-    /// message posted until the last received run is complete.
+    /// Wall time of moving and writing section bytes, from the first message posted until
+    /// every byte sent has been taken and every byte received has been written.
     pub data: f64,
-    /// Messages sent (a section larger than one chunk takes several).
+    /// Receiving section bytes from other ranks (the copy happens here): from the first
+    /// message posted until the last byte arrived, without the time the receiver stalled
+    /// because no receive buffer was free (received bytes still being written).
+    pub transfer: f64,
+    /// After receiving, waiting for the other ranks to take this rank's sends.
+    pub drain: f64,
+    /// Writing received sections into runs (overlaps `transfer`).
+    pub write: f64,
+    /// Closing the last received run.
+    pub finish: f64,
+    /// Keeping this rank's own sections: removing runs with nothing left to reduce here, and
+    /// copying the own sections into smaller runs when keeping the runs whole would exceed F.
+    pub local: f64,
+    /// Messages sent (a section larger than one message takes several).
     pub messages: u64,
-    /// Largest message size in bytes that this rank used (the chunk size).
+    /// The largest message size in bytes that this rank receives with.
     pub chunk_bytes: u64,
+    /// Sections received in pieces (larger than one receive buffer).
+    pub pieced: u64,
 }
 
 impl ExchangeTimes {
@@ -117,17 +146,20 @@ impl ExchangeTimes {
         if self.transfer > 0.0 { bytes_received as f64 / self.transfer } else { 0.0 }
     }
 
+    /// Maxima of the times and the message size, sums of the counts.
     pub(crate) fn max(&mut self, o: &ExchangeTimes) {
         self.wait = self.wait.max(o.wait);
         self.prepare = self.prepare.max(o.prepare);
         self.descriptors = self.descriptors.max(o.descriptors);
-        self.local = self.local.max(o.local);
-        self.transfer = self.transfer.max(o.transfer);
-        self.write = self.write.max(o.write);
         self.data = self.data.max(o.data);
+        self.transfer = self.transfer.max(o.transfer);
+        self.drain = self.drain.max(o.drain);
+        self.write = self.write.max(o.write);
         self.finish = self.finish.max(o.finish);
+        self.local = self.local.max(o.local);
         self.messages += o.messages;
         self.chunk_bytes = self.chunk_bytes.max(o.chunk_bytes);
+        self.pieced += o.pieced;
     }
 }
 
@@ -162,16 +194,20 @@ pub trait Cluster: Send + Sync + std::fmt::Debug {
     /// Starts handing out `splits` split indices (`sizes[i]` bytes each); rank 0's progress
     /// counts the splits handed to any rank.
     fn split_source<'a>(&'a self, sizes: &'a [u64], progress: &'a Progress) -> Box<dyn SplitSource + 'a>;
-    /// Sends each section to `owner(partition)` and passes every section this rank owns
-    /// (its own included) to `deliver`, grouped by (source, run), partitions ascending.
+    /// Sends each section to `owner(partition)` when that is another rank, and passes every
+    /// section that arrives from another rank to `deliver`, grouped by (source, run),
+    /// partitions ascending; a section larger than one receive buffer comes in pieces, in
+    /// order. Sections this rank owns stay where they are (the caller keeps them). The
+    /// receive buffers hold at most `buffer_bytes` in total.
     ///
     /// # Errors
     ///
-    /// A communication failure, or `deliver`'s error.
+    /// A communication failure, or `deliver`'s error (after every rank's bytes arrived).
     fn exchange(
         &self,
         outgoing: &[OutSection<'_>],
         owner: &dyn Fn(u32) -> usize,
+        buffer_bytes: usize,
         deliver: &mut dyn FnMut(InSection<'_>) -> Result<()>,
     ) -> Result<ExchangeStats>;
     /// Gathers `bytes` from every rank to rank 0 (in rank order); `None` on other ranks.
@@ -222,13 +258,12 @@ impl Cluster for Local {
 
     fn exchange(
         &self,
-        outgoing: &[OutSection<'_>],
+        _outgoing: &[OutSection<'_>],
         _owner: &dyn Fn(u32) -> usize,
-        deliver: &mut dyn FnMut(InSection<'_>) -> Result<()>,
+        _buffer_bytes: usize,
+        _deliver: &mut dyn FnMut(InSection<'_>) -> Result<()>,
     ) -> Result<ExchangeStats> {
-        for s in outgoing {
-            deliver(InSection::local(0, s))?;
-        }
+        // One rank owns every partition: nothing moves.
         Ok(ExchangeStats::default())
     }
 

@@ -4,15 +4,22 @@
 //! - Splits: rank 0 runs a server thread answering split requests (one in flight per worker
 //!   thread of every rank), and its own workers take splits from the same atomic cursor, so a
 //!   split is handed out exactly once and a slow rank simply asks less often.
-//! - Exchange: section descriptors go all-to-all-v; section bytes go with non-blocking sends
-//!   straight from the mapped runs, in chunks below 2 GiB (MPI counts are 32-bit), and are
-//!   received one section at a time into one reused aligned buffer.
+//! - Exchange: a barrier polled with sleeps (the wait for the slowest map phase, timed on its
+//!   own), then section descriptors all-to-all-v together with each receiver's message size.
+//!   One thread posts every send at once, straight from the mapped runs, in messages of the
+//!   receiver's size (64 MiB by default, below 2 GiB since MPI counts are 32-bit), then
+//!   receives section after section into two reused aligned buffers that together stay within
+//!   the memory budget: while one fills, the caller writes the other. A section larger than a
+//!   buffer arrives in pieces that end on message boundaries. `SPILLWAY_MPI_CHUNK` and
+//!   `SPILLWAY_MPI_BUFFER` override the message size and cap the buffers (for measurements and
+//!   tests).
 //! - Metrics: variable-length gather to rank 0.
 //!
 //! Requires `MPI_THREAD_MULTIPLE` (OpenMPI provides it): worker threads and the split server
 //! each use the world communicator.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use mpi::datatype::{Partition, PartitionMut};
@@ -28,8 +35,20 @@ const TAG_REQUEST: i32 = 101;
 const TAG_REPLY: i32 = 102;
 const TAG_FINISHED: i32 = 103;
 const TAG_DATA: i32 = 104;
-/// Largest message: well below MPI's 2 GiB count limit.
-const CHUNK: usize = 1 << 30;
+/// Largest message allowed: well below MPI's 2 GiB count limit.
+const MAX_CHUNK: usize = 1 << 30;
+/// Default message size (the receiver's choice). With vader/CMA on the 2-core dev box, 1 MiB
+/// to 1 GiB messages all moved 2-6 GB/s (noise larger than the differences; 64 MiB and up
+/// slightly ahead); 64 MiB keeps a large section in several messages.
+const DEFAULT_CHUNK: usize = 64 << 20;
+/// Receive buffers: one filling while the other is written.
+const RECEIVE_BUFFERS: usize = 2;
+/// Overrides the message size (bytes, K/M/G suffixes), for measurements and for tests that
+/// want sections in many messages.
+const CHUNK_ENV: &str = "SPILLWAY_MPI_CHUNK";
+/// Caps the receive buffers below the memory budget (bytes in total, K/M/G suffixes), for
+/// tests that want sections larger than a buffer (received in pieces).
+const BUFFER_ENV: &str = "SPILLWAY_MPI_BUFFER";
 const NO_MORE: u64 = u64::MAX;
 const DESCRIPTOR: usize = 32;
 
@@ -129,6 +148,149 @@ fn wait_for_all(world: &SimpleCommunicator) {
     }
 }
 
+/// One section descriptor as it travels.
+#[derive(Debug, Clone, Copy)]
+struct Descriptor {
+    run: u32,
+    partition: u32,
+    records: u64,
+    blocks: u32,
+    len: usize,
+}
+
+impl Descriptor {
+    fn decode(d: &[u8]) -> Self {
+        let u32_at = |i: usize| u32::from_le_bytes(d[i..i + 4].try_into().expect("4 bytes"));
+        let u64_at = |i: usize| u64::from_le_bytes(d[i..i + 8].try_into().expect("8 bytes"));
+        Descriptor {
+            run: u32_at(0),
+            partition: u32_at(4),
+            records: u64_at(8),
+            blocks: u32_at(16),
+            len: usize::try_from(u64_at(24)).expect("a section fits in memory on its sender"),
+        }
+    }
+}
+
+/// What is received into one buffer: a whole section, or a piece of one that is larger than
+/// a buffer.
+#[derive(Debug, Clone, Copy)]
+struct Unit {
+    source: usize,
+    desc: Descriptor,
+    offset: usize,
+    len: usize,
+}
+
+/// How this rank receives: messages of `chunk` bytes into buffers of at most `buffer` bytes
+/// (a multiple of `chunk`, so pieces of a large section end on message boundaries).
+#[derive(Debug, Clone, Copy)]
+struct ReceivePlan {
+    chunk: usize,
+    buffer: usize,
+}
+
+impl ReceivePlan {
+    /// Buffers that together hold at most `budget` bytes (at least 16 bytes each), messages of
+    /// at most `chunk` bytes.
+    fn new(budget: usize, chunk: usize) -> Self {
+        let per_buffer = (budget / RECEIVE_BUFFERS).max(16);
+        let chunk = (chunk.clamp(16, MAX_CHUNK).min(per_buffer) / 16) * 16;
+        ReceivePlan { chunk, buffer: per_buffer / chunk * chunk }
+    }
+
+    /// Appends the units of one incoming section.
+    fn units(&self, source: usize, desc: Descriptor, out: &mut Vec<Unit>) {
+        let mut offset = 0;
+        while offset < desc.len {
+            let len = (desc.len - offset).min(self.buffer);
+            out.push(Unit { source, desc, offset, len });
+            offset += len;
+        }
+    }
+}
+
+/// A size in bytes (K/M/G suffixes) from the environment variable `name`, if set and valid.
+fn size_setting(name: &str) -> Option<usize> {
+    let text = std::env::var(name).ok()?;
+    let t = text.trim();
+    let (digits, shift) = match t.as_bytes().last().map(u8::to_ascii_uppercase) {
+        Some(b'K') => (&t[..t.len() - 1], 10),
+        Some(b'M') => (&t[..t.len() - 1], 20),
+        Some(b'G') => (&t[..t.len() - 1], 30),
+        _ => (t, 0),
+    };
+    digits.parse::<usize>().ok().map(|n| n.saturating_mul(1 << shift))
+}
+
+/// What the exchange thread did.
+struct Moved {
+    sent: u64,
+    received: u64,
+    messages: u64,
+    /// Time spent receiving: from the start until the last unit arrived, less the stalls
+    /// waiting for a free buffer (the writer being behind).
+    receiving: Duration,
+    /// Time spent afterwards waiting for the other ranks to take this rank's sends.
+    draining: Duration,
+}
+
+/// The exchange thread: posts every send, receives every unit in order into free buffers and
+/// passes them on, then waits for the sends.
+fn move_bytes(
+    rank: usize,
+    per_dest: &[Vec<&OutSection<'_>>],
+    dest_chunk: &[usize],
+    units: &[Unit],
+    chunk: usize,
+    free: &mpsc::Receiver<Aligned>,
+    full: &mpsc::Sender<(usize, Aligned)>,
+) -> Moved {
+    let started = Instant::now();
+    let world = SimpleCommunicator::world();
+    let mut moved =
+        Moved { sent: 0, received: 0, messages: 0, receiving: Duration::ZERO, draining: Duration::ZERO };
+    let mut stalled = Duration::ZERO;
+    mpi::request::scope(|scope| {
+        let mut requests = Vec::new();
+        for (d, sections) in per_dest.iter().enumerate() {
+            if d == rank {
+                continue;
+            }
+            let dest = world.process_at_rank(d as i32);
+            for s in sections {
+                for piece in s.bytes.chunks(dest_chunk[d]) {
+                    requests.push(dest.immediate_send_with_tag(scope, piece, TAG_DATA));
+                    moved.sent += piece.len() as u64;
+                    moved.messages += 1;
+                }
+            }
+        }
+        for (i, u) in units.iter().enumerate() {
+            let waited = Instant::now();
+            let mut buffer = free.recv().expect("the writer gives every buffer back");
+            stalled += waited.elapsed();
+            if buffer.len() < u.len {
+                buffer.resize(u.len, 0);
+            }
+            let from = world.process_at_rank(u.source as i32);
+            for piece in buffer[..u.len].chunks_mut(chunk) {
+                from.receive_into_with_tag(piece, TAG_DATA);
+            }
+            moved.received += u.len as u64;
+            // The writer only goes away after this thread has finished.
+            let _ = full.send((i, buffer));
+        }
+        moved.receiving = started.elapsed().saturating_sub(stalled);
+        let draining = Instant::now();
+        for request in requests {
+            request.wait();
+        }
+        moved.draining = draining.elapsed();
+    });
+    moved
+}
+
 fn encode(s: &OutSection<'_>) -> [u8; DESCRIPTOR] {
     let mut d = [0u8; DESCRIPTOR];
     d[..4].copy_from_slice(&s.run.to_le_bytes());
@@ -198,6 +360,7 @@ impl Cluster for MpiCluster {
         &self,
         outgoing: &[OutSection<'_>],
         owner: &dyn Fn(u32) -> usize,
+        buffer_bytes: usize,
         deliver: &mut dyn FnMut(InSection<'_>) -> Result<()>,
     ) -> Result<ExchangeStats> {
         let world = SimpleCommunicator::world();
@@ -209,24 +372,38 @@ impl Cluster for MpiCluster {
         let started = Instant::now();
         wait_for_all(&world);
         stats.times.wait = started.elapsed().as_secs_f64();
-        // 1. Descriptors, all-to-all-v.
+
+        // 1. Descriptors, all-to-all-v, after one all-to-all of (descriptor bytes, the
+        // receiver's message size): each sender cuts its sections into the messages that the
+        // receiver posts.
         let started = Instant::now();
+        let buffer_bytes = size_setting(BUFFER_ENV).map_or(buffer_bytes, |cap| cap.min(buffer_bytes));
+        let plan = ReceivePlan::new(buffer_bytes, size_setting(CHUNK_ENV).unwrap_or(DEFAULT_CHUNK));
         let mut per_dest: Vec<Vec<&OutSection<'_>>> = vec![Vec::new(); n];
         for s in outgoing {
-            per_dest[owner(s.partition)].push(s);
+            let d = owner(s.partition);
+            if d != self.rank {
+                per_dest[d].push(s);
+            }
         }
         // Both buffers get a real allocation even when empty: two empty vectors share one
         // dangling pointer, and MPI refuses a send buffer equal to the receive buffer.
         let mut send_desc = Vec::with_capacity(DESCRIPTOR);
         let mut send_counts = vec![0i32; n];
+        let mut send_pairs = vec![0i32; 2 * n];
         for (d, sections) in per_dest.iter().enumerate() {
             for s in sections {
                 send_desc.extend_from_slice(&encode(s));
             }
             send_counts[d] = to_count(sections.len() * DESCRIPTOR, "descriptor list")?;
+            send_pairs[2 * d] = send_counts[d];
+            send_pairs[2 * d + 1] = to_count(plan.chunk, "message size")?;
         }
-        let mut recv_counts = vec![0i32; n];
-        world.all_to_all_into(&send_counts[..], &mut recv_counts[..]);
+        let mut recv_pairs = vec![0i32; 2 * n];
+        world.all_to_all_into(&send_pairs[..], &mut recv_pairs[..]);
+        let recv_counts: Vec<i32> = (0..n).map(|r| recv_pairs[2 * r]).collect();
+        // What each destination receives in one message.
+        let dest_chunk: Vec<usize> = (0..n).map(|r| (recv_pairs[2 * r + 1].max(16)) as usize).collect();
         let send_displs = displacements(&send_counts);
         let recv_displs = displacements(&recv_counts);
         let total: i32 = recv_counts.iter().sum();
@@ -236,75 +413,78 @@ impl Cluster for MpiCluster {
             let mut rp = PartitionMut::new(&mut recv_desc[..], &recv_counts[..], &recv_displs[..]);
             world.all_to_all_varcount_into(&sp, &mut rp);
         }
-        stats.times.descriptors = started.elapsed().as_secs_f64();
-
-        // 2. Own sections need no messages.
-        let started = Instant::now();
-        for s in &per_dest[self.rank] {
-            deliver(InSection::local(self.rank, s))?;
+        let mut units = Vec::new();
+        for source in (0..n).filter(|&s| s != self.rank) {
+            let start = recv_displs[source] as usize;
+            let end = start + recv_counts[source] as usize;
+            for d in recv_desc[start..end].chunks_exact(DESCRIPTOR) {
+                plan.units(source, Descriptor::decode(d), &mut units);
+            }
         }
-        stats.times.local = started.elapsed().as_secs_f64();
+        stats.times.descriptors = started.elapsed().as_secs_f64();
+        stats.times.chunk_bytes = plan.chunk as u64;
+        stats.times.pieced = units.iter().filter(|u| u.offset == 0 && u.len < u.desc.len).count() as u64;
 
-        // 3. Section bytes: non-blocking sends from the mappings, blocking receives in order.
-        let mut buffer = Aligned::new();
+        // 2. Section bytes. One thread does all the MPI work: it posts every send at once
+        // (straight from the mapped runs), then receives unit after unit into the next free
+        // buffer (blocking receives: the copy happens there) and hands each full buffer over;
+        // this thread writes it through `deliver` meanwhile and gives the buffer back. Two
+        // buffers: one filling while the other is written.
         let data_started = Instant::now();
+        let (full_tx, full_rx) = mpsc::channel::<(usize, Aligned)>();
+        let (free_tx, free_rx) = mpsc::channel::<Aligned>();
+        let largest = units.iter().map(|u| u.len).max().unwrap_or(0);
+        let mut outcome = Ok(());
         let mut writing = Duration::ZERO;
-        let result = mpi::request::scope(|scope| -> Result<()> {
-            let mut requests = Vec::new();
-            for (d, sections) in per_dest.iter().enumerate() {
-                if d == self.rank {
-                    continue;
-                }
-                let dest = world.process_at_rank(d as i32);
-                for s in sections {
-                    for chunk in s.bytes.chunks(CHUNK) {
-                        requests.push(dest.immediate_send_with_tag(scope, chunk, TAG_DATA));
-                        stats.sent += chunk.len() as u64;
-                        stats.times.messages += 1;
-                    }
-                }
+        let mover = std::thread::scope(|scope| {
+            let units = &units;
+            let per_dest = &per_dest;
+            let dest_chunk = &dest_chunk;
+            let rank = self.rank;
+            let mover = std::thread::Builder::new()
+                .name("spillway-exchange".into())
+                .spawn_scoped(scope, move || {
+                    move_bytes(rank, per_dest, dest_chunk, units, plan.chunk, &free_rx, &full_tx)
+                })
+                .expect("spawning the exchange thread");
+            // The buffers are sized (and their pages touched) here, the second one while the
+            // first one is filling.
+            for _ in 0..RECEIVE_BUFFERS.min(units.len()) {
+                let mut buffer = Aligned::with_capacity(largest);
+                buffer.resize(largest, 0);
+                let _ = free_tx.send(buffer);
             }
-            let mut outcome = Ok(());
-            for source in (0..n).filter(|&s| s != self.rank) {
-                let from = world.process_at_rank(source as i32);
-                let start = recv_displs[source] as usize;
-                let end = start + recv_counts[source] as usize;
-                for d in recv_desc[start..end].chunks_exact(DESCRIPTOR) {
-                    let u32_at = |i: usize| u32::from_le_bytes(d[i..i + 4].try_into().expect("4 bytes"));
-                    let u64_at = |i: usize| u64::from_le_bytes(d[i..i + 8].try_into().expect("8 bytes"));
-                    let len = u64_at(24) as usize;
-                    buffer.clear();
-                    buffer.resize(len, 0);
-                    for at in (0..len).step_by(CHUNK) {
-                        let piece = &mut buffer[at..(at + CHUNK).min(len)];
-                        from.receive_into_with_tag(piece, TAG_DATA);
-                    }
-                    stats.received += len as u64;
-                    if outcome.is_ok() {
-                        let started = Instant::now();
-                        outcome = deliver(InSection {
-                            source,
-                            run: u32_at(0),
-                            partition: u32_at(4),
-                            records: u64_at(8),
-                            blocks: u32_at(16),
-                            bytes: &buffer,
-                        });
-                        writing += started.elapsed();
-                    }
+            for (i, buffer) in full_rx {
+                let u = &units[i];
+                if outcome.is_ok() {
+                    let started = Instant::now();
+                    outcome = deliver(InSection {
+                        source: u.source,
+                        run: u.desc.run,
+                        partition: u.desc.partition,
+                        records: u.desc.records,
+                        blocks: u.desc.blocks,
+                        offset: u.offset as u64,
+                        section_len: u.desc.len as u64,
+                        bytes: &buffer[..u.len],
+                    });
+                    writing += started.elapsed();
                 }
+                // After a failure the bytes still arrive (every rank's sends must complete),
+                // they are just not written.
+                let _ = free_tx.send(buffer);
             }
-            for request in requests {
-                request.wait();
-            }
-            outcome
+            mover.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         });
         let data = data_started.elapsed();
+        stats.sent = mover.sent;
+        stats.received = mover.received;
+        stats.times.messages = mover.messages;
         stats.times.data = data.as_secs_f64();
         stats.times.write = writing.as_secs_f64();
-        stats.times.transfer = (data - writing).as_secs_f64();
-        stats.times.chunk_bytes = CHUNK as u64;
-        result.map(|()| stats)
+        stats.times.transfer = mover.receiving.as_secs_f64();
+        stats.times.drain = mover.draining.as_secs_f64();
+        outcome.map(|()| stats)
     }
 
     fn gather(&self, bytes: &[u8]) -> Result<Option<Vec<Vec<u8>>>> {
