@@ -38,10 +38,12 @@
 //!    its bucket (each thread into its own slots, so no locks and no second array). Buckets
 //!    are then sorted by an MSD radix sort on the following bytes (each level a counting
 //!    scatter into a per-thread scratch array of the bucket's size, copied back: buckets are
-//!    small enough to stay in cache), falling back to a comparison sort for small groups and
-//!    for entries whose 10 bytes are all equal. Buckets larger than 1/8 of a thread's share
-//!    are first split in place on their next bytes (American flag sort), so that skewed keys
-//!    still spread over the threads and the scratch arrays stay small.
+//!    small enough to stay in cache). Groups of at most 48 entries are sorted as plain
+//!    integers (key bits, then index), and runs of equal key bits are then put in the order of
+//!    the rest of their records; entries whose 10 bytes are all equal are compared in place
+//!    from byte 10 on. Buckets larger than 1/8 of a thread's share are first split in place
+//!    on their next bytes (American flag sort), so that skewed keys still spread over the
+//!    threads and the scratch arrays stay small.
 //! 3. *Output.* The threads take buckets in order: sort one, then gather its records from the
 //!    mapping into a large buffer and write it with `pwrite` at the bucket's offset (known from
 //!    the histogram), so one thread sorts while the other writes, and the output is written
