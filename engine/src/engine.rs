@@ -390,10 +390,10 @@ impl Engine {
 
     /// Sends every local run's sections that other ranks own to their owners, and writes
     /// what arrives as runs (one run per source run, sections copied as they are, validated
-    /// when opened). A local run stays as it is when nothing left it, or when less left than
-    /// stays and no merge will be needed (reduce reads only the partitions this rank owns, so
-    /// the sections that left are never read again); otherwise its own sections are copied
-    /// into a smaller run.
+    /// when opened). A local run stays as it is when nothing left it or when no merge will be
+    /// needed (reduce reads only the partitions this rank owns, so the sections that left are
+    /// never read again); otherwise its own sections are copied into a smaller run, so that
+    /// merges do not carry the sections that left.
     fn exchange<J: Job>(&self, spiller: &Spiller<'_>, owner: &dyn Fn(u32) -> usize) -> Result<ExchangeStats> {
         let started = Instant::now();
         let rank = self.cluster.rank();
@@ -474,15 +474,14 @@ impl Engine {
         // This rank's own sections.
         let started = Instant::now();
         // Kept whole, a run costs a validation of the sections that left when it is opened
-        // again (about what copying its own sections costs, byte for byte), and merges would
-        // carry them: keep a run whole only when less of it left than stays, and no merge
-        // will be needed.
+        // again (measured: ~0.07 s for 270 MiB, against ~0.4 s for copying the sections that
+        // stay), but merges would carry them: keep runs whole unless a merge will be needed.
         let kept = own.iter().filter(|&&b| b > 0).count();
         let merges = kept + received.len() > self.max_open_runs;
         for (i, (run, reader)) in runs.into_iter().zip(&readers).enumerate() {
             if own[i] == 0 {
                 let _ = std::fs::remove_file(&run.path);
-            } else if leaving[i] == 0 || (leaving[i] <= own[i] && !merges) {
+            } else if leaving[i] == 0 || !merges {
                 spiller.add(run);
             } else {
                 let mut writer =

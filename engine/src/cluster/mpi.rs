@@ -199,13 +199,16 @@ impl ReceivePlan {
         ReceivePlan { chunk, buffer: per_buffer / chunk * chunk }
     }
 
-    /// Appends the units of one incoming section.
+    /// Appends the units of one incoming section (at least one, even for an empty section).
     fn units(&self, source: usize, desc: Descriptor, out: &mut Vec<Unit>) {
         let mut offset = 0;
-        while offset < desc.len {
+        loop {
             let len = (desc.len - offset).min(self.buffer);
             out.push(Unit { source, desc, offset, len });
             offset += len;
+            if offset >= desc.len {
+                break;
+            }
         }
     }
 }
@@ -437,6 +440,9 @@ impl Cluster for MpiCluster {
         let mut outcome = Ok(());
         let mut writing = Duration::ZERO;
         let mover = std::thread::scope(|scope| {
+            // Owned by this closure: should it unwind, the exchange thread sees the channel
+            // close instead of waiting for a buffer forever.
+            let free_tx = free_tx;
             let units = &units;
             let per_dest = &per_dest;
             let dest_chunk = &dest_chunk;
@@ -507,5 +513,49 @@ impl Cluster for MpiCluster {
         Ok(Some(
             lens.iter().zip(&displs).map(|(&l, &d)| all[d as usize..(d + l) as usize].to_vec()).collect(),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn desc(len: usize) -> Descriptor {
+        Descriptor { run: 3, partition: 5, records: 7, blocks: 1, len }
+    }
+
+    #[test]
+    fn plan_keeps_buffers_within_the_budget_and_pieces_on_message_boundaries() {
+        for (budget, chunk) in
+            [(1 << 30, DEFAULT_CHUNK), (1 << 20, 4096), (100_000, 3000), (10, 1), (64 << 10, 1 << 40)]
+        {
+            let plan = ReceivePlan::new(budget, chunk);
+            assert!(plan.chunk >= 16 && plan.chunk % 16 == 0 && plan.chunk <= MAX_CHUNK, "{plan:?}");
+            assert!(plan.buffer >= plan.chunk && plan.buffer % plan.chunk == 0, "{plan:?}");
+            assert!(RECEIVE_BUFFERS * plan.buffer <= budget.max(RECEIVE_BUFFERS * 16), "{plan:?}");
+            for len in
+                [0, 16, plan.chunk, plan.buffer - 16, plan.buffer, plan.buffer + 16, 5 * plan.buffer + 32]
+            {
+                let mut units = Vec::new();
+                plan.units(1, desc(len), &mut units);
+                assert!(!units.is_empty());
+                let mut at = 0;
+                for u in &units {
+                    assert_eq!(u.offset, at);
+                    assert!(u.len <= plan.buffer);
+                    assert!(u.offset % plan.chunk == 0, "pieces start on message boundaries");
+                    at += u.len;
+                }
+                assert_eq!(at, len);
+            }
+        }
+    }
+
+    #[test]
+    fn descriptors_round_trip() {
+        let bytes = [7u8; 48];
+        let s = OutSection { run: 9, partition: 4, records: 123, blocks: 2, bytes: &bytes };
+        let d = Descriptor::decode(&encode(&s));
+        assert_eq!((d.run, d.partition, d.records, d.blocks, d.len), (9, 4, 123, 2, 48));
     }
 }
