@@ -117,7 +117,8 @@ fn check_dir_empty(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn temp_name(path: &Path) -> PathBuf {
+/// The temporary name `path` is written under before it is renamed into place.
+pub(crate) fn temp_name(path: &Path) -> PathBuf {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     path.with_file_name(format!(".{name}.spillway-tmp-{}", std::process::id()))
 }

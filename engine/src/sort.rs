@@ -100,11 +100,15 @@ use serde::Serialize;
 use spillway_shuffle::io::{prefetch_range, prefetch_read, replace_without_flush};
 use spillway_shuffle::{RangePartitioner, limits, plan_merges};
 
+use crate::cleanup::Registration;
 use crate::error::{ConfigError, Error, JobError, Result};
 use crate::input::{Inputs, Split, SplitMode, SplitRange};
 use crate::job::{Emitter, Job, Values};
 use crate::metrics::{AnonSampler, Metrics, Phase, PhaseTimes, Progress, peak_rss};
-use crate::output::{OutputSpec, part_name, prepare_dir, sync_parent, write_success};
+use crate::output::{
+    FileDestination, OutputSpec, file_destination, part_name, prepare_dir, sync_parent, temp_name,
+    write_success,
+};
 use crate::spill::SpillDir;
 use crate::{DEFAULT_MEMORY_BUDGET, MIN_MEMORY_BUDGET};
 
@@ -613,32 +617,57 @@ impl KeyEq {
 // ---------------------------------------------------------------------------------------
 // Output files.
 
-/// An output file written under a temporary name and renamed into place by `commit`.
+/// An output file: a regular file is written under a temporary name (removed should the job
+/// fail or be interrupted) and renamed into place by `commit`; a device or FIFO is written in
+/// place, in order (see [`file_destination`]).
 #[derive(Debug)]
 struct OutFile {
     file: File,
+    /// What is written: the temporary name, or the device or FIFO itself.
     tmp: PathBuf,
-    path: PathBuf,
+    /// Where it goes; `None` when written in place.
+    path: Option<PathBuf>,
+    _cleanup: Option<Registration>,
     committed: bool,
 }
 
 impl OutFile {
     fn create(path: &Path) -> Result<Self> {
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let tmp = path.with_file_name(format!(".{name}.spillway-tmp-{}", std::process::id()));
-        let file = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
-        Ok(OutFile { file, tmp, path: path.to_owned(), committed: false })
+        match file_destination(path)? {
+            FileDestination::Replace(path) => {
+                let tmp = temp_name(&path);
+                let file = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+                let cleanup = Some(crate::cleanup::register(&tmp));
+                Ok(OutFile { file, tmp, path: Some(path), _cleanup: cleanup, committed: false })
+            }
+            FileDestination::InPlace(path) => {
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(|e| Error::io("open", &path, e))?;
+                Ok(OutFile { file, tmp: path, path: None, _cleanup: None, committed: true })
+            }
+        }
     }
 
-    /// Renames the file into place, after `fsync` when `sync`. Without `sync`, an existing
-    /// file at the path is swapped out ([`replace_without_flush`]) rather than renamed over,
-    /// which on ext4 would write the whole output to disk inside the `rename`.
+    /// How the sorters write it: at positions, or (a device or FIFO) in order.
+    fn sink(&self) -> Sink<'_> {
+        match self.path {
+            Some(_) => Sink::File(&self.file, &self.tmp),
+            None => Sink::Stream(Stream::File(&self.file, &self.tmp)),
+        }
+    }
+
+    /// Renames the file into place, after `fsync` when `sync`. Without `sync`, an existing file at the path is swapped out ([`replace_without_flush`])
+    /// rather than renamed over, which on ext4 would write the whole output to disk inside the
+    /// `rename`.
     fn commit(mut self, sync: bool) -> Result<()> {
+        let Some(path) = self.path.take() else { return Ok(()) };
         if sync {
             self.file.sync_all().map_err(|e| Error::io("fsync", &self.tmp, e))?;
-            std::fs::rename(&self.tmp, &self.path).map_err(|e| Error::io("rename", &self.tmp, e))?;
+            std::fs::rename(&self.tmp, &path).map_err(|e| Error::io("rename", &self.tmp, e))?;
         } else {
-            replace_without_flush(&self.tmp, &self.path).map_err(|e| Error::io("rename", &self.tmp, e))?;
+            replace_without_flush(&self.tmp, &path).map_err(|e| Error::io("rename", &self.tmp, e))?;
         }
         self.committed = true;
         Ok(())
@@ -653,27 +682,109 @@ impl Drop for OutFile {
     }
 }
 
+/// Output written in order by one thread.
+#[derive(Debug, Clone, Copy)]
+enum Stream<'f> {
+    Stdout,
+    /// A device or FIFO named as the output file.
+    File(&'f File, &'f Path),
+}
+
 /// Where a piece of output goes.
 enum Dest<'f> {
-    /// Positioned writes into a file shared by the threads.
+    /// Positioned writes into a file of this thread's own.
     At { file: &'f File, path: &'f Path, offset: u64 },
-    /// Standard output, in order.
-    Stdout,
+    /// Positioned writes into a file shared by the threads, done by its writer thread.
+    Shared { writer: &'f SharedWriter, offset: u64 },
+    /// In order, by one thread.
+    Stream(Stream<'f>),
 }
 
 impl Dest<'_> {
-    fn write(&mut self, data: &[u8]) -> Result<()> {
+    /// Writes `data` at the destination's position and moves the position on. `data` may
+    /// come back as another (cleared) buffer of the same capacity.
+    fn write(&mut self, data: &mut Vec<u8>) -> Result<()> {
         match self {
             Dest::At { file, path, offset } => {
                 file.write_all_at(data, *offset).map_err(|e| Error::io("write", *path, e))?;
                 *offset += data.len() as u64;
             }
-            Dest::Stdout => std::io::stdout()
+            Dest::Shared { writer, offset } => {
+                let len = data.len() as u64;
+                writer.hand_over(*offset, data);
+                *offset += len;
+            }
+            Dest::Stream(Stream::Stdout) => std::io::stdout()
                 .lock()
                 .write_all(data)
                 .map_err(|e| Error::io("write", "standard output", e))?,
+            Dest::Stream(Stream::File(file, path)) => {
+                let mut file: &File = file;
+                file.write_all(data).map_err(|e| Error::io("write", *path, e))?
+            }
         }
         Ok(())
+    }
+}
+
+/// The sending side of one writer thread that does the positioned writes of every sorting
+/// thread into one shared file.
+///
+/// ext4, like most filesystems, serializes buffered writes to one file on its inode lock, and a
+/// thread waiting for that lock spins in the kernel while the holder copies: with two threads
+/// each writing its own pieces of a 1 GiB output, the spinning was a quarter of the in-memory
+/// sort's CPU samples (`perf record`). Through the writer, a sorter hands a full buffer over,
+/// takes an empty one back and goes on gathering while the writer writes.
+struct SharedWriter {
+    full: crossbeam_channel::Sender<(u64, Vec<u8>)>,
+    free: crossbeam_channel::Receiver<Vec<u8>>,
+}
+
+impl SharedWriter {
+    /// Buffers in circulation besides the one each sorter holds.
+    fn spare_buffers(threads: usize) -> usize {
+        threads
+    }
+
+    /// Runs `work` with a writer thread for `file`: every buffer handed to the writer is
+    /// written at its offset, in the order handed over. A write error goes to `failure` (the
+    /// sorters check it between tasks); later buffers are then dropped unwritten.
+    fn run<R>(
+        file: &File,
+        path: &Path,
+        plan: &Plan,
+        failure: &FirstError,
+        work: impl FnOnce(&SharedWriter) -> R,
+    ) -> R {
+        let (full_tx, full_rx) = crossbeam_channel::unbounded::<(u64, Vec<u8>)>();
+        let (free_tx, free_rx) = crossbeam_channel::unbounded();
+        for _ in 0..Self::spare_buffers(plan.threads) {
+            let _ = free_tx.send(Vec::with_capacity(plan.write_buffer + plan.size));
+        }
+        std::thread::scope(|scope| {
+            spawn_named(scope, "spillway-write".into(), move || {
+                for (offset, mut buffer) in full_rx {
+                    if !failure.failed()
+                        && let Err(e) = file.write_all_at(&buffer, offset)
+                    {
+                        failure.set(Error::io("write", path, e));
+                    }
+                    buffer.clear();
+                    // The sorters may all have finished: then nobody takes it back.
+                    let _ = free_tx.send(buffer);
+                }
+            });
+            // `writer` is dropped when `work` returns, which ends the writer thread's loop.
+            let writer = SharedWriter { full: full_tx, free: free_rx };
+            work(&writer)
+        })
+    }
+
+    /// Hands `data` over to be written at `offset` and replaces it by an empty buffer.
+    fn hand_over(&self, offset: u64, data: &mut Vec<u8>) {
+        let empty = self.free.recv().expect("the writer thread returns every buffer while sorters run");
+        let full = std::mem::replace(data, empty);
+        self.full.send((offset, full)).expect("the writer thread runs while sorters run");
     }
 }
 
@@ -683,8 +794,8 @@ enum Sink<'f> {
     File(&'f File, &'f Path),
     /// One part file per partition of `partitioner`, in `dir`.
     Parts { dir: &'f Path, partitioner: &'f RangePartitioner, sync: bool },
-    /// Standard output.
-    Stdout,
+    /// Standard output, or a device or FIFO: in order, by one thread.
+    Stream(Stream<'f>),
 }
 
 /// What writing a piece of the output found: its records and keys at both ends (for
@@ -826,10 +937,11 @@ fn sort_chunk(
             let bounds = part_bounds(entries, partitioner, &order);
             write_parts(plan, records, entries, &bounds, dir, *sync, progress, threads)
         }
-        Sink::Stdout => {
+        Sink::Stream(stream) => {
             sort_tasks(entries, &tasks, &order, threads);
             let mut buffer = Vec::with_capacity(plan.write_buffer);
-            let piece = write_entries(plan, records, entries, &mut buffer, &mut Dest::Stdout, progress)?;
+            let piece =
+                write_entries(plan, records, entries, &mut buffer, &mut Dest::Stream(*stream), progress)?;
             Ok(vec![piece])
         }
     }
@@ -913,29 +1025,31 @@ fn sort_and_write(
     );
     let pieces = Mutex::new(vec![Piece::default(); tasks.len()]);
     let failure = FirstError::new();
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            spawn_named(scope, "spillway-sort".into(), || {
-                let mut buffer = Vec::with_capacity(plan.write_buffer);
-                let mut scratch = Vec::new();
-                loop {
-                    if failure.failed() || progress.cancelled() {
-                        break;
-                    }
-                    let next = queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).next();
-                    let Some((i, (slice, (range, byte)))) = next else { break };
-                    sort_entries(slice, *byte, order, &mut scratch);
-                    let offset = (range.start * plan.size) as u64;
-                    let mut dest = Dest::At { file, path, offset };
-                    match write_entries(plan, records, slice, &mut buffer, &mut dest, progress) {
-                        Ok(piece) => {
-                            pieces.lock().unwrap_or_else(std::sync::PoisonError::into_inner)[i] = piece
+    SharedWriter::run(file, path, plan, &failure, |writer| {
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                spawn_named(scope, "spillway-sort".into(), || {
+                    let mut buffer = Vec::with_capacity(plan.write_buffer + plan.size);
+                    let mut scratch = Vec::new();
+                    loop {
+                        if failure.failed() || progress.cancelled() {
+                            break;
                         }
-                        Err(e) => failure.set(e),
+                        let next = queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).next();
+                        let Some((i, (slice, (range, byte)))) = next else { break };
+                        sort_entries(slice, *byte, order, &mut scratch);
+                        let offset = (range.start * plan.size) as u64;
+                        let mut dest = Dest::Shared { writer, offset };
+                        match write_entries(plan, records, slice, &mut buffer, &mut dest, progress) {
+                            Ok(piece) => {
+                                pieces.lock().unwrap_or_else(std::sync::PoisonError::into_inner)[i] = piece
+                            }
+                            Err(e) => failure.set(e),
+                        }
                     }
-                }
-            });
-        }
+                });
+            }
+        })
     });
     if progress.cancelled() {
         failure.set(Error::Cancelled);
@@ -1024,8 +1138,9 @@ fn write_entries(
     for chunk in entries.chunks(per_write) {
         buffer.clear();
         gather(records, chunk, buffer);
+        let len = buffer.len() as u64;
         dest.write(buffer)?;
-        progress.bytes_mapped.fetch_add(buffer.len() as u64, Ordering::Relaxed);
+        progress.bytes_mapped.fetch_add(len, Ordering::Relaxed);
     }
     let mut piece = Piece { records: entries.len() as u64, ..Piece::default() };
     if plan.count_duplicates
@@ -1361,7 +1476,7 @@ fn merge_runs(
     let cuts: &[Vec<u8>] = match sink {
         Sink::File(..) => splitters,
         Sink::Parts { partitioner, .. } => partitioner.boundaries(),
-        Sink::Stdout => &[],
+        Sink::Stream(_) => &[],
     };
     // bounds[r][j]: where piece j starts in run r.
     let mut scratch = vec![0u8; size];
@@ -1376,64 +1491,72 @@ fn merge_runs(
     }
     let pieces_total = cuts.len() + 1;
     let threads = match sink {
-        Sink::Stdout => 1,
+        Sink::Stream(_) => 1,
         _ => plan.threads.min(pieces_total),
     };
     let k = open.len().max(1);
     let share = (plan.budget / threads as u64) as usize;
     let read_buffer =
-        ((share.saturating_sub(plan.write_buffer) / k).min(MAX_READ_BUFFER) / size).max(1) * size;
+        ((share.saturating_sub(2 * plan.write_buffer) / k).min(MAX_READ_BUFFER) / size).max(1) * size;
 
     let next = AtomicUsize::new(0);
     let pieces = Mutex::new(vec![Piece::default(); pieces_total]);
     let failure = FirstError::new();
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            spawn_named(scope, "spillway-merge".into(), || {
-                let mut buffers: Vec<Vec<u8>> = Vec::new();
-                let mut out = Vec::with_capacity(plan.write_buffer + size);
-                loop {
-                    let j = next.fetch_add(1, Ordering::Relaxed);
-                    if j >= pieces_total || failure.failed() || progress.cancelled() {
-                        break;
-                    }
-                    let ranges: Vec<Range<u64>> = bounds.iter().map(|b| b[j]..b[j + 1]).collect();
-                    let mut merge = |dest: &mut Dest<'_>| {
-                        merge_piece(
-                            plan,
-                            &open,
-                            &ranges,
-                            read_buffer,
-                            &mut buffers,
-                            &mut out,
-                            dest,
-                            count_duplicates,
-                        )
-                    };
-                    let result = match sink {
-                        Sink::File(file, path) => {
-                            let offset = bounds.iter().map(|b| b[j]).sum::<u64>() * size as u64;
-                            merge(&mut Dest::At { file, path, offset })
+    let merge_all = |writer: Option<&SharedWriter>| {
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                spawn_named(scope, "spillway-merge".into(), || {
+                    let mut buffers: Vec<Vec<u8>> = Vec::new();
+                    let mut out = Vec::with_capacity(plan.write_buffer + size);
+                    loop {
+                        let j = next.fetch_add(1, Ordering::Relaxed);
+                        if j >= pieces_total || failure.failed() || progress.cancelled() {
+                            break;
                         }
-                        Sink::Parts { dir, sync, .. } => OutFile::create(&dir.join(part_name(j as u32)))
-                            .and_then(|f| {
-                                let piece = merge(&mut Dest::At { file: &f.file, path: &f.tmp, offset: 0 })?;
-                                f.commit(*sync)?;
-                                progress.partitions_done.fetch_add(1, Ordering::Relaxed);
-                                Ok(piece)
-                            }),
-                        Sink::Stdout => merge(&mut Dest::Stdout),
-                    };
-                    match result {
-                        Ok(piece) => {
-                            pieces.lock().unwrap_or_else(std::sync::PoisonError::into_inner)[j] = piece
+                        let ranges: Vec<Range<u64>> = bounds.iter().map(|b| b[j]..b[j + 1]).collect();
+                        let mut merge = |dest: &mut Dest<'_>| {
+                            merge_piece(
+                                plan,
+                                &open,
+                                &ranges,
+                                read_buffer,
+                                &mut buffers,
+                                &mut out,
+                                dest,
+                                count_duplicates,
+                            )
+                        };
+                        let result = match sink {
+                            Sink::File(..) => {
+                                let offset = bounds.iter().map(|b| b[j]).sum::<u64>() * size as u64;
+                                let writer = writer.expect("a file sink has a writer");
+                                merge(&mut Dest::Shared { writer, offset })
+                            }
+                            Sink::Parts { dir, sync, .. } => OutFile::create(&dir.join(part_name(j as u32)))
+                                .and_then(|f| {
+                                    let piece =
+                                        merge(&mut Dest::At { file: &f.file, path: &f.tmp, offset: 0 })?;
+                                    f.commit(*sync)?;
+                                    progress.partitions_done.fetch_add(1, Ordering::Relaxed);
+                                    Ok(piece)
+                                }),
+                            Sink::Stream(stream) => merge(&mut Dest::Stream(*stream)),
+                        };
+                        match result {
+                            Ok(piece) => {
+                                pieces.lock().unwrap_or_else(std::sync::PoisonError::into_inner)[j] = piece
+                            }
+                            Err(e) => failure.set(e),
                         }
-                        Err(e) => failure.set(e),
                     }
-                }
-            });
-        }
-    });
+                });
+            }
+        })
+    };
+    match sink {
+        Sink::File(file, path) => SharedWriter::run(file, path, plan, &failure, |w| merge_all(Some(w))),
+        _ => merge_all(None),
+    }
     if progress.cancelled() {
         failure.set(Error::Cancelled);
     }
@@ -1496,7 +1619,9 @@ pub fn sort_records(inputs: &Inputs, output: &OutputSpec, options: &SortOptions)
         max_open_runs: options.max_open_runs.unwrap_or_else(|| limits::default_max_open_runs(1)),
         count_duplicates: true,
     };
-    let capacity = ((budget.saturating_sub((threads * write_buffer) as u64)) / (size as u64 + 18)).max(1);
+    // Each sorter's write buffer, and the writer thread's spare ones.
+    let buffers = (threads + SharedWriter::spare_buffers(threads)) * write_buffer;
+    let capacity = ((budget.saturating_sub(buffers as u64)) / (size as u64 + 18)).max(1);
     let capacity = usize::try_from(capacity).unwrap_or(usize::MAX).min(INDEX_MASK as usize);
     let in_memory = n <= capacity;
 
@@ -1527,9 +1652,9 @@ pub fn sort_records(inputs: &Inputs, output: &OutputSpec, options: &SortOptions)
         _ => None,
     };
     let sink = match (output, &out_file, &partitioner) {
-        (OutputSpec::File(_), Some(f), _) => Sink::File(&f.file, &f.tmp),
+        (OutputSpec::File(_), Some(f), _) => f.sink(),
         (OutputSpec::Dir(dir), _, Some(p)) => Sink::Parts { dir, partitioner: p, sync: options.sync },
-        _ => Sink::Stdout,
+        _ => Sink::Stream(Stream::Stdout),
     };
 
     progress.set_phase(Phase::Map);
@@ -1585,9 +1710,9 @@ pub fn sort_records(inputs: &Inputs, output: &OutputSpec, options: &SortOptions)
         _ => 1,
     };
     if let Some(f) = out_file {
-        let path = f.path.clone();
+        let replaced = f.path.clone();
         f.commit(options.sync)?;
-        if options.sync {
+        if let (true, Some(path)) = (options.sync, replaced) {
             sync_parent(&path);
         }
     }

@@ -191,6 +191,63 @@ fn out_follows_links_and_writes_into_fifos() {
     assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo(), "the FIFO was replaced");
 }
 
+/// `sort --out` treats devices, FIFOs and links as the other jobs do: a FIFO receives the
+/// sorted records in order and stays a FIFO, a full device fails the job (exit 1, naming it)
+/// and stays a device, in memory and out of core; a link's target is replaced.
+#[test]
+fn sort_out_writes_into_fifos_and_devices() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = tempfile::tempdir().unwrap();
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+    let input = dir.path().join("records.dat");
+    assert!(spillway(&["gen", "records", "20000", &s(&input)]).status.success());
+    let sorted = dir.path().join("sorted.dat");
+    assert!(spillway(&["sort", "-q", "--out", &s(&sorted), &s(&input)]).status.success());
+    let expected = std::fs::read(&sorted).unwrap();
+
+    let fifo = dir.path().join("fifo");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    for memory in ["1G", "1M"] {
+        // The reader writes to a file: a pipe back to this test would fill up and stall it.
+        let read = dir.path().join(format!("read-{memory}"));
+        let sink = std::fs::File::create(&read).unwrap();
+        let mut reader = Command::new("cat").arg(&fifo).stdout(sink).spawn().unwrap();
+        let out = spillway(&["sort", "-q", "--memory", memory, "--out", &s(&fifo), &s(&input)]);
+        if !std::fs::metadata(&fifo).unwrap().file_type().is_fifo() {
+            // Nobody will ever open the FIFO for writing: do not wait for the reader.
+            let _ = reader.kill();
+            panic!("--memory {memory}: the FIFO was replaced");
+        }
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(reader.wait().unwrap().success());
+        assert!(std::fs::read(&read).unwrap() == expected, "--memory {memory}: FIFO output differs");
+    }
+
+    let target = dir.path().join("target.dat");
+    std::fs::write(&target, "old").unwrap();
+    let link = dir.path().join("link.dat");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    assert!(spillway(&["sort", "-q", "--out", &s(&link), &s(&input)]).status.success());
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert!(std::fs::read(&target).unwrap() == expected);
+
+    // A device node of our own (the real /dev/full would be lost to a regression), where
+    // this machine lets us make one (root).
+    let full = dir.path().join("full");
+    if Command::new("mknod").arg(&full).args(["c", "1", "7"]).status().is_ok_and(|st| st.success()) {
+        for memory in ["1G", "1M"] {
+            let out = spillway(&["sort", "-q", "--memory", memory, "--out", &s(&full), &s(&input)]);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "--memory {memory}: {err}");
+            assert!(err.contains(&s(&full)) && err.contains("No space left"), "{err}");
+            assert!(
+                std::fs::metadata(&full).unwrap().file_type().is_char_device(),
+                "the device was replaced"
+            );
+        }
+    }
+}
+
 #[test]
 fn broken_pipe_is_not_an_error() {
     let files = strs(&gutenberg_files());
