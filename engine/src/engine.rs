@@ -18,7 +18,7 @@ use crate::error::{ConfigError, Error, Result};
 use crate::input::{Inputs, SplitRange};
 use crate::job::{Emitter, Job};
 use crate::metrics::{AnonSampler, Metrics, Phase, PhaseTimes, Progress, peak_rss};
-use crate::output::{OutputFile, OutputSpec, part_name, prepare_dir, write_success};
+use crate::output::{OutputFile, OutputSpec, Pending, part_name, prepare_dir, sync_parent, write_success};
 use crate::spill::{SpillDir, Spiller};
 
 /// Largest default split size: 64 MiB. The default is smaller for small inputs, so that every
@@ -266,10 +266,13 @@ impl Engine {
             config_digest::<J>(job, inputs, partitioner, split_size, output),
             partitioner.fingerprint(),
         )?;
-        if rank == 0
-            && let OutputSpec::Dir(dir) = output
-        {
-            prepare_dir(dir)?;
+        // The output can be written: found out before any work, not after all of it.
+        if rank == 0 {
+            match output {
+                OutputSpec::Dir(dir) => prepare_dir(dir)?,
+                OutputSpec::File(_) => output.check()?,
+                OutputSpec::Stdout => {}
+            }
         }
         let splits = inputs.plan_splits(job.split_mode(), split_size)?;
         progress.splits_total.store(splits.len() as u64, Ordering::Relaxed);
@@ -643,6 +646,7 @@ impl Engine {
     }
 
     /// Reduces every partition into its own part file, partitions spread over the threads.
+    /// The part files are renamed into place only once every partition has been written.
     fn reduce_to_dir<J: Job>(
         &self,
         job: &J,
@@ -652,6 +656,7 @@ impl Engine {
     ) -> Result<(u64, u64, u64)> {
         let next = AtomicUsize::new(0);
         let totals = Mutex::new((0u64, 0u64, 0u64));
+        let pending = Mutex::new(Vec::with_capacity(owned.len()));
         let failure = Failure(Mutex::new(None));
         let progress = &*self.progress;
         std::thread::scope(|scope| {
@@ -666,9 +671,14 @@ impl Engine {
                             reduce_merge(job, merge, out, &format!("reduce of partition {p}"))
                         });
                         match result {
-                            Ok((keys, bytes)) => {
+                            Ok((keys, bytes, file)) => {
                                 let mut t = totals.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                                 *t = (t.0 + keys, t.1 + bytes, t.2 + 1);
+                                drop(t);
+                                pending
+                                    .lock()
+                                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                    .extend(file);
                                 progress.partitions_done.fetch_add(1, Ordering::Relaxed);
                             }
                             Err(e) => failure.set(e),
@@ -680,7 +690,15 @@ impl Engine {
         if progress.cancelled() {
             failure.set(Error::Cancelled);
         }
+        // On failure the written part files are dropped, which removes them.
         failure.check()?;
+        let pending = pending.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !pending.is_empty() {
+            for file in pending {
+                file.rename()?;
+            }
+            sync_parent(&dir.join(part_name(0)));
+        }
         Ok(totals.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 }
@@ -691,15 +709,21 @@ impl Engine {
 fn reduce_all<J: Job>(job: &J, readers: &[RunReader<J::Value>], out: OutputFile) -> Result<(u64, u64)> {
     let partitions = readers.first().map_or(0, RunReader::partitions);
     let merge = Merge::new(readers.iter().flat_map(|r| (0..partitions).map(|p| r.iter(p))).collect());
-    reduce_merge(job, merge, out, "reduce")
+    let (keys, bytes, file) = reduce_merge(job, merge, out, "reduce")?;
+    if let Some(file) = file {
+        sync_parent(&file.rename()?);
+    }
+    Ok((keys, bytes))
 }
 
+/// Reduces every group of `merge` into `out` and finishes it: (keys, bytes, the file waiting
+/// to be renamed into place).
 fn reduce_merge<J: Job>(
     job: &J,
     mut merge: Merge<'_, J::Value>,
     mut out: OutputFile,
     what: &str,
-) -> Result<(u64, u64)> {
+) -> Result<(u64, u64, Option<Pending>)> {
     let mut keys = 0u64;
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         while let Some((key, mut group)) = merge.next_group() {
@@ -714,18 +738,27 @@ fn reduce_merge<J: Job>(
         Err(panic) => Some(panic_message(&*panic).into()),
     };
     if let Some(e) = message {
-        // An I/O error on the output is the machine's fault, not the job's: report it as such.
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            let source = io.raw_os_error().map_or_else(
-                || std::io::Error::new(io.kind(), io.to_string()),
-                std::io::Error::from_raw_os_error,
-            );
-            return Err(Error::io("write", out.describe(), source));
-        }
-        return Err(Error::Job { split: what.to_owned(), message: e.to_string() });
+        // An I/O error on the output is the machine's fault, not the job's: report it as such,
+        // naming the file once (the sink's own errors already name it).
+        return Err(match e.downcast::<std::io::Error>() {
+            Ok(io) => {
+                let kind = io.kind();
+                match io.raw_os_error() {
+                    Some(code) => Error::io("write", out.describe(), std::io::Error::from_raw_os_error(code)),
+                    None => match io.into_inner().map(|inner| inner.downcast::<spillway_shuffle::Error>()) {
+                        Some(Ok(sink)) => Error::Shuffle(*sink),
+                        Some(Err(other)) => {
+                            Error::io("write", out.describe(), std::io::Error::new(kind, other))
+                        }
+                        None => Error::io("write", out.describe(), kind.into()),
+                    },
+                }
+            }
+            Err(e) => Error::Job { split: what.to_owned(), message: e.to_string() },
+        });
     }
-    let bytes = out.commit()?;
-    Ok((keys, bytes))
+    let (bytes, file) = out.finish()?;
+    Ok((keys, bytes, file))
 }
 
 /// A digest of everything that must be equal on every rank: the job type, routing, split

@@ -31,7 +31,10 @@ impl OutputSpec {
     /// [`Error::Output`] or [`Error::OutputExists`], naming the path.
     pub fn check(&self) -> Result<()> {
         match self {
-            OutputSpec::File(path) => file_destination(path).map(drop),
+            OutputSpec::File(path) => match file_destination(path)? {
+                FileDestination::Replace(target) => probe_writable(&target, path),
+                FileDestination::InPlace(_) => Ok(()),
+            },
             OutputSpec::Dir(dir) => match std::fs::metadata(dir) {
                 Ok(meta) if !meta.is_dir() => Err(output_error(dir, "exists and is not a directory")),
                 Ok(_) => check_dir_empty(dir),
@@ -60,6 +63,9 @@ fn output_error(path: &Path, what: &str) -> Error {
 
 /// Decides how `path` is written (see [`FileDestination`]).
 pub(crate) fn file_destination(path: &Path) -> Result<FileDestination> {
+    if path.as_os_str().as_encoded_bytes().ends_with(b"/") {
+        return Err(output_error(path, "ends with / (--out names one file; --out-dir writes part files)"));
+    }
     match std::fs::metadata(path) {
         Ok(meta) if meta.is_dir() => {
             Err(output_error(path, "is a directory (--out names one file; --out-dir writes part files)"))
@@ -74,6 +80,11 @@ pub(crate) fn file_destination(path: &Path) -> Result<FileDestination> {
             }
         }
         Ok(_) => Ok(FileDestination::InPlace(path.to_owned())),
+        // A link to a file that does not exist yet: the file is created where it points.
+        Err(_) if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) => {
+            let target = dangling_target(path)?;
+            file_destination(&target)
+        }
         Err(_) => {
             let parent = match path.parent() {
                 Some(p) if !p.as_os_str().is_empty() => p,
@@ -91,6 +102,46 @@ pub(crate) fn file_destination(path: &Path) -> Result<FileDestination> {
     }
 }
 
+/// Where the dangling symbolic link `path` points, through further links (at most 40, as
+/// the kernel allows), relative targets taken from the link's directory.
+fn dangling_target(path: &Path) -> Result<PathBuf> {
+    let mut at = path.to_owned();
+    for _ in 0..40 {
+        let Ok(target) = std::fs::read_link(&at) else { return Ok(at) };
+        at = match at.parent() {
+            Some(dir) if target.is_relative() => dir.join(target),
+            _ => target,
+        };
+    }
+    Err(output_error(path, "too many levels of symbolic links"))
+}
+
+/// Checks that a file can be created beside `path` (where its temporary name goes), so that
+/// a read-only or missing directory fails before any work rather than after all of it. The
+/// error names `output`.
+fn probe_writable(path: &Path, output: &Path) -> Result<()> {
+    let probe = temp_name(path);
+    match std::fs::OpenOptions::new().write(true).create_new(true).open(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => {
+            let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            Err(output_error(output, &format!("cannot create files in {}: {e}", dir.display())))
+        }
+    }
+}
+
+/// Gives the temporary file `tmp` the permissions of the file it will replace, if any (a
+/// private output stays private).
+pub(crate) fn keep_permissions(tmp: &Path, path: &Path) {
+    if let Ok(meta) = std::fs::metadata(path) {
+        let _ = std::fs::set_permissions(tmp, meta.permissions());
+    }
+}
+
 /// The name of partition `p`'s output file.
 pub fn part_name(p: u32) -> String {
     format!("part-{p:05}")
@@ -100,7 +151,8 @@ pub fn part_name(p: u32) -> String {
 /// part files.
 pub(crate) fn prepare_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io("create output directory", dir, e))?;
-    check_dir_empty(dir)
+    check_dir_empty(dir)?;
+    probe_writable(&dir.join("_SUCCESS"), dir)
 }
 
 /// Refuses a directory that holds `_SUCCESS` or part files.
@@ -129,7 +181,8 @@ enum Target {
     Stdout(std::io::Stdout),
 }
 
-/// A buffered output file that only appears under its final name after [`OutputFile::commit`].
+/// A buffered output file that only appears under its final name once [`OutputFile::finish`]
+/// has written it and its [`Pending`] is renamed.
 pub(crate) struct OutputFile {
     buf: Vec<u8>,
     target: Option<Target>,
@@ -144,6 +197,7 @@ impl OutputFile {
             FileDestination::Replace(path) => {
                 let tmp = temp_name(&path);
                 let sink = io.create(&tmp)?;
+                keep_permissions(&tmp, &path);
                 Target::File { _cleanup: crate::cleanup::register(&tmp), sink, tmp, path }
             }
             FileDestination::InPlace(path) => {
@@ -176,28 +230,24 @@ impl OutputFile {
         Ok(())
     }
 
-    /// Flushes, `fsync`s and renames into place. Returns bytes written.
-    pub(crate) fn commit(mut self) -> Result<u64> {
+    /// Flushes and `fsync`s; the file stays under its temporary name until the returned
+    /// [`Pending`] is renamed (`None` for standard output or a file written in place).
+    /// Returns bytes written.
+    pub(crate) fn finish(mut self) -> Result<(u64, Option<Pending>)> {
         self.drain().map_err(|e| Error::io("write", self.describe(), e))?;
-        match self.target.take() {
-            Some(Target::File { sink, tmp, path, .. }) => {
-                let renamed = sink
-                    .finish(true)
-                    .map_err(Error::from)
-                    .and_then(|_| std::fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &tmp, e)));
-                if let Err(e) = renamed {
-                    let _ = std::fs::remove_file(&tmp);
-                    return Err(e);
-                }
-                sync_parent(&path);
+        let pending = match self.target.take() {
+            Some(Target::File { sink, tmp, path, _cleanup }) => {
+                let pending = Pending { tmp, path, renamed: false, _cleanup };
+                sink.finish(true)?;
+                Some(pending)
             }
-            Some(Target::InPlace { .. }) => {}
+            Some(Target::InPlace { .. }) | None => None,
             Some(Target::Stdout(out)) => {
-                out.lock().flush().map_err(|e| Error::io("write", "standard output", e))?
+                out.lock().flush().map_err(|e| Error::io("write", "standard output", e))?;
+                None
             }
-            None => {}
-        }
-        Ok(self.bytes)
+        };
+        Ok((self.bytes, pending))
     }
 
     pub(crate) fn describe(&self) -> PathBuf {
@@ -226,6 +276,33 @@ impl Write for OutputFile {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+/// A written and `fsync`ed output file under its temporary name, waiting to be renamed into
+/// place; dropped instead, it removes the file. Part files wait like this until every
+/// partition has been written, so that a failed job leaves no part files behind.
+pub(crate) struct Pending {
+    tmp: PathBuf,
+    path: PathBuf,
+    renamed: bool,
+    _cleanup: crate::cleanup::Registration,
+}
+
+impl Pending {
+    /// Renames the file into place (the caller `fsync`s the directory). Returns the path.
+    pub(crate) fn rename(mut self) -> Result<PathBuf> {
+        std::fs::rename(&self.tmp, &self.path).map_err(|e| Error::io("rename", &self.tmp, e))?;
+        self.renamed = true;
+        Ok(self.path.clone())
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if !self.renamed {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
     }
 }
 

@@ -108,8 +108,8 @@ use crate::input::{Inputs, Split, SplitMode, SplitRange};
 use crate::job::{Emitter, Job, Values};
 use crate::metrics::{AnonSampler, Metrics, Phase, PhaseTimes, Progress, peak_rss};
 use crate::output::{
-    FileDestination, OutputSpec, file_destination, part_name, prepare_dir, sync_parent, temp_name,
-    write_success,
+    FileDestination, OutputSpec, file_destination, keep_permissions, part_name, prepare_dir, sync_parent,
+    temp_name, write_success,
 };
 use crate::spill::SpillDir;
 use crate::{DEFAULT_MEMORY_BUDGET, MIN_MEMORY_BUDGET};
@@ -650,6 +650,7 @@ struct OutFile {
     /// Where it goes; `None` when written in place.
     path: Option<PathBuf>,
     _cleanup: Option<Registration>,
+    synced: bool,
     committed: bool,
 }
 
@@ -660,14 +661,22 @@ impl OutFile {
                 let tmp = temp_name(&path);
                 let file = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
                 let cleanup = Some(crate::cleanup::register(&tmp));
-                Ok(OutFile { file, tmp, path: Some(path), _cleanup: cleanup, committed: false })
+                keep_permissions(&tmp, &path);
+                Ok(OutFile {
+                    file,
+                    tmp,
+                    path: Some(path),
+                    _cleanup: cleanup,
+                    synced: false,
+                    committed: false,
+                })
             }
             FileDestination::InPlace(path) => {
                 let file = std::fs::OpenOptions::new()
                     .write(true)
                     .open(&path)
                     .map_err(|e| Error::io("open", &path, e))?;
-                Ok(OutFile { file, tmp: path, path: None, _cleanup: None, committed: true })
+                Ok(OutFile { file, tmp: path, path: None, _cleanup: None, synced: true, committed: true })
             }
         }
     }
@@ -686,12 +695,46 @@ impl OutFile {
     fn commit(mut self, sync: bool) -> Result<()> {
         let Some(path) = self.path.take() else { return Ok(()) };
         if sync {
-            self.file.sync_all().map_err(|e| Error::io("fsync", &self.tmp, e))?;
+            self.sync()?;
             std::fs::rename(&self.tmp, &path).map_err(|e| Error::io("rename", &self.tmp, e))?;
         } else {
             replace_without_flush(&self.tmp, &path).map_err(|e| Error::io("rename", &self.tmp, e))?;
         }
         self.committed = true;
+        Ok(())
+    }
+}
+
+impl OutFile {
+    /// `fsync`s the file (once).
+    fn sync(&mut self) -> Result<()> {
+        if !self.synced {
+            self.file.sync_all().map_err(|e| Error::io("fsync", &self.tmp, e))?;
+            self.synced = true;
+        }
+        Ok(())
+    }
+}
+
+/// Part files written so far, renamed into place together once every partition has been
+/// written: a failed sort leaves no part files behind (dropped, they remove themselves).
+#[derive(Debug, Default)]
+struct WrittenParts(Mutex<Vec<OutFile>>);
+
+impl WrittenParts {
+    /// Keeps `part` (`fsync`ed first when `sync`, on the calling thread).
+    fn add(&self, mut part: OutFile, sync: bool) -> Result<()> {
+        if sync {
+            part.sync()?;
+        }
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(part);
+        Ok(())
+    }
+
+    fn commit(self, sync: bool) -> Result<()> {
+        for part in self.0.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner) {
+            part.commit(sync)?;
+        }
         Ok(())
     }
 }
@@ -1105,6 +1148,7 @@ fn write_parts(
     let parts = bounds.len() - 1;
     let next = AtomicUsize::new(0);
     let pieces = Mutex::new(vec![Piece::default(); parts]);
+    let written = WrittenParts::default();
     let failure = FirstError::new();
     std::thread::scope(|scope| {
         for _ in 0..threads.min(parts) {
@@ -1125,7 +1169,7 @@ fn write_parts(
                             &mut dest,
                             progress,
                         )?;
-                        out.commit(sync)?;
+                        written.add(out, sync)?;
                         Ok(piece)
                     });
                     match result {
@@ -1143,6 +1187,7 @@ fn write_parts(
         failure.set(Error::Cancelled);
     }
     failure.check()?;
+    written.commit(sync)?;
     Ok(pieces.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner))
 }
 
@@ -1523,6 +1568,7 @@ fn merge_runs(
 
     let next = AtomicUsize::new(0);
     let pieces = Mutex::new(vec![Piece::default(); pieces_total]);
+    let written = WrittenParts::default();
     let failure = FirstError::new();
     let merge_all = |writer: Option<&SharedWriter>| {
         std::thread::scope(|scope| {
@@ -1558,7 +1604,7 @@ fn merge_runs(
                                 .and_then(|f| {
                                     let piece =
                                         merge(&mut Dest::At { file: &f.file, path: &f.tmp, offset: 0 })?;
-                                    f.commit(*sync)?;
+                                    written.add(f, *sync)?;
                                     progress.partitions_done.fetch_add(1, Ordering::Relaxed);
                                     Ok(piece)
                                 }),
@@ -1583,6 +1629,9 @@ fn merge_runs(
         failure.set(Error::Cancelled);
     }
     failure.check()?;
+    if let Sink::Parts { sync, .. } = sink {
+        written.commit(*sync)?;
+    }
     Ok(pieces.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner))
 }
 
