@@ -6,6 +6,7 @@ mod cmd;
 use std::process::ExitCode;
 
 use clap::Parser;
+use clap::error::ErrorKind;
 
 /// Exit status for usage errors (bad flags or arguments).
 pub const EXIT_USAGE: u8 = 2;
@@ -19,17 +20,31 @@ pub const EXIT_FAILURE: u8 = 1;
 fn main() -> ExitCode {
     let cli = match cmd::Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
-            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
-            let _ = e.print();
-            return ExitCode::from(code);
-        }
+        Err(e) => return usage_error(&e),
     };
     cleanup_on_signals();
     match cmd::run(cli) {
         Ok(code) => code,
         Err(err) => report(&err),
     }
+}
+
+/// Prints a command-line error and returns its exit status: help and version (0) as clap
+/// formats them, a flag's bad value on one line naming the flag, other usage errors (missing
+/// arguments, unknown flags) with clap's usage text.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    if !e.use_stderr() {
+        let _ = e.print();
+        return ExitCode::SUCCESS;
+    }
+    if e.kind() == ErrorKind::ValueValidation {
+        let text = e.render().to_string();
+        let first = text.lines().next().unwrap_or_default();
+        eprintln!("spillway: {first}");
+    } else {
+        let _ = e.print();
+    }
+    ExitCode::from(EXIT_USAGE)
 }
 
 /// On SIGINT, SIGTERM or SIGHUP: removes the running job's spill directories and
@@ -88,11 +103,14 @@ pub fn message(err: &anyhow::Error) -> String {
     message
 }
 
-/// The exit status for `err`: bad input or a failure.
+/// The exit status for `err`: a usage error, bad input or a failure.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
+    if err.chain().any(|c| c.is::<cmd::UsageError>() || c.is::<spillway_engine::ConfigError>()) {
+        return EXIT_USAGE;
+    }
     let input = err.chain().any(|c| {
         c.downcast_ref::<spillway_engine::Error>().is_some_and(spillway_engine::Error::is_input_error)
-            || c.downcast_ref::<cmd::InputError>().is_some()
+            || c.is::<cmd::InputError>()
     });
     if input { EXIT_INPUT } else { EXIT_FAILURE }
 }

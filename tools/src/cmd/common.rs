@@ -9,12 +9,69 @@ use std::time::Duration;
 
 use anyhow::Context;
 use spillway_engine::shuffle::{IoBackend, Partitioner, ReadMode};
-use spillway_engine::{Engine, Inputs, Job, Metrics, OutputSpec, Progress};
+use spillway_engine::{ConfigError, Engine, Inputs, Job, MIN_MEMORY_BUDGET, Metrics, OutputSpec, Progress};
 
 /// An error in the user's input found by the tool itself (exit status 3).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct InputError(pub String);
+
+/// A usage error found after the command line was parsed, such as two flags that disagree
+/// (exit status 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+impl From<ConfigError> for UsageError {
+    fn from(e: ConfigError) -> Self {
+        UsageError(e.0)
+    }
+}
+
+/// The most partitions `-r` accepts (each partition costs memory in every buffer and merge).
+pub const MAX_PARTITIONS: u32 = 1 << 20;
+
+/// Parses a whole number in `min..=max`.
+fn parse_in<T: TryFrom<u64>>(s: &str, min: u64, max: u64) -> Result<T, String> {
+    let n: u64 = s.trim().parse().map_err(|_| format!("{s:?} is not a whole number"))?;
+    match T::try_from(n) {
+        Ok(n_t) if (min..=max).contains(&n) => Ok(n_t),
+        _ if max == u64::MAX => Err(format!("must be at least {min}")),
+        _ => Err(format!("must be between {min} and {max}")),
+    }
+}
+
+/// Parses a count that must be at least 1 (threads, record and key sizes).
+pub fn parse_positive(s: &str) -> Result<usize, String> {
+    parse_in(s, 1, u64::MAX)
+}
+
+/// Parses `-r`: 1 to [`MAX_PARTITIONS`].
+pub fn parse_partitions(s: &str) -> Result<u32, String> {
+    parse_in(s, 1, MAX_PARTITIONS.into())
+}
+
+/// Parses `--max-open-runs`: a merge reads at least 2 runs.
+pub fn parse_fan_in(s: &str) -> Result<usize, String> {
+    parse_in(s, 2, u64::MAX)
+}
+
+/// Parses `--memory`: a size of at least the engine's minimum budget (64K).
+pub fn parse_memory(s: &str) -> Result<u64, String> {
+    let size = parse_size(s)?;
+    if size < MIN_MEMORY_BUDGET {
+        return Err(format!("must be at least {}K", MIN_MEMORY_BUDGET >> 10));
+    }
+    Ok(size)
+}
+
+/// Parses `--split-size`: a size of at least 1 byte.
+pub fn parse_split_size(s: &str) -> Result<u64, String> {
+    match parse_size(s)? {
+        0 => Err("must be at least 1 byte".into()),
+        size => Ok(size),
+    }
+}
 
 /// Parses a size: a number with an optional binary suffix K, M, G or T (also KB/KiB...).
 pub fn parse_size(s: &str) -> Result<u64, String> {
@@ -36,18 +93,19 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 #[derive(Debug, clap::Args)]
 pub struct JobOptions {
     /// Worker threads [default: number of CPUs].
-    #[arg(long, short = 't', value_name = "N")]
+    #[arg(long, short = 't', value_name = "N", value_parser = parse_positive)]
     pub threads: Option<usize>,
-    /// Partitions R: reduce parallelism, and the number of part files with --out-dir.
-    #[arg(long, short = 'r', value_name = "R", default_value_t = 16)]
+    /// Partitions R (1 to 1048576): reduce parallelism, and the number of part files with
+    /// --out-dir.
+    #[arg(long, short = 'r', value_name = "R", default_value_t = 16, value_parser = parse_partitions)]
     pub partitions: u32,
-    /// Memory budget of the map-side buffers (e.g. 1M, 512M, 2G), shared by the threads. A
-    /// thread spills a sorted run to --spill-dir when its share is full.
-    #[arg(long, short = 'm', value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
+    /// Memory budget of the map-side buffers (e.g. 1M, 512M, 2G; at least 64K), shared by the
+    /// threads. A thread spills a sorted run to --spill-dir when its share is full.
+    #[arg(long, short = 'm', value_name = "SIZE", default_value = "1G", value_parser = parse_memory)]
     pub memory: u64,
-    /// The open-file threshold F: no merge reads more than F runs at once; more runs are merged
-    /// in several passes [default: from the open-file limit].
-    #[arg(long, value_name = "F")]
+    /// The open-file threshold F (at least 2): no merge reads more than F runs at once; more
+    /// runs are merged in several passes [default: from the open-file limit].
+    #[arg(long, value_name = "F", value_parser = parse_fan_in)]
     pub max_open_runs: Option<usize>,
     /// Where spill runs go (a per-job subdirectory, removed at the end) [default: $TMPDIR or /tmp].
     #[arg(long, value_name = "DIR")]
@@ -61,7 +119,7 @@ pub struct JobOptions {
     pub out: Option<PathBuf>,
     /// Target split size; inputs are cut at record boundaries near multiples of it
     /// [default: input / (8 x threads), between 1M and 64M].
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = parse_split_size)]
     pub split_size: Option<u64>,
     /// How spill runs and outputs are written: std (buffered write calls), uring (io_uring
     /// with several writes in flight; falls back to std when the kernel refuses it, or when
@@ -138,13 +196,8 @@ impl JobOptions {
         if let Some(dir) = &self.spill_dir {
             builder = builder.spill_dir(dir);
         }
-        let engine = builder.build().map_err(|e| InputError(e.to_string()))?;
-        let output = match (&self.out_dir, &self.out) {
-            (Some(dir), _) => OutputSpec::Dir(dir.clone()),
-            (None, Some(file)) => OutputSpec::File(file.clone()),
-            (None, None) => OutputSpec::Stdout,
-        };
-        output.check()?;
+        let engine = builder.build().map_err(UsageError::from)?;
+        let output = self.check_paths()?;
         let bar =
             (!quiet && std::io::stderr().is_terminal()).then(|| ProgressBar::start(Arc::clone(&progress)));
         let result = match partitioner {
@@ -159,6 +212,28 @@ impl JobOptions {
             self.report(&metrics, quiet)?;
         }
         Ok(ExitCode::SUCCESS)
+    }
+
+    /// Checks everything the job will write, before any work starts, and returns the output:
+    /// `--spill-dir` (a directory if it exists) and `--out-dir` / `--out`
+    /// ([`OutputSpec::check`]).
+    ///
+    /// # Errors
+    ///
+    /// An [`InputError`] or an engine input error (exit status 3), naming the path.
+    pub fn check_paths(&self) -> anyhow::Result<OutputSpec> {
+        if let Some(dir) = &self.spill_dir
+            && std::fs::metadata(dir).is_ok_and(|meta| !meta.is_dir())
+        {
+            return Err(InputError(format!("--spill-dir {} is not a directory", dir.display())).into());
+        }
+        let output = match (&self.out_dir, &self.out) {
+            (Some(dir), _) => OutputSpec::Dir(dir.clone()),
+            (None, Some(file)) => OutputSpec::File(file.clone()),
+            (None, None) => OutputSpec::Stdout,
+        };
+        output.check()?;
+        Ok(output)
     }
 
     fn report(&self, metrics: &Metrics, quiet: bool) -> anyhow::Result<()> {
@@ -277,7 +352,23 @@ impl ProgressBar {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::{parse_fan_in, parse_memory, parse_partitions, parse_positive, parse_size, parse_split_size};
+
+    #[test]
+    fn counts_and_sizes_out_of_range_are_refused() {
+        assert_eq!(parse_positive("3"), Ok(3));
+        assert_eq!(parse_positive("0"), Err("must be at least 1".into()));
+        assert!(parse_positive("-1").unwrap_err().contains("not a whole number"));
+        assert_eq!(parse_partitions("1048576"), Ok(1 << 20));
+        assert_eq!(parse_partitions("1048577"), Err("must be between 1 and 1048576".into()));
+        assert!(parse_partitions("4294967296").is_err());
+        assert_eq!(parse_fan_in("2"), Ok(2));
+        assert!(parse_fan_in("1").is_err());
+        assert_eq!(parse_memory("64K"), Ok(64 << 10));
+        assert_eq!(parse_memory("65535"), Err("must be at least 64K".into()));
+        assert_eq!(parse_split_size("1"), Ok(1));
+        assert!(parse_split_size("0").is_err());
+    }
 
     #[test]
     fn sizes() {

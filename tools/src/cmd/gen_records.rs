@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use spillway_tools::records::gensort;
 
+use super::common::parse_positive;
+
 /// Arguments of `spillway gen records`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -16,7 +18,7 @@ pub struct Args {
     #[arg(long, short = 'b', value_name = "B", default_value_t = 0)]
     start: u128,
     /// Generator threads [default: number of CPUs].
-    #[arg(long, short = 't', value_name = "N")]
+    #[arg(long, short = 't', value_name = "N", value_parser = parse_positive)]
     threads: Option<usize>,
     /// Number of records N.
     #[arg(value_name = "N")]
@@ -28,7 +30,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
-    gensort::generate_file(&args.file, args.start, args.count, args.ascii, threads.max(1))
+    gensort::generate_file(&args.file, args.start, args.count, args.ascii, threads)
         .with_context(|| format!("writing {}", args.file.display()))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use spillway_engine::jobs::Grep;
 
-use super::common::{InputError, JobOptions};
+use super::common::{JobOptions, UsageError};
 
 /// Arguments of `spillway grep`.
 #[derive(Debug, clap::Args)]
@@ -22,6 +22,39 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let inputs = args.job.inputs(&args.inputs)?;
-    let job = Grep::new(&args.pattern, &inputs).map_err(|e| InputError(format!("invalid pattern: {e}")))?;
+    let job = Grep::new(&args.pattern, &inputs).map_err(|e| {
+        UsageError(format!("invalid pattern '{}': {}", args.pattern.escape_debug(), pattern_error(&e)))
+    })?;
     args.job.run_job(&job, &inputs)
+}
+
+/// What is wrong with a pattern, on one line: for a syntax error its kind (`unclosed group`)
+/// without the copy of the pattern and the carets that `regex` draws above it (its message
+/// always ends with `error: KIND`); other errors (a size limit) flattened.
+fn pattern_error(err: &regex::Error) -> String {
+    let text = err.to_string();
+    match text.rsplit_once("\nerror: ") {
+        Some((_, kind)) if matches!(err, regex::Error::Syntax(_)) => kind.to_owned(),
+        _ => text.split_whitespace().collect::<Vec<_>>().join(" "),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pattern_error;
+
+    fn error_of(pattern: &str) -> String {
+        pattern_error(&regex::bytes::RegexBuilder::new(pattern).multi_line(true).build().unwrap_err())
+    }
+
+    #[test]
+    fn pattern_errors_are_one_line() {
+        assert_eq!(error_of("("), "unclosed group");
+        assert_eq!(error_of("a{2,1}"), "invalid repetition count range, the start must be <= the end");
+        assert_eq!(error_of("\\p{Nope}"), "Unicode property not found");
+        assert_eq!(error_of("a\n(b"), "unclosed group");
+        let big = regex::bytes::RegexBuilder::new("\\w{1000}").size_limit(1000).build().unwrap_err();
+        let message = pattern_error(&big);
+        assert!(!message.contains('\n') && message.contains("size limit"), "{message}");
+    }
 }

@@ -6,21 +6,21 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
+use spillway_engine::Progress;
 use spillway_engine::sort::{RecordSortJob, SortOptions, sample_partitioner, sort_records};
-use spillway_engine::{OutputSpec, Progress};
 
-use super::common::{InputError, JobOptions, ProgressBar};
+use super::common::{InputError, JobOptions, ProgressBar, UsageError, parse_positive};
 
 /// Arguments of `spillway sort`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Record length in bytes (Sort Benchmark records: 100).
-    #[arg(long, value_name = "BYTES", default_value_t = 100)]
+    #[arg(long, value_name = "BYTES", default_value_t = 100, value_parser = parse_positive)]
     record_size: usize,
     /// Key length in bytes: records go in key order (unsigned bytes), equal keys in the order of
     /// the rest of the record (so the output is the records in byte order; input order is not
     /// kept). The key decides what counts as a duplicate key in the metrics.
-    #[arg(long, value_name = "BYTES", default_value_t = 10)]
+    #[arg(long, value_name = "BYTES", default_value_t = 10, value_parser = parse_positive)]
     key_size: usize,
     /// Run as a generic MapReduce job through the engine (whole records as keys, a sampled
     /// range partitioner, the engine's spills and merges) instead of the specialized record
@@ -54,16 +54,22 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         )
         .into());
     }
+    if args.key_size > args.record_size {
+        let (key, record) = (args.key_size, args.record_size);
+        return Err(UsageError(format!("--key-size {key} is longer than --record-size {record}")).into());
+    }
+    let job = &args.job;
     if args.generic || ranks > 1 {
-        let inputs = args.job.inputs(&args.inputs)?;
-        let partitioner = sample_partitioner(&inputs, args.record_size, args.job.partitions)?;
-        return args.job.run_job_with(
+        let inputs = job.inputs(&args.inputs)?;
+        // Before sampling reads the inputs (the job checks them again when it starts).
+        job.check_paths()?;
+        let partitioner = sample_partitioner(&inputs, args.record_size, job.partitions)?;
+        return job.run_job_with(
             &RecordSortJob { record_size: args.record_size },
             &inputs,
             Some(&partitioner),
         );
     }
-    let job = &args.job;
     let threads = job.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
     let progress = Arc::new(Progress::default());
     let options = SortOptions {
@@ -77,13 +83,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         sync: !args.no_sync,
         progress: Arc::clone(&progress),
     };
-    options.validate().map_err(|e| InputError(e.to_string()))?;
+    options.validate().map_err(UsageError::from)?;
     let inputs = job.inputs(&args.inputs)?;
-    let output = match (&job.out_dir, &job.out) {
-        (Some(dir), _) => OutputSpec::Dir(dir.clone()),
-        (None, Some(file)) => OutputSpec::File(file.clone()),
-        (None, None) => OutputSpec::Stdout,
-    };
+    let output = job.check_paths()?;
     let bar =
         (!job.quiet && std::io::stderr().is_terminal()).then(|| ProgressBar::start(Arc::clone(&progress)));
     let result = sort_records(&inputs, &output, &options).map(|m| serde_json::to_string_pretty(&m));
