@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use clap::error::ErrorKind;
+use cmd::eprint_line;
 
 /// Exit status for usage errors (bad flags or arguments).
 pub const EXIT_USAGE: u8 = 2;
@@ -40,7 +41,7 @@ fn usage_error(e: &clap::Error) -> ExitCode {
     if e.kind() == ErrorKind::ValueValidation {
         let text = e.render().to_string();
         let first = text.lines().next().unwrap_or_default();
-        eprintln!("spillway: {first}");
+        eprint_line(format_args!("spillway: {first}"));
     } else {
         let _ = e.print();
     }
@@ -64,7 +65,9 @@ fn cleanup_on_signals() {
                 SIGTERM => "SIGTERM",
                 _ => "SIGHUP",
             };
-            eprintln!("\nspillway: interrupted by {name}; {removed} temporary path(s) removed");
+            eprint_line(format_args!(
+                "\nspillway: interrupted by {name}; {removed} temporary path(s) removed"
+            ));
             std::process::exit(128 + signal);
         }
     });
@@ -86,7 +89,7 @@ fn report(err: &anyhow::Error) -> ExitCode {
             return ExitCode::SUCCESS;
         }
     }
-    eprintln!("spillway: error: {}", message(err));
+    eprint_line(format_args!("spillway: error: {}", message(err)));
     ExitCode::from(exit_code(err))
 }
 

@@ -1,6 +1,6 @@
 //! Options shared by the job subcommands, and running a job with progress and metrics.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -26,6 +26,12 @@ impl From<ConfigError> for UsageError {
     fn from(e: ConfigError) -> Self {
         UsageError(e.0)
     }
+}
+
+/// Writes `line` and a newline to standard error, ignoring failure: a full or closed
+/// standard error must not change the exit status.
+pub fn eprint_line(line: impl std::fmt::Display) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
 /// The most partitions `-r` accepts (each partition costs memory in every buffer and merge).
@@ -243,7 +249,7 @@ impl JobOptions {
                 .with_context(|| format!("writing {}", path.display()))?;
         }
         if !quiet {
-            eprintln!("{json}");
+            eprint_line(json);
         }
         Ok(())
     }
@@ -291,7 +297,10 @@ mod mpi_run {
                     .downcast_ref::<spillway_engine::Error>()
                     .is_some_and(|e| matches!(e, spillway_engine::Error::Cluster(_)));
                 if rank == 0 || !agreement {
-                    eprintln!("spillway: error: rank {rank}: {}", crate::message(&err));
+                    super::eprint_line(format_args!(
+                        "spillway: error: rank {rank}: {}",
+                        crate::message(&err)
+                    ));
                 }
                 let code = crate::exit_code(&err);
                 if agreement {

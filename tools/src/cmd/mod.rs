@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-pub use common::{InputError, UsageError};
+pub use common::{InputError, UsageError, eprint_line};
 
 /// The version, with "(mpi)" when built with the `mpi` feature.
 const VERSION: &str = if cfg!(feature = "mpi") {

@@ -9,7 +9,7 @@ use anyhow::Context;
 use spillway_engine::Progress;
 use spillway_engine::sort::{RecordSortJob, SortOptions, sample_partitioner, sort_records};
 
-use super::common::{InputError, JobOptions, ProgressBar, UsageError, parse_positive};
+use super::common::{InputError, JobOptions, ProgressBar, UsageError, eprint_line, parse_positive};
 
 /// Arguments of `spillway sort`.
 #[derive(Debug, clap::Args)]
@@ -97,7 +97,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         std::fs::write(path, format!("{json}\n")).with_context(|| format!("writing {}", path.display()))?;
     }
     if !job.quiet {
-        eprintln!("{json}");
+        eprint_line(json);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,5 +1,6 @@
 //! `spillway valsort`.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -20,16 +21,18 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
-    let mut stderr = std::io::stderr().lock();
-    match valsort::validate_file(&args.file, threads) {
+    // Standard error is locked only to write the report: validating can block (a FIFO with
+    // no writer yet), and the signal handler must still be able to print while it does. A
+    // report that cannot be written does not change valsort's exit status.
+    let code = match valsort::validate_file(&args.file, threads) {
         Ok(report) => {
-            report.write_report(&mut stderr)?;
-            Ok(ExitCode::from(u8::try_from(report.exit_code()).unwrap_or(1)))
+            let _ = report.write_report(&mut std::io::stderr().lock());
+            report.exit_code()
         }
         Err(e) => {
-            use std::io::Write;
-            writeln!(stderr, "{e}")?;
-            Ok(ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(1)))
+            let _ = writeln!(std::io::stderr().lock(), "{e}");
+            e.exit_code()
         }
-    }
+    };
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
 }
