@@ -3,7 +3,9 @@
 
 mod cmd;
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Parser;
 use clap::error::ErrorKind;
@@ -19,14 +21,21 @@ pub const EXIT_INPUT: u8 = 3;
 pub const EXIT_FAILURE: u8 = 1;
 
 fn main() -> ExitCode {
+    report_panics_on_one_line();
     let cli = match cmd::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(&e),
     };
-    cleanup_on_signals();
-    match cmd::run(cli) {
-        Ok(code) => code,
-        Err(err) => report(&err),
+    // A panic that reaches this far unwinds (dropping the job's spill directories and
+    // temporary outputs) and exits 1; the hook has printed it. Panics in job code never get
+    // here: the engine catches them per split and returns an error naming the split.
+    match catch_unwind(AssertUnwindSafe(|| {
+        cleanup_on_signals();
+        cmd::run(cli)
+    })) {
+        Ok(Ok(code)) => code,
+        Ok(Err(err)) => report(&err),
+        Err(_) => ExitCode::from(EXIT_FAILURE),
     }
 }
 
@@ -48,6 +57,30 @@ fn usage_error(e: &clap::Error) -> ExitCode {
     ExitCode::from(EXIT_USAGE)
 }
 
+/// Installs a panic hook that prints one line, `spillway: internal error: MESSAGE (at
+/// FILE:LINE)`, and no backtrace whatever `RUST_BACKTRACE` says. The panic still unwinds:
+/// the engine catches panics in job code and reports them as the job's error, and `main`
+/// turns the others into exit status 1. Once a panic has been printed, the one that
+/// `std::thread::scope` raises on the joining thread adds nothing and is not printed. (The
+/// `mpi` build wraps this hook with one that aborts the whole job.)
+fn report_panics_on_one_line() {
+    static PRINTED: AtomicBool = AtomicBool::new(false);
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(no message)");
+        if PRINTED.swap(true, Ordering::Relaxed) && message == "a scoped thread panicked" {
+            return;
+        }
+        let at = info.location().map(|l| format!(" (at {}:{})", l.file(), l.line())).unwrap_or_default();
+        let message = message.replace('\n', " ");
+        eprint_line(format_args!("spillway: internal error: {message}{at}"));
+    }));
+}
+
 /// On SIGINT, SIGTERM or SIGHUP: removes the running job's spill directories and
 /// uncommitted output files, says so, and exits with 128 + the signal number (130 for
 /// Ctrl-C), as a shell reports a process killed by the signal. Committed outputs stay; the
@@ -57,20 +90,26 @@ fn cleanup_on_signals() {
     let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) else {
         return; // without the handler the default action (terminate) still applies
     };
-    std::thread::spawn(move || {
-        if let Some(signal) = signals.forever().next() {
-            let removed = spillway_engine::cleanup::remove_all();
-            let name = match signal {
-                SIGINT => "SIGINT",
-                SIGTERM => "SIGTERM",
-                _ => "SIGHUP",
-            };
-            eprint_line(format_args!(
-                "\nspillway: interrupted by {name}; {removed} temporary path(s) removed"
-            ));
-            std::process::exit(128 + signal);
-        }
-    });
+    // A small stack of its own: it only removes files and prints a line, and its creation
+    // does not depend on RUST_MIN_STACK.
+    std::thread::Builder::new()
+        .name("signals".into())
+        .stack_size(256 << 10)
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                let removed = spillway_engine::cleanup::remove_all();
+                let name = match signal {
+                    SIGINT => "SIGINT",
+                    SIGTERM => "SIGTERM",
+                    _ => "SIGHUP",
+                };
+                eprint_line(format_args!(
+                    "\nspillway: interrupted by {name}; {removed} temporary path(s) removed"
+                ));
+                std::process::exit(128 + signal);
+            }
+        })
+        .expect("spawning the signal thread");
 }
 
 /// Prints `spillway: error: ...` with the whole cause chain on one line, and picks the exit
@@ -116,4 +155,31 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
             || c.is::<cmd::InputError>()
     });
     if input { EXIT_INPUT } else { EXIT_FAILURE }
+}
+
+#[cfg(test)]
+mod tests {
+    use spillway_engine::jobs::write_key_value;
+    use spillway_engine::{Engine, Inputs, OutputSpec, from_fns};
+
+    /// With the one-line hook installed, a panic in job code is still caught by the engine
+    /// and fails the job with its message (the hook only prints).
+    #[test]
+    fn job_panics_still_fail_the_job_with_their_message() {
+        super::report_panics_on_one_line();
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in.txt");
+        std::fs::write(&input, "a b\n").unwrap();
+        let job = from_fns(
+            |_: &[u8], _: &mut dyn FnMut(&[u8], u64)| panic!("job code failed"),
+            |acc: &mut u64, v: u64| *acc += v,
+            |key: &[u8], total: u64, out: &mut dyn std::io::Write| write_key_value(out, key, total),
+        );
+        let out = dir.path().join("out");
+        let engine = Engine::builder().threads(2).build().unwrap();
+        let err =
+            engine.run(&job, &Inputs::new([&input]).unwrap(), &OutputSpec::File(out.clone())).unwrap_err();
+        assert!(err.to_string().contains("panicked: job code failed"), "{err}");
+        assert!(!out.exists());
+    }
 }
