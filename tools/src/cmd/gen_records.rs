@@ -4,9 +4,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use spillway_tools::atomic;
 use spillway_tools::records::gensort;
 
-use super::common::parse_positive;
+use super::common::{InputError, UsageError, parse_positive};
 
 /// Arguments of `spillway gen records`.
 #[derive(Debug, clap::Args)]
@@ -23,12 +24,16 @@ pub struct Args {
     /// Number of records N.
     #[arg(value_name = "N")]
     count: u64,
-    /// Output file.
+    /// Output file: a regular file is replaced atomically (written under a temporary name next
+    /// to it, renamed into place when complete); a device or FIFO is written in place.
     #[arg(value_name = "FILE")]
     file: PathBuf,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    // Refuse what cannot work before touching any file.
+    gensort::file_len(args.start, args.count).map_err(|e| UsageError(e.to_string()))?;
+    atomic::destination(&args.file).map_err(|e| InputError(format!("{}: {e}", args.file.display())))?;
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
     gensort::generate_file(&args.file, args.start, args.count, args.ascii, threads)
         .with_context(|| format!("writing {}", args.file.display()))?;

@@ -11,12 +11,13 @@
 //!   digits, ending with `\r\n`.
 
 use std::fs::{File, OpenOptions};
-use std::io;
+use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::{KEY_LEN, RECORD_LEN};
+use crate::atomic::{self, Destination, TempFile};
 
 /// The multiplier `A` of gensort's 128-bit linear congruential generator.
 pub const MULTIPLIER: u128 = 0x2360_ed05_1fc6_5da4_4385_df64_9fcc_f645;
@@ -206,12 +207,56 @@ fn ascii_record(rec: &mut [u8; RECORD_LEN], index: u128, x: u128) {
     rec[98..100].copy_from_slice(b"\r\n");
 }
 
-/// Writes `count` records starting at record number `start` to `path` (created or truncated),
-/// byte-identical to `gensort [-a] -b<start> <count> <path>`.
+/// Why a range of records cannot be written to a file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RangeError {
+    /// `count` records are more bytes than a file can hold.
+    #[error("{count} records of {RECORD_LEN} bytes are more than a file can hold (at most {max} bytes)", max = i64::MAX)]
+    TooLarge {
+        /// The number of records asked for.
+        count: u64,
+    },
+    /// The last record number would be past 2^128 - 1.
+    #[error("{count} records from record {start} go past the last record number 2^128 - 1")]
+    PastLastRecord {
+        /// The first record number.
+        start: u128,
+        /// The number of records asked for.
+        count: u64,
+    },
+}
+
+/// The length in bytes of the file holding `count` records from record number `start`.
 ///
-/// The file is sized up front and filled by `threads` workers (`0` is treated as `1`), each
-/// generating about 1 MB at a time and writing it at its offset with positioned writes, so
-/// the output does not depend on the number of threads.
+/// # Errors
+///
+/// The file would be longer than the largest file size (`i64::MAX` bytes), or the record
+/// numbers would go past 2^128 - 1.
+pub fn file_len(start: u128, count: u64) -> Result<u64, RangeError> {
+    let len = count
+        .checked_mul(RECORD_LEN as u64)
+        .filter(|&len| i64::try_from(len).is_ok())
+        .ok_or(RangeError::TooLarge { count })?;
+    if count > 0 && start.checked_add(u128::from(count) - 1).is_none() {
+        return Err(RangeError::PastLastRecord { start, count });
+    }
+    Ok(len)
+}
+
+/// Writes `count` records starting at record number `start` to `path`, byte-identical to
+/// `gensort [-a] -b<start> <count> <path>`.
+///
+/// A regular file (or a symbolic link to one) is replaced atomically: the records go into a
+/// temporary file next to it ([`atomic::TempFile`]), sized up front and filled by `threads`
+/// workers (`0` is treated as `1`), each generating about 1 MB at a time and writing it at
+/// its offset, then renamed over `path`; on failure the temporary file is removed and `path`
+/// keeps what it held. A device or FIFO is written in place, in order, by one thread. The
+/// output never depends on the number of threads.
+///
+/// # Errors
+///
+/// The range is invalid ([`file_len`]; nothing is touched), `path` is a directory or its
+/// directory does not exist ([`atomic::destination`]), or an I/O error.
 pub fn generate_file(path: &Path, start: u128, count: u64, ascii: bool, threads: usize) -> io::Result<()> {
     generate_file_chunked(path, start, count, ascii, threads, FILE_CHUNK_RECORDS)
 }
@@ -224,45 +269,37 @@ fn generate_file_chunked(
     threads: usize,
     chunk_records: u64,
 ) -> io::Result<()> {
-    let total = count
-        .checked_mul(RECORD_LEN as u64)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "record count too large"))?;
-    let file = OpenOptions::new().write(true).create(true).truncate(true).open(path)?;
-    file.set_len(total)?;
-    if count == 0 {
-        return Ok(());
-    }
-    let chunks = count.div_ceil(chunk_records);
-    let threads = u64::try_from(threads.max(1)).unwrap_or(u64::MAX).min(chunks);
-    let job = GenJob {
-        file: &file,
+    let total = file_len(start, count).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let job = |file, in_order| GenJob {
+        file,
+        in_order,
         start,
         count,
         ascii,
         chunk_records,
-        chunks,
+        chunks: count.div_ceil(chunk_records),
         next: AtomicU64::new(0),
         failed: AtomicBool::new(false),
     };
-    if threads == 1 {
-        return job.run();
-    }
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads).map(|_| scope.spawn(|| job.run())).collect();
-        let mut result = Ok(());
-        for worker in workers {
-            let outcome = worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            if result.is_ok() {
-                result = outcome;
-            }
+    match atomic::destination(path)? {
+        Destination::InPlace(path) => {
+            let file = OpenOptions::new().write(true).open(path)?;
+            job(&file, true).run_on(1)
         }
-        result
-    })
+        Destination::Replace(target) => {
+            let temp = TempFile::create(&target)?;
+            temp.file().set_len(total)?;
+            job(temp.file(), false).run_on(threads)?;
+            temp.commit()
+        }
+    }
 }
 
 /// Shared state of one [`generate_file`] call: workers claim chunk numbers from `next`.
 struct GenJob<'a> {
     file: &'a File,
+    /// Write chunks one after the other (one worker) rather than at their offsets.
+    in_order: bool,
     start: u128,
     count: u64,
     ascii: bool,
@@ -273,6 +310,25 @@ struct GenJob<'a> {
 }
 
 impl GenJob<'_> {
+    /// Generates every chunk on up to `threads` workers (`0` is treated as `1`).
+    fn run_on(&self, threads: usize) -> io::Result<()> {
+        let threads = u64::try_from(threads.max(1)).unwrap_or(u64::MAX).min(self.chunks);
+        if threads <= 1 {
+            return self.run();
+        }
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads).map(|_| scope.spawn(|| self.run())).collect();
+            let mut result = Ok(());
+            for worker in workers {
+                let outcome = worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                if result.is_ok() {
+                    result = outcome;
+                }
+            }
+            result
+        })
+    }
+
     fn run(&self) -> io::Result<()> {
         let chunk_len =
             usize::try_from(self.chunk_records.min(self.count)).expect("chunk fits in memory") * RECORD_LEN;
@@ -287,7 +343,13 @@ impl GenJob<'_> {
             // `records <= chunk_records`, which was just shown to fit in a `usize`.
             let bytes = &mut buf[..records as usize * RECORD_LEN];
             fill_records(self.start.wrapping_add(u128::from(first)), bytes, self.ascii);
-            if let Err(err) = self.file.write_all_at(bytes, first * RECORD_LEN as u64) {
+            let written = if self.in_order {
+                let mut file = self.file;
+                file.write_all(bytes)
+            } else {
+                self.file.write_all_at(bytes, first * RECORD_LEN as u64)
+            };
+            if let Err(err) = written {
                 self.failed.store(true, Ordering::Relaxed);
                 return Err(err);
             }
@@ -298,7 +360,6 @@ impl GenJob<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
     use std::process::{Command, Stdio};
 
     /// sha256 of `data` in lowercase hex, via the system's `sha256sum`.
@@ -475,6 +536,42 @@ mod tests {
         std::fs::write(&path, b"old contents").unwrap();
         generate_file(&path, 0, 0, false, 3).unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn ranges_that_no_file_can_hold_are_refused() {
+        assert_eq!(file_len(0, 0), Ok(0));
+        assert_eq!(file_len(u128::MAX, 1), Ok(100));
+        assert_eq!(file_len(u128::MAX, 0), Ok(0));
+        assert_eq!(file_len(5, i64::MAX as u64 / 100), Ok(i64::MAX as u64 / 100 * 100));
+        assert_eq!(
+            file_len(0, i64::MAX as u64 / 100 + 1),
+            Err(RangeError::TooLarge { count: i64::MAX as u64 / 100 + 1 })
+        );
+        assert!(matches!(file_len(u128::MAX, 2), Err(RangeError::PastLastRecord { .. })));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"old").unwrap();
+        let err = generate_file(&path, 0, 100_000_000_000_000_000, false, 2).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert!(err.to_string().contains("more than a file can hold"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"old");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file");
+    }
+
+    #[test]
+    fn fifos_are_written_in_place_in_order() {
+        use std::os::unix::fs::FileTypeExt;
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let reader = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || std::fs::read(fifo).unwrap())
+        };
+        generate_file_chunked(&fifo, 3, 2_345, true, 4, 100).unwrap();
+        assert!(reader.join().unwrap() == records(3, 2_345, true));
+        assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
     }
 
     #[test]
