@@ -1,7 +1,8 @@
 //! Options shared by the job subcommands, and running a job with progress and metrics.
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -10,6 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use spillway_engine::shuffle::{IoBackend, Partitioner, ReadMode};
 use spillway_engine::{ConfigError, Engine, Inputs, Job, MIN_MEMORY_BUDGET, Metrics, OutputSpec, Progress};
+use spillway_tools::atomic;
 
 /// An error in the user's input found by the tool itself (exit status 3).
 #[derive(Debug, thiserror::Error)]
@@ -203,7 +205,7 @@ impl JobOptions {
             builder = builder.spill_dir(dir);
         }
         let engine = builder.build().map_err(UsageError::from)?;
-        let output = self.check_paths()?;
+        let output = self.check_paths(inputs)?;
         let bar =
             (!quiet && std::io::stderr().is_terminal()).then(|| ProgressBar::start(Arc::clone(&progress)));
         let result = match partitioner {
@@ -221,13 +223,13 @@ impl JobOptions {
     }
 
     /// Checks everything the job will write, before any work starts, and returns the output:
-    /// `--spill-dir` (a directory if it exists) and `--out-dir` / `--out`
-    /// ([`OutputSpec::check`]).
+    /// `--spill-dir` (a directory if it exists), `--out-dir` / `--out`
+    /// ([`OutputSpec::check`]) and `--metrics` ([`JobOptions::check_metrics`]).
     ///
     /// # Errors
     ///
     /// An [`InputError`] or an engine input error (exit status 3), naming the path.
-    pub fn check_paths(&self) -> anyhow::Result<OutputSpec> {
+    pub fn check_paths(&self, inputs: &Inputs) -> anyhow::Result<OutputSpec> {
         if let Some(dir) = &self.spill_dir
             && std::fs::metadata(dir).is_ok_and(|meta| !meta.is_dir())
         {
@@ -239,19 +241,74 @@ impl JobOptions {
             (None, None) => OutputSpec::Stdout,
         };
         output.check()?;
+        self.check_metrics(inputs)?;
         Ok(output)
     }
 
-    fn report(&self, metrics: &Metrics, quiet: bool) -> anyhow::Result<()> {
-        let json = serde_json::to_string_pretty(metrics).expect("metrics serialize");
+    /// Checks `--metrics FILE`: its directory exists, it is not a directory, and it is
+    /// neither the `--out` file, nor inside the `--out-dir` directory, nor an input (each of
+    /// which the metrics would overwrite after the job).
+    fn check_metrics(&self, inputs: &Inputs) -> Result<(), InputError> {
+        let Some(path) = &self.metrics else { return Ok(()) };
+        let refuse = |what: &str| Err(InputError(format!("--metrics {}: {what}", path.display())));
+        let target = match atomic::destination(path) {
+            Ok(atomic::Destination::Replace(target)) => target,
+            Ok(atomic::Destination::InPlace(_)) => return Ok(()), // a device or FIFO
+            Err(e) => return refuse(&e.to_string()),
+        };
+        let Some(metrics) = FileId::of(&target) else { return Ok(()) };
+        let is_metrics = |path: &Path| FileId::of(path).as_ref() == Some(&metrics);
+        if self.out.as_deref().is_some_and(is_metrics) {
+            return refuse("is also the --out file");
+        }
+        if let Some(dir) = &self.out_dir
+            && let (Ok(dir), Ok(parent)) =
+                (std::fs::canonicalize(dir), std::fs::canonicalize(atomic::parent_dir(&target)))
+            && dir == parent
+        {
+            return refuse("is inside the --out-dir directory");
+        }
+        if inputs.files().iter().any(|input| is_metrics(&input.path)) {
+            return refuse("is also an input");
+        }
+        Ok(())
+    }
+
+    /// Reports a job's metrics (`json`): written to `--metrics` atomically, and printed on
+    /// standard error unless `quiet`.
+    pub fn report_json(&self, json: &str, quiet: bool) -> anyhow::Result<()> {
         if let Some(path) = &self.metrics {
-            std::fs::write(path, format!("{json}\n"))
+            atomic::write(path, format!("{json}\n").as_bytes())
                 .with_context(|| format!("writing {}", path.display()))?;
         }
         if !quiet {
             eprint_line(json);
         }
         Ok(())
+    }
+
+    fn report(&self, metrics: &Metrics, quiet: bool) -> anyhow::Result<()> {
+        self.report_json(&serde_json::to_string_pretty(metrics).expect("metrics serialize"), quiet)
+    }
+}
+
+/// Which file a path names, to tell whether two paths name the same file.
+#[derive(Debug, PartialEq, Eq)]
+enum FileId {
+    /// An existing file: its device and inode.
+    Inode(u64, u64),
+    /// A file that does not exist (yet): its canonical directory joined with its name.
+    Path(PathBuf),
+}
+
+impl FileId {
+    /// The file `path` names, or `None` when neither it nor its directory can be resolved.
+    fn of(path: &Path) -> Option<Self> {
+        if let Ok(meta) = std::fs::metadata(path) {
+            return Some(FileId::Inode(meta.dev(), meta.ino()));
+        }
+        let dir = std::fs::canonicalize(atomic::parent_dir(path)).ok()?;
+        Some(FileId::Path(dir.join(path.file_name()?)))
     }
 }
 

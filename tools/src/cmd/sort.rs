@@ -5,11 +5,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::Context;
 use spillway_engine::Progress;
 use spillway_engine::sort::{RecordSortJob, SortOptions, sample_partitioner, sort_records};
 
-use super::common::{InputError, JobOptions, ProgressBar, UsageError, eprint_line, parse_positive};
+use super::common::{InputError, JobOptions, ProgressBar, UsageError, parse_positive};
 
 /// Arguments of `spillway sort`.
 #[derive(Debug, clap::Args)]
@@ -62,7 +61,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.generic || ranks > 1 {
         let inputs = job.inputs(&args.inputs)?;
         // Before sampling reads the inputs (the job checks them again when it starts).
-        job.check_paths()?;
+        job.check_paths(&inputs)?;
         let partitioner = sample_partitioner(&inputs, args.record_size, job.partitions)?;
         return job.run_job_with(
             &RecordSortJob { record_size: args.record_size },
@@ -85,19 +84,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     options.validate().map_err(UsageError::from)?;
     let inputs = job.inputs(&args.inputs)?;
-    let output = job.check_paths()?;
+    let output = job.check_paths(&inputs)?;
     let bar =
         (!job.quiet && std::io::stderr().is_terminal()).then(|| ProgressBar::start(Arc::clone(&progress)));
     let result = sort_records(&inputs, &output, &options).map(|m| serde_json::to_string_pretty(&m));
     if let Some(bar) = bar {
         bar.finish();
     }
-    let json = result?.expect("metrics serialize");
-    if let Some(path) = &job.metrics {
-        std::fs::write(path, format!("{json}\n")).with_context(|| format!("writing {}", path.display()))?;
-    }
-    if !job.quiet {
-        eprint_line(json);
-    }
+    job.report_json(&result?.expect("metrics serialize"), job.quiet)?;
     Ok(ExitCode::SUCCESS)
 }
