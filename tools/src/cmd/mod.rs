@@ -39,10 +39,10 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Count words: lines `word<TAB>count`, sorted by word in byte order.
-    #[command(after_help = AFTER_HELP)]
+    #[command(after_help = AFTER_HELP, mut_arg("inputs", |a| a.help(words::WORDCOUNT_INPUTS)))]
     Wordcount(words::Args),
     /// Build an inverted index: lines `word<TAB>N<TAB>doc1,doc2,...`.
-    #[command(after_help = AFTER_HELP)]
+    #[command(after_help = AFTER_HELP, mut_arg("inputs", |a| a.help(words::INDEX_INPUTS)))]
     Index(words::Args),
     /// Print lines matching a regular expression as `path:line_number:line`, in input order.
     #[command(after_help = AFTER_HELP)]

@@ -10,8 +10,25 @@ use spillway_engine::sort::{RecordSortJob, SortOptions, sample_partitioner, sort
 
 use super::common::{InputError, JobOptions, ProgressBar, UsageError, parse_positive};
 
-/// Arguments of `spillway sort`.
+/// Arguments of `spillway sort`. The shared job options that mean something else here, or
+/// only with --generic, get their own help.
 #[derive(Debug, clap::Args)]
+#[command(
+    mut_arg("partitions", |a| a.help(
+        "Number of part files R (1 to 1048576) with --out-dir, range-partitioned so that they \
+         concatenate in order; with --generic also the reduce parallelism"
+    )),
+    mut_arg("memory", |a| a.help(
+        "Memory budget (e.g. 1M, 512M, 2G; at least 64K): the input is sorted in memory when its \
+         records fit (record size + 18 bytes each, plus write buffers), otherwise in sorted runs \
+         under --spill-dir that are then merged"
+    )),
+    mut_arg("split_size", |a| a.help(
+        "With --generic only: the target split size of the engine's map phase [default: input / \
+         (8 x threads), between 1M and 64M]"
+    )),
+    mut_arg("io", |a| a.help("With --generic only: how the engine writes spill runs and outputs (std, uring, auto)")),
+)]
 pub struct Args {
     /// Record length in bytes (Sort Benchmark records: 100).
     #[arg(long, value_name = "BYTES", default_value_t = 100, value_parser = parse_positive)]

@@ -9,6 +9,15 @@ use spillway_engine::text::WordMode;
 
 use super::common::JobOptions;
 
+/// The help of `wordcount`'s INPUT.
+pub const WORDCOUNT_INPUTS: &str = "Input files or directories (directories are read recursively, skipping \
+    names that start with '.' or '_'); their words are counted together";
+
+/// The help of `index`'s INPUT.
+pub const INDEX_INPUTS: &str = "Input files or directories (directories are read recursively, skipping \
+    names that start with '.' or '_'); each file is one document, named in the output by its path \
+    (as given, or the directory as given joined with the path inside it)";
+
 /// Arguments of `spillway wordcount` and `spillway index`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -18,9 +27,8 @@ pub struct Args {
     ascii: bool,
     #[command(flatten)]
     job: JobOptions,
-    /// Input files or directories (directories are read recursively, skipping names that
-    /// start with '.' or '_'). For `index`, each file is one document, named by its path as
-    /// given.
+    /// Input files or directories (each command sets its own help: [`WORDCOUNT_INPUTS`],
+    /// [`INDEX_INPUTS`]).
     #[arg(required = true, value_name = "INPUT")]
     inputs: Vec<PathBuf>,
 }
