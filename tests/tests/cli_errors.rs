@@ -1,0 +1,392 @@
+//! The `spillway` binary when things go wrong: failed or impossible writes keep the files
+//! that were there, flags and paths are checked before any work with one clear line and the
+//! documented exit status (2 usage, 3 bad input, 1 failure), a full standard error or a
+//! panic does not change that, and signals still end a blocked command.
+
+use std::fs::File;
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use spillway_tests::{spillway, spillway_bin};
+
+fn s(path: &Path) -> &str {
+    path.to_str().expect("UTF-8 test path")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Asserts that `out` exited with `code` and printed exactly one line on standard error,
+/// starting with `spillway: ` and containing every one of `needles`.
+#[track_caller]
+fn assert_one_line(out: &Output, code: i32, needles: &[&str]) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(code), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(err.starts_with("spillway: "), "{err}");
+    for needle in needles {
+        assert!(err.contains(needle), "lacks {needle:?}: {err}");
+    }
+}
+
+/// The names in `dir`, sorted.
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    names
+}
+
+/// A directory with a small text input, `in.txt`.
+fn with_input() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.txt");
+    std::fs::write(&input, "b a b\n").unwrap();
+    (dir, input)
+}
+
+/// A character device like `/dev/full` (every write fails with ENOSPC) at `dir/full`, where
+/// this machine lets us make one (root); never the real one.
+fn full_device(dir: &Path) -> Option<PathBuf> {
+    let full = dir.join("full");
+    let made = Command::new("mknod").arg(&full).args(["c", "1", "7"]).stderr(Stdio::null()).status();
+    made.is_ok_and(|st| st.success()).then_some(full)
+}
+
+/// A 1 MiB tmpfs mounted on a new directory, unmounted when dropped.
+struct TinyFs {
+    dir: tempfile::TempDir,
+}
+
+impl TinyFs {
+    /// Mounts it, or `None` where this machine does not allow it (not root).
+    fn mount() -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+            .arg(dir.path())
+            .stderr(Stdio::null())
+            .status();
+        mounted.is_ok_and(|st| st.success()).then_some(TinyFs { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for TinyFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+/// `gen records` into an existing file where the new one cannot be written (a full file
+/// system; a file size limit) fails and leaves the old file as it was, with no temporary
+/// file left behind when the failure is an error.
+#[test]
+fn gen_records_that_fail_keep_the_old_file() {
+    if let Some(fs) = TinyFs::mount() {
+        let file = fs.path().join("records.dat");
+        assert!(spillway(&["gen", "records", "1000", s(&file)]).status.success());
+        let old = std::fs::read(&file).unwrap();
+        // 2 MB into a 1 MiB file system.
+        let out = spillway(&["gen", "records", "20000", s(&file)]);
+        assert_one_line(&out, 1, &[s(&file), "No space left"]);
+        assert!(std::fs::read(&file).unwrap() == old, "the old file was changed");
+        assert_eq!(names(fs.path()), ["records.dat"], "temporary file left");
+    }
+
+    // Anywhere: a file size limit kills the generator (SIGXFSZ) when the new file grows
+    // past it; the old file is untouched.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("records.dat");
+    std::fs::write(&file, b"old records").unwrap();
+    let script = format!("ulimit -f 100 && exec {} gen records 20000 {}", spillway_bin().display(), s(&file));
+    let out = Command::new("sh").arg("-c").arg(&script).output().unwrap();
+    assert!(!out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read(&file).unwrap(), b"old records");
+}
+
+/// Record counts no file can hold, and ranges past the last record number, are usage errors
+/// found before the file is touched.
+#[test]
+fn gen_records_refuses_impossible_ranges_before_touching_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("records.dat");
+    std::fs::write(&file, b"old").unwrap();
+    let out = spillway(&["gen", "records", "100000000000000000", s(&file)]);
+    assert_one_line(&out, 2, &["100000000000000000 records", "more than a file can hold"]);
+    let last = u128::MAX.to_string();
+    let out = spillway(&["gen", "records", "--start", &last, "2", s(&file)]);
+    assert_one_line(&out, 2, &["last record number"]);
+    assert!(
+        spillway(&["gen", "records", "--start", &last, "1", s(&dir.path().join("last"))]).status.success()
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), b"old");
+    assert_eq!(names(dir.path()), ["last", "records.dat"]);
+}
+
+/// A FIFO is written in place, in order (the records a regular file gets); a directory or a
+/// missing directory is bad input naming the path.
+#[test]
+fn gen_records_writes_fifos_in_place_and_names_bad_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let regular = dir.path().join("regular.dat");
+    assert!(spillway(&["gen", "records", "-t", "2", "25000", s(&regular)]).status.success());
+    let fifo = dir.path().join("fifo");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let read = dir.path().join("read.dat");
+    let mut reader = Command::new("cat").arg(&fifo).stdout(File::create(&read).unwrap()).spawn().unwrap();
+    let out = spillway(&["gen", "records", "-t", "2", "25000", s(&fifo)]);
+    if !out.status.success() {
+        let _ = reader.kill(); // nobody else will open the FIFO for writing
+    }
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(reader.wait().unwrap().success());
+    assert!(std::fs::read(&read).unwrap() == std::fs::read(&regular).unwrap(), "FIFO output differs");
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo(), "the FIFO was replaced");
+
+    assert_one_line(
+        &spillway(&["gen", "records", "10", s(dir.path())]),
+        3,
+        &[s(dir.path()), "is a directory"],
+    );
+    let missing = dir.path().join("no-such-dir/records.dat");
+    assert_one_line(&spillway(&["gen", "records", "10", s(&missing)]), 3, &[s(&missing), "No such file"]);
+}
+
+/// `--metrics FILE` is checked before the job (exit 3 naming it, nothing written): its
+/// directory must exist, and it must be neither a directory, the --out file (also through a
+/// link, also when neither exists yet), a file inside --out-dir, nor an input. When fine it is
+/// replaced atomically. The same for every job and both sort paths.
+#[test]
+fn metrics_path_is_checked_before_the_job_and_written_atomically() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("in.txt");
+    std::fs::write(&text, "b a b\n").unwrap();
+    let records = dir.path().join("records.dat");
+    assert!(spillway(&["gen", "records", "1000", s(&records)]).status.success());
+    let out = dir.path().join("out");
+    let existing = dir.path().join("existing");
+    std::fs::write(&existing, b"keep me").unwrap();
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&existing, &link).unwrap();
+    let out_dir = dir.path().join("out-dir");
+    std::fs::create_dir(&out_dir).unwrap();
+    let missing = dir.path().join("no-such-dir/m.json");
+
+    let jobs: [&[&str]; 5] = [
+        &["wordcount", "-q"],
+        &["index", "-q"],
+        &["grep", "-q", "a"],
+        &["sort", "-q"],
+        &["sort", "-q", "--generic", "-r", "2"],
+    ];
+    for job in jobs {
+        let input = if job[0] == "sort" { &records } else { &text };
+        let run = |extra: &[&str]| spillway(&[job, extra, &[s(input)]].concat());
+        let before = names(dir.path());
+        for (metrics, out_flags, what) in [
+            (s(&missing), vec!["--out", s(&out)], "No such file"),
+            (s(dir.path()), vec!["--out", s(&out)], "is a directory"),
+            (s(&out), vec!["--out", s(&out)], "is also the --out file"),
+            (s(&existing), vec!["--out", s(&existing)], "is also the --out file"),
+            (s(&link), vec!["--out", s(&existing)], "is also the --out file"),
+            (s(input), vec!["--out", s(&out)], "is also an input"),
+        ] {
+            let got = run(&[&["--metrics", metrics][..], &out_flags].concat());
+            assert_one_line(&got, 3, &["--metrics", metrics, what]);
+        }
+        let inside = out_dir.join("part-00000");
+        let got = run(&["--metrics", s(&inside), "--out-dir", s(&out_dir)]);
+        assert_one_line(&got, 3, &[s(&inside), "inside the --out-dir"]);
+        assert_eq!(names(dir.path()), before, "{job:?} wrote something");
+        assert!(names(&out_dir).is_empty());
+        assert_eq!(std::fs::read(&existing).unwrap(), b"keep me");
+
+        // Fine: written whole, replacing what was there, with no temporary file left.
+        let metrics = dir.path().join("metrics.json");
+        std::fs::write(&metrics, b"old").unwrap();
+        let got = run(&["--metrics", s(&metrics), "--out", s(&out)]);
+        assert!(got.status.success(), "{job:?}: {}", stderr(&got));
+        let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&metrics).unwrap()).unwrap();
+        assert!(json.get("input_bytes").is_some(), "{json}");
+        assert!(names(dir.path()).iter().all(|n| !n.contains("spillway-tmp")), "{:?}", names(dir.path()));
+        std::fs::remove_file(&metrics).unwrap();
+        std::fs::remove_file(&out).unwrap();
+    }
+}
+
+/// `spillway valsort FIFO` blocks until a writer opens the FIFO; SIGINT must still end it
+/// with 130 (the report, not the wait, holds standard error).
+#[test]
+fn valsort_blocked_on_a_fifo_exits_on_sigint() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let mut child =
+        Command::new(spillway_bin()).arg("valsort").arg(&fifo).stderr(Stdio::piped()).spawn().unwrap();
+    // Wait until the process catches SIGINT (bit 1 of SigCgt), so that the signal is not
+    // delivered before the handler exists.
+    let status = format!("/proc/{}/status", child.id());
+    let started = Instant::now();
+    let catches_sigint = || {
+        std::fs::read_to_string(&status).ok().and_then(|text| {
+            let mask = text.lines().find_map(|l| l.strip_prefix("SigCgt:"))?;
+            Some(u64::from_str_radix(mask.trim(), 16).ok()? & 2 != 0)
+        })
+    };
+    while catches_sigint() != Some(true) && started.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let killed = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exited = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = child.kill();
+    let output = child.wait_with_output().unwrap();
+    let exited = exited.expect("valsort ignored SIGINT for 10 s");
+    assert_eq!(exited.code(), Some(130), "{}", stderr(&output));
+    assert!(stderr(&output).contains("interrupted by SIGINT"), "{}", stderr(&output));
+}
+
+/// A standard error that fails every write (a full device) changes no exit status: bad input
+/// stays 3, a usage error 2, success (whose metrics cannot be printed) 0.
+#[test]
+fn a_failing_standard_error_keeps_the_exit_status() {
+    let (dir, input) = with_input();
+    let Some(full) = full_device(dir.path()) else { return };
+    let run = |args: &[&str]| {
+        let sink = std::fs::OpenOptions::new().write(true).open(&full).unwrap();
+        Command::new(spillway_bin()).args(args).stdout(Stdio::null()).stderr(sink).status().unwrap()
+    };
+    assert_eq!(run(&["wordcount", "-q", "/no/such/input"]).code(), Some(3));
+    assert_eq!(run(&["wordcount", "-t", "0", s(&input)]).code(), Some(2));
+    assert_eq!(run(&["grep", "(", s(&input)]).code(), Some(2));
+    assert_eq!(run(&["wordcount", s(&input)]).code(), Some(0));
+    let records = dir.path().join("records.dat");
+    assert!(spillway(&["gen", "records", "100", s(&records)]).status.success());
+    assert_eq!(run(&["sort", "--out", s(&dir.path().join("sorted")), s(&records)]).code(), Some(0));
+    assert_eq!(run(&["valsort", s(&records)]).code(), Some(1), "valsort's own status");
+    assert!(std::fs::metadata(&full).unwrap().file_type().is_char_device());
+}
+
+/// A panic that reaches `main` (here: no thread can be spawned, as no stack fits) prints one
+/// line without a backtrace, even with RUST_BACKTRACE=1, and exits 1.
+#[test]
+fn panics_print_one_line_and_exit_1() {
+    let (_dir, input) = with_input();
+    let out = Command::new(spillway_bin())
+        .args(["wordcount", "-q"])
+        .arg(&input)
+        .env("RUST_BACKTRACE", "1")
+        .env("RUST_MIN_STACK", (1u64 << 50).to_string())
+        .output()
+        .unwrap();
+    assert_one_line(&out, 1, &["spillway: internal error: ", " (at "]);
+    let err = stderr(&out);
+    assert!(!err.contains("backtrace") && !err.contains("panicked at"), "{err}");
+}
+
+/// Out-of-range flag values are usage errors (exit 2) on one line naming the flag, the same
+/// in every subcommand.
+#[test]
+fn out_of_range_flags_are_usage_errors_naming_the_flag() {
+    let (dir, input) = with_input();
+    let out = dir.path().join("out");
+    let shared: [(&[&str], &str); 7] = [
+        (&["-t", "0"], "--threads"),
+        (&["-r", "0"], "--partitions"),
+        (&["-r", "4294967295"], "--partitions"),
+        (&["--memory", "0"], "--memory"),
+        (&["--max-open-runs", "1"], "--max-open-runs"),
+        (&["--split-size", "0"], "--split-size"),
+        (&["--memory", "1K"], "--memory"),
+    ];
+    let jobs: [&[&str]; 5] = [&["wordcount"], &["index"], &["grep", "a"], &["sort"], &["sort", "--generic"]];
+    for job in jobs {
+        for (flags, name) in shared {
+            let got = spillway(&[job, flags, &["-q", "--out", s(&out), s(&input)]].concat());
+            assert_one_line(&got, 2, &[name]);
+        }
+    }
+    for sort in [&["sort"][..], &["sort", "--generic"]] {
+        for (flags, name) in [
+            (&["--key-size", "0"][..], "--key-size"),
+            (&["--record-size", "0"], "--record-size"),
+            (&["--key-size", "20", "--record-size", "10"], "--key-size 20"),
+        ] {
+            assert_one_line(&spillway(&[sort, flags, &["-q", s(&input)]].concat()), 2, &[name]);
+        }
+    }
+    assert_one_line(&spillway(&["gen", "records", "-t", "0", "10", s(&out)]), 2, &["--threads"]);
+    assert_one_line(&spillway(&["valsort", "-t", "0", s(&input)]), 2, &["--threads"]);
+    assert!(!out.exists());
+}
+
+/// An invalid grep pattern is a usage error on one line.
+#[test]
+fn invalid_grep_patterns_are_one_line_usage_errors() {
+    let (_dir, input) = with_input();
+    let out = spillway(&["grep", "(", s(&input)]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(stderr(&out), "spillway: error: invalid pattern '(': unclosed group\n");
+    assert_one_line(
+        &spillway(&["grep", "a{2,1}", s(&input)]),
+        2,
+        &["invalid pattern 'a{2,1}': invalid repetition"],
+    );
+}
+
+/// A regular file named by --spill-dir or --out-dir is bad input (exit 3) for every job,
+/// found before any work.
+#[test]
+fn files_named_as_directories_are_bad_input() {
+    let (dir, input) = with_input();
+    let records = dir.path().join("records.dat");
+    assert!(spillway(&["gen", "records", "1000", s(&records)]).status.success());
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let jobs: [&[&str]; 4] =
+        [&["wordcount"], &["grep", "a"], &["sort", "--memory", "64K"], &["sort", "--generic"]];
+    for job in jobs {
+        let input = if job[0] == "sort" { &records } else { &input };
+        let got = spillway(&[job, &["-q", "--spill-dir", s(&file), s(input)]].concat());
+        assert_one_line(&got, 3, &[&format!("--spill-dir {} is not a directory", s(&file))]);
+        let got = spillway(&[job, &["-q", "--out-dir", s(&file), s(input)]].concat());
+        assert_one_line(&got, 3, &[s(&file), "not a directory"]);
+    }
+    assert_eq!(std::fs::read(&file).unwrap(), b"x");
+}
+
+/// `--help` texts say what the flags do for each command.
+#[test]
+fn help_texts_fit_their_commands() {
+    let help = |args: &[&str]| {
+        let out = spillway(args);
+        assert!(out.status.success());
+        // Lines are wrapped to the terminal: compare with whitespace collapsed.
+        String::from_utf8(out.stdout).unwrap().split_whitespace().collect::<Vec<_>>().join(" ")
+    };
+    assert!(!help(&["--help"]).contains("inspect"));
+    let sort = help(&["sort", "--help"]);
+    assert!(sort.contains("--io <BACKEND> With --generic only"), "{sort}");
+    assert!(sort.contains("--split-size <SIZE> With --generic only"), "{sort}");
+    assert!(sort.contains("-r, --partitions <R> Number of part files"), "{sort}");
+    assert!(help(&["wordcount", "--help"]).contains("-r, --partitions <R> Partitions R (1 to 1048576)"));
+    let wordcount = help(&["wordcount", "--help"]);
+    assert!(!wordcount.contains("index") && !wordcount.contains("document"), "{wordcount}");
+    assert!(help(&["index", "--help"]).contains("each file is one document"));
+}
