@@ -161,8 +161,8 @@ fn gen_records_writes_fifos_in_place_and_names_bad_paths() {
 
 /// `--metrics FILE` is checked before the job (exit 3 naming it, nothing written): its
 /// directory must exist, and it must be neither a directory, the --out file (also through a
-/// link, also when neither exists yet), a file inside --out-dir, nor an input. When fine it is
-/// replaced atomically. The same for every job and both sort paths.
+/// link, a dangling one too, also when neither exists yet), a file inside --out-dir, nor an
+/// input. When fine it is replaced atomically. The same for every job and both sort paths.
 #[test]
 fn metrics_path_is_checked_before_the_job_and_written_atomically() {
     let dir = tempfile::tempdir().unwrap();
@@ -175,6 +175,8 @@ fn metrics_path_is_checked_before_the_job_and_written_atomically() {
     std::fs::write(&existing, b"keep me").unwrap();
     let link = dir.path().join("link");
     std::os::unix::fs::symlink(&existing, &link).unwrap();
+    let dangling = dir.path().join("dangling");
+    std::os::unix::fs::symlink("out", &dangling).unwrap();
     let out_dir = dir.path().join("out-dir");
     std::fs::create_dir(&out_dir).unwrap();
     let missing = dir.path().join("no-such-dir/m.json");
@@ -196,6 +198,8 @@ fn metrics_path_is_checked_before_the_job_and_written_atomically() {
             (s(&out), vec!["--out", s(&out)], "is also the --out file"),
             (s(&existing), vec!["--out", s(&existing)], "is also the --out file"),
             (s(&link), vec!["--out", s(&existing)], "is also the --out file"),
+            (s(&dangling), vec!["--out", s(&out)], "is also the --out file"),
+            (s(&out), vec!["--out", s(&dangling)], "is also the --out file"),
             (s(input), vec!["--out", s(&out)], "is also an input"),
         ] {
             let got = run(&[&["--metrics", metrics][..], &out_flags].concat());

@@ -4,7 +4,8 @@
 //! there before.
 //!
 //! Devices, FIFOs and sockets are written in place instead (renaming over them would destroy
-//! them), and a symbolic link is followed: the file it points to is replaced, the link stays.
+//! them), and a symbolic link is followed: the file it points to is replaced (or created, for
+//! a dangling link), the link stays. (The same rules as the engine's outputs.)
 //! Temporary files are registered while they exist, so that a signal handler can remove them
 //! with [`remove_temporaries`] before the process exits.
 
@@ -29,17 +30,25 @@ pub enum Destination {
 ///
 /// # Errors
 ///
-/// `path` is a directory, does not name a file, or its directory does not exist or is not a
-/// directory; the message names the directory when it is the problem (callers add the path).
+/// `path` is a directory, ends with `/`, does not name a file, or its directory does not
+/// exist or is not a directory; the message names the directory when it is the problem
+/// (callers add the path).
 pub fn destination(path: &Path) -> io::Result<Destination> {
+    if path.as_os_str().as_encoded_bytes().ends_with(b"/") {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "ends with / (names a directory)"));
+    }
+    let is_link = |path: &Path| std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
     match std::fs::metadata(path) {
         Ok(meta) if meta.is_dir() => Err(io::Error::new(io::ErrorKind::IsADirectory, "is a directory")),
-        Ok(meta) if meta.is_file() => {
-            let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
-            Ok(Destination::Replace(if is_link { std::fs::canonicalize(path)? } else { path.to_owned() }))
-        }
+        Ok(meta) if meta.is_file() => Ok(Destination::Replace(if is_link(path) {
+            std::fs::canonicalize(path)?
+        } else {
+            path.to_owned()
+        })),
         Ok(_) => Ok(Destination::InPlace(path.to_owned())),
         Err(e) if !matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => Err(e),
+        // A link to a file that does not exist yet: the file is created where it points.
+        Err(_) if is_link(path) => destination(&dangling_target(path)?),
         Err(_) => {
             if path.file_name().is_none() {
                 return Err(io::Error::new(io::ErrorKind::InvalidInput, "does not name a file"));
@@ -55,6 +64,17 @@ pub fn destination(path: &Path) -> io::Result<Destination> {
             }
         }
     }
+}
+
+/// Where the dangling symbolic link `path` points, through further links (at most 40, as the
+/// kernel allows), relative targets taken from the directory of the link.
+fn dangling_target(path: &Path) -> io::Result<PathBuf> {
+    let mut at = path.to_owned();
+    for _ in 0..40 {
+        let Ok(target) = std::fs::read_link(&at) else { return Ok(at) };
+        at = parent_dir(&at).join(target); // an absolute target replaces the directory
+    }
+    Err(io::Error::new(io::ErrorKind::InvalidInput, "too many levels of symbolic links"))
 }
 
 /// The directory `path` is in (`.` for a bare file name).
@@ -197,6 +217,14 @@ mod tests {
         assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
         assert_eq!(std::fs::read(&file).unwrap(), b"three");
         assert_eq!(names(dir.path()), ["f", "link"]);
+
+        // A dangling link (relative, through a second link): the file is created where it
+        // points.
+        std::os::unix::fs::symlink("new", dir.path().join("dangling")).unwrap();
+        std::os::unix::fs::symlink("dangling", dir.path().join("chain")).unwrap();
+        write(&dir.path().join("chain"), b"four").unwrap();
+        assert_eq!(std::fs::read(dir.path().join("new")).unwrap(), b"four");
+        assert!(std::fs::symlink_metadata(dir.path().join("chain")).unwrap().file_type().is_symlink());
     }
 
     #[test]
@@ -223,6 +251,7 @@ mod tests {
         assert_eq!(destination(&file).unwrap(), Destination::Replace(file.clone()));
         std::fs::write(&file, b"").unwrap();
         assert!(destination(&file.join("g")).unwrap_err().to_string().contains("is not a directory"));
+        assert!(destination(&dir.path().join("new/")).unwrap_err().to_string().contains("ends with /"));
         assert_eq!(destination(Path::new("/dev/null")).unwrap(), Destination::InPlace("/dev/null".into()));
     }
 }

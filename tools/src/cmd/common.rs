@@ -245,9 +245,9 @@ impl JobOptions {
         Ok(output)
     }
 
-    /// Checks `--metrics FILE`: its directory exists, it is not a directory, and it is
-    /// neither the `--out` file, nor inside the `--out-dir` directory, nor an input (each of
-    /// which the metrics would overwrite after the job).
+    /// Checks `--metrics FILE`: its directory exists and takes new files, it is not a
+    /// directory, and it is neither the `--out` file, nor inside the `--out-dir` directory,
+    /// nor an input (each of which the metrics would overwrite after the job).
     fn check_metrics(&self, inputs: &Inputs) -> Result<(), InputError> {
         let Some(path) = &self.metrics else { return Ok(()) };
         let refuse = |what: &str| Err(InputError(format!("--metrics {}: {what}", path.display())));
@@ -256,6 +256,10 @@ impl JobOptions {
             Ok(atomic::Destination::InPlace(_)) => return Ok(()), // a device or FIFO
             Err(e) => return refuse(&e.to_string()),
         };
+        // A read-only directory fails now rather than after the job (the probe is removed).
+        if let Err(e) = atomic::TempFile::create(&target) {
+            return refuse(&format!("cannot create a file in its directory: {e}"));
+        }
         let Some(metrics) = FileId::of(&target) else { return Ok(()) };
         let is_metrics = |path: &Path| FileId::of(path).as_ref() == Some(&metrics);
         if self.out.as_deref().is_some_and(is_metrics) {
@@ -297,7 +301,8 @@ impl JobOptions {
 enum FileId {
     /// An existing file: its device and inode.
     Inode(u64, u64),
-    /// A file that does not exist (yet): its canonical directory joined with its name.
+    /// A file that does not exist (yet): the canonical directory it will be created in (a
+    /// dangling link followed) joined with its name.
     Path(PathBuf),
 }
 
@@ -307,8 +312,9 @@ impl FileId {
         if let Ok(meta) = std::fs::metadata(path) {
             return Some(FileId::Inode(meta.dev(), meta.ino()));
         }
-        let dir = std::fs::canonicalize(atomic::parent_dir(path)).ok()?;
-        Some(FileId::Path(dir.join(path.file_name()?)))
+        let atomic::Destination::Replace(target) = atomic::destination(path).ok()? else { return None };
+        let dir = std::fs::canonicalize(atomic::parent_dir(&target)).ok()?;
+        Some(FileId::Path(dir.join(target.file_name()?)))
     }
 }
 
