@@ -54,5 +54,7 @@ pub use error::{ConfigError, Error, JobError, Result};
 pub use input::{InputFile, Inputs, Split, SplitMode};
 pub use job::{Emitter, FnJob, Job, Values, from_fns};
 pub use metrics::{Metrics, Phase, PhaseTimes, Progress, anon_rss, peak_rss};
-pub use output::{OutputSpec, part_name};
+pub use output::{
+    FileDestination, OutputSpec, TempFile, file_destination, parent_dir, part_name, write_whole,
+};
 pub use spillway_shuffle as shuffle;

@@ -45,9 +45,9 @@ impl OutputSpec {
     }
 }
 
-/// How [`OutputSpec::File`] is written.
+/// How a file named as an output is written ([`file_destination`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum FileDestination {
+pub enum FileDestination {
     /// A new or regular file: written under a temporary name in the same directory, renamed
     /// over this path. A symbolic link is followed: the file it points to is replaced, the
     /// link stays.
@@ -61,8 +61,15 @@ fn output_error(path: &Path, what: &str) -> Error {
     Error::Output { path: path.to_owned(), what: what.to_owned() }
 }
 
-/// Decides how `path` is written (see [`FileDestination`]).
-pub(crate) fn file_destination(path: &Path) -> Result<FileDestination> {
+/// Decides how `path` is written (see [`FileDestination`]), before any work starts. The same
+/// rules serve every file Spillway writes on a user's behalf (`--out`, `--metrics`, `gen
+/// records`).
+///
+/// # Errors
+///
+/// [`Error::Output`] naming `path`: it is a directory, ends with `/`, does not name a file,
+/// its directory does not exist or is not a directory, or it is a loop of links.
+pub fn file_destination(path: &Path) -> Result<FileDestination> {
     if path.as_os_str().as_encoded_bytes().ends_with(b"/") {
         return Err(output_error(path, "ends with / (--out names one file; --out-dir writes part files)"));
     }
@@ -86,10 +93,7 @@ pub(crate) fn file_destination(path: &Path) -> Result<FileDestination> {
             file_destination(&target)
         }
         Err(_) => {
-            let parent = match path.parent() {
-                Some(p) if !p.as_os_str().is_empty() => p,
-                _ => Path::new("."),
-            };
+            let parent = parent_dir(path);
             if path.file_name().is_none() {
                 return Err(output_error(path, "does not name a file"));
             }
@@ -108,10 +112,7 @@ fn dangling_target(path: &Path) -> Result<PathBuf> {
     let mut at = path.to_owned();
     for _ in 0..40 {
         let Ok(target) = std::fs::read_link(&at) else { return Ok(at) };
-        at = match at.parent() {
-            Some(dir) if target.is_relative() => dir.join(target),
-            _ => target,
-        };
+        at = parent_dir(&at).join(target); // an absolute target replaces the directory
     }
     Err(output_error(path, "too many levels of symbolic links"))
 }
@@ -128,9 +129,16 @@ fn probe_writable(path: &Path, output: &Path) -> Result<()> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => {
-            let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-            Err(output_error(output, &format!("cannot create files in {}: {e}", dir.display())))
+            Err(output_error(output, &format!("cannot create files in {}: {e}", parent_dir(path).display())))
         }
+    }
+}
+
+/// The directory `path` is in (`.` for a bare file name).
+pub fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
     }
 }
 
@@ -314,23 +322,181 @@ impl Drop for OutputFile {
     }
 }
 
-/// Makes a rename durable: `fsync` the directory that holds `path` (best effort).
+/// Makes a rename durable: `fsync` the directory that holds `path` (best effort: some file
+/// systems refuse to sync a directory).
 pub(crate) fn sync_parent(path: &Path) {
-    if let Some(parent) = path.parent() {
-        let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
-        if let Ok(dir) = std::fs::File::open(parent) {
-            let _ = dir.sync_all();
+    if let Ok(dir) = std::fs::File::open(parent_dir(path)) {
+        let _ = dir.sync_all();
+    }
+}
+
+/// Writes `bytes` into `path` so that it appears whole or not at all: a regular file (or the
+/// one a link points to) is replaced through a [`TempFile`]; a device or FIFO is written in
+/// place.
+///
+/// # Errors
+///
+/// As [`file_destination`], and any I/O error (a replaced file then keeps what it held).
+pub fn write_whole(path: &Path, bytes: &[u8]) -> Result<()> {
+    match file_destination(path)? {
+        FileDestination::InPlace(path) => std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(bytes))
+            .map_err(|e| Error::io("write", &path, e)),
+        FileDestination::Replace(target) => {
+            let temp = TempFile::create(&target)?;
+            let mut file = temp.file();
+            file.write_all(bytes).map_err(|e| Error::io("write", temp.path(), e))?;
+            temp.commit()
+        }
+    }
+}
+
+/// A file being written under a temporary name next to its final name, with the
+/// permissions of the file it replaces: renamed into place by [`TempFile::commit`], removed
+/// if dropped first, and registered with [`crate::cleanup`] meanwhile (so that a signal
+/// handler removes it too).
+#[derive(Debug)]
+pub struct TempFile {
+    file: std::fs::File,
+    temp: PathBuf,
+    target: PathBuf,
+    committed: bool,
+    _cleanup: crate::cleanup::Registration,
+}
+
+impl TempFile {
+    /// Creates `.NAME.spillway-tmp-PID` (with a `-N` suffix if that exists) in the directory
+    /// of `target`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`]: the temporary file cannot be created.
+    pub fn create(target: &Path) -> Result<Self> {
+        let base = temp_name(target);
+        let mut attempt = 0u32;
+        let (file, temp) = loop {
+            let mut temp = base.clone().into_os_string();
+            if attempt > 0 {
+                temp.push(format!("-{attempt}"));
+            }
+            let temp = PathBuf::from(temp);
+            match std::fs::OpenOptions::new().write(true).create_new(true).open(&temp) {
+                Ok(file) => break (file, temp),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 100 => attempt += 1,
+                Err(e) => return Err(Error::io("create", &temp, e)),
+            }
+        };
+        let _cleanup = crate::cleanup::register(&temp);
+        keep_permissions(&temp, target);
+        Ok(TempFile { file, temp, target: target.to_owned(), committed: false, _cleanup })
+    }
+
+    /// The open temporary file.
+    pub fn file(&self) -> &std::fs::File {
+        &self.file
+    }
+
+    /// The temporary name.
+    pub fn path(&self) -> &Path {
+        &self.temp
+    }
+
+    /// `fsync`s the file, renames it over its final name and `fsync`s the directory.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`]: `fsync` or the rename failed (the temporary file is then removed).
+    pub fn commit(mut self) -> Result<()> {
+        self.file.sync_all().map_err(|e| Error::io("fsync", &self.temp, e))?;
+        std::fs::rename(&self.temp, &self.target).map_err(|e| Error::io("rename", &self.temp, e))?;
+        self.committed = true;
+        sync_parent(&self.target);
+        Ok(())
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.temp);
         }
     }
 }
 
 /// Writes `_SUCCESS` into `dir` atomically.
 pub(crate) fn write_success(dir: &Path, json: &[u8]) -> Result<()> {
-    let path = dir.join("_SUCCESS");
-    let tmp = temp_name(&path);
-    let mut file = std::fs::File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
-    file.write_all(json).and_then(|()| file.sync_all()).map_err(|e| Error::io("write", &tmp, e))?;
-    std::fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &tmp, e))?;
-    sync_parent(&path);
-    Ok(())
+    let temp = TempFile::create(&dir.join("_SUCCESS"))?;
+    let mut file = temp.file();
+    file.write_all(json).map_err(|e| Error::io("write", temp.path(), e))?;
+    temp.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> =
+            std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn whole_writes_replace_files_and_follow_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        write_whole(&file, b"one").unwrap();
+        write_whole(&file, b"two").unwrap();
+        assert_eq!(std::fs::read(&file).unwrap(), b"two");
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        write_whole(&link, b"three").unwrap();
+        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert_eq!(std::fs::read(&file).unwrap(), b"three");
+        assert_eq!(names(dir.path()), ["f", "link"]);
+
+        // A dangling link (relative, through a second link): the file is created where it
+        // points.
+        std::os::unix::fs::symlink("new", dir.path().join("dangling")).unwrap();
+        std::os::unix::fs::symlink("dangling", dir.path().join("chain")).unwrap();
+        write_whole(&dir.path().join("chain"), b"four").unwrap();
+        assert_eq!(std::fs::read(dir.path().join("new")).unwrap(), b"four");
+        assert!(std::fs::symlink_metadata(dir.path().join("chain")).unwrap().file_type().is_symlink());
+    }
+
+    #[test]
+    fn a_dropped_temporary_leaves_the_old_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, b"old").unwrap();
+        let temp = TempFile::create(&file).unwrap();
+        temp.file().write_all(b"partial").unwrap();
+        let second = TempFile::create(&file).unwrap();
+        assert_eq!(names(dir.path()).len(), 3, "{:?}", names(dir.path()));
+        drop((temp, second));
+        assert_eq!(std::fs::read(&file).unwrap(), b"old");
+        assert_eq!(names(dir.path()), ["f"]);
+    }
+
+    #[test]
+    fn destinations() {
+        let dir = tempfile::tempdir().unwrap();
+        let what = |path: &Path| file_destination(path).unwrap_err().to_string();
+        assert!(what(dir.path()).contains("is a directory"));
+        assert!(what(&dir.path().join("no-dir/f")).contains("no-dir"));
+        let file = dir.path().join("f");
+        assert_eq!(file_destination(&file).unwrap(), FileDestination::Replace(file.clone()));
+        std::fs::write(&file, b"").unwrap();
+        assert!(what(&file.join("g")).contains("is not a directory"));
+        assert!(what(&dir.path().join("new/")).contains("ends with /"));
+        let null = Path::new("/dev/null");
+        assert_eq!(file_destination(null).unwrap(), FileDestination::InPlace(null.into()));
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::os::unix::fs::symlink(&b, &a).unwrap();
+        std::os::unix::fs::symlink(&a, &b).unwrap();
+        assert!(what(&a).contains("too many levels of symbolic links"));
+    }
 }

@@ -1,5 +1,4 @@
 //! Library half of the spillway tool.
 #![forbid(unsafe_code)]
 
-pub mod atomic;
 pub mod records;

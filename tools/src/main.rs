@@ -97,8 +97,7 @@ fn cleanup_on_signals() {
         .stack_size(256 << 10)
         .spawn(move || {
             if let Some(signal) = signals.forever().next() {
-                let removed =
-                    spillway_engine::cleanup::remove_all() + spillway_tools::atomic::remove_temporaries();
+                let removed = spillway_engine::cleanup::remove_all();
                 let name = match signal {
                     SIGINT => "SIGINT",
                     SIGTERM => "SIGTERM",

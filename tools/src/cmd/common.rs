@@ -10,8 +10,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use spillway_engine::shuffle::{IoBackend, Partitioner, ReadMode};
-use spillway_engine::{ConfigError, Engine, Inputs, Job, MIN_MEMORY_BUDGET, Metrics, OutputSpec, Progress};
-use spillway_tools::atomic;
+use spillway_engine::{
+    ConfigError, Engine, FileDestination, Inputs, Job, MIN_MEMORY_BUDGET, Metrics, OutputSpec, Progress,
+    TempFile, parent_dir,
+};
 
 /// An error in the user's input found by the tool itself (exit status 3).
 #[derive(Debug, thiserror::Error)]
@@ -251,13 +253,14 @@ impl JobOptions {
     fn check_metrics(&self, inputs: &Inputs) -> Result<(), InputError> {
         let Some(path) = &self.metrics else { return Ok(()) };
         let refuse = |what: &str| Err(InputError(format!("--metrics {}: {what}", path.display())));
-        let target = match atomic::destination(path) {
-            Ok(atomic::Destination::Replace(target)) => target,
-            Ok(atomic::Destination::InPlace(_)) => return Ok(()), // a device or FIFO
+        let target = match spillway_engine::file_destination(path) {
+            Ok(FileDestination::Replace(target)) => target,
+            Ok(FileDestination::InPlace(_)) => return Ok(()), // a device or FIFO
+            Err(spillway_engine::Error::Output { what, .. }) => return refuse(&what),
             Err(e) => return refuse(&e.to_string()),
         };
         // A read-only directory fails now rather than after the job (the probe is removed).
-        if let Err(e) = atomic::TempFile::create(&target) {
+        if let Err(e) = TempFile::create(&target) {
             return refuse(&format!("cannot create a file in its directory: {e}"));
         }
         let Some(metrics) = FileId::of(&target) else { return Ok(()) };
@@ -267,7 +270,7 @@ impl JobOptions {
         }
         if let Some(dir) = &self.out_dir
             && let (Ok(dir), Ok(parent)) =
-                (std::fs::canonicalize(dir), std::fs::canonicalize(atomic::parent_dir(&target)))
+                (std::fs::canonicalize(dir), std::fs::canonicalize(parent_dir(&target)))
             && dir == parent
         {
             return refuse("is inside the --out-dir directory");
@@ -282,7 +285,7 @@ impl JobOptions {
     /// standard error unless `quiet`.
     pub fn report_json(&self, json: &str, quiet: bool) -> anyhow::Result<()> {
         if let Some(path) = &self.metrics {
-            atomic::write(path, format!("{json}\n").as_bytes())
+            spillway_engine::write_whole(path, format!("{json}\n").as_bytes())
                 .with_context(|| format!("writing {}", path.display()))?;
         }
         if !quiet {
@@ -312,8 +315,10 @@ impl FileId {
         if let Ok(meta) = std::fs::metadata(path) {
             return Some(FileId::Inode(meta.dev(), meta.ino()));
         }
-        let atomic::Destination::Replace(target) = atomic::destination(path).ok()? else { return None };
-        let dir = std::fs::canonicalize(atomic::parent_dir(&target)).ok()?;
+        let FileDestination::Replace(target) = spillway_engine::file_destination(path).ok()? else {
+            return None;
+        };
+        let dir = std::fs::canonicalize(parent_dir(&target)).ok()?;
         Some(FileId::Path(dir.join(target.file_name()?)))
     }
 }

@@ -4,10 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use spillway_tools::atomic;
 use spillway_tools::records::gensort;
 
-use super::common::{InputError, UsageError, parse_positive};
+use super::common::{UsageError, parse_positive};
 
 /// Arguments of `spillway gen records`.
 #[derive(Debug, clap::Args)]
@@ -33,7 +32,7 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Refuse what cannot work before touching any file.
     gensort::file_len(args.start, args.count).map_err(|e| UsageError(e.to_string()))?;
-    atomic::destination(&args.file).map_err(|e| InputError(format!("{}: {e}", args.file.display())))?;
+    spillway_engine::file_destination(&args.file)?;
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
     gensort::generate_file(&args.file, args.start, args.count, args.ascii, threads)
         .with_context(|| format!("writing {}", args.file.display()))?;
