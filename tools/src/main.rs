@@ -5,7 +5,6 @@ mod cmd;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Parser;
 use clap::error::ErrorKind;
@@ -27,7 +26,7 @@ fn main() -> ExitCode {
         Err(e) => return usage_error(&e),
     };
     // A panic that reaches this far unwinds (dropping the job's spill directories and
-    // temporary outputs) and exits 1; the hook has printed it. Panics in job code never get
+    // temporary outputs), is printed on one line and exits 1. Panics in job code never get
     // here: the engine catches them per split and returns an error naming the split.
     match catch_unwind(AssertUnwindSafe(|| {
         cleanup_on_signals();
@@ -35,7 +34,11 @@ fn main() -> ExitCode {
     })) {
         Ok(Ok(code)) => code,
         Ok(Err(err)) => report(&err),
-        Err(_) => ExitCode::from(EXIT_FAILURE),
+        Err(_) => {
+            let what = last_panic().unwrap_or_else(|| "(no message)".into());
+            eprint_line(format_args!("spillway: internal error: {what}"));
+            ExitCode::from(EXIT_FAILURE)
+        }
     }
 }
 
@@ -57,14 +60,22 @@ fn usage_error(e: &clap::Error) -> ExitCode {
     ExitCode::from(EXIT_USAGE)
 }
 
-/// Installs a panic hook that prints one line, `spillway: internal error: MESSAGE (at
-/// FILE:LINE)`, and no backtrace whatever `RUST_BACKTRACE` says. The panic still unwinds:
-/// the engine catches panics in job code and reports them as the job's error, and `main`
-/// turns the others into exit status 1. Once a panic has been printed, the one that
-/// `std::thread::scope` raises on the joining thread adds nothing and is not printed. (The
-/// `mpi` build wraps this hook with one that aborts the whole job.)
+/// The last panic's `MESSAGE (at FILE:LINE)`, as the hook recorded it.
+static LAST_PANIC: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// Takes the last panic's `MESSAGE (at FILE:LINE)` (see [`report_panics_on_one_line`]).
+pub fn last_panic() -> Option<String> {
+    LAST_PANIC.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+}
+
+/// Installs a panic hook that prints nothing and never a backtrace, whatever
+/// `RUST_BACKTRACE` says: it records `MESSAGE (at FILE:LINE)` for [`last_panic`]. The panic
+/// unwinds: the engine catches panics in job code and reports them as the job's error (one
+/// line, naming the split), and `main` prints any other as `spillway: internal error: ...` and
+/// exits 1. The panic that `std::thread::scope` raises on the joining thread does not replace
+/// the one that caused it. (The `mpi` build wraps this hook with one that prints the panic and
+/// aborts the whole job.)
 fn report_panics_on_one_line() {
-    static PRINTED: AtomicBool = AtomicBool::new(false);
     std::panic::set_hook(Box::new(|info| {
         let payload = info.payload();
         let message = payload
@@ -72,12 +83,12 @@ fn report_panics_on_one_line() {
             .copied()
             .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
             .unwrap_or("(no message)");
-        if PRINTED.swap(true, Ordering::Relaxed) && message == "a scoped thread panicked" {
+        let mut last = LAST_PANIC.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if message == "a scoped thread panicked" && last.is_some() {
             return;
         }
         let at = info.location().map(|l| format!(" (at {}:{})", l.file(), l.line())).unwrap_or_default();
-        let message = message.replace('\n', " ");
-        eprint_line(format_args!("spillway: internal error: {message}{at}"));
+        *last = Some(format!("{}{at}", message.replace('\n', " ")));
     }));
 }
 

@@ -354,6 +354,8 @@ mod mpi_run {
             let previous = std::panic::take_hook();
             std::panic::set_hook(Box::new(move |info| {
                 previous(info);
+                let what = crate::last_panic().unwrap_or_else(|| "(no message)".into());
+                super::eprint_line(format_args!("spillway: internal error: rank {rank}: {what}"));
                 mpi::topology::SimpleCommunicator::world().abort(crate::EXIT_FAILURE.into());
             }));
         }
