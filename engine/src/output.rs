@@ -144,7 +144,7 @@ pub fn parent_dir(path: &Path) -> &Path {
 
 /// Gives the temporary file `tmp` the permissions of the file it will replace, if any (a
 /// private output stays private).
-pub(crate) fn keep_permissions(tmp: &Path, path: &Path) {
+fn keep_permissions(tmp: &Path, path: &Path) {
     if let Ok(meta) = std::fs::metadata(path) {
         let _ = std::fs::set_permissions(tmp, meta.permissions());
     }
@@ -178,7 +178,7 @@ fn check_dir_empty(dir: &Path) -> Result<()> {
 }
 
 /// The temporary name `path` is written under before it is renamed into place.
-pub(crate) fn temp_name(path: &Path) -> PathBuf {
+fn temp_name(path: &Path) -> PathBuf {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     path.with_file_name(format!(".{name}.spillway-tmp-{}", std::process::id()))
 }
@@ -362,6 +362,7 @@ pub struct TempFile {
     file: std::fs::File,
     temp: PathBuf,
     target: PathBuf,
+    synced: bool,
     committed: bool,
     _cleanup: crate::cleanup::Registration,
 }
@@ -390,7 +391,7 @@ impl TempFile {
         };
         let _cleanup = crate::cleanup::register(&temp);
         keep_permissions(&temp, target);
-        Ok(TempFile { file, temp, target: target.to_owned(), committed: false, _cleanup })
+        Ok(TempFile { file, temp, target: target.to_owned(), synced: false, committed: false, _cleanup })
     }
 
     /// The open temporary file.
@@ -409,10 +410,49 @@ impl TempFile {
     ///
     /// [`Error::Io`]: `fsync` or the rename failed (the temporary file is then removed).
     pub fn commit(mut self) -> Result<()> {
-        self.file.sync_all().map_err(|e| Error::io("fsync", &self.temp, e))?;
+        self.sync()?;
+        let target = self.rename()?;
+        sync_parent(&target);
+        Ok(())
+    }
+
+    /// `fsync`s the file (once; [`TempFile::commit`] then skips it).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`]: the `fsync` failed.
+    pub fn sync(&mut self) -> Result<()> {
+        if !self.synced {
+            self.file.sync_all().map_err(|e| Error::io("fsync", &self.temp, e))?;
+            self.synced = true;
+        }
+        Ok(())
+    }
+
+    /// Renames the file over its final name as it is (after [`TempFile::sync`] for a durable
+    /// commit; the caller `fsync`s the directory). Returns the final name.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`]: the rename failed (the temporary file is then removed).
+    pub fn rename(mut self) -> Result<PathBuf> {
         std::fs::rename(&self.temp, &self.target).map_err(|e| Error::io("rename", &self.temp, e))?;
         self.committed = true;
-        sync_parent(&self.target);
+        Ok(std::mem::take(&mut self.target))
+    }
+
+    /// Puts the file in place without flushing anything: an existing file at the final name
+    /// is swapped out and removed rather than renamed over
+    /// ([`replace_without_flush`](spillway_shuffle::io::replace_without_flush)), since ext4
+    /// writes the new file's data to disk inside a rename over an existing file.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`]: the rename failed (the temporary file is then removed).
+    pub fn replace_unsynced(mut self) -> Result<()> {
+        spillway_shuffle::io::replace_without_flush(&self.temp, &self.target)
+            .map_err(|e| Error::io("rename", &self.temp, e))?;
+        self.committed = true;
         Ok(())
     }
 }

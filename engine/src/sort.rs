@@ -85,7 +85,7 @@
 //! through an [`IoBackend`](spillway_shuffle::IoBackend); runs are read with `pread` into
 //! buffers of bounded size. Inputs are read as [`Inputs`] was opened (mmap or pread).
 //! Outputs go under a temporary name and are renamed into place; without `sync`, an existing
-//! output file is swapped out rather than renamed over ([`replace_without_flush`]: ext4 would
+//! output file is swapped out rather than renamed over ([`TempFile::replace_unsynced`]: ext4 would
 //! otherwise write the whole new output to disk inside the `rename`, 0.5-1.3 s per GiB here).
 
 use std::cmp::Ordering as CmpOrdering;
@@ -99,17 +99,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde::Serialize;
-use spillway_shuffle::io::{prefetch_range, prefetch_read, replace_without_flush};
+use spillway_shuffle::io::{prefetch_range, prefetch_read};
 use spillway_shuffle::{RangePartitioner, limits, plan_merges};
 
-use crate::cleanup::Registration;
 use crate::error::{ConfigError, Error, JobError, Result};
 use crate::input::{Inputs, Split, SplitMode, SplitRange};
 use crate::job::{Emitter, Job, Values};
 use crate::metrics::{AnonSampler, Metrics, Phase, PhaseTimes, Progress, peak_rss};
 use crate::output::{
-    FileDestination, OutputSpec, file_destination, keep_permissions, part_name, prepare_dir, sync_parent,
-    temp_name, write_success,
+    FileDestination, OutputSpec, TempFile, file_destination, part_name, prepare_dir, sync_parent,
+    write_success,
 };
 use crate::spill::SpillDir;
 use crate::{DEFAULT_MEMORY_BUDGET, MIN_MEMORY_BUDGET};
@@ -639,80 +638,64 @@ impl KeyEq {
 // ---------------------------------------------------------------------------------------
 // Output files.
 
-/// An output file: a regular file is written under a temporary name (removed should the job
-/// fail or be interrupted) and renamed into place by `commit`; a device or FIFO is written in
-/// place, in order (see [`file_destination`]).
+/// An output file: a regular file is written under a temporary name ([`TempFile`]: removed
+/// should the job fail or be interrupted) and put in place by `commit`; a device or FIFO is
+/// written in place, in order (see [`file_destination`]).
 #[derive(Debug)]
-struct OutFile {
-    file: File,
-    /// What is written: the temporary name, or the device or FIFO itself.
-    tmp: PathBuf,
-    /// Where it goes; `None` when written in place.
-    path: Option<PathBuf>,
-    _cleanup: Option<Registration>,
-    synced: bool,
-    committed: bool,
+enum OutFile {
+    Replace(TempFile),
+    InPlace { file: File, path: PathBuf },
 }
 
 impl OutFile {
     fn create(path: &Path) -> Result<Self> {
         match file_destination(path)? {
-            FileDestination::Replace(path) => {
-                let tmp = temp_name(&path);
-                let file = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
-                let cleanup = Some(crate::cleanup::register(&tmp));
-                keep_permissions(&tmp, &path);
-                Ok(OutFile {
-                    file,
-                    tmp,
-                    path: Some(path),
-                    _cleanup: cleanup,
-                    synced: false,
-                    committed: false,
-                })
-            }
+            FileDestination::Replace(path) => Ok(OutFile::Replace(TempFile::create(&path)?)),
             FileDestination::InPlace(path) => {
                 let file = std::fs::OpenOptions::new()
                     .write(true)
                     .open(&path)
                     .map_err(|e| Error::io("open", &path, e))?;
-                Ok(OutFile { file, tmp: path, path: None, _cleanup: None, synced: true, committed: true })
+                Ok(OutFile::InPlace { file, path })
             }
+        }
+    }
+
+    /// The file written, and the name its errors give.
+    fn file(&self) -> (&File, &Path) {
+        match self {
+            OutFile::Replace(temp) => (temp.file(), temp.path()),
+            OutFile::InPlace { file, path } => (file, path),
         }
     }
 
     /// How the sorters write it: at positions, or (a device or FIFO) in order.
     fn sink(&self) -> Sink<'_> {
-        match self.path {
-            Some(_) => Sink::File(&self.file, &self.tmp),
-            None => Sink::Stream(Stream::File(&self.file, &self.tmp)),
+        match self.file() {
+            (file, path) if matches!(self, OutFile::Replace(_)) => Sink::File(file, path),
+            (file, path) => Sink::Stream(Stream::File(file, path)),
         }
     }
 
-    /// Renames the file into place, after `fsync` when `sync`. Without `sync`, an existing file at the path is swapped out ([`replace_without_flush`])
-    /// rather than renamed over, which on ext4 would write the whole output to disk inside the
-    /// `rename`.
-    fn commit(mut self, sync: bool) -> Result<()> {
-        let Some(path) = self.path.take() else { return Ok(()) };
-        if sync {
-            self.sync()?;
-            std::fs::rename(&self.tmp, &path).map_err(|e| Error::io("rename", &self.tmp, e))?;
-        } else {
-            replace_without_flush(&self.tmp, &path).map_err(|e| Error::io("rename", &self.tmp, e))?;
-        }
-        self.committed = true;
-        Ok(())
-    }
-}
-
-impl OutFile {
-    /// `fsync`s the file (once).
+    /// `fsync`s a replacing file (once).
     fn sync(&mut self) -> Result<()> {
-        if !self.synced {
-            self.file.sync_all().map_err(|e| Error::io("fsync", &self.tmp, e))?;
-            self.synced = true;
+        match self {
+            OutFile::Replace(temp) => temp.sync(),
+            OutFile::InPlace { .. } => Ok(()),
         }
-        Ok(())
+    }
+
+    /// Puts the file in place: `fsync`ed and renamed when `sync` (the caller `fsync`s the
+    /// directory), otherwise swapped in without flushing ([`TempFile::replace_unsynced`]).
+    fn commit(self, sync: bool) -> Result<()> {
+        match self {
+            OutFile::Replace(mut temp) if sync => {
+                temp.sync()?;
+                temp.rename().map(drop)
+            }
+            OutFile::Replace(temp) => temp.replace_unsynced(),
+            OutFile::InPlace { .. } => Ok(()),
+        }
     }
 }
 
@@ -736,14 +719,6 @@ impl WrittenParts {
             part.commit(sync)?;
         }
         Ok(())
-    }
-}
-
-impl Drop for OutFile {
-    fn drop(&mut self) {
-        if !self.committed {
-            let _ = std::fs::remove_file(&self.tmp);
-        }
     }
 }
 
@@ -1160,7 +1135,8 @@ fn write_parts(
                         break;
                     }
                     let result = OutFile::create(&dir.join(part_name(p as u32))).and_then(|out| {
-                        let mut dest = Dest::At { file: &out.file, path: &out.tmp, offset: 0 };
+                        let (file, path) = out.file();
+                        let mut dest = Dest::At { file, path, offset: 0 };
                         let piece = write_entries(
                             plan,
                             records,
@@ -1602,8 +1578,11 @@ fn merge_runs(
                             }
                             Sink::Parts { dir, sync, .. } => OutFile::create(&dir.join(part_name(j as u32)))
                                 .and_then(|f| {
-                                    let piece =
-                                        merge(&mut Dest::At { file: &f.file, path: &f.tmp, offset: 0 })?;
+                                    let piece = merge(&mut Dest::At {
+                                        file: f.file().0,
+                                        path: f.file().1,
+                                        offset: 0,
+                                    })?;
                                     written.add(f, *sync)?;
                                     progress.partitions_done.fetch_add(1, Ordering::Relaxed);
                                     Ok(piece)
@@ -1781,10 +1760,11 @@ pub fn sort_records(inputs: &Inputs, output: &OutputSpec, options: &SortOptions)
         _ => 1,
     };
     if let Some(f) = out_file {
-        let replaced = f.path.clone();
         f.commit(options.sync)?;
-        if let (true, Some(path)) = (options.sync, replaced) {
-            sync_parent(&path);
+        if options.sync
+            && let OutputSpec::File(path) = output
+        {
+            sync_parent(path);
         }
     }
     let finished = Instant::now();
