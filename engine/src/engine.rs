@@ -690,8 +690,10 @@ impl Engine {
         if progress.cancelled() {
             failure.set(Error::Cancelled);
         }
-        // On failure the written part files are dropped, which removes them.
+        // On failure the written part files are dropped, which removes them; and no part file
+        // is renamed on any rank until every rank has written its own.
         failure.check()?;
+        self.cluster.barrier()?;
         let pending = pending.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
         if !pending.is_empty() {
             for file in pending {

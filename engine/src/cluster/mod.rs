@@ -216,6 +216,17 @@ pub trait Cluster: Send + Sync + std::fmt::Debug {
     ///
     /// A communication failure.
     fn gather(&self, bytes: &[u8]) -> Result<Option<Vec<Vec<u8>>>>;
+    /// Returns once every rank has called it. A rank that failed never does: its front end
+    /// ends the job (MPI_Abort), so no rank gets past a barrier that a failed rank missed.
+    /// The engine calls it before renaming part files into place, so that a job that fails
+    /// on any rank leaves no part files on any rank.
+    ///
+    /// # Errors
+    ///
+    /// A communication failure.
+    fn barrier(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// One process, no communication.

@@ -517,6 +517,11 @@ impl Cluster for MpiCluster {
         outcome.map(|()| stats)
     }
 
+    fn barrier(&self) -> Result<()> {
+        wait_for_all(&SimpleCommunicator::world());
+        Ok(())
+    }
+
     fn gather(&self, bytes: &[u8]) -> Result<Option<Vec<Vec<u8>>>> {
         let world = SimpleCommunicator::world();
         let root = world.process_at_rank(0);

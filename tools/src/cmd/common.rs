@@ -335,6 +335,13 @@ mod mpi_run {
 
     use super::JobOptions;
 
+    /// Gives mpirun a moment to forward what this rank just printed: MPI_Abort tears the
+    /// job down at once, and OpenMPI may drop the last output of an aborting rank (the one
+    /// line that says why the job failed).
+    fn let_the_message_out() {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+
     pub fn run<J: Job>(
         options: &JobOptions,
         job: &J,
@@ -356,6 +363,7 @@ mod mpi_run {
                 previous(info);
                 let what = crate::last_panic().unwrap_or_else(|| "(no message)".into());
                 super::eprint_line(format_args!("spillway: internal error: rank {rank}: {what}"));
+                let_the_message_out();
                 mpi::topology::SimpleCommunicator::world().abort(crate::EXIT_FAILURE.into());
             }));
         }
@@ -377,6 +385,7 @@ mod mpi_run {
                     drop(universe);
                     return Ok(ExitCode::from(code));
                 }
+                let_the_message_out();
                 world.abort(code.into())
             }
             Err(err) => Err(err),
