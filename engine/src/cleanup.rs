@@ -77,6 +77,24 @@ impl Registry {
     }
 }
 
+impl Registration {
+    /// Runs `commit` (a rename that puts the registered path's content in place) so that
+    /// [`remove_all`] runs either wholly before it or not at all for this path: under the
+    /// registry's lock, unregistering the path when `commit` succeeds. Without this, a signal
+    /// handler removing a staging directory by its open descriptor could go on deleting files
+    /// after the directory was renamed into place.
+    ///
+    /// # Errors
+    ///
+    /// `commit`'s error (the registration is gone: re-register a path that stays).
+    pub(crate) fn settle<T>(self, commit: impl FnOnce() -> std::io::Result<T>) -> std::io::Result<T> {
+        let mut paths = self.registry.lock();
+        let result = commit()?;
+        paths.remove(&self.id);
+        Ok(result)
+    }
+}
+
 impl Drop for Registration {
     fn drop(&mut self) {
         self.registry.lock().remove(&self.id);

@@ -13,12 +13,14 @@ use spillway_shuffle::{
 };
 
 use crate::buffer::{AppendBuffer, CombineBuffer, SpillBuffer};
-use crate::cluster::{Cluster, ExchangeStats, InSection, Local, OutSection, SplitSource};
+use crate::cluster::{Agreement, Cluster, ExchangeStats, InSection, Local, OutSection, SplitSource};
 use crate::error::{ConfigError, Error, Result};
 use crate::input::{Inputs, SplitRange};
 use crate::job::{Emitter, Job};
 use crate::metrics::{AnonSampler, Metrics, Phase, PhaseTimes, Progress, peak_rss};
-use crate::output::{OutputFile, OutputSpec, Pending, part_name, prepare_dir, sync_parent, write_success};
+use crate::output::{
+    MetricsFile, OutputFile, OutputSpec, Pending, StagedDir, fresh_token, part_name, sync_parent,
+};
 use crate::spill::{SpillDir, Spiller};
 
 /// Largest default split size: 64 MiB. The default is smaller for small inputs, so that every
@@ -42,6 +44,7 @@ pub struct EngineBuilder {
     read: ReadMode,
     progress: Option<Arc<Progress>>,
     cluster: Option<Arc<dyn Cluster>>,
+    metrics_file: Option<PathBuf>,
 }
 
 impl Default for EngineBuilder {
@@ -57,6 +60,7 @@ impl Default for EngineBuilder {
             read: ReadMode::Mmap,
             progress: None,
             cluster: None,
+            metrics_file: None,
         }
     }
 }
@@ -125,6 +129,14 @@ impl EngineBuilder {
         self
     }
 
+    /// Also writes the job's metrics (JSON) into `path`, committed with the output: written
+    /// and `fsync`ed before the output appears, renamed into place right after it (a device
+    /// or FIFO is written in place, after the output). Rank 0 writes it.
+    pub fn metrics_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.metrics_file = Some(path.into());
+        self
+    }
+
     /// Checks the settings.
     ///
     /// # Errors
@@ -164,6 +176,7 @@ impl EngineBuilder {
             read: self.read,
             progress: self.progress.unwrap_or_default(),
             cluster: self.cluster.unwrap_or_else(|| Arc::new(Local)),
+            metrics_file: self.metrics_file,
         })
     }
 }
@@ -181,6 +194,7 @@ pub struct Engine {
     read: ReadMode,
     progress: Arc<Progress>,
     cluster: Arc<dyn Cluster>,
+    metrics_file: Option<PathBuf>,
 }
 
 /// The first failure of a job; later ones are dropped.
@@ -262,18 +276,17 @@ impl Engine {
             usize::try_from(per_split).unwrap_or(usize::MAX).clamp(1 << 20, DEFAULT_SPLIT_SIZE)
         });
         // Every rank must run the same job over the same inputs with the same routing.
-        self.cluster.agree(
-            config_digest::<J>(job, inputs, partitioner, split_size, output),
-            partitioner.fingerprint(),
-        )?;
-        // The output can be written: found out before any work, not after all of it.
-        if rank == 0 {
-            match output {
-                OutputSpec::Dir(dir) => prepare_dir(dir)?,
-                OutputSpec::File(_) => output.check()?,
-                OutputSpec::Stdout => {}
+        let token = self.cluster.agree(&agreement::<J>(job, inputs, partitioner, split_size, output))?;
+        // The output can be written: found out before any work, not after all of it. Part
+        // files go into a staging directory that rank 0 renames into place at the end.
+        let staged = match output {
+            OutputSpec::Dir(dir) => Some(StagedDir::create(dir, token, rank == 0)?),
+            OutputSpec::File(_) if rank == 0 => {
+                output.check()?;
+                None
             }
-        }
+            _ => None,
+        };
         let splits = inputs.plan_splits(job.split_mode(), split_size)?;
         progress.splits_total.store(splits.len() as u64, Ordering::Relaxed);
         progress.bytes_total.store(inputs.total_bytes(), Ordering::Relaxed);
@@ -316,13 +329,16 @@ impl Engine {
             .collect::<Result<Vec<_>>>()?;
         spiller.note_final_merge(&gauge);
         let owned: Vec<u32> = (0..partitions).filter(|&p| owner(p) == rank).collect();
-        let (output_keys, output_bytes, output_files) = match output {
-            OutputSpec::Dir(dir) => self.reduce_to_dir(job, &readers, &owned, dir)?,
+        let mut pending = None;
+        let (output_keys, output_bytes, output_files) = match (output, &staged) {
+            (OutputSpec::Dir(_), Some(staged)) => self.reduce_to_dir(job, &readers, &owned, staged.path())?,
             _ if rank != 0 => (0, 0, 0),
-            OutputSpec::File(path) => {
-                reduce_all(job, &readers, OutputFile::create(path, self.io)?).map(|(k, b)| (k, b, 1))?
+            (OutputSpec::File(path), _) => {
+                let (keys, bytes, file) = reduce_all(job, &readers, OutputFile::create(path, self.io)?)?;
+                pending = file;
+                (keys, bytes, 1)
             }
-            OutputSpec::Stdout => reduce_all(job, &readers, OutputFile::stdout()).map(|(k, b)| (k, b, 1))?,
+            _ => reduce_all(job, &readers, OutputFile::stdout()).map(|(k, b, _)| (k, b, 1))?,
         };
         drop(readers);
         let stats = spiller.stats();
@@ -362,15 +378,35 @@ impl Engine {
             },
             per_rank: Vec::new(),
         };
+        // Every rank's part files are written once rank 0 has their metrics.
         let metrics = if ranks > 1 { self.gather_metrics(metrics)? } else { metrics };
-        if rank == 0
-            && let OutputSpec::Dir(dir) = output
-        {
-            let json = serde_json::to_vec_pretty(&metrics).expect("metrics serialize");
-            write_success(dir, &json)?;
+        if rank == 0 {
+            self.commit(&metrics, staged, pending)?;
         }
         progress.set_phase(Phase::Done);
         Ok(metrics)
+    }
+
+    /// Puts the output in place (the staged directory with `_SUCCESS`, or the one output
+    /// file) together with the metrics file: written and `fsync`ed before the output is
+    /// committed, renamed into place right after it, so that a metrics file that cannot be
+    /// written fails the job before its output appears.
+    fn commit(&self, metrics: &Metrics, staged: Option<StagedDir>, pending: Option<Pending>) -> Result<()> {
+        let json = serde_json::to_vec_pretty(metrics).expect("metrics serialize");
+        let metrics_file = match &self.metrics_file {
+            Some(path) => Some(MetricsFile::prepare(path, &json)?),
+            None => None,
+        };
+        if let Some(staged) = staged {
+            staged.commit(&json, true)?;
+        }
+        if let Some(file) = pending {
+            sync_parent(&file.rename()?);
+        }
+        if let Some(file) = metrics_file {
+            file.commit()?;
+        }
+        Ok(())
     }
 
     /// Rank 0 receives every rank's metrics and returns the totals; other ranks their own.
@@ -645,8 +681,8 @@ impl Engine {
         Ok(plan.final_inputs.iter().map(|&i| slots[i].take().expect("final input exists")).collect())
     }
 
-    /// Reduces every partition into its own part file, partitions spread over the threads.
-    /// The part files are renamed into place only once every partition has been written.
+    /// Reduces every partition into its own part file in the staging directory `dir`,
+    /// partitions spread over the threads.
     fn reduce_to_dir<J: Job>(
         &self,
         job: &J,
@@ -656,7 +692,6 @@ impl Engine {
     ) -> Result<(u64, u64, u64)> {
         let next = AtomicUsize::new(0);
         let totals = Mutex::new((0u64, 0u64, 0u64));
-        let pending = Mutex::new(Vec::with_capacity(owned.len()));
         let failure = Failure(Mutex::new(None));
         let progress = &*self.progress;
         std::thread::scope(|scope| {
@@ -666,19 +701,16 @@ impl Engine {
                         if failure.failed() || progress.cancelled() {
                             break;
                         }
-                        let result = OutputFile::create(&dir.join(part_name(p)), self.io).and_then(|out| {
-                            let merge = Merge::new(readers.iter().map(|r| r.iter(p)).collect());
-                            reduce_merge(job, merge, out, &format!("reduce of partition {p}"))
-                        });
+                        let result =
+                            OutputFile::create_staged(&dir.join(part_name(p)), self.io).and_then(|out| {
+                                let merge = Merge::new(readers.iter().map(|r| r.iter(p)).collect());
+                                reduce_merge(job, merge, out, &format!("reduce of partition {p}"))
+                            });
                         match result {
-                            Ok((keys, bytes, file)) => {
+                            Ok((keys, bytes, _)) => {
                                 let mut t = totals.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                                 *t = (t.0 + keys, t.1 + bytes, t.2 + 1);
                                 drop(t);
-                                pending
-                                    .lock()
-                                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                                    .extend(file);
                                 progress.partitions_done.fetch_add(1, Ordering::Relaxed);
                             }
                             Err(e) => failure.set(e),
@@ -690,32 +722,24 @@ impl Engine {
         if progress.cancelled() {
             failure.set(Error::Cancelled);
         }
-        // On failure the written part files are dropped, which removes them; and no part file
-        // is renamed on any rank until every rank has written its own.
+        // On failure the staging directory goes, with every part file written into it.
         failure.check()?;
-        self.cluster.barrier()?;
-        let pending = pending.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if !pending.is_empty() {
-            for file in pending {
-                file.rename()?;
-            }
-            sync_parent(&dir.join(part_name(0)));
-        }
         Ok(totals.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 }
 
 /// Reduces every partition of `readers` into one output, all keys in byte order: partitions
 /// hold disjoint keys, so one merge over every (run, partition) cursor yields global order
-/// while never reading more than the F runs that are open.
-fn reduce_all<J: Job>(job: &J, readers: &[RunReader<J::Value>], out: OutputFile) -> Result<(u64, u64)> {
+/// while never reading more than the F runs that are open. Returns the file waiting to be
+/// renamed into place.
+fn reduce_all<J: Job>(
+    job: &J,
+    readers: &[RunReader<J::Value>],
+    out: OutputFile,
+) -> Result<(u64, u64, Option<Pending>)> {
     let partitions = readers.first().map_or(0, RunReader::partitions);
     let merge = Merge::new(readers.iter().flat_map(|r| (0..partitions).map(|p| r.iter(p))).collect());
-    let (keys, bytes, file) = reduce_merge(job, merge, out, "reduce")?;
-    if let Some(file) = file {
-        sync_parent(&file.rename()?);
-    }
-    Ok((keys, bytes))
+    reduce_merge(job, merge, out, "reduce")
 }
 
 /// Reduces every group of `merge` into `out` and finishes it: (keys, bytes, the file waiting
@@ -763,23 +787,31 @@ fn reduce_merge<J: Job>(
     Ok((keys, bytes, file))
 }
 
-/// A digest of everything that must be equal on every rank: the job type, routing, split
-/// plan, output, and the inputs (paths and sizes).
-fn config_digest<J: Job>(
+/// What must be equal on every rank: the job (type, parameters, split mode), the routing,
+/// the split plan, the output and the inputs (paths and sizes), each digested with a fixed
+/// hash (ahash's output may depend on the build, the partitioner fingerprint checks that);
+/// the token is this process's own choice (rank 0's names the job's staging directory).
+fn agreement<J: Job>(
     job: &J,
     inputs: &Inputs,
     partitioner: &dyn Partitioner,
     split_size: usize,
     output: &OutputSpec,
-) -> u64 {
-    let mut text = format!(
-        "{}|{}|{:?}|{split_size}|{output:?}",
-        std::any::type_name::<J>(),
-        partitioner.partitions(),
-        job.split_mode()
-    );
+) -> Agreement {
+    let digest = |text: &str| xxhash_rust::xxh3::xxh3_64(text.as_bytes());
+    let mut files = String::new();
     for f in inputs.files() {
-        text.push_str(&format!("|{}:{}", f.path.display(), f.bytes().len()));
+        files.push_str(&format!("{}:{}|", f.path.display(), f.bytes().len()));
     }
-    ahash::RandomState::with_seeds(1, 2, 3, 4).hash_one(text.as_bytes())
+    Agreement {
+        settings: vec![
+            ("the job", digest(&format!("{}|{}", std::any::type_name::<J>(), job.parameters()))),
+            ("the partition counts (-r)", digest(&partitioner.partitions().to_string())),
+            ("the splits (--split-size)", digest(&format!("{:?}|{split_size}", job.split_mode()))),
+            ("the outputs", digest(&format!("{output:?}"))),
+            ("the inputs (paths or sizes)", digest(&files)),
+        ],
+        fingerprint: partitioner.fingerprint(),
+        token: fresh_token(),
+    }
 }

@@ -28,6 +28,14 @@ pub trait Job: Send + Sync {
         SplitMode::Lines
     }
 
+    /// Everything besides the job's type and split mode that changes its output (a word
+    /// mode, a pattern), as text. Ranks compare it before any work starts, so that ranks
+    /// started with different settings refuse to run instead of writing mixed output.
+    /// Defaults to nothing: override it when the job has settings.
+    fn parameters(&self) -> String {
+        String::new()
+    }
+
     /// Maps one split.
     ///
     /// # Errors

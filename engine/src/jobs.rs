@@ -61,6 +61,10 @@ impl Job for WordCount {
     type Value = u64;
     const COMBINER: bool = true;
 
+    fn parameters(&self) -> String {
+        format!("{:?}", self.mode)
+    }
+
     fn map(&self, split: &Split<'_>, emit: &mut Emitter<'_, u64>) -> Result<(), JobError> {
         for_each_word(split.data, self.mode, |word| emit.emit(word, 1));
         Ok(())
@@ -109,6 +113,10 @@ fn insert_sorted(docs: &mut Vec<u32>, doc: u32) {
 impl Job for InvertedIndex {
     type Value = Vec<u32>;
     const COMBINER: bool = true;
+
+    fn parameters(&self) -> String {
+        format!("{:?}", self.mode)
+    }
 
     fn map(&self, split: &Split<'_>, emit: &mut Emitter<'_, Vec<u32>>) -> Result<(), JobError> {
         // Per-split state: each word is emitted once per split.
@@ -194,6 +202,10 @@ impl Job for Grep {
 
     fn split_mode(&self) -> SplitMode {
         SplitMode::NumberedLines
+    }
+
+    fn parameters(&self) -> String {
+        self.regex.as_str().to_owned()
     }
 
     fn map(&self, split: &Split<'_>, emit: &mut Emitter<'_, GrepLine>) -> Result<(), JobError> {

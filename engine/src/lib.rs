@@ -48,13 +48,14 @@ pub mod sort;
 mod spill;
 pub mod text;
 
-pub use cluster::{Cluster, Local};
+pub use cluster::{Agreement, Cluster, Local};
 pub use engine::{DEFAULT_MEMORY_BUDGET, DEFAULT_SPLIT_SIZE, Engine, EngineBuilder, MIN_MEMORY_BUDGET};
 pub use error::{ConfigError, Error, JobError, Result};
 pub use input::{InputFile, Inputs, Split, SplitMode};
 pub use job::{Emitter, FnJob, Job, Values, from_fns};
 pub use metrics::{Metrics, Phase, PhaseTimes, Progress, anon_rss, peak_rss};
 pub use output::{
-    FileDestination, OutputSpec, TempFile, file_destination, parent_dir, part_name, write_whole,
+    FileDestination, OutputSpec, TempFile, file_destination, open_in_place, parent_dir, part_name,
+    write_whole,
 };
 pub use spillway_shuffle as shuffle;

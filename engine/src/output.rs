@@ -52,8 +52,11 @@ pub enum FileDestination {
     /// over this path. A symbolic link is followed: the file it points to is replaced, the
     /// link stays.
     Replace(PathBuf),
-    /// An existing device, FIFO or socket (`/dev/null`, a named pipe): written in place, with
-    /// no temporary name, rename or `fsync` (replacing it would destroy it).
+    /// An existing device, FIFO or socket (`/dev/null`, a named pipe), or one of this
+    /// process's open descriptors (`/dev/stdout`, `/dev/stderr`, `/dev/fd/N`,
+    /// `/proc/self/fd/N`, whatever file is behind it): written in place, with no temporary
+    /// name, rename or `fsync` (replacing it would destroy it, or the file the shell opened
+    /// with `>>`). Open it with [`open_in_place`].
     InPlace(PathBuf),
 }
 
@@ -72,6 +75,9 @@ fn output_error(path: &Path, what: &str) -> Error {
 pub fn file_destination(path: &Path) -> Result<FileDestination> {
     if path.as_os_str().as_encoded_bytes().ends_with(b"/") {
         return Err(output_error(path, "ends with / (--out names one file; --out-dir writes part files)"));
+    }
+    if names_a_descriptor(path) {
+        return Ok(FileDestination::InPlace(path.to_owned()));
     }
     match std::fs::metadata(path) {
         Ok(meta) if meta.is_dir() => {
@@ -104,6 +110,48 @@ pub fn file_destination(path: &Path) -> Result<FileDestination> {
             }
         }
     }
+}
+
+/// Whether `path`, or a link on the way to its file, names one of this process's open
+/// descriptors: `/dev/stdin`, `/dev/stdout`, `/dev/stderr`, `/dev/fd/N`, or
+/// `/proc/{self,thread-self,PID}/fd/N`. (Following such a link leads to the file behind the
+/// descriptor, which must not be replaced.)
+fn names_a_descriptor(path: &Path) -> bool {
+    let own = format!("/proc/{}/fd/", std::process::id());
+    let mut at = path.to_owned();
+    for _ in 0..40 {
+        let text = at.to_string_lossy();
+        if matches!(&*text, "/dev/stdin" | "/dev/stdout" | "/dev/stderr") {
+            return true;
+        }
+        for dir in ["/dev/fd/", "/proc/self/fd/", "/proc/thread-self/fd/", own.as_str()] {
+            if text.strip_prefix(dir).is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            {
+                return true;
+            }
+        }
+        // Only a link can lead to a descriptor; the magic links under /proc stop here.
+        match std::fs::read_link(&at) {
+            Ok(target) if !at.starts_with("/proc") => at = parent_dir(&at).join(target),
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// Opens a [`FileDestination::InPlace`] file for writing: a descriptor of this process
+/// (`/dev/stdout`, ...) appending, so that a file the shell opened with `>>` keeps what it
+/// held; a device or FIFO as it is.
+///
+/// # Errors
+///
+/// [`Error::Io`] naming the path.
+pub fn open_in_place(path: &Path) -> Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .append(names_a_descriptor(path))
+        .open(path)
+        .map_err(|e| Error::io("open", path, e))
 }
 
 /// Where the dangling symbolic link `path` points, through further links (at most 40, as
@@ -155,14 +203,6 @@ pub fn part_name(p: u32) -> String {
     format!("part-{p:05}")
 }
 
-/// Checks that `dir` can receive output: creates it, and refuses one that holds `_SUCCESS` or
-/// part files.
-pub(crate) fn prepare_dir(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io("create output directory", dir, e))?;
-    check_dir_empty(dir)?;
-    probe_writable(&dir.join("_SUCCESS"), dir)
-}
-
 /// Refuses a directory that holds `_SUCCESS` or part files.
 fn check_dir_empty(dir: &Path) -> Result<()> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io("read output directory", dir, e))?;
@@ -184,8 +224,21 @@ fn temp_name(path: &Path) -> PathBuf {
 }
 
 enum Target {
-    File { sink: Box<dyn FileSink>, tmp: PathBuf, path: PathBuf, _cleanup: crate::cleanup::Registration },
-    InPlace { file: std::fs::File, path: PathBuf },
+    /// A new file in a staging directory: written under its own name, `fsync`ed.
+    Staged {
+        sink: Box<dyn FileSink>,
+        path: PathBuf,
+    },
+    File {
+        sink: Box<dyn FileSink>,
+        tmp: PathBuf,
+        path: PathBuf,
+        _cleanup: crate::cleanup::Registration,
+    },
+    InPlace {
+        file: std::fs::File,
+        path: PathBuf,
+    },
     Stdout(std::io::Stdout),
 }
 
@@ -208,14 +261,15 @@ impl OutputFile {
                 keep_permissions(&tmp, &path);
                 Target::File { _cleanup: crate::cleanup::register(&tmp), sink, tmp, path }
             }
-            FileDestination::InPlace(path) => {
-                let file = std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(&path)
-                    .map_err(|e| Error::io("open", &path, e))?;
-                Target::InPlace { file, path }
-            }
+            FileDestination::InPlace(path) => Target::InPlace { file: open_in_place(&path)?, path },
         };
+        Ok(OutputFile { buf: Vec::with_capacity(OUT_BUFFER), target: Some(target), bytes: 0 })
+    }
+
+    /// A new file inside a [`StagedDir`] (which is the temporary name).
+    pub(crate) fn create_staged(path: &Path, io: IoBackend) -> Result<Self> {
+        let sink = io.create(path)?;
+        let target = Target::Staged { sink, path: path.to_owned() };
         Ok(OutputFile { buf: Vec::with_capacity(OUT_BUFFER), target: Some(target), bytes: 0 })
     }
 
@@ -229,7 +283,9 @@ impl OutputFile {
 
     fn drain(&mut self) -> std::io::Result<()> {
         match self.target.as_mut() {
-            Some(Target::File { sink, .. }) => sink.write_all(&self.buf).map_err(std::io::Error::other)?,
+            Some(Target::File { sink, .. } | Target::Staged { sink, .. }) => {
+                sink.write_all(&self.buf).map_err(std::io::Error::other)?;
+            }
             Some(Target::InPlace { file, .. }) => file.write_all(&self.buf)?,
             Some(Target::Stdout(out)) => out.lock().write_all(&self.buf)?,
             None => {}
@@ -249,6 +305,10 @@ impl OutputFile {
                 sink.finish(true)?;
                 Some(pending)
             }
+            Some(Target::Staged { sink, .. }) => {
+                sink.finish(true)?;
+                None
+            }
             Some(Target::InPlace { .. }) | None => None,
             Some(Target::Stdout(out)) => {
                 out.lock().flush().map_err(|e| Error::io("write", "standard output", e))?;
@@ -260,7 +320,9 @@ impl OutputFile {
 
     pub(crate) fn describe(&self) -> PathBuf {
         match &self.target {
-            Some(Target::File { path, .. } | Target::InPlace { path, .. }) => path.clone(),
+            Some(Target::File { path, .. } | Target::InPlace { path, .. } | Target::Staged { path, .. }) => {
+                path.clone()
+            }
             _ => PathBuf::from("standard output"),
         }
     }
@@ -325,9 +387,7 @@ impl Drop for OutputFile {
 /// Makes a rename durable: `fsync` the directory that holds `path` (best effort: some file
 /// systems refuse to sync a directory).
 pub(crate) fn sync_parent(path: &Path) {
-    if let Ok(dir) = std::fs::File::open(parent_dir(path)) {
-        let _ = dir.sync_all();
-    }
+    sync_dir(parent_dir(path));
 }
 
 /// Writes `bytes` into `path` so that it appears whole or not at all: a regular file (or the
@@ -339,11 +399,9 @@ pub(crate) fn sync_parent(path: &Path) {
 /// As [`file_destination`], and any I/O error (a replaced file then keeps what it held).
 pub fn write_whole(path: &Path, bytes: &[u8]) -> Result<()> {
     match file_destination(path)? {
-        FileDestination::InPlace(path) => std::fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .and_then(|mut f| f.write_all(bytes))
-            .map_err(|e| Error::io("write", &path, e)),
+        FileDestination::InPlace(path) => {
+            open_in_place(&path)?.write_all(bytes).map_err(|e| Error::io("write", &path, e))
+        }
         FileDestination::Replace(target) => {
             let temp = TempFile::create(&target)?;
             let mut file = temp.file();
@@ -465,12 +523,235 @@ impl Drop for TempFile {
     }
 }
 
-/// Writes `_SUCCESS` into `dir` atomically.
-pub(crate) fn write_success(dir: &Path, json: &[u8]) -> Result<()> {
-    let temp = TempFile::create(&dir.join("_SUCCESS"))?;
-    let mut file = temp.file();
-    file.write_all(json).map_err(|e| Error::io("write", temp.path(), e))?;
-    temp.commit()
+/// A value for naming a job's staging directory: the time and this process's id.
+pub(crate) fn fresh_token() -> u64 {
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    (nanos as u64) ^ (u64::from(std::process::id()) << 32)
+}
+
+/// A metrics file ([`EngineBuilder::metrics_file`](crate::EngineBuilder::metrics_file))
+/// written before the output is committed: a regular file under its temporary name
+/// (`fsync`ed), renamed into place right after the output; a device or FIFO in place at once.
+/// Either way, a metrics file that cannot be written fails the job before its output appears.
+#[derive(Debug)]
+pub(crate) struct MetricsFile(Option<TempFile>);
+
+impl MetricsFile {
+    /// Writes `json` and a newline.
+    pub(crate) fn prepare(path: &Path, json: &[u8]) -> Result<Self> {
+        let mut bytes = json.to_vec();
+        bytes.push(b'\n');
+        match file_destination(path)? {
+            FileDestination::InPlace(_) => write_whole(path, &bytes).map(|()| MetricsFile(None)),
+            FileDestination::Replace(target) => {
+                let mut temp = TempFile::create(&target)?;
+                let mut file = temp.file();
+                file.write_all(&bytes).map_err(|e| Error::io("write", temp.path(), e))?;
+                temp.sync()?;
+                Ok(MetricsFile(Some(temp)))
+            }
+        }
+    }
+
+    /// Puts the file in place.
+    pub(crate) fn commit(self) -> Result<()> {
+        self.0.map_or(Ok(()), TempFile::commit)
+    }
+}
+
+/// An output directory being written under a temporary name: part files and `_SUCCESS` go
+/// into a staging directory beside it, which [`StagedDir::commit`] renames into place in one
+/// step. Whatever ends the job before that (an error, a signal, `SIGKILL`, a rank that dies, a
+/// disk with no room left for `_SUCCESS`), the output directory gets no part file and no
+/// `_SUCCESS`. Dropped uncommitted, the staging directory is removed (by the rank that made
+/// it); it is registered with [`crate::cleanup`] meanwhile.
+///
+/// The one rename needs the output directory to be new or empty, and the staging directory
+/// on its filesystem. Otherwise (it holds other files, it is a mount point, or its parent
+/// takes no new entries) the files are staged inside it and moved in one by one, `_SUCCESS`
+/// last; a signal during the moves removes the ones already moved, only `SIGKILL` can leave
+/// part files without `_SUCCESS` there.
+#[derive(Debug)]
+pub(crate) struct StagedDir {
+    staging: PathBuf,
+    target: PathBuf,
+    /// Renamed whole (`true`), or moved in file by file.
+    whole: bool,
+    /// This rank made the staging directory, and commits or removes it.
+    owner: bool,
+    committed: bool,
+    _cleanup: Option<crate::cleanup::Registration>,
+}
+
+impl StagedDir {
+    /// Vets the output directory `dir` (it must not hold a job's output) and makes the
+    /// staging directory, named after `token` (a value every rank of the job agreed on). The
+    /// `owner` (rank 0) commits it; the other ranks only write their part files into it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Output`] or [`Error::OutputExists`]: `dir` is a file or holds output; an I/O
+    /// error creating the directories.
+    pub(crate) fn create(dir: &Path, token: u64, owner: bool) -> Result<Self> {
+        if dir.as_os_str().is_empty() {
+            return Err(output_error(dir, "is empty"));
+        }
+        let target = resolve_dir(dir)?;
+        let exists = match std::fs::metadata(&target) {
+            Ok(meta) if !meta.is_dir() => return Err(output_error(dir, "exists and is not a directory")),
+            Ok(_) => {
+                check_dir_empty(&target)?;
+                true
+            }
+            Err(_) => false,
+        };
+        let parent = parent_dir(&target);
+        if !exists {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io("create output directory", parent, e))?;
+        }
+        let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let beside = parent.join(format!(".{name}.spillway-staging-{token:016x}"));
+        // The whole directory can be renamed into place when it is empty and on the same
+        // filesystem as its parent (not a mount point).
+        let whole = !exists || (is_empty_dir(&target) && same_filesystem(&target, parent));
+        let (staging, whole) = match whole.then(|| make_dir(&beside, owner)) {
+            Some(Ok(())) => (beside, true),
+            // A parent that takes no new entries: stage inside the directory itself.
+            Some(Err(_)) if exists => (target.join(format!(".spillway-staging-{token:016x}")), false),
+            Some(Err(e)) => return Err(Error::io("create output directory", &beside, e)),
+            None => (target.join(format!(".spillway-staging-{token:016x}")), false),
+        };
+        if !whole {
+            make_dir(&staging, owner).map_err(|e| Error::io("create output directory", &staging, e))?;
+        }
+        let _cleanup = owner.then(|| crate::cleanup::register(&staging));
+        Ok(StagedDir { staging, target, whole, owner, committed: false, _cleanup })
+    }
+
+    /// Where part files are written until the commit.
+    pub(crate) fn path(&self) -> &Path {
+        &self.staging
+    }
+
+    /// Writes `_SUCCESS` (`json`) into the staging directory, `fsync`s it (with `sync`) and
+    /// puts everything in place: one rename of the directory, or (see [`StagedDir`]) the part
+    /// files moved in one by one and `_SUCCESS` last.
+    ///
+    /// # Errors
+    ///
+    /// An I/O error (a full disk, a rename refused): nothing appears in the output directory.
+    pub(crate) fn commit(mut self, json: &[u8], sync: bool) -> Result<()> {
+        debug_assert!(self.owner, "only the rank that made the staging directory commits it");
+        let success = self.staging.join("_SUCCESS");
+        let mut file = std::fs::File::create(&success).map_err(|e| Error::io("create", &success, e))?;
+        file.write_all(json)
+            .and_then(|()| if sync { file.sync_all() } else { Ok(()) })
+            .map_err(|e| Error::io("write", &success, e))?;
+        drop(file);
+        if sync {
+            sync_dir(&self.staging);
+        }
+        if self.whole {
+            if let Ok(meta) = std::fs::metadata(&self.target) {
+                let _ = std::fs::set_permissions(&self.staging, meta.permissions());
+            }
+            let rename = || std::fs::rename(&self.staging, &self.target);
+            let renamed = match self._cleanup.take() {
+                Some(registration) => registration.settle(rename),
+                None => rename(),
+            };
+            match renamed {
+                Ok(()) => {
+                    self.committed = true;
+                    if sync {
+                        sync_parent(&self.target);
+                    }
+                    return Ok(());
+                }
+                // Someone put files into the directory meanwhile: move ours in one by one.
+                Err(e) if matches!(e.raw_os_error(), Some(39 | 17)) && self.target.is_dir() => {
+                    self._cleanup = Some(crate::cleanup::register(&self.staging));
+                    check_dir_empty(&self.target)?;
+                }
+                Err(e) => return Err(Error::io("rename", &self.staging, e)),
+            }
+        }
+        self.move_in()
+    }
+
+    /// Moves every file of the staging directory into the output directory, `_SUCCESS` last;
+    /// on failure (or a signal meanwhile) the ones already moved are removed again.
+    fn move_in(&mut self) -> Result<()> {
+        let entries = std::fs::read_dir(&self.staging).map_err(|e| Error::io("read", &self.staging, e))?;
+        let mut names = entries
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(|e| Error::io("read", &self.staging, e))?;
+        names.retain(|n| n != "_SUCCESS");
+        names.sort();
+        names.push("_SUCCESS".into());
+        let mut moved = Vec::with_capacity(names.len());
+        for name in &names {
+            let (from, to) = (self.staging.join(name), self.target.join(name));
+            // Registered before it appears: a signal from here on removes it.
+            let registration = crate::cleanup::register(&to);
+            if let Err(e) = std::fs::rename(&from, &to) {
+                for (path, _) in &moved {
+                    let _ = std::fs::remove_file(path);
+                }
+                return Err(Error::io("rename", &from, e));
+            }
+            moved.push((to, registration));
+        }
+        sync_dir(&self.target);
+        self.committed = true;
+        let _ = std::fs::remove_dir(&self.staging);
+        Ok(())
+    }
+}
+
+impl Drop for StagedDir {
+    fn drop(&mut self) {
+        if self.owner && !self.committed {
+            let _ = std::fs::remove_dir_all(&self.staging);
+        }
+    }
+}
+
+/// The directory `dir` names: a symbolic link (dangling or not) is followed, so that the
+/// output replaces what it points to and the link stays.
+fn resolve_dir(dir: &Path) -> Result<PathBuf> {
+    let is_link = std::fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink());
+    if !is_link {
+        return Ok(dir.to_owned());
+    }
+    match std::fs::canonicalize(dir) {
+        Ok(target) => Ok(target),
+        Err(_) => dangling_target(dir),
+    }
+}
+
+/// Creates `dir`: the owner insists on a new one; other ranks (on a shared filesystem) may
+/// find it made already.
+fn make_dir(dir: &Path, owner: bool) -> std::io::Result<()> {
+    if owner { std::fs::create_dir(dir) } else { std::fs::create_dir_all(dir) }
+}
+
+fn is_empty_dir(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_none())
+}
+
+fn same_filesystem(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    matches!((std::fs::metadata(a), std::fs::metadata(b)), (Ok(a), Ok(b)) if a.dev() == b.dev())
+}
+
+/// `fsync`s a directory (best effort: some filesystems refuse).
+fn sync_dir(dir: &Path) {
+    if let Ok(dir) = std::fs::File::open(dir) {
+        let _ = dir.sync_all();
+    }
 }
 
 #[cfg(test)]

@@ -107,8 +107,8 @@ use crate::input::{Inputs, Split, SplitMode, SplitRange};
 use crate::job::{Emitter, Job, Values};
 use crate::metrics::{AnonSampler, Metrics, Phase, PhaseTimes, Progress, peak_rss};
 use crate::output::{
-    FileDestination, OutputSpec, TempFile, file_destination, part_name, prepare_dir, sync_parent,
-    write_success,
+    FileDestination, OutputSpec, StagedDir, TempFile, file_destination, fresh_token, open_in_place,
+    part_name, sync_parent,
 };
 use crate::spill::SpillDir;
 use crate::{DEFAULT_MEMORY_BUDGET, MIN_MEMORY_BUDGET};
@@ -651,13 +651,7 @@ impl OutFile {
     fn create(path: &Path) -> Result<Self> {
         match file_destination(path)? {
             FileDestination::Replace(path) => Ok(OutFile::Replace(TempFile::create(&path)?)),
-            FileDestination::InPlace(path) => {
-                let file = std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(&path)
-                    .map_err(|e| Error::io("open", &path, e))?;
-                Ok(OutFile::InPlace { file, path })
-            }
+            FileDestination::InPlace(path) => Ok(OutFile::InPlace { file: open_in_place(&path)?, path }),
         }
     }
 
@@ -1654,9 +1648,11 @@ pub fn sort_records(inputs: &Inputs, output: &OutputSpec, options: &SortOptions)
     let n = records.len();
     let size = options.record_size;
     progress.bytes_total.store(records.bytes(), Ordering::Relaxed);
-    if let OutputSpec::Dir(dir) = output {
-        prepare_dir(dir)?;
-    }
+    // Part files go into a staging directory renamed into place at the end.
+    let staged = match output {
+        OutputSpec::Dir(dir) => Some(StagedDir::create(dir, fresh_token(), true)?),
+        _ => None,
+    };
     let threads = options.threads;
     let budget = options.memory_budget;
     let write_buffer = ((budget as usize / (4 * threads)).min(MAX_WRITE_BUFFER) / size).max(1) * size;
@@ -1703,7 +1699,11 @@ pub fn sort_records(inputs: &Inputs, output: &OutputSpec, options: &SortOptions)
     };
     let sink = match (output, &out_file, &partitioner) {
         (OutputSpec::File(_), Some(f), _) => f.sink(),
-        (OutputSpec::Dir(dir), _, Some(p)) => Sink::Parts { dir, partitioner: p, sync: options.sync },
+        (OutputSpec::Dir(_), _, Some(p)) => Sink::Parts {
+            dir: staged.as_ref().expect("a directory output is staged").path(),
+            partitioner: p,
+            sync: options.sync,
+        },
         _ => Sink::Stream(Stream::Stdout),
     };
 
@@ -1751,12 +1751,7 @@ pub fn sort_records(inputs: &Inputs, output: &OutputSpec, options: &SortOptions)
     }
     let duplicate_keys = stitch(&pieces_written);
     let output_files = match output {
-        OutputSpec::Dir(dir) => {
-            if options.sync {
-                sync_parent(&dir.join(part_name(0)));
-            }
-            u64::from(options.partitions)
-        }
+        OutputSpec::Dir(_) => u64::from(options.partitions),
         _ => 1,
     };
     if let Some(f) = out_file {
@@ -1813,9 +1808,9 @@ pub fn sort_records(inputs: &Inputs, output: &OutputSpec, options: &SortOptions)
     };
     metrics.job.peak_rss_bytes = peak_rss();
     metrics.job.peak_anon_bytes = sampler.finish();
-    if let OutputSpec::Dir(dir) = output {
+    if let Some(staged) = staged {
         let json = serde_json::to_vec_pretty(&metrics).expect("metrics serialize");
-        write_success(dir, &json)?;
+        staged.commit(&json, options.sync)?;
     }
     progress.set_phase(Phase::Done);
     Ok(metrics)

@@ -178,19 +178,82 @@ pub trait SplitSource: Send + Sync {
     fn finish(&self) -> Result<()>;
 }
 
+/// What the ranks of a job compare before any work starts ([`Cluster::agree`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Agreement {
+    /// Digests of the settings that change the output, each with what it covers (at most
+    /// [`Agreement::MAX_SETTINGS`]); a difference is reported by name.
+    pub settings: Vec<(&'static str, u64)>,
+    /// The partitioner's fingerprint: with equal settings, a difference means another build or
+    /// other CPU features route keys differently.
+    pub fingerprint: u64,
+    /// A value of this rank's choosing; every rank gets rank 0's back.
+    pub token: u64,
+}
+
+impl Agreement {
+    /// The most settings an agreement compares (ranks exchange a fixed-size record).
+    pub const MAX_SETTINGS: usize = 8;
+
+    /// The fixed-size record ranks exchange: the settings' digests (zero-padded), the
+    /// fingerprint and the token.
+    pub fn record(&self) -> [u64; Self::MAX_SETTINGS + 2] {
+        assert!(self.settings.len() <= Self::MAX_SETTINGS, "too many settings to agree on");
+        let mut record = [0u64; Self::MAX_SETTINGS + 2];
+        for (slot, (_, digest)) in record.iter_mut().zip(&self.settings) {
+            *slot = *digest;
+        }
+        record[Self::MAX_SETTINGS] = self.fingerprint;
+        record[Self::MAX_SETTINGS + 1] = self.token;
+        record
+    }
+
+    /// Compares this rank's agreement with every rank's record (`all`, in rank order) and
+    /// returns rank 0's token.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Cluster`](crate::Error::Cluster): the first rank whose settings differ, naming
+    /// the setting; or, with equal settings, a rank whose partitioner routes keys differently.
+    pub fn check(&self, rank: usize, all: &[[u64; Self::MAX_SETTINGS + 2]]) -> Result<u64> {
+        let mine = self.record();
+        for (r, theirs) in all.iter().enumerate() {
+            if let Some((name, _)) =
+                self.settings.iter().zip(theirs.iter()).find(|((_, d), t)| d != *t).map(|(s, _)| s)
+            {
+                return Err(crate::Error::Cluster(format!(
+                    "rank {r} runs the job with different settings than rank {rank}: {name} differ \
+                     (every rank must be started with the same command line and see the same inputs)"
+                )));
+            }
+        }
+        let at = Self::MAX_SETTINGS;
+        if let Some((r, theirs)) = all.iter().enumerate().find(|(_, t)| t[at] != mine[at]) {
+            return Err(crate::Error::Cluster(format!(
+                "rank {r} routes keys differently (partitioner fingerprint {:016x}, rank {rank} has {:016x}): \
+                 all ranks must run the same spillway build on CPUs with the same features",
+                theirs[at], mine[at]
+            )));
+        }
+        Ok(all.first().map_or(self.token, |first| first[at + 1]))
+    }
+}
+
 /// The communication layer under the engine.
 pub trait Cluster: Send + Sync + std::fmt::Debug {
     /// This process's rank, `0..size`.
     fn rank(&self) -> usize;
     /// Number of ranks.
     fn size(&self) -> usize;
-    /// Checks, collectively, that every rank computed the same `config` digest and partitioner
-    /// `fingerprint`; fails on every rank when one differs.
+    /// Checks, collectively, that every rank computed the same settings and partitioner
+    /// fingerprint; fails on every rank when one differs. Returns rank 0's
+    /// [`Agreement::token`], so that every rank knows one value chosen for this job (the name
+    /// of the output's staging directory comes from it).
     ///
     /// # Errors
     ///
     /// [`Error::Cluster`](crate::Error::Cluster) naming what differs.
-    fn agree(&self, config: u64, fingerprint: u64) -> Result<()>;
+    fn agree(&self, agreement: &Agreement) -> Result<u64>;
     /// Starts handing out `splits` split indices (`sizes[i]` bytes each); rank 0's progress
     /// counts the splits handed to any rank.
     fn split_source<'a>(&'a self, sizes: &'a [u64], progress: &'a Progress) -> Box<dyn SplitSource + 'a>;
@@ -259,8 +322,8 @@ impl Cluster for Local {
         1
     }
 
-    fn agree(&self, _config: u64, _fingerprint: u64) -> Result<()> {
-        Ok(())
+    fn agree(&self, agreement: &Agreement) -> Result<u64> {
+        Ok(agreement.token)
     }
 
     fn split_source<'a>(&'a self, sizes: &'a [u64], progress: &'a Progress) -> Box<dyn SplitSource + 'a> {

@@ -1,6 +1,7 @@
 //! The MPI cluster (feature `mpi`): rsmpi over the system's MPI library.
 //!
-//! - Start-up: `all_gather` of the configuration digest and partitioner fingerprint.
+//! - Start-up: `all_gather` of the settings' digests, the partitioner fingerprint and a token
+//!   (rank 0's is the job's).
 //! - Splits: rank 0 runs a server thread answering split requests (one in flight per worker
 //!   thread of every rank), and its own workers take splits from the same atomic cursor, so a
 //!   split is handed out exactly once and a slow rank simply asks less often.
@@ -27,7 +28,7 @@ use mpi::topology::SimpleCommunicator;
 use mpi::traits::*;
 use spillway_shuffle::Aligned;
 
-use super::{Cluster, ExchangeStats, InSection, OutSection, SplitSource};
+use super::{Agreement, Cluster, ExchangeStats, InSection, OutSection, SplitSource};
 use crate::error::{Error, Result};
 use crate::metrics::Progress;
 
@@ -353,26 +354,14 @@ impl Cluster for MpiCluster {
         self.size
     }
 
-    fn agree(&self, config: u64, fingerprint: u64) -> Result<()> {
+    fn agree(&self, agreement: &Agreement) -> Result<u64> {
         let world = SimpleCommunicator::world();
-        let mine = [config, fingerprint];
-        let mut all = vec![0u64; 2 * self.size];
+        let mine = agreement.record();
+        let mut all = vec![0u64; mine.len() * self.size];
         world.all_gather_into(&mine[..], &mut all[..]);
-        if let Some(r) = (0..self.size).find(|&r| all[2 * r + 1] != fingerprint) {
-            return Err(Error::Cluster(format!(
-                "rank {r} routes keys differently (partitioner fingerprint {:016x}, rank {} has {fingerprint:016x}): \
-                 all ranks must run the same spillway build on CPUs with the same features",
-                all[2 * r + 1],
-                self.rank
-            )));
-        }
-        if let Some(r) = (0..self.size).find(|&r| all[2 * r] != config) {
-            return Err(Error::Cluster(format!(
-                "rank {r} has a different job configuration than rank {} (options, inputs or their sizes differ)",
-                self.rank
-            )));
-        }
-        Ok(())
+        let records: Vec<_> =
+            all.chunks_exact(mine.len()).map(|c| c.try_into().expect("fixed-size record")).collect();
+        agreement.check(self.rank, &records)
     }
 
     fn split_source<'a>(&'a self, sizes: &'a [u64], progress: &'a Progress) -> Box<dyn SplitSource + 'a> {

@@ -11,8 +11,8 @@ use std::time::Duration;
 use anyhow::Context;
 use spillway_engine::shuffle::{IoBackend, Partitioner, ReadMode};
 use spillway_engine::{
-    ConfigError, Engine, FileDestination, Inputs, Job, MIN_MEMORY_BUDGET, Metrics, OutputSpec, Progress,
-    TempFile, parent_dir,
+    ConfigError, Engine, FileDestination, Inputs, Job, MIN_MEMORY_BUDGET, OutputSpec, Progress, TempFile,
+    parent_dir,
 };
 
 /// An error in the user's input found by the tool itself (exit status 3).
@@ -123,7 +123,8 @@ pub struct JobOptions {
     /// Write one part file per partition plus _SUCCESS (the job's metrics as JSON) into DIR.
     #[arg(long, value_name = "DIR", conflicts_with = "out")]
     pub out_dir: Option<PathBuf>,
-    /// Write all output, sorted by key in byte order, into FILE (replaced atomically)
+    /// Write all output, sorted by key in byte order, into FILE (replaced atomically; never one
+    /// of the inputs; /dev/stdout and /dev/fd/N write into that descriptor, appending)
     /// [default: standard output].
     #[arg(long, short = 'o', value_name = "FILE")]
     pub out: Option<PathBuf>,
@@ -146,6 +147,10 @@ pub struct JobOptions {
     /// No progress bar and no metrics summary on standard error.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+    /// Whether --out may name one of the inputs (sort's in-place sort, as GNU sort's `-o`);
+    /// the other jobs refuse it, since their output would replace the input.
+    #[arg(skip)]
+    pub out_may_be_input: bool,
 }
 
 impl JobOptions {
@@ -206,6 +211,9 @@ impl JobOptions {
         if let Some(dir) = &self.spill_dir {
             builder = builder.spill_dir(dir);
         }
+        if let Some(path) = &self.metrics {
+            builder = builder.metrics_file(path); // committed with the output
+        }
         let engine = builder.build().map_err(UsageError::from)?;
         let output = self.check_paths(inputs)?;
         let bar =
@@ -218,8 +226,8 @@ impl JobOptions {
             bar.finish();
         }
         let metrics = result?;
-        if metrics.rank == 0 {
-            self.report(&metrics, quiet)?;
+        if !quiet {
+            eprint_line(serde_json::to_string_pretty(&metrics).expect("metrics serialize"));
         }
         Ok(ExitCode::SUCCESS)
     }
@@ -243,6 +251,17 @@ impl JobOptions {
             (None, None) => OutputSpec::Stdout,
         };
         output.check()?;
+        if let (OutputSpec::File(out), false) = (&output, self.out_may_be_input)
+            && let Some(id) = FileId::of(out)
+            && let Some(input) = inputs.files().iter().find(|f| FileId::of(&f.path).as_ref() == Some(&id))
+        {
+            return Err(InputError(format!(
+                "--out {} is also the input {}: the output would replace it",
+                out.display(),
+                input.path.display()
+            ))
+            .into());
+        }
         self.check_metrics(inputs)?;
         Ok(output)
     }
@@ -292,10 +311,6 @@ impl JobOptions {
             eprint_line(json);
         }
         Ok(())
-    }
-
-    fn report(&self, metrics: &Metrics, quiet: bool) -> anyhow::Result<()> {
-        self.report_json(&serde_json::to_string_pretty(metrics).expect("metrics serialize"), quiet)
     }
 }
 

@@ -28,6 +28,11 @@ use super::common::{InputError, JobOptions, ProgressBar, UsageError, parse_posit
          (8 x threads), between 1M and 64M]"
     )),
     mut_arg("io", |a| a.help("With --generic only: how the engine writes spill runs and outputs (std, uring, auto)")),
+    mut_arg("out", |a| a.help(
+        "Write the sorted records into FILE, replaced atomically [default: standard output]. FILE \
+         may be one of the inputs: it is then sorted in place, as with GNU sort -o (the input is \
+         read whole before the output replaces it)"
+    )),
 )]
 pub struct Args {
     /// Record length in bytes (Sort Benchmark records: 100).
@@ -74,6 +79,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let (key, record) = (args.key_size, args.record_size);
         return Err(UsageError(format!("--key-size {key} is longer than --record-size {record}")).into());
     }
+    let mut args = args;
+    args.job.out_may_be_input = true; // sorting a file in place, as GNU sort -o does
     let job = &args.job;
     if args.generic || ranks > 1 {
         let inputs = job.inputs(&args.inputs)?;

@@ -10,7 +10,7 @@
 //! * ASCII records: a printable 10-byte key (base 95), the record number in hex, and filler
 //!   digits, ending with `\r\n`.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -283,7 +283,7 @@ fn generate_file_chunked(
     };
     match file_destination(path).map_err(io::Error::other)? {
         FileDestination::InPlace(path) => {
-            let file = OpenOptions::new().write(true).open(path)?;
+            let file = spillway_engine::open_in_place(&path).map_err(io::Error::other)?;
             job(&file, true).run_on(1)
         }
         FileDestination::Replace(target) => {
