@@ -59,19 +59,20 @@ impl Registry {
     fn remove_all(&self) -> usize {
         let paths = self.lock();
         let mut removed = 0;
-        for path in paths.values() {
-            // A worker may create a file in a spill directory while it is being removed.
-            for _ in 0..3 {
-                let result = match std::fs::symlink_metadata(path) {
-                    Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(path),
-                    Ok(_) => std::fs::remove_file(path),
-                    Err(_) => break,
-                };
-                if result.is_ok() {
-                    removed += 1;
-                    break;
+        for (id, path) in paths.iter() {
+            let result = match std::fs::symlink_metadata(path) {
+                // Workers may still be creating files in it: moved aside first (they then fail
+                // to create more), it is removed whole.
+                Ok(meta) if meta.is_dir() => {
+                    let aside =
+                        path.with_file_name(format!(".spillway-removing-{}-{id}", std::process::id()));
+                    let gone = if std::fs::rename(path, &aside).is_ok() { &aside } else { path };
+                    std::fs::remove_dir_all(gone)
                 }
-            }
+                Ok(_) => std::fs::remove_file(path),
+                Err(_) => continue,
+            };
+            removed += usize::from(result.is_ok());
         }
         removed
     }

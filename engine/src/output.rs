@@ -615,17 +615,22 @@ impl StagedDir {
         // The whole directory can be renamed into place when it is empty and on the same
         // filesystem as its parent (not a mount point).
         let whole = !exists || (is_empty_dir(&target) && same_filesystem(&target, parent));
-        let (staging, whole) = match whole.then(|| make_dir(&beside, owner)) {
-            Some(Ok(())) => (beside, true),
+        let inside = target.join(format!(".spillway-staging-{token:016x}"));
+        // Registered before it exists, so that a signal never misses it.
+        let (staging, whole, _cleanup) = match whole.then(|| make_dir(&beside, owner)) {
+            Some((Ok(()), registration)) => (beside, true, registration),
             // A parent that takes no new entries: stage inside the directory itself.
-            Some(Err(_)) if exists => (target.join(format!(".spillway-staging-{token:016x}")), false),
-            Some(Err(e)) => return Err(Error::io("create output directory", &beside, e)),
-            None => (target.join(format!(".spillway-staging-{token:016x}")), false),
+            Some((Err(_), _)) if exists => (inside, false, None),
+            Some((Err(e), _)) => return Err(Error::io("create output directory", &beside, e)),
+            None => (inside, false, None),
         };
-        if !whole {
-            make_dir(&staging, owner).map_err(|e| Error::io("create output directory", &staging, e))?;
-        }
-        let _cleanup = owner.then(|| crate::cleanup::register(&staging));
+        let _cleanup = match _cleanup {
+            Some(registration) => Some(registration),
+            None => match make_dir(&staging, owner) {
+                (Ok(()), registration) => registration,
+                (Err(e), _) => return Err(Error::io("create output directory", &staging, e)),
+            },
+        };
         Ok(StagedDir { staging, target, whole, owner, committed: false, _cleanup })
     }
 
@@ -732,10 +737,15 @@ fn resolve_dir(dir: &Path) -> Result<PathBuf> {
     }
 }
 
-/// Creates `dir`: the owner insists on a new one; other ranks (on a shared filesystem) may
-/// find it made already.
-fn make_dir(dir: &Path, owner: bool) -> std::io::Result<()> {
-    if owner { std::fs::create_dir(dir) } else { std::fs::create_dir_all(dir) }
+/// Creates `dir`: the owner insists on a new one, registered for removal on interruption
+/// before it is made; other ranks (on a shared filesystem) may find it made already.
+fn make_dir(dir: &Path, owner: bool) -> (std::io::Result<()>, Option<crate::cleanup::Registration>) {
+    if owner {
+        let registration = crate::cleanup::register(dir);
+        (std::fs::create_dir(dir), Some(registration))
+    } else {
+        (std::fs::create_dir_all(dir), None)
+    }
 }
 
 fn is_empty_dir(dir: &Path) -> bool {

@@ -115,27 +115,40 @@ fn ranks_give_the_same_bytes_as_one_process() {
     }
 }
 
-/// Ranks that disagree on the job fail together, with one message, and write nothing.
+/// Ranks that disagree on anything that changes the output (-r, --ascii, grep's pattern) fail
+/// together before any work, with one message naming what differs (not a build mismatch),
+/// and write nothing.
 #[test]
 fn disagreeing_ranks_fail_with_one_message() {
     check_mpi_build();
     let dir = tempfile::tempdir().unwrap();
     let input = gutenberg_files()[0].display().to_string();
     let out_dir = dir.path().join("out");
+    let out = out_dir.to_str().unwrap();
     let bin = spillway_bin();
-    let out = mpirun()
-        .args(["-n", "1"])
-        .arg(&bin)
-        .args(["wordcount", "-q", "-r", "7", "--out-dir", out_dir.to_str().unwrap(), &input, ":", "-n", "1"])
-        .arg(&bin)
-        .args(["wordcount", "-q", "-r", "8", "--out-dir", out_dir.to_str().unwrap(), &input])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.matches("spillway: error:").count(), 1, "one message: {err}");
-    assert!(err.contains("different job configuration") || err.contains("routes keys differently"), "{err}");
-    assert!(!out_dir.join("_SUCCESS").exists());
+    let cases: [(&[&str], &[&str], &str); 3] = [
+        (&["wordcount", "-r", "7"], &["wordcount", "-r", "8"], "the partition counts (-r) differ"),
+        (&["wordcount", "--ascii"], &["wordcount"], "the job differ"),
+        (&["grep", "whale"], &["grep", "Whale"], "the job differ"),
+    ];
+    for (rank0, rank1, what) in cases {
+        let out = mpirun()
+            .args(["-n", "1"])
+            .arg(&bin)
+            .args(rank0)
+            .args(["-q", "--out-dir", out, &input, ":", "-n", "1"])
+            .arg(&bin)
+            .args(rank1)
+            .args(["-q", "--out-dir", out, &input])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{rank0:?} / {rank1:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.matches("spillway: error:").count(), 1, "one message: {err}");
+        assert!(err.contains("different settings") && err.contains(what), "{rank0:?} / {rank1:?}: {err}");
+        assert!(!err.contains("routes keys differently"), "{err}");
+        assert!(!out_dir.exists(), "{rank0:?} / {rank1:?} left an output directory");
+    }
 }
 
 /// A rank whose own work fails ends the job promptly on every rank (MPI_Abort), naming the
