@@ -30,6 +30,11 @@ pub const DEFAULT_SPLIT_SIZE: usize = 64 << 20;
 pub const DEFAULT_MEMORY_BUDGET: u64 = 1 << 30;
 /// Smallest accepted memory budget: 64 KiB.
 pub const MIN_MEMORY_BUDGET: u64 = 64 << 10;
+/// Smallest share of the memory budget one thread may get: 16 KiB (below that a thread spills
+/// a run every few records).
+pub const MIN_THREAD_SHARE: u64 = 16 << 10;
+/// Bytes of index every spill run carries per partition (its footer entry).
+const RUN_INDEX_PER_PARTITION: u64 = 32;
 
 /// Builds an [`Engine`]. Every setting has a default; see each method.
 #[derive(Debug, Clone)]
@@ -158,6 +163,27 @@ impl EngineBuilder {
         if self.split_size == Some(0) {
             return Err(ConfigError("split size must be at least 1 byte".into()));
         }
+        if let Some(limit) = memory_limit()
+            && self.memory_budget > limit
+        {
+            return Err(ConfigError(format!(
+                "a memory budget of {} is more than the {} of memory this process may use: the job \
+                 would be killed before it spills (choose a smaller budget)",
+                human_bytes(self.memory_budget),
+                human_bytes(limit),
+            )));
+        }
+        let share = self.memory_budget / self.threads as u64;
+        if share < MIN_THREAD_SHARE {
+            return Err(ConfigError(format!(
+                "a memory budget of {} shared by {} threads leaves each {share} bytes; each thread needs at \
+                 least {} KiB (raise the budget to {} or use fewer threads)",
+                human_bytes(self.memory_budget),
+                self.threads,
+                MIN_THREAD_SHARE >> 10,
+                human_bytes(MIN_THREAD_SHARE * self.threads as u64),
+            )));
+        }
         let max_open_runs = match self.max_open_runs {
             Some(f) if f < 2 => {
                 return Err(ConfigError(format!("max open runs must be at least 2 (got {f})")));
@@ -178,6 +204,31 @@ impl EngineBuilder {
             cluster: self.cluster.unwrap_or_else(|| Arc::new(Local)),
             metrics_file: self.metrics_file,
         })
+    }
+}
+
+/// The memory this process may use: the machine's (`MemTotal`), or its control group's limit
+/// when lower (a batch system's allocation). `None` when neither can be read.
+fn memory_limit() -> Option<u64> {
+    let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|text| {
+        let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+        line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kib| kib << 10)
+    });
+    let group = ["/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"]
+        .iter()
+        .find_map(|path| std::fs::read_to_string(path).ok()?.trim().parse::<u64>().ok());
+    match (total, group) {
+        (Some(t), Some(g)) => Some(t.min(g)),
+        (t, g) => t.or(g),
+    }
+}
+
+/// `n` bytes for messages: `512 KiB`, `3 MiB`, `2 GiB` (rounded up).
+fn human_bytes(n: u64) -> String {
+    let units = [("GiB", 30), ("MiB", 20), ("KiB", 10)];
+    match units.iter().find(|(_, shift)| n >= 1 << shift) {
+        Some((unit, shift)) => format!("{} {unit}", n.div_ceil(1 << shift)),
+        None => format!("{n} bytes"),
     }
 }
 
@@ -268,6 +319,20 @@ impl Engine {
     ) -> Result<Metrics> {
         let started = Instant::now();
         let sampler = AnonSampler::start();
+        // One sorted output needs no partitions: the final merge reads every partition of
+        // every run anyway, and with R of them its cursors would grow with runs x R whatever
+        // the memory budget says.
+        let single;
+        let partitioner = match output {
+            OutputSpec::Dir(_) => {
+                self.check_partitions(partitioner.partitions())?;
+                partitioner
+            }
+            _ => {
+                single = HashPartitioner::new(1)?;
+                &single as &dyn Partitioner
+            }
+        };
         let progress = &*self.progress;
         let (rank, ranks) = (self.cluster.rank(), self.cluster.size());
         progress.set_phase(Phase::Starting);
@@ -385,6 +450,28 @@ impl Engine {
         }
         progress.set_phase(Phase::Done);
         Ok(metrics)
+    }
+
+    /// Refuses `partitions` part files when every spill run's index of them would not fit in
+    /// a thread's share of the memory budget (each spill would then write more index than
+    /// data, and a million partitions would fill the disk with indexes).
+    fn check_partitions(&self, partitions: u32) -> Result<()> {
+        let index = u64::from(partitions) * RUN_INDEX_PER_PARTITION;
+        let share = self.memory_budget / self.threads as u64;
+        if index > share {
+            return Err(ConfigError(format!(
+                "{partitions} partitions need at least {} of memory budget per thread ({} threads): \
+                 every spill run carries a {} index of its partitions, more than the {} share of \
+                 a thread (raise the budget to {} or use fewer partitions)",
+                human_bytes(index),
+                self.threads,
+                human_bytes(index),
+                human_bytes(share),
+                human_bytes(index * self.threads as u64),
+            ))
+            .into());
+        }
+        Ok(())
     }
 
     /// Puts the output in place (the staged directory with `_SUCCESS`, or the one output

@@ -55,6 +55,9 @@ pub enum Error {
     /// The ranks of a multi-node job disagree or cannot communicate.
     #[error("cluster: {0}")]
     Cluster(String),
+    /// Settings that cannot work together for this job (found when it starts).
+    #[error("{0}")]
+    Config(#[from] ConfigError),
     /// The job was cancelled (another thread or rank failed first).
     #[error("job cancelled")]
     Cancelled,

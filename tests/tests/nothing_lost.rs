@@ -207,3 +207,63 @@ fn a_signal_at_any_moment_leaves_all_or_nothing() {
         outcomes[1]
     );
 }
+
+/// One output file needs no partitions: `-r 65536` and `-r 1048576` with a 64 KiB budget run
+/// in bounded memory (this peaked at 2.3 GB, and the OOM killer ended the second) and give the
+/// bytes of `-r 16`.
+#[test]
+fn many_partitions_with_one_output_file_stay_within_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.txt");
+    std::fs::write(&input, messy_text(5, 500_000)).unwrap();
+    let expected = reference_wordcount(std::slice::from_ref(&input.clone()), false);
+    for r in ["16", "65536", "1048576"] {
+        let out = dir.path().join(format!("out-{r}"));
+        let metrics = dir.path().join(format!("metrics-{r}"));
+        let run = spillway(&[
+            "wordcount",
+            "-q",
+            "-r",
+            r,
+            "-m",
+            "64K",
+            "-t",
+            "2",
+            "--metrics",
+            s(&metrics),
+            "-o",
+            s(&out),
+            s(&input),
+        ]);
+        assert!(run.status.success(), "-r {r}: {}", String::from_utf8_lossy(&run.stderr));
+        assert!(std::fs::read(&out).unwrap() == expected, "-r {r} differs from the reference");
+        let metrics: serde_json::Value = serde_json::from_slice(&std::fs::read(&metrics).unwrap()).unwrap();
+        assert!(metrics["spills"].as_u64().unwrap() > 10, "the budget forced spills");
+        let rss = metrics["peak_rss_bytes"].as_u64().unwrap();
+        assert!(rss < 64 << 20, "-r {r}: peak RSS {} MiB", rss >> 20);
+    }
+}
+
+/// Settings that cannot work are refused before any work with the reason (exit 2). (The
+/// warning for a million part files is a unit test of the tools.)
+#[test]
+fn degenerate_settings_are_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.txt");
+    std::fs::write(&input, messy_text(3, 20_000)).unwrap();
+    let out_dir = dir.path().join("out");
+    let cases: [(&[&str], &str); 3] = [
+        (&["-m", "64K", "-t", "1000"], "leaves each 65 bytes"),
+        (&["-m", "16T"], "would be killed before it spills"),
+        (&["-r", "65536", "-m", "64K", "-t", "2"], "every spill run carries a 2 MiB index"),
+    ];
+    for (flags, why) in cases {
+        let run =
+            spillway(&[&["wordcount", "-q"][..], flags, &["--out-dir", s(&out_dir), s(&input)]].concat());
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(2), "{flags:?}: {err}");
+        assert!(err.starts_with("spillway: error: ") && err.contains(why), "{flags:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(!out_dir.exists());
+    }
+}

@@ -41,6 +41,20 @@ pub fn eprint_line(line: impl std::fmt::Display) {
 /// The most partitions `-r` accepts (each partition costs memory in every buffer and merge).
 pub const MAX_PARTITIONS: u32 = 1 << 20;
 
+/// More part files than this get a warning (a million files in one directory is rarely meant).
+const MANY_PART_FILES: u32 = 1 << 16;
+
+/// The warning for an output of more than [`MANY_PART_FILES`] part files.
+fn many_part_files(output: &OutputSpec, partitions: u32) -> Option<String> {
+    match output {
+        OutputSpec::Dir(dir) if partitions > MANY_PART_FILES => Some(format!(
+            "spillway: warning: -r {partitions} writes {partitions} part files into {}",
+            dir.display()
+        )),
+        _ => None,
+    }
+}
+
 /// Parses a whole number in `min..=max`.
 fn parse_in<T: TryFrom<u64>>(s: &str, min: u64, max: u64) -> Result<T, String> {
     let n: u64 = s.trim().parse().map_err(|_| format!("{s:?} is not a whole number"))?;
@@ -216,6 +230,9 @@ impl JobOptions {
         }
         let engine = builder.build().map_err(UsageError::from)?;
         let output = self.check_paths(inputs)?;
+        if let Some(warning) = many_part_files(&output, self.partitions).filter(|_| !quiet) {
+            eprint_line(warning);
+        }
         let bar =
             (!quiet && std::io::stderr().is_terminal()).then(|| ProgressBar::start(Arc::clone(&progress)));
         let result = match partitioner {
@@ -471,6 +488,16 @@ mod tests {
         assert_eq!(parse_memory("65535"), Err("must be at least 64K".into()));
         assert_eq!(parse_split_size("1"), Ok(1));
         assert!(parse_split_size("0").is_err());
+    }
+
+    #[test]
+    fn a_million_part_files_get_a_warning() {
+        let dir = spillway_engine::OutputSpec::Dir("out".into());
+        let warning = super::many_part_files(&dir, 1 << 20).unwrap();
+        assert_eq!(warning, "spillway: warning: -r 1048576 writes 1048576 part files into out");
+        assert_eq!(super::many_part_files(&dir, 65536), None);
+        let file = spillway_engine::OutputSpec::File("out".into());
+        assert_eq!(super::many_part_files(&file, 1 << 20), None);
     }
 
     #[test]
