@@ -3,8 +3,8 @@
 use std::io::Write;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use spillway_shuffle::{
@@ -21,6 +21,7 @@ use crate::metrics::{AnonSampler, Metrics, Phase, PhaseTimes, Progress, peak_rss
 use crate::output::{
     MetricsFile, OutputFile, OutputSpec, Pending, StagedDir, fresh_token, part_name, sync_parent,
 };
+use crate::pool::{self, FirstError};
 use crate::spill::{SpillDir, Spiller};
 
 /// Largest default split size: 64 MiB. The default is smaller for small inputs, so that every
@@ -246,24 +247,6 @@ pub struct Engine {
     progress: Arc<Progress>,
     cluster: Arc<dyn Cluster>,
     metrics_file: Option<PathBuf>,
-}
-
-/// The first failure of a job; later ones are dropped.
-struct Failure(Mutex<Option<Error>>);
-
-impl Failure {
-    fn set(&self, e: Error) {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get_or_insert(e);
-    }
-    fn failed(&self) -> bool {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_some()
-    }
-    fn check(self) -> Result<()> {
-        match self.0.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner) {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
-    }
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
@@ -646,74 +629,73 @@ impl Engine {
         let source: &dyn SplitSource = &*source;
         let records = AtomicU64::new(0);
         let mapped = AtomicU64::new(0);
-        let failure = Failure(Mutex::new(None));
+        let failure = FirstError::default();
         let share = usize::try_from(self.memory_budget / self.threads as u64).unwrap_or(usize::MAX);
         let progress = &*self.progress;
         std::thread::scope(|scope| {
-            std::thread::Builder::new()
-                .name("spillway-splits".into())
-                .spawn_scoped(scope, || source.serve())
-                .expect("spawning the split server thread");
+            if pool::spawn(scope, "spillway-splits".into(), &failure, || source.serve()).is_none() {
+                return;
+            }
             for t in 0..self.threads {
                 let (records, mapped, failure) = (&records, &mapped, &failure);
-                std::thread::Builder::new()
-                    .name(format!("spillway-map-{t}"))
-                    .spawn_scoped(scope, move || {
-                        let mut buffer: Box<dyn SpillBuffer<J::Value>> = if J::COMBINER {
-                            Box::new(CombineBuffer::new(job, spiller, partitioner, share))
-                        } else {
-                            Box::new(AppendBuffer::new(spiller, partitioner, share))
+                let worker = move || {
+                    let mut buffer: Box<dyn SpillBuffer<J::Value>> = if J::COMBINER {
+                        Box::new(CombineBuffer::new(job, spiller, partitioner, share))
+                    } else {
+                        Box::new(AppendBuffer::new(spiller, partitioner, share))
+                    };
+                    let mut emitted = 0;
+                    loop {
+                        if failure.failed() || progress.cancelled() {
+                            break;
+                        }
+                        if let Some(batch) = spiller.take_background_batch() {
+                            match spiller.merge(job, batch) {
+                                Ok(run) => spiller.add(run),
+                                Err(e) => failure.set(e),
+                            }
+                            continue;
+                        }
+                        let Some(i) = source.next() else { break };
+                        let range = splits[i];
+                        mapped.fetch_add(1, Ordering::Relaxed);
+                        let split = inputs.split(range);
+                        let mut emitter = Emitter { buffer: &mut *buffer, records: 0 };
+                        let outcome = catch_unwind(AssertUnwindSafe(|| job.map(&split, &mut emitter)));
+                        emitted += emitter.records;
+                        let message = match outcome {
+                            Ok(Ok(())) => None,
+                            Ok(Err(e)) => Some(e.to_string()),
+                            Err(panic) => Some(panic_message(&*panic)),
                         };
-                        let mut emitted = 0;
-                        loop {
-                            if failure.failed() || progress.cancelled() {
-                                break;
-                            }
-                            if let Some(batch) = spiller.take_background_batch() {
-                                match spiller.merge(job, batch) {
-                                    Ok(run) => spiller.add(run),
-                                    Err(e) => failure.set(e),
-                                }
-                                continue;
-                            }
-                            let Some(i) = source.next() else { break };
-                            let range = splits[i];
-                            mapped.fetch_add(1, Ordering::Relaxed);
-                            let split = inputs.split(range);
-                            let mut emitter = Emitter { buffer: &mut *buffer, records: 0 };
-                            let outcome = catch_unwind(AssertUnwindSafe(|| job.map(&split, &mut emitter)));
-                            emitted += emitter.records;
-                            let message = match outcome {
-                                Ok(Ok(())) => None,
-                                Ok(Err(e)) => Some(e.to_string()),
-                                Err(panic) => Some(panic_message(&*panic)),
-                            };
-                            if let Some(message) = message {
-                                failure.set(Error::Job { split: split.describe(), message });
-                                break;
-                            }
-                            if let Some(e) = buffer.take_error() {
-                                failure.set(e);
-                                break;
-                            }
-                            inputs.release(range);
-                            progress.bytes_mapped.fetch_add(split.data.len() as u64, Ordering::Relaxed);
-                            progress.splits_done.fetch_add(1, Ordering::Relaxed);
+                        if let Some(message) = message {
+                            failure.set(Error::Job { split: split.describe(), message });
+                            break;
                         }
-                        if !failure.failed()
-                            && let Err(e) = buffer.spill()
-                        {
+                        if let Some(e) = buffer.take_error() {
                             failure.set(e);
+                            break;
                         }
-                        records.fetch_add(emitted, Ordering::Relaxed);
-                    })
-                    .expect("spawning a worker thread");
+                        inputs.release(range);
+                        progress.bytes_mapped.fetch_add(split.data.len() as u64, Ordering::Relaxed);
+                        progress.splits_done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if !failure.failed()
+                        && let Err(e) = buffer.spill()
+                    {
+                        failure.set(e);
+                    }
+                    records.fetch_add(emitted, Ordering::Relaxed);
+                };
+                if pool::spawn(scope, format!("spillway-map-{t}"), failure, worker).is_none() {
+                    break;
+                }
             }
         });
         if progress.cancelled() {
             failure.set(Error::Cancelled);
         }
-        failure.check()?;
+        failure.into_result()?;
         source.finish()?;
         Ok((records.into_inner(), mapped.into_inner()))
     }
@@ -737,31 +719,10 @@ impl Engine {
                     (step.output, step.inputs.iter().map(|&i| slots[i].take().expect("ready")).collect())
                 })
                 .collect();
-            let work = Mutex::new(work);
-            let done = Mutex::new(Vec::new());
-            let failure = Failure(Mutex::new(None));
-            std::thread::scope(|scope| {
-                for _ in 0..self.threads {
-                    scope.spawn(|| {
-                        loop {
-                            let item = work.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
-                            let Some((output, inputs)) = item else { break };
-                            if failure.failed() {
-                                break;
-                            }
-                            match spiller.merge(job, inputs) {
-                                Ok(run) => done
-                                    .lock()
-                                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                                    .push((output, run)),
-                                Err(e) => failure.set(e),
-                            }
-                        }
-                    });
-                }
-            });
-            failure.check()?;
-            for (output, run) in done.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner) {
+            let done = pool::for_each("spillway-merge", self.threads, work, |(output, inputs)| {
+                spiller.merge(job, inputs).map(|run| (output, run))
+            })?;
+            for (output, run) in done {
                 slots[output] = Some(run);
             }
         }
@@ -777,41 +738,20 @@ impl Engine {
         owned: &[u32],
         dir: &Path,
     ) -> Result<(u64, u64, u64)> {
-        let next = AtomicUsize::new(0);
-        let totals = Mutex::new((0u64, 0u64, 0u64));
-        let failure = Failure(Mutex::new(None));
         let progress = &*self.progress;
-        std::thread::scope(|scope| {
-            for _ in 0..self.threads.min(owned.len()) {
-                scope.spawn(|| {
-                    while let Some(&p) = owned.get(next.fetch_add(1, Ordering::Relaxed)) {
-                        if failure.failed() || progress.cancelled() {
-                            break;
-                        }
-                        let result =
-                            OutputFile::create_staged(&dir.join(part_name(p)), self.io).and_then(|out| {
-                                let merge = Merge::new(readers.iter().map(|r| r.iter(p)).collect());
-                                reduce_merge(job, merge, out, &format!("reduce of partition {p}"))
-                            });
-                        match result {
-                            Ok((keys, bytes, _)) => {
-                                let mut t = totals.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                                *t = (t.0 + keys, t.1 + bytes, t.2 + 1);
-                                drop(t);
-                                progress.partitions_done.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Err(e) => failure.set(e),
-                        }
-                    }
-                });
+        let parts = pool::for_each("spillway-reduce", self.threads, owned.to_vec(), |p| {
+            if progress.cancelled() {
+                return Err(Error::Cancelled);
             }
-        });
-        if progress.cancelled() {
-            failure.set(Error::Cancelled);
-        }
-        // On failure the staging directory goes, with every part file written into it.
-        failure.check()?;
-        Ok(totals.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner))
+            let out = OutputFile::create_staged(&dir.join(part_name(p)), self.io)?;
+            let merge = Merge::new(readers.iter().map(|r| r.iter(p)).collect());
+            let (keys, bytes, _) = reduce_merge(job, merge, out, &format!("reduce of partition {p}"))?;
+            progress.partitions_done.fetch_add(1, Ordering::Relaxed);
+            Ok((keys, bytes))
+        })?;
+        // (On failure the staging directory goes, with every part file written into it.)
+        let (keys, bytes) = parts.iter().fold((0, 0), |(k, b), &(keys, bytes)| (k + keys, b + bytes));
+        Ok((keys, bytes, parts.len() as u64))
     }
 }
 

@@ -58,6 +58,18 @@ pub enum Error {
     /// Settings that cannot work together for this job (found when it starts).
     #[error("{0}")]
     Config(#[from] ConfigError),
+    /// A worker thread could not be started (a process or user thread limit: `ulimit -u`, a
+    /// batch system's pids limit). The job fails cleanly.
+    #[error(
+        "cannot start thread {thread}: {source} (a limit on threads or processes was reached: see ulimit -u, or the batch system's pids limit; or use fewer threads)"
+    )]
+    Spawn {
+        /// The thread's name.
+        thread: String,
+        /// Why the system refused it.
+        #[source]
+        source: std::io::Error,
+    },
     /// The job was cancelled (another thread or rank failed first).
     #[error("job cancelled")]
     Cancelled,

@@ -110,6 +110,7 @@ use crate::output::{
     FileDestination, OutputSpec, StagedDir, TempFile, file_destination, fresh_token, open_in_place,
     part_name, sync_parent,
 };
+use crate::pool::{self, FirstError};
 use crate::spill::SpillDir;
 use crate::{DEFAULT_MEMORY_BUDGET, MIN_MEMORY_BUDGET};
 
@@ -796,7 +797,7 @@ impl SharedWriter {
             let _ = free_tx.send(Vec::with_capacity(plan.write_buffer + plan.size));
         }
         std::thread::scope(|scope| {
-            spawn_named(scope, "spillway-write".into(), move || {
+            spawn_named(scope, "spillway-write".into(), failure, move || {
                 for (offset, mut buffer) in full_rx {
                     if !failure.failed()
                         && let Err(e) = file.write_all_at(&buffer, offset)
@@ -856,29 +857,15 @@ fn stitch(pieces: &[Piece]) -> u64 {
     total
 }
 
-/// The first error of a group of threads.
-struct FirstError(Mutex<Option<Error>>);
-
-impl FirstError {
-    fn new() -> Self {
-        FirstError(Mutex::new(None))
-    }
-    fn set(&self, e: Error) {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get_or_insert(e);
-    }
-    fn failed(&self) -> bool {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_some()
-    }
-    fn check(self) -> Result<()> {
-        match self.0.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner) {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
-    }
-}
-
-fn spawn_named<'s, F: FnOnce() + Send + 's>(scope: &'s std::thread::Scope<'s, '_>, name: String, f: F) {
-    std::thread::Builder::new().name(name).spawn_scoped(scope, f).expect("spawning a sort thread");
+/// Starts a thread in `scope`; one that cannot be started fails the sort through `failure`
+/// (see [`pool::spawn`]), and the threads already running stop at their next task.
+fn spawn_named<'s, F: FnOnce() + Send + 's>(
+    scope: &'s std::thread::Scope<'s, '_>,
+    name: String,
+    failure: &FirstError,
+    f: F,
+) -> bool {
+    pool::spawn(scope, name, failure, f).is_some()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -916,14 +903,14 @@ fn sort_chunk(
         let handles: Vec<_> = ranges
             .iter()
             .map(|range| {
-                scope.spawn(move || {
+                pool::spawn_or_run(scope, "spillway-sort".into(), move || {
                     let mut h = [0usize; 256];
                     records.for_each(range.clone(), |_, r| h[r[0] as usize] += 1);
                     h
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("histogram thread")).collect()
+        handles.into_iter().map(pool::Started::join).collect()
     });
 
     // 2. Every thread writes its entries straight into its slots of each bucket.
@@ -943,7 +930,7 @@ fn sort_chunk(
         }
         std::thread::scope(|scope| {
             for (range, mut mine) in ranges.iter().zip(slots) {
-                spawn_named(scope, "spillway-sort".into(), move || {
+                pool::spawn_or_run(scope, "spillway-sort".into(), move || {
                     let mut at = [0usize; 256];
                     records.for_each(range.clone(), |i, r| {
                         let d = r[0] as usize;
@@ -967,12 +954,12 @@ fn sort_chunk(
             sort_and_write(plan, records, entries, &tasks, &order, file, path, progress, threads)
         }
         Sink::Parts { dir, partitioner, sync } => {
-            sort_tasks(entries, &tasks, &order, threads);
+            sort_tasks(entries, &tasks, &order, threads)?;
             let bounds = part_bounds(entries, partitioner, &order);
             write_parts(plan, records, entries, &bounds, dir, *sync, progress, threads)
         }
         Sink::Stream(stream) => {
-            sort_tasks(entries, &tasks, &order, threads);
+            sort_tasks(entries, &tasks, &order, threads)?;
             let mut buffer = Vec::with_capacity(plan.write_buffer);
             let piece =
                 write_entries(plan, records, entries, &mut buffer, &mut Dest::Stream(*stream), progress)?;
@@ -1024,21 +1011,31 @@ fn task_slices<'e>(mut entries: &'e mut [u128], tasks: &[(Range<usize>, usize)])
 }
 
 /// Sorts every task, in parallel.
-fn sort_tasks(entries: &mut [u128], tasks: &[(Range<usize>, usize)], order: &Order<'_, '_>, threads: usize) {
+fn sort_tasks(
+    entries: &mut [u128],
+    tasks: &[(Range<usize>, usize)],
+    order: &Order<'_, '_>,
+    threads: usize,
+) -> Result<()> {
     let queue =
         Mutex::new(task_slices(entries, tasks).into_iter().zip(tasks).collect::<Vec<_>>().into_iter());
+    let failure = FirstError::default();
     std::thread::scope(|scope| {
         for _ in 0..threads {
-            spawn_named(scope, "spillway-sort".into(), || {
+            let sorter = || {
                 let mut scratch = Vec::new();
                 loop {
-                    let next = queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).next();
+                    let next = pool::lock(&queue).next();
                     let Some((slice, (_, byte))) = next else { break };
                     sort_entries(slice, *byte, order, &mut scratch);
                 }
-            });
+            };
+            if !spawn_named(scope, "spillway-sort".into(), &failure, sorter) {
+                break;
+            }
         }
     });
+    failure.into_result()
 }
 
 /// Sorts the tasks and writes each at its offset as soon as it is sorted, in parallel.
@@ -1058,11 +1055,11 @@ fn sort_and_write(
         task_slices(entries, tasks).into_iter().zip(tasks).enumerate().collect::<Vec<_>>().into_iter(),
     );
     let pieces = Mutex::new(vec![Piece::default(); tasks.len()]);
-    let failure = FirstError::new();
+    let failure = FirstError::default();
     SharedWriter::run(file, path, plan, &failure, |writer| {
         std::thread::scope(|scope| {
             for _ in 0..threads {
-                spawn_named(scope, "spillway-sort".into(), || {
+                if !spawn_named(scope, "spillway-sort".into(), &failure, || {
                     let mut buffer = Vec::with_capacity(plan.write_buffer + plan.size);
                     let mut scratch = Vec::new();
                     loop {
@@ -1081,14 +1078,16 @@ fn sort_and_write(
                             Err(e) => failure.set(e),
                         }
                     }
-                });
+                }) {
+                    break;
+                }
             }
         })
     });
     if progress.cancelled() {
         failure.set(Error::Cancelled);
     }
-    failure.check()?;
+    failure.into_result()?;
     Ok(pieces.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner))
 }
 
@@ -1118,10 +1117,10 @@ fn write_parts(
     let next = AtomicUsize::new(0);
     let pieces = Mutex::new(vec![Piece::default(); parts]);
     let written = WrittenParts::default();
-    let failure = FirstError::new();
+    let failure = FirstError::default();
     std::thread::scope(|scope| {
         for _ in 0..threads.min(parts) {
-            spawn_named(scope, "spillway-sort".into(), || {
+            if !spawn_named(scope, "spillway-sort".into(), &failure, || {
                 let mut buffer = Vec::with_capacity(plan.write_buffer);
                 loop {
                     let p = next.fetch_add(1, Ordering::Relaxed);
@@ -1150,13 +1149,15 @@ fn write_parts(
                         Err(e) => failure.set(e),
                     }
                 }
-            });
+            }) {
+                break;
+            }
         }
     });
     if progress.cancelled() {
         failure.set(Error::Cancelled);
     }
-    failure.check()?;
+    failure.into_result()?;
     written.commit(sync)?;
     Ok(pieces.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner))
 }
@@ -1539,11 +1540,11 @@ fn merge_runs(
     let next = AtomicUsize::new(0);
     let pieces = Mutex::new(vec![Piece::default(); pieces_total]);
     let written = WrittenParts::default();
-    let failure = FirstError::new();
+    let failure = FirstError::default();
     let merge_all = |writer: Option<&SharedWriter>| {
         std::thread::scope(|scope| {
             for _ in 0..threads {
-                spawn_named(scope, "spillway-merge".into(), || {
+                if !spawn_named(scope, "spillway-merge".into(), &failure, || {
                     let mut buffers: Vec<Vec<u8>> = Vec::new();
                     let mut out = Vec::with_capacity(plan.write_buffer + size);
                     loop {
@@ -1590,7 +1591,9 @@ fn merge_runs(
                             Err(e) => failure.set(e),
                         }
                     }
-                });
+                }) {
+                    break;
+                }
             }
         })
     };
@@ -1601,7 +1604,7 @@ fn merge_runs(
     if progress.cancelled() {
         failure.set(Error::Cancelled);
     }
-    failure.check()?;
+    failure.into_result()?;
     if let Sink::Parts { sync, .. } = sink {
         written.commit(*sync)?;
     }

@@ -267,3 +267,59 @@ fn degenerate_settings_are_refused_with_the_reason() {
         assert!(!out_dir.exists());
     }
 }
+
+/// A thread that cannot be started (a user's thread limit, a batch system's pids limit) fails
+/// the job with one clear line and exit 1, leaving nothing behind; it used to panic with
+/// "internal error ... (at engine.rs:587)". Runs the binary as `nobody` under `ulimit -u`
+/// (root is exempt from the limit), so it needs root and `setpriv`.
+#[test]
+fn a_thread_that_cannot_start_fails_the_job_cleanly() {
+    let uid = Command::new("id").arg("-u").output().unwrap();
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0"
+        || Command::new("setpriv").arg("--help").output().is_err()
+    {
+        eprintln!("skipped: needs root and setpriv to run as another user under a thread limit");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let input = dir.path().join("in.txt");
+    std::fs::write(&input, messy_text(9, 100_000)).unwrap();
+    let records = dir.path().join("records");
+    assert!(spillway(&["gen", "records", "10000", s(&records)]).status.success());
+    let spill = dir.path().join("spill");
+    std::fs::create_dir(&spill).unwrap();
+    std::fs::set_permissions(&spill, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = dir.path().join("out");
+    let cases: [Vec<&str>; 4] = [
+        vec!["wordcount", "-t", "8", "-o", s(&out), s(&input)],
+        vec!["index", "-t", "8", "--out-dir", s(&out), s(&input)],
+        vec!["sort", "-t", "8", "-o", s(&out), s(&records)],
+        vec!["sort", "--generic", "-t", "8", "-o", s(&out), s(&records)],
+    ];
+    for args in cases {
+        let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
+        let run = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "bash", "-c"])
+            .arg(format!(
+                "ulimit -u 3 && exec \"$SPILLWAY\" {} -q --spill-dir '{}'",
+                quoted.join(" "),
+                s(&spill)
+            ))
+            .env("SPILLWAY", spillway_bin())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(1), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(
+            err.starts_with("spillway: error: cannot start thread") && err.contains("ulimit -u"),
+            "{args:?}: {err}"
+        );
+        assert!(!out.exists(), "{args:?} left an output");
+        assert!(names(&spill).is_empty(), "{args:?} left a spill directory");
+    }
+    let mut left = names(dir.path());
+    left.retain(|n| n.starts_with('.'));
+    assert!(left.is_empty(), "temporaries left: {left:?}");
+}

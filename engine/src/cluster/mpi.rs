@@ -460,12 +460,14 @@ impl Cluster for MpiCluster {
             let per_dest = &per_dest;
             let dest_chunk = &dest_chunk;
             let rank = self.rank;
-            let mover = std::thread::Builder::new()
-                .name("spillway-exchange".into())
-                .spawn_scoped(scope, move || {
+            let started =
+                std::thread::Builder::new().name("spillway-exchange".into()).spawn_scoped(scope, move || {
                     move_bytes(rank, per_dest, dest_chunk, units, plan.chunk, &free_rx, &full_tx)
-                })
-                .expect("spawning the exchange thread");
+                });
+            let mover = match started {
+                Ok(mover) => mover,
+                Err(source) => return Err(Error::Spawn { thread: "spillway-exchange".into(), source }),
+            };
             // The buffers are sized (and their pages touched) here, the second one while the
             // first one is filling.
             for _ in 0..RECEIVE_BUFFERS.min(units.len()) {
@@ -493,8 +495,8 @@ impl Cluster for MpiCluster {
                 // they are just not written.
                 let _ = free_tx.send(buffer);
             }
-            mover.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        });
+            Ok(mover.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+        })?;
         let data = data_started.elapsed();
         stats.sent = mover.sent;
         stats.received = mover.received;
