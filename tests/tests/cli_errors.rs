@@ -287,10 +287,11 @@ fn a_failing_standard_error_keeps_the_exit_status() {
     assert!(std::fs::metadata(&full).unwrap().file_type().is_char_device());
 }
 
-/// A panic that reaches `main` (here: no thread can be spawned, as no stack fits) prints one
-/// line without a backtrace, even with RUST_BACKTRACE=1, and exits 1.
+/// No thread can be started (no stack fits): one line without a backtrace, even with
+/// RUST_BACKTRACE=1, and exit 1. (This used to be a panic reaching `main`; a thread that
+/// cannot start is an ordinary error now.)
 #[test]
-fn panics_print_one_line_and_exit_1() {
+fn thread_start_failures_print_one_line_and_exit_1() {
     let (_dir, input) = with_input();
     let out = Command::new(spillway_bin())
         .args(["wordcount", "-q"])
@@ -299,7 +300,7 @@ fn panics_print_one_line_and_exit_1() {
         .env("RUST_MIN_STACK", (1u64 << 50).to_string())
         .output()
         .unwrap();
-    assert_one_line(&out, 1, &["spillway: internal error: ", " (at "]);
+    assert_one_line(&out, 1, &["spillway: error: cannot start thread spillway-", "ulimit -u"]);
     let err = stderr(&out);
     assert!(!err.contains("backtrace") && !err.contains("panicked at"), "{err}");
 }
