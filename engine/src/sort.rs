@@ -343,6 +343,8 @@ struct Records<'a> {
     segments: Vec<Segment<'a>>,
     size: usize,
     len: usize,
+    /// The inputs the segments borrow from.
+    inputs: &'a Inputs,
 }
 
 impl<'a> Records<'a> {
@@ -368,7 +370,7 @@ impl<'a> Records<'a> {
                 len += data.len() / size;
             }
         }
-        Ok(Records { segments, size, len })
+        Ok(Records { segments, size, len, inputs })
     }
 
     fn len(&self) -> usize {
@@ -395,7 +397,7 @@ impl<'a> Records<'a> {
                 });
             }
         }
-        Records { segments, size: self.size, len: range.len() }
+        Records { segments, size: self.size, len: range.len(), inputs: self.inputs }
     }
 
     #[inline]
@@ -968,7 +970,7 @@ fn sort_chunk(
         split_task(entries, bucket_bounds[d]..bucket_bounds[d + 1], 1, threshold, &order, &mut tasks);
     }
 
-    match sink {
+    let pieces = match sink {
         Sink::File(file, path) => {
             sort_and_write(plan, records, entries, &tasks, &order, file, path, progress, threads)
         }
@@ -984,7 +986,11 @@ fn sort_chunk(
                 write_entries(plan, records, entries, &mut buffer, &mut Dest::Stream(*stream), progress)?;
             Ok(vec![piece])
         }
-    }
+    }?;
+    // Every record of the chunk has been read: an input that changed meanwhile (truncated
+    // ones read as zeros) fails the sort before anything is committed.
+    records.inputs.check_unchanged()?;
+    Ok(pieces)
 }
 
 /// Adds `range` (entries agreeing on `byte` key bytes) as sort tasks, split on its next
@@ -1163,6 +1169,8 @@ fn write_parts(
         failure.set(Error::Cancelled);
     }
     failure.check()?;
+    // Part files are committed here, within `sort_chunk`: check the inputs first.
+    records.inputs.check_unchanged()?;
     written.commit(sync)?;
     Ok(pieces.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner))
 }
