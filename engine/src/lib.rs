@@ -44,6 +44,7 @@ mod job;
 pub mod jobs;
 mod metrics;
 mod output;
+mod owner;
 pub mod sort;
 mod spill;
 pub mod text;
