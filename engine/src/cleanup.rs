@@ -3,15 +3,63 @@
 //!
 //! Each is registered while it exists (the registration is dropped with it). A front end that
 //! catches SIGINT or SIGTERM calls [`remove_all`] before it exits, so that an interrupted job
-//! leaves neither gigabytes of spill runs nor half-written outputs behind. (A job killed with
-//! SIGKILL cannot clean up: its spill directory, named `spillway-r<rank>-<pid>-<time>`, stays
-//! in the spill directory until removed by hand; its output never appears under its final
-//! name.)
+//! leaves neither gigabytes of spill runs nor half-written outputs behind. A job killed with
+//! SIGKILL (or whose node went down) cannot clean up: its spill directory stays, but its name,
+//! `spillway-<host>-<pidns>-<pid>-<start>-r<rank>-<time>`, says which process made it, and the
+//! next job on the same host that uses the same spill directory removes it once that process
+//! is gone (reporting each through the [`Notice`] hook). Its output never appears under its
+//! final name.
+//!
+//! The engine is a library and prints nothing: what it cleaned up on its own reaches the
+//! front end as [`Notice`]s, through the hook set with [`set_notice_hook`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
+
+/// Something the engine did on its own that its user should hear about, one line each
+/// (`Display` gives the line, without a program name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Notice {
+    /// The spill directory of a job that no longer runs on this host (killed with SIGKILL,
+    /// say) was found in the spill directory and removed.
+    RemovedDeadSpillDir {
+        /// The directory, as it was named.
+        path: PathBuf,
+        /// The bytes of the files it held.
+        bytes: u64,
+    },
+}
+
+impl std::fmt::Display for Notice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Notice::RemovedDeadSpillDir { path, bytes } => {
+                write!(f, "removed the spill directory of a dead job: {} ({bytes} bytes)", path.display())
+            }
+        }
+    }
+}
+
+type NoticeHook = Box<dyn Fn(&Notice) + Send + Sync>;
+
+static NOTICE_HOOK: RwLock<Option<NoticeHook>> = RwLock::new(None);
+
+/// Sets the function that receives the engine's [`Notice`]s, replacing the previous one. By
+/// default there is none and notices are dropped (a library does not print); the `spillway`
+/// tool prints each on one line of standard error. The hook may be called from any thread.
+pub fn set_notice_hook(hook: impl Fn(&Notice) + Send + Sync + 'static) {
+    *NOTICE_HOOK.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Box::new(hook));
+}
+
+/// Hands `notice` to the hook, if one is set.
+pub(crate) fn notify(notice: &Notice) {
+    if let Some(hook) = &*NOTICE_HOOK.read().unwrap_or_else(std::sync::PoisonError::into_inner) {
+        hook(notice);
+    }
+}
 
 /// A set of paths to remove on interruption.
 #[derive(Debug)]

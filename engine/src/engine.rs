@@ -349,7 +349,9 @@ impl Engine {
         );
 
         progress.set_phase(Phase::Map);
-        let (map_records, mapped_splits) = self.map_phase(job, inputs, &splits, partitioner, &spiller)?;
+        let mapped = self.map_phase(job, inputs, &splits, partitioner, &spiller);
+        inputs.check_unchanged()?; // also when the map failed: a changed input explains it
+        let (map_records, mapped_splits) = mapped?;
         let map_done = Instant::now();
 
         // Partition p is reduced by its owner: one file of all keys is written by rank 0;

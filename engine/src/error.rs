@@ -73,6 +73,28 @@ pub enum Error {
     /// The job was cancelled (another thread or rank failed first).
     #[error("job cancelled")]
     Cancelled,
+    /// An input file changed while the job read it: truncated under its memory map, or its
+    /// size, modification time or identity differ from when it was opened (see
+    /// [`Inputs::check_unchanged`](crate::Inputs::check_unchanged)). What the job read of it
+    /// cannot be trusted.
+    #[error("input {path} changed while the job ran ({})", changed_sizes(*before, *after))]
+    InputChanged {
+        /// The path as given (or found inside a given directory).
+        path: PathBuf,
+        /// Its size in bytes when it was opened.
+        before: u64,
+        /// Its size in bytes when the change was found; `None` when the path no longer names
+        /// a file.
+        after: Option<u64>,
+    },
+}
+
+/// "N bytes before, M bytes after", for [`Error::InputChanged`].
+fn changed_sizes(before: u64, after: Option<u64>) -> String {
+    match after {
+        Some(after) => format!("{before} bytes before, {after} bytes after"),
+        None => format!("{before} bytes before, gone after"),
+    }
 }
 
 impl Error {
@@ -83,7 +105,10 @@ impl Error {
 
     /// True when the error comes from bad input rather than from the machine or the engine.
     pub fn is_input_error(&self) -> bool {
-        matches!(self, Error::Input { .. } | Error::Output { .. } | Error::OutputExists(_))
+        matches!(
+            self,
+            Error::Input { .. } | Error::InputChanged { .. } | Error::Output { .. } | Error::OutputExists(_)
+        )
     }
 
     /// True when the disk (spill or output) is full.

@@ -1,5 +1,6 @@
 //! Inputs: files and directories, memory-mapped, cut into splits at record boundaries.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use spillway_shuffle::{ByteSource, ReadMode};
@@ -30,6 +31,35 @@ pub struct InputFile {
     /// directory follow in byte order of their names.
     pub index: u32,
     bytes: ByteSource,
+    /// What the path named when the file was opened.
+    opened: FileState,
+}
+
+/// What a path names, as far as telling a change goes: which file, its size and its
+/// modification time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileState {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+}
+
+impl FileState {
+    fn of(path: &Path) -> std::io::Result<Self> {
+        let meta = std::fs::metadata(path)?;
+        Ok(FileState {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+        })
+    }
+
+    /// The error for a file that was `self` and now is `now` (`None`: no longer there).
+    fn changed(&self, path: &Path, now: Option<FileState>) -> Error {
+        Error::InputChanged { path: path.to_owned(), before: self.len, after: now.map(|s| s.len) }
+    }
 }
 
 impl InputFile {
@@ -77,6 +107,7 @@ pub(crate) struct SplitRange {
 #[derive(Debug)]
 pub struct Inputs {
     files: Vec<InputFile>,
+    read: ReadMode,
 }
 
 impl Inputs {
@@ -84,9 +115,14 @@ impl Inputs {
     /// (recursively, in byte order of names), skipping names that start with `.` or `_` (such
     /// as `_SUCCESS`).
     ///
+    /// A file truncated while it is mapped does not kill the process with SIGBUS: the
+    /// vanished bytes read as zeros and [`Inputs::check_unchanged`] reports the change (the
+    /// engine calls it after reading the inputs, before committing any output).
+    ///
     /// # Errors
     ///
-    /// A path is missing or unreadable ([`Error::Input`], naming it), or no path was given.
+    /// A path is missing or unreadable ([`Error::Input`], naming it), or no path was given;
+    /// a file changed while it was being opened ([`Error::InputChanged`]).
     pub fn new(paths: impl IntoIterator<Item = impl AsRef<Path>>) -> Result<Self> {
         Self::with_mode(paths, ReadMode::Mmap)
     }
@@ -108,20 +144,58 @@ impl Inputs {
         }
         let mut files = Vec::with_capacity(found.len());
         for (index, path) in found.into_iter().enumerate() {
-            let bytes = ByteSource::open(&path, mode).map_err(|e| Error::Input {
-                what: match &e {
+            let unreadable = |what: String| Error::Input { path: path.clone(), what };
+            let opened = FileState::of(&path).map_err(|e| unreadable(e.to_string()))?;
+            let bytes = ByteSource::open_watched(&path, mode).map_err(|e| {
+                unreadable(match &e {
                     spillway_shuffle::Error::Io { source, .. } => source.to_string(),
                     other => other.to_string(),
-                },
-                path: path.clone(),
+                })
             })?;
-            let index = u32::try_from(index).map_err(|_| Error::Input {
-                path: path.clone(),
-                what: "more than 4 billion input files".into(),
-            })?;
-            files.push(InputFile { path, index, bytes });
+            // The same file, unchanged, before and after it was mapped or read: with pread the
+            // copy is then consistent.
+            let now = FileState::of(&path).ok();
+            if now != Some(opened) || bytes.len() as u64 != opened.len {
+                return Err(opened.changed(&path, now));
+            }
+            let index =
+                u32::try_from(index).map_err(|_| unreadable("more than 4 billion input files".into()))?;
+            files.push(InputFile { path, index, bytes, opened });
         }
-        Ok(Inputs { files })
+        Ok(Inputs { files, read: mode })
+    }
+
+    /// Fails if an input changed since it was opened: with [`ReadMode::Mmap`], a file whose
+    /// mapped pages vanished (it was truncated: those bytes read as zeros), or a path that now
+    /// names a file of another size or modification time, another file, or nothing. The job
+    /// read such an input while it changed, so its results cannot be trusted. The engine
+    /// calls this after the map phase (the last reads of the inputs) and before committing
+    /// any output.
+    ///
+    /// With [`ReadMode::Pread`] each file was read whole when it was opened (which fails
+    /// should the file change during that read), so the job worked on a consistent copy and
+    /// later changes are not an error: that mode is for inputs that may change.
+    ///
+    /// A change that restores both size and modification time (to the resolution the
+    /// filesystem keeps) goes unnoticed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InputChanged`] for the first changed file, with its size before and after.
+    pub fn check_unchanged(&self) -> Result<()> {
+        for file in &self.files {
+            if file.bytes.vanished() {
+                return Err(file.opened.changed(&file.path, FileState::of(&file.path).ok()));
+            }
+            if self.read == ReadMode::Pread {
+                continue;
+            }
+            let now = FileState::of(&file.path).ok();
+            if now != Some(file.opened) {
+                return Err(file.opened.changed(&file.path, now));
+            }
+        }
+        Ok(())
     }
 
     /// The files, in input order.
@@ -298,6 +372,84 @@ mod tests {
         assert!(inputs.plan_splits(SplitMode::Lines, 10).unwrap().is_empty());
         let err = Inputs::new(["/no/such/input.txt"]).unwrap_err().to_string();
         assert!(err.contains("/no/such/input.txt") && err.contains("No such file"), "{err}");
+    }
+
+    fn changed(inputs: &Inputs) -> String {
+        let err = inputs.check_unchanged().unwrap_err();
+        assert!(err.is_input_error() && matches!(err, Error::InputChanged { .. }), "{err:?}");
+        err.to_string()
+    }
+
+    #[test]
+    fn check_unchanged_finds_any_change_to_a_mapped_input() {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.txt");
+        let content = vec![b'x'; 3 * 4096];
+        let open = || {
+            std::fs::write(&path, &content).unwrap();
+            Inputs::new([&path]).unwrap()
+        };
+        let file = || std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let shown = path.display();
+
+        let inputs = open();
+        inputs.check_unchanged().unwrap();
+
+        // Rewritten in place with the same size: told by the modification time (set apart
+        // explicitly: a coarse clock could give the rewrite the same one).
+        file().write_all_at(b"y", 5).unwrap();
+        file()
+            .set_modified(std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1000))
+            .unwrap();
+        assert_eq!(
+            changed(&inputs),
+            format!("input {shown} changed while the job ran (12288 bytes before, 12288 bytes after)")
+        );
+        drop(inputs);
+
+        // Truncated, read past the new end (zeros, not SIGBUS), then grown back to its size
+        // and modification time: the vanished pages still tell.
+        let inputs = open();
+        let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+        file().set_len(100).unwrap();
+        assert_eq!(inputs.files()[0].bytes()[2 * 4096], 0);
+        file().set_len(content.len() as u64).unwrap();
+        file().set_modified(mtime).unwrap();
+        assert!(inputs.files()[0].bytes()[..100].iter().all(|&b| b == b'x'));
+        assert_eq!(
+            changed(&inputs),
+            format!("input {shown} changed while the job ran (12288 bytes before, 12288 bytes after)")
+        );
+        drop(inputs);
+
+        // Replaced by another file (of another size), or removed.
+        let inputs = open();
+        let other = dir.path().join("other");
+        std::fs::write(&other, b"new").unwrap();
+        std::fs::rename(&other, &path).unwrap();
+        assert_eq!(
+            changed(&inputs),
+            format!("input {shown} changed while the job ran (12288 bytes before, 3 bytes after)")
+        );
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(
+            changed(&inputs),
+            format!("input {shown} changed while the job ran (12288 bytes before, gone after)")
+        );
+    }
+
+    #[test]
+    fn pread_inputs_are_copies_that_later_changes_do_not_affect() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.txt");
+        std::fs::write(&path, vec![b'x'; 10_000]).unwrap();
+        let inputs = Inputs::with_mode([&path], ReadMode::Pread).unwrap();
+        std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(10).unwrap();
+        inputs.check_unchanged().unwrap();
+        assert!(
+            inputs.files()[0].bytes().len() == 10_000 && inputs.files()[0].bytes().iter().all(|&b| b == b'x')
+        );
     }
 
     #[test]

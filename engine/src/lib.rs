@@ -44,6 +44,7 @@ mod job;
 pub mod jobs;
 mod metrics;
 mod output;
+mod owner;
 mod pool;
 pub mod sort;
 mod spill;

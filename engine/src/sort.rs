@@ -344,6 +344,8 @@ struct Records<'a> {
     segments: Vec<Segment<'a>>,
     size: usize,
     len: usize,
+    /// The inputs the segments borrow from.
+    inputs: &'a Inputs,
 }
 
 impl<'a> Records<'a> {
@@ -369,7 +371,7 @@ impl<'a> Records<'a> {
                 len += data.len() / size;
             }
         }
-        Ok(Records { segments, size, len })
+        Ok(Records { segments, size, len, inputs })
     }
 
     fn len(&self) -> usize {
@@ -396,7 +398,7 @@ impl<'a> Records<'a> {
                 });
             }
         }
-        Records { segments, size: self.size, len: range.len() }
+        Records { segments, size: self.size, len: range.len(), inputs: self.inputs }
     }
 
     #[inline]
@@ -934,8 +936,13 @@ fn sort_chunk(
                     let mut at = [0usize; 256];
                     records.for_each(range.clone(), |i, r| {
                         let d = r[0] as usize;
-                        mine[d][at[d]] = entry_key(r) | i as u128;
-                        at[d] += 1;
+                        // A bucket can only overflow when the input changed since its
+                        // histogram (a truncated input reads as zeros): the record is dropped
+                        // here and the check of the inputs after this chunk fails the sort.
+                        if let Some(slot) = mine[d].get_mut(at[d]) {
+                            *slot = entry_key(r) | i as u128;
+                            at[d] += 1;
+                        }
                     });
                 });
             }
@@ -949,7 +956,7 @@ fn sort_chunk(
         split_task(entries, bucket_bounds[d]..bucket_bounds[d + 1], 1, threshold, &order, &mut tasks);
     }
 
-    match sink {
+    let pieces = match sink {
         Sink::File(file, path) => {
             sort_and_write(plan, records, entries, &tasks, &order, file, path, progress, threads)
         }
@@ -965,7 +972,11 @@ fn sort_chunk(
                 write_entries(plan, records, entries, &mut buffer, &mut Dest::Stream(*stream), progress)?;
             Ok(vec![piece])
         }
-    }
+    }?;
+    // Every record of the chunk has been read: an input that changed meanwhile (truncated
+    // ones read as zeros) fails the sort before anything is committed.
+    records.inputs.check_unchanged()?;
+    Ok(pieces)
 }
 
 /// Adds `range` (entries agreeing on `byte` key bytes) as sort tasks, split on its next
@@ -1158,6 +1169,8 @@ fn write_parts(
         failure.set(Error::Cancelled);
     }
     failure.into_result()?;
+    // Part files are committed here, within `sort_chunk`: check the inputs first.
+    records.inputs.check_unchanged()?;
     written.commit(sync)?;
     Ok(pieces.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner))
 }

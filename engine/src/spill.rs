@@ -1,6 +1,7 @@
 //! Spill runs and merges: the job's spill directory, the pool of waiting runs, and the
 //! background merges that fold F of them as soon as F are waiting.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -10,11 +11,20 @@ use spillway_shuffle::{
     IoBackend, MergeOptions, OpenRunGauge, ReadMode, RunInfo, RunWriter, Value, merge_runs,
 };
 
+use crate::cleanup::{Notice, notify};
 use crate::error::{Error, Result};
 use crate::job::Job;
 use crate::metrics::Progress;
+use crate::owner::OwnerTag;
 
-/// A per-job directory under the user's spill directory, removed when dropped.
+/// A per-job directory under the user's spill directory, removed when dropped (and on
+/// interruption, through [`crate::cleanup`]).
+///
+/// Its name, `spillway-<owner>-r<rank>-<time>` (`<owner>` an [`OwnerTag`]: host, PID
+/// namespace, PID, start time), tells which process made it, so that a job killed with
+/// SIGKILL, which cannot remove its own, does not leave it forever: creating a spill
+/// directory removes those of dead jobs beside it. Where `/proc` cannot tell a tag, the name
+/// is the older `spillway-r<rank>-<pid>-<time>`, which no job removes.
 #[derive(Debug)]
 pub(crate) struct SpillDir {
     path: PathBuf,
@@ -28,19 +38,88 @@ impl SpillDir {
     }
 
     /// A spill directory whose name carries `rank`, so that ranks sharing a spill directory
-    /// (one host, or a shared filesystem) never collide.
+    /// (one host, or a shared filesystem) never collide. Then removes the spill directories
+    /// of dead jobs in `parent` ([`SpillDir::remove_dead_beside`]).
     pub(crate) fn for_rank(parent: &Path, rank: usize) -> Result<Self> {
         std::fs::create_dir_all(parent).map_err(|e| Error::io("create spill directory", parent, e))?;
         let nanos =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        let path = parent.join(format!("spillway-r{rank}-{}-{nanos:x}", std::process::id()));
+        let name = match OwnerTag::current() {
+            Some(owner) => format!("spillway-{owner}-r{rank}-{nanos:x}"),
+            None => format!("spillway-r{rank}-{}-{nanos:x}", std::process::id()),
+        };
+        let path = parent.join(name);
         std::fs::create_dir(&path).map_err(|e| Error::io("create spill directory", &path, e))?;
-        Ok(SpillDir { _cleanup: crate::cleanup::register(&path), path })
+        let dir = SpillDir { _cleanup: crate::cleanup::register(&path), path };
+        dir.remove_dead_beside(parent);
+        Ok(dir)
+    }
+
+    /// Removes every spill directory in `parent` that a dead job left: named with an
+    /// [`OwnerTag`] that [`OwnerTag::is_dead_here`], a directory (not a link), owned by this
+    /// user. Each is first moved into this job's own directory, so that of several jobs
+    /// sweeping at once exactly one removes it (and reports it, as a
+    /// [`Notice::RemovedDeadSpillDir`]), and that should this job die too, it goes with this
+    /// job's directory. Best effort: what cannot be moved or removed stays, unreported.
+    fn remove_dead_beside(&self, parent: &Path) {
+        if OwnerTag::current().is_none() {
+            return;
+        }
+        let (Ok(mine), Ok(entries)) = (std::fs::metadata(&self.path), std::fs::read_dir(parent)) else {
+            return;
+        };
+        let dead: Vec<PathBuf> = entries
+            .flatten()
+            .filter(|entry| {
+                entry.file_name().to_str().and_then(spill_dir_owner).is_some_and(|owner| {
+                    std::fs::symlink_metadata(entry.path())
+                        .is_ok_and(|meta| meta.is_dir() && meta.uid() == mine.uid())
+                        && owner.is_dead_here()
+                })
+            })
+            .map(|entry| entry.path())
+            .collect();
+        for (n, path) in dead.into_iter().enumerate() {
+            let claimed = self.path.join(format!("dead-{n}"));
+            if std::fs::rename(&path, &claimed).is_err() {
+                continue; // another job took it, or it cannot be moved
+            }
+            let bytes = tree_bytes(&claimed);
+            if std::fs::remove_dir_all(&claimed).is_ok() {
+                notify(&Notice::RemovedDeadSpillDir { path, bytes });
+            }
+        }
     }
 
     pub(crate) fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// The owner in a spill directory's name `spillway-<owner>-r<rank>-<time>`, if it has one
+/// (the older `spillway-r<rank>-<pid>-<time>` has none).
+fn spill_dir_owner(name: &str) -> Option<OwnerTag> {
+    let (rest, time) = name.strip_prefix("spillway-")?.rsplit_once('-')?;
+    let (owner, rank) = rest.rsplit_once('-')?;
+    let digits = |s: &str, hex: bool| {
+        !s.is_empty() && s.bytes().all(|b| if hex { b.is_ascii_hexdigit() } else { b.is_ascii_digit() })
+    };
+    if !digits(time, true) || !rank.strip_prefix('r').is_some_and(|r| digits(r, false)) {
+        return None;
+    }
+    OwnerTag::parse(owner)
+}
+
+/// The bytes of the files below `dir` (links not followed).
+fn tree_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|entry| match entry.file_type() {
+            Ok(kind) if kind.is_dir() => tree_bytes(&entry.path()),
+            _ => entry.metadata().map_or(0, |meta| meta.len()),
+        })
+        .sum()
 }
 
 impl Drop for SpillDir {
@@ -196,5 +275,127 @@ impl<'s> Spiller<'s> {
 
     pub(crate) fn stats(&self) -> SpillStats {
         self.lock().stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::cleanup::{Notice, set_notice_hook};
+    use crate::owner::tests::{my_start, tag_elsewhere, tag_here};
+    use crate::{Engine, Inputs, OutputSpec, from_fns, jobs::write_key_value};
+
+    /// Every notice since the hook was set (tests run in parallel: filter by path).
+    static NOTICES: Mutex<Vec<Notice>> = Mutex::new(Vec::new());
+
+    fn make_dir(path: &Path, files: &[(&str, usize)]) {
+        std::fs::create_dir(path).unwrap();
+        for (name, len) in files {
+            let file = path.join(name);
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(file, vec![7u8; *len]).unwrap();
+        }
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> =
+            std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn spill_dir_names_carry_the_owner_and_parse_back() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = SpillDir::for_rank(parent.path(), 3).unwrap();
+        let name = dir.path().file_name().unwrap().to_str().unwrap().to_owned();
+        let me = OwnerTag::current().unwrap();
+        assert!(name.starts_with(&format!("spillway-{me}-r3-")), "{name}");
+        assert_eq!(spill_dir_owner(&name).as_ref(), Some(me));
+        for other in
+            ["spillway-r0-1234-1a2b", "spillway-", "spillway-h-1-2-3-r0-", "spillway-h-1-2-3-x0-1f", "other"]
+        {
+            assert_eq!(spill_dir_owner(other), None, "{other}");
+        }
+        drop(dir);
+        assert!(names(parent.path()).is_empty());
+    }
+
+    /// A job removes the spill directories of dead jobs on this host, and only those, with a
+    /// notice each.
+    #[test]
+    fn a_job_removes_the_spill_dirs_of_dead_jobs_and_nothing_else() {
+        set_notice_hook(|notice| NOTICES.lock().unwrap().push(notice.clone()));
+        let data = tempfile::tempdir().unwrap();
+        let spill = data.path().join("spill");
+        std::fs::create_dir(&spill).unwrap();
+        let (me, start) = (std::process::id(), my_start());
+        let never = 999_999_999; // above the kernel's PID limit (2^22): no such process
+        let dead = spill.join(format!("spillway-{}-r0-1a2b", tag_here(never, start)));
+        let alive = spill.join(format!("spillway-{}-r0-1a2c", tag_here(me, start)));
+        let reused = spill.join(format!("spillway-{}-r3-1a2d", tag_here(me, start + 1)));
+        let elsewhere = spill.join(format!("spillway-{}-r0-1a2e", tag_elsewhere("other-node", never, start)));
+        let old_format = spill.join(format!("spillway-r0-{never}-1a2f"));
+        make_dir(&dead, &[("spill-000000.run", 1234)]);
+        make_dir(&alive, &[("spill-000000.run", 10)]);
+        make_dir(&reused, &[("merge-000001.run", 100), ("deeper/x", 50)]);
+        make_dir(&elsewhere, &[("spill-000000.run", 10)]);
+        make_dir(&old_format, &[("spill-000000.run", 10)]);
+        // A dead job's name on a file, and on a link to a directory: neither is touched.
+        let file = spill.join(format!("spillway-{}-r1-1b00", tag_here(never, start)));
+        std::fs::write(&file, b"not a directory").unwrap();
+        let target = data.path().join("target");
+        make_dir(&target, &[("keep", 5)]);
+        let link = spill.join(format!("spillway-{}-r2-1b01", tag_here(never, start)));
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+
+        let input = data.path().join("in.txt");
+        std::fs::write(&input, "a b a\n").unwrap();
+        let job = from_fns(
+            |text: &[u8], emit: &mut dyn FnMut(&[u8], u64)| {
+                text.split(|b| b.is_ascii_whitespace()).filter(|w| !w.is_empty()).for_each(|w| emit(w, 1))
+            },
+            |acc: &mut u64, v: u64| *acc += v,
+            |key: &[u8], total: u64, out: &mut dyn std::io::Write| write_key_value(out, key, total),
+        );
+        let out = data.path().join("out.tsv");
+        let engine = Engine::builder().threads(1).spill_dir(&spill).build().unwrap();
+        engine.run(&job, &Inputs::new([&input]).unwrap(), &OutputSpec::File(out.clone())).unwrap();
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "a\t2\nb\t1\n");
+
+        let left = names(&spill);
+        let expected: Vec<String> = {
+            let mut kept = [&alive, &elsewhere, &old_format, &file, &link]
+                .map(|p| p.file_name().unwrap().to_str().unwrap().to_owned())
+                .to_vec();
+            kept.sort();
+            kept
+        };
+        assert_eq!(left, expected, "only the dead jobs' directories go (and the job's own)");
+        assert!(target.join("keep").exists());
+        let mut notices: Vec<Notice> = NOTICES
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|n| format!("{n}").contains(&*spill.to_string_lossy()))
+            .cloned()
+            .collect();
+        notices.sort_by_key(|n| n.to_string());
+        let mut wanted = vec![
+            Notice::RemovedDeadSpillDir { path: dead.clone(), bytes: 1234 },
+            Notice::RemovedDeadSpillDir { path: reused.clone(), bytes: 150 },
+        ];
+        wanted.sort_by_key(|n| n.to_string());
+        assert_eq!(notices, wanted);
+        assert_eq!(
+            wanted
+                .iter()
+                .find(|n| matches!(n, Notice::RemovedDeadSpillDir { bytes: 1234, .. }))
+                .unwrap()
+                .to_string(),
+            format!("removed the spill directory of a dead job: {} (1234 bytes)", dead.display())
+        );
     }
 }

@@ -45,7 +45,7 @@
 #![deny(unsafe_code)]
 
 mod error;
-#[allow(unsafe_code, reason = "memory maps and io_uring submissions; each block has a SAFETY note")]
+#[allow(unsafe_code, reason = "memory maps, io_uring, the SIGBUS handler; each block has a SAFETY note")]
 pub mod io;
 pub mod limits;
 pub mod merge;

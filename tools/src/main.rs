@@ -25,6 +25,8 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return usage_error(&e),
     };
+    // What the engine cleans up on its own (a dead job's spill directory), one line each.
+    spillway_engine::cleanup::set_notice_hook(|notice| eprint_line(format_args!("spillway: {notice}")));
     // A panic that reaches this far unwinds (dropping the job's spill directories and
     // temporary outputs), is printed on one line and exits 1. Panics in job code never get
     // here: the engine catches them per split and returns an error naming the split.

@@ -3,7 +3,10 @@
 //! Reading goes through [`ByteSource`]: a read-only memory map of the file ([`ReadMode::Mmap`],
 //! the default) or, for files that may change under a mapping or live on filesystems where
 //! mmap is a poor fit, the whole file read into an aligned buffer with `pread`
-//! ([`ReadMode::Pread`]). Either way the bytes are then used in place.
+//! ([`ReadMode::Pread`]). Either way the bytes are then used in place. Inputs, which other
+//! processes may truncate while they are mapped, are opened with
+//! [`ByteSource::open_watched`]: pages that vanish read as zeros and the source says so,
+//! instead of the process dying of SIGBUS.
 //! [`prefetch_read`] asks for a cache line ahead of a random gather over those bytes (safe
 //! callers have no prefetch instruction of their own).
 //!
@@ -23,10 +26,11 @@
 mod mmap;
 mod prefetch;
 mod replace;
+mod sigbus;
 mod std_sink;
 mod uring;
 
-pub use mmap::{ByteSource, ReadMode};
+pub use mmap::{ByteSource, ReadMode, WatchedMap};
 pub use prefetch::{prefetch_range, prefetch_read};
 pub use replace::replace_without_flush;
 pub use std_sink::StdSink;
