@@ -31,6 +31,14 @@ pub enum Notice {
         /// The bytes of the files it held.
         bytes: u64,
     },
+    /// The staging directory of an output directory, left by a job that no longer runs on
+    /// this host, was found beside (or inside) the output directory and removed.
+    RemovedDeadStagingDir {
+        /// The directory, as it was named.
+        path: PathBuf,
+        /// The bytes of the files it held.
+        bytes: u64,
+    },
 }
 
 impl std::fmt::Display for Notice {
@@ -38,6 +46,9 @@ impl std::fmt::Display for Notice {
         match self {
             Notice::RemovedDeadSpillDir { path, bytes } => {
                 write!(f, "removed the spill directory of a dead job: {} ({bytes} bytes)", path.display())
+            }
+            Notice::RemovedDeadStagingDir { path, bytes } => {
+                write!(f, "removed the unfinished output of a dead job: {} ({bytes} bytes)", path.display())
             }
         }
     }

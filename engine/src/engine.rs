@@ -327,8 +327,8 @@ impl Engine {
         let token = self.cluster.agree(&agreement::<J>(job, inputs, partitioner, split_size, output))?;
         // The output can be written: found out before any work, not after all of it. Part
         // files go into a staging directory that rank 0 renames into place at the end.
-        let staged = match output {
-            OutputSpec::Dir(dir) => Some(StagedDir::create(dir, token, rank == 0)?),
+        let mut staged = match output {
+            OutputSpec::Dir(dir) if rank == 0 => Some(StagedDir::create(dir, token)?),
             OutputSpec::File(_) if rank == 0 => {
                 output.check()?;
                 None
@@ -380,6 +380,9 @@ impl Engine {
         spiller.note_final_merge(&gauge);
         let owned: Vec<u32> = (0..partitions).filter(|&p| owner(p) == rank).collect();
         let mut pending = None;
+        if let (OutputSpec::Dir(dir), None) = (output, &staged) {
+            staged = Some(StagedDir::attach(dir, token)?); // made by rank 0 before the map phase
+        }
         let (output_keys, output_bytes, output_files) = match (output, &staged) {
             (OutputSpec::Dir(_), Some(staged)) => self.reduce_to_dir(job, &readers, &owned, staged.path())?,
             _ if rank != 0 => (0, 0, 0),

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use spillway_shuffle::{FileSink, IoBackend};
 
+use crate::cleanup::Notice;
 use crate::error::{Error, Result};
+use crate::owner::OwnerTag;
 
 /// Where a job's output goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -523,6 +525,10 @@ impl Drop for TempFile {
     }
 }
 
+/// What names a staging directory: `.OUT.spillway-staging-<owner>-<token>` beside the output
+/// directory `OUT`, or `.spillway-staging-<owner>-<token>` inside it.
+const STAGING: &str = ".spillway-staging-";
+
 /// A value for naming a job's staging directory: the time and this process's id.
 pub(crate) fn fresh_token() -> u64 {
     let nanos =
@@ -586,52 +592,84 @@ pub(crate) struct StagedDir {
 
 impl StagedDir {
     /// Vets the output directory `dir` (it must not hold a job's output) and makes the
-    /// staging directory, named after `token` (a value every rank of the job agreed on). The
-    /// `owner` (rank 0) commits it; the other ranks only write their part files into it.
+    /// staging directory, named after `token` (a value every rank of the job agreed on). This
+    /// process (rank 0) commits it; other ranks find it with [`StagedDir::attach`].
     ///
     /// # Errors
     ///
     /// [`Error::Output`] or [`Error::OutputExists`]: `dir` is a file or holds output; an I/O
     /// error creating the directories.
-    pub(crate) fn create(dir: &Path, token: u64, owner: bool) -> Result<Self> {
-        if dir.as_os_str().is_empty() {
-            return Err(output_error(dir, "is empty"));
-        }
-        let target = resolve_dir(dir)?;
-        let exists = match std::fs::metadata(&target) {
-            Ok(meta) if !meta.is_dir() => return Err(output_error(dir, "exists and is not a directory")),
-            Ok(_) => {
-                check_dir_empty(&target)?;
-                true
-            }
-            Err(_) => false,
-        };
-        let parent = parent_dir(&target);
+    pub(crate) fn create(dir: &Path, token: u64) -> Result<Self> {
+        let (target, exists) = vet_dir(dir)?;
+        let parent = parent_dir(&target).to_owned();
         if !exists {
-            std::fs::create_dir_all(parent).map_err(|e| Error::io("create output directory", parent, e))?;
+            std::fs::create_dir_all(&parent).map_err(|e| Error::io("create output directory", &parent, e))?;
         }
         let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let beside = parent.join(format!(".{name}.spillway-staging-{token:016x}"));
+        // `<owner>-<token>`: a later job removes what a dead one left (see `remove_dead`).
+        let staging_name = match OwnerTag::current() {
+            Some(owner) => format!("{STAGING}{owner}-{token:016x}"),
+            None => format!("{STAGING}{token:016x}"),
+        };
+        let beside = parent.join(format!(".{name}{staging_name}"));
+        let inside = target.join(&staging_name);
         // The whole directory can be renamed into place when it is empty and on the same
-        // filesystem as its parent (not a mount point).
-        let whole = !exists || (is_empty_dir(&target) && same_filesystem(&target, parent));
-        let inside = target.join(format!(".spillway-staging-{token:016x}"));
-        // Registered before it exists, so that a signal never misses it.
-        let (staging, whole, _cleanup) = match whole.then(|| make_dir(&beside, owner)) {
-            Some((Ok(()), registration)) => (beside, true, registration),
+        // filesystem as its parent (not a mount point). Registered before it exists, so that
+        // a signal never misses it.
+        let whole = !exists || (is_empty_dir(&target) && same_filesystem(&target, &parent));
+        let mut registration = crate::cleanup::register(&beside);
+        let (staging, whole) = match whole.then(|| std::fs::create_dir(&beside)) {
+            Some(Ok(())) => (beside, true),
             // A parent that takes no new entries: stage inside the directory itself.
-            Some((Err(_), _)) if exists => (inside, false, None),
-            Some((Err(e), _)) => return Err(Error::io("create output directory", &beside, e)),
-            None => (inside, false, None),
+            Some(Err(_)) if exists => (inside, false),
+            Some(Err(e)) => return Err(Error::io("create output directory", &beside, e)),
+            None => (inside, false),
         };
-        let _cleanup = match _cleanup {
-            Some(registration) => Some(registration),
-            None => match make_dir(&staging, owner) {
-                (Ok(()), registration) => registration,
-                (Err(e), _) => return Err(Error::io("create output directory", &staging, e)),
-            },
+        if !whole {
+            registration = crate::cleanup::register(&staging);
+            std::fs::create_dir(&staging).map_err(|e| Error::io("create output directory", &staging, e))?;
+        }
+        // The staging directories that dead jobs left for this output, beside it or in it.
+        let prefix = format!(".{name}{STAGING}");
+        let dead_owner = |entry: &str, prefix: &str| {
+            let (owner, token) = entry.strip_prefix(prefix)?.rsplit_once('-')?;
+            token.bytes().all(|b| b.is_ascii_hexdigit()).then(|| OwnerTag::parse(owner))?
         };
-        Ok(StagedDir { staging, target, whole, owner, committed: false, _cleanup })
+        let notice = |path, bytes| Notice::RemovedDeadStagingDir { path, bytes };
+        crate::owner::remove_dead(&parent, &staging, |entry| dead_owner(entry, &prefix), notice);
+        crate::owner::remove_dead(&target, &staging, |entry| dead_owner(entry, STAGING), notice);
+        Ok(StagedDir { staging, target, whole, owner: true, committed: false, _cleanup: Some(registration) })
+    }
+
+    /// Finds the staging directory rank 0 made for `dir` with `token` (for another rank's
+    /// part files).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Output`]: it is not there (the output directory is not on a filesystem this
+    /// rank shares with rank 0).
+    pub(crate) fn attach(dir: &Path, token: u64) -> Result<Self> {
+        let target = resolve_dir(dir)?;
+        let suffix = format!("-{token:016x}");
+        let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let beside = format!(".{name}{STAGING}");
+        let find = |dir: &Path, prefix: &str| {
+            std::fs::read_dir(dir).ok()?.flatten().map(|e| e.path()).find(|path| {
+                path.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(prefix) && n.ends_with(&suffix))
+            })
+        };
+        let found = find(parent_dir(&target), &beside)
+            .map(|p| (p, true))
+            .or_else(|| find(&target, STAGING).map(|p| (p, false)));
+        let Some((staging, whole)) = found else {
+            return Err(output_error(
+                dir,
+                "rank 0's staging directory is not visible from this rank: --out-dir must be on a filesystem every rank shares",
+            ));
+        };
+        Ok(StagedDir { staging, target, whole, owner: false, committed: false, _cleanup: None })
     }
 
     /// Where part files are written until the commit.
@@ -724,6 +762,20 @@ impl Drop for StagedDir {
     }
 }
 
+/// Resolves the output directory `dir` and checks it: not a file, no job's output in it.
+/// Returns the directory and whether it exists.
+fn vet_dir(dir: &Path) -> Result<(PathBuf, bool)> {
+    if dir.as_os_str().is_empty() {
+        return Err(output_error(dir, "is empty"));
+    }
+    let target = resolve_dir(dir)?;
+    match std::fs::metadata(&target) {
+        Ok(meta) if !meta.is_dir() => Err(output_error(dir, "exists and is not a directory")),
+        Ok(_) => check_dir_empty(&target).map(|()| (target, true)),
+        Err(_) => Ok((target, false)),
+    }
+}
+
 /// The directory `dir` names: a symbolic link (dangling or not) is followed, so that the
 /// output replaces what it points to and the link stays.
 fn resolve_dir(dir: &Path) -> Result<PathBuf> {
@@ -734,17 +786,6 @@ fn resolve_dir(dir: &Path) -> Result<PathBuf> {
     match std::fs::canonicalize(dir) {
         Ok(target) => Ok(target),
         Err(_) => dangling_target(dir),
-    }
-}
-
-/// Creates `dir`: the owner insists on a new one, registered for removal on interruption
-/// before it is made; other ranks (on a shared filesystem) may find it made already.
-fn make_dir(dir: &Path, owner: bool) -> (std::io::Result<()>, Option<crate::cleanup::Registration>) {
-    if owner {
-        let registration = crate::cleanup::register(dir);
-        (std::fs::create_dir(dir), Some(registration))
-    } else {
-        (std::fs::create_dir_all(dir), None)
     }
 }
 

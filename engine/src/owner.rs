@@ -13,7 +13,10 @@
 //! name carries a tag.
 
 use std::fmt;
-use std::path::Path;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use crate::cleanup::{Notice, notify};
 use std::sync::OnceLock;
 
 /// Who made a path: host, PID namespace, PID and start time.
@@ -72,6 +75,59 @@ impl OwnerTag {
             Err(e) => e.kind() == std::io::ErrorKind::NotFound,
         }
     }
+}
+
+/// Removes every directory in `parent` that a dead job left: its name gives an owner
+/// (`owner_of`) that [`OwnerTag::is_dead_here`], it is a directory (not a link) owned by this
+/// user. Each is first moved into `claim_into` (a directory of this job's own), so that of
+/// several jobs sweeping at once exactly one removes it (and reports it, as `notice(path,
+/// bytes)`), and that should this job die too, it goes with this job's directory. Best effort:
+/// what cannot be moved or removed stays, unreported.
+pub(crate) fn remove_dead(
+    parent: &Path,
+    claim_into: &Path,
+    owner_of: impl Fn(&str) -> Option<OwnerTag>,
+    notice: impl Fn(PathBuf, u64) -> Notice,
+) {
+    if OwnerTag::current().is_none() {
+        return;
+    }
+    let (Ok(mine), Ok(entries)) = (std::fs::metadata(claim_into), std::fs::read_dir(parent)) else {
+        return;
+    };
+    let dead: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|entry| {
+            entry.file_name().to_str().and_then(&owner_of).is_some_and(|owner| {
+                std::fs::symlink_metadata(entry.path())
+                    .is_ok_and(|meta| meta.is_dir() && meta.uid() == mine.uid())
+                    && owner.is_dead_here()
+            })
+        })
+        .map(|entry| entry.path())
+        .collect();
+    for (n, path) in dead.into_iter().enumerate() {
+        let claimed = claim_into.join(format!(".dead-{n}"));
+        if std::fs::rename(&path, &claimed).is_err() {
+            continue; // another job took it, or it cannot be moved
+        }
+        let bytes = tree_bytes(&claimed);
+        if std::fs::remove_dir_all(&claimed).is_ok() {
+            notify(&notice(path, bytes));
+        }
+    }
+}
+
+/// The bytes of the files below `dir` (links not followed).
+fn tree_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|entry| match entry.file_type() {
+            Ok(kind) if kind.is_dir() => tree_bytes(&entry.path()),
+            _ => entry.metadata().map_or(0, |meta| meta.len()),
+        })
+        .sum()
 }
 
 impl fmt::Display for OwnerTag {

@@ -1666,7 +1666,7 @@ pub fn sort_records(inputs: &Inputs, output: &OutputSpec, options: &SortOptions)
     progress.bytes_total.store(records.bytes(), Ordering::Relaxed);
     // Part files go into a staging directory renamed into place at the end.
     let staged = match output {
-        OutputSpec::Dir(dir) => Some(StagedDir::create(dir, fresh_token(), true)?),
+        OutputSpec::Dir(dir) => Some(StagedDir::create(dir, fresh_token())?),
         _ => None,
     };
     let threads = options.threads;

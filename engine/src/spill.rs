@@ -1,7 +1,6 @@
 //! Spill runs and merges: the job's spill directory, the pool of waiting runs, and the
 //! background merges that fold F of them as soon as F are waiting.
 
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -11,7 +10,7 @@ use spillway_shuffle::{
     IoBackend, MergeOptions, OpenRunGauge, ReadMode, RunInfo, RunWriter, Value, merge_runs,
 };
 
-use crate::cleanup::{Notice, notify};
+use crate::cleanup::Notice;
 use crate::error::{Error, Result};
 use crate::job::Job;
 use crate::metrics::Progress;
@@ -55,40 +54,12 @@ impl SpillDir {
         Ok(dir)
     }
 
-    /// Removes every spill directory in `parent` that a dead job left: named with an
-    /// [`OwnerTag`] that [`OwnerTag::is_dead_here`], a directory (not a link), owned by this
-    /// user. Each is first moved into this job's own directory, so that of several jobs
-    /// sweeping at once exactly one removes it (and reports it, as a
-    /// [`Notice::RemovedDeadSpillDir`]), and that should this job die too, it goes with this
-    /// job's directory. Best effort: what cannot be moved or removed stays, unreported.
+    /// Removes the spill directories of dead jobs in `parent` (see
+    /// [`crate::owner::remove_dead`]), reporting each as a [`Notice::RemovedDeadSpillDir`].
     fn remove_dead_beside(&self, parent: &Path) {
-        if OwnerTag::current().is_none() {
-            return;
-        }
-        let (Ok(mine), Ok(entries)) = (std::fs::metadata(&self.path), std::fs::read_dir(parent)) else {
-            return;
-        };
-        let dead: Vec<PathBuf> = entries
-            .flatten()
-            .filter(|entry| {
-                entry.file_name().to_str().and_then(spill_dir_owner).is_some_and(|owner| {
-                    std::fs::symlink_metadata(entry.path())
-                        .is_ok_and(|meta| meta.is_dir() && meta.uid() == mine.uid())
-                        && owner.is_dead_here()
-                })
-            })
-            .map(|entry| entry.path())
-            .collect();
-        for (n, path) in dead.into_iter().enumerate() {
-            let claimed = self.path.join(format!("dead-{n}"));
-            if std::fs::rename(&path, &claimed).is_err() {
-                continue; // another job took it, or it cannot be moved
-            }
-            let bytes = tree_bytes(&claimed);
-            if std::fs::remove_dir_all(&claimed).is_ok() {
-                notify(&Notice::RemovedDeadSpillDir { path, bytes });
-            }
-        }
+        crate::owner::remove_dead(parent, &self.path, spill_dir_owner, |path, bytes| {
+            Notice::RemovedDeadSpillDir { path, bytes }
+        });
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -108,18 +79,6 @@ fn spill_dir_owner(name: &str) -> Option<OwnerTag> {
         return None;
     }
     OwnerTag::parse(owner)
-}
-
-/// The bytes of the files below `dir` (links not followed).
-fn tree_bytes(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
-    entries
-        .flatten()
-        .map(|entry| match entry.file_type() {
-            Ok(kind) if kind.is_dir() => tree_bytes(&entry.path()),
-            _ => entry.metadata().map_or(0, |meta| meta.len()),
-        })
-        .sum()
 }
 
 impl Drop for SpillDir {
