@@ -3,10 +3,14 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use common::{Records, write_run};
 use proptest::prelude::*;
-use spillway_shuffle::{ByteSource, Error, ReadMode, RunReader};
+use spillway_shuffle::run::format::{
+    ENTRY_LEN, FILE_HEADER_LEN, FRAME_HEADER_LEN, TRAILER_LEN, footer_checksum, frame_checksum, pad16,
+};
+use spillway_shuffle::{ByteSource, Error, IoBackend, ReadMode, RunReader, RunWriter, Value, to_owned};
 
 fn sample_run(dir: &Path) -> (PathBuf, Vec<u8>) {
     let path = dir.join("sample.run");
@@ -132,5 +136,117 @@ proptest! {
         mixed.extend_from_slice(&mid);
         mixed.extend_from_slice(&bytes[bytes.len() - 32 - 96..]);
         let _ = RunReader::<u64>::from_source("mixed".into(), ByteSource::Owned(to_aligned(&mixed)));
+    }
+}
+
+/// Recomputes every checksum that can be located — each frame that fits between the file header
+/// and the footer, walked back to back from byte 16 as the writer lays them out, then the
+/// footer's — as the `run_reader_checksummed` fuzz target (`shuffle/fuzz`) does, so that damage
+/// reaches the checks behind the checksums.
+fn repair_checksums(bytes: &mut [u8]) {
+    let len = bytes.len();
+    if len < FILE_HEADER_LEN + TRAILER_LEN {
+        return;
+    }
+    let u32_at = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+    let trailer_at = len - TRAILER_LEN;
+    let footer_at = (u32_at(bytes, trailer_at) as usize)
+        .checked_mul(ENTRY_LEN)
+        .filter(|&n| n <= trailer_at - FILE_HEADER_LEN)
+        .map(|n| trailer_at - n);
+    let frames_end = footer_at.unwrap_or(trailer_at);
+    let mut at = FILE_HEADER_LEN;
+    while frames_end - at >= FRAME_HEADER_LEN {
+        let (payload_len, records) = (u32_at(bytes, at) as usize, u32_at(bytes, at + 4));
+        let payload_at = at + FRAME_HEADER_LEN;
+        if payload_len > frames_end - payload_at {
+            break;
+        }
+        let sum = frame_checksum(&bytes[payload_at..payload_at + payload_len], records);
+        bytes[at + 8..at + 16].copy_from_slice(&sum.to_le_bytes());
+        at += FRAME_HEADER_LEN + pad16(payload_len);
+        if at > frames_end {
+            break;
+        }
+    }
+    if let Some(footer_at) = footer_at {
+        let sum = footer_checksum(&bytes[footer_at..trailer_at], &bytes[trailer_at..trailer_at + 16]);
+        bytes[trailer_at + 16..trailer_at + 24].copy_from_slice(&sum.to_le_bytes());
+    }
+}
+
+/// Small valid runs of `u64`, `Vec<u8>` and `String` values, several blocks each.
+fn typed_runs() -> &'static [Vec<u8>] {
+    fn write<V: Value>(dir: &Path, name: &str, records: &[(u32, Vec<u8>, V)]) -> Vec<u8> {
+        let path = dir.join(name);
+        let mut w = RunWriter::<V>::create(&path, 2, IoBackend::Std).unwrap().with_block_target(96);
+        for (p, k, v) in records {
+            w.push(*p, k, v).unwrap();
+        }
+        w.finish(false).unwrap();
+        std::fs::read(&path).unwrap()
+    }
+    static RUNS: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
+    RUNS.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let key = |i: u8| vec![b'k', i / 2];
+        let u64s: Vec<_> = (0..12u8).map(|i| (u32::from(i / 6), key(i), u64::from(i) << 40)).collect();
+        let bytes: Vec<_> =
+            (0..12u8).map(|i| (u32::from(i / 6), key(i), (0..i * 2).collect::<Vec<u8>>())).collect();
+        let strings: Vec<_> = (0..12u8)
+            .map(|i| (u32::from(i / 6), key(i), "ünïcödé string ".repeat(usize::from(i % 3))))
+            .collect();
+        vec![
+            write(dir.path(), "u64.run", &u64s),
+            write(dir.path(), "bytes.run", &bytes),
+            write(dir.path(), "string.run", &strings),
+        ]
+    })
+}
+
+/// Opens `bytes` as a run of `V` and, when it is accepted, reads every record and value.
+/// A refusal must be a corruption (or version) error at an offset within the run.
+fn open_and_read_all<V: Value>(bytes: &[u8]) {
+    match RunReader::<V>::from_source("damaged".into(), ByteSource::Owned(to_aligned(bytes))) {
+        Ok(run) => {
+            let mut total = 0u64;
+            for p in 0..run.partitions() {
+                let mut prev: Option<&[u8]> = None;
+                for (key, value) in run.iter(p) {
+                    assert!(prev.is_none_or(|prev| prev <= key), "partition {p}: keys out of order");
+                    prev = Some(key);
+                    std::hint::black_box(to_owned::<V>(value));
+                    total += 1;
+                }
+            }
+            assert_eq!(total, run.total_records());
+        }
+        Err(Error::Corrupt { offset, .. }) => assert!(offset <= bytes.len() as u64, "offset {offset}"),
+        Err(Error::UnsupportedVersion { .. }) => {}
+        Err(other) => panic!("unexpected error {other:?}"),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    /// Damage behind valid checksums (rkyv archives, record counts, key offsets, key order,
+    /// footer entries) is refused with a corruption error, or the run reads back in full: as
+    /// `u64`, `Vec<u8>` and `String` values, whatever the run was written with.
+    #[test]
+    #[allow(clippy::needless_pass_by_value)]
+    fn damage_behind_repaired_checksums(
+        which in 0usize..3,
+        flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
+    ) {
+        let mut bytes = typed_runs()[which].clone();
+        for (at, mask) in &flips {
+            let at = at.index(bytes.len());
+            bytes[at] ^= mask;
+        }
+        repair_checksums(&mut bytes);
+        open_and_read_all::<u64>(&bytes);
+        open_and_read_all::<Vec<u8>>(&bytes);
+        open_and_read_all::<String>(&bytes);
     }
 }
