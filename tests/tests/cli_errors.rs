@@ -1,7 +1,8 @@
 //! The `spillway` binary when things go wrong: failed or impossible writes keep the files
 //! that were there, flags and paths are checked before any work with one clear line and the
 //! documented exit status (2 usage, 3 bad input, 1 failure), a full standard error or a
-//! panic does not change that, and signals still end a blocked command.
+//! panic does not change that, and signals still end a blocked command. Running out of file
+//! descriptors is one line and exit 1, with nothing left behind.
 
 use std::fs::File;
 use std::os::unix::fs::FileTypeExt;
@@ -38,6 +39,18 @@ fn names(dir: &Path) -> Vec<String> {
         std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     names.sort();
     names
+}
+
+/// Runs `spillway args` under the shell's `ulimit FLAG LIMIT` (`-v` KiB of address space,
+/// `-n` open files, `-f` blocks of file size).
+fn limited(flag: &str, limit: u64, args: &[&str]) -> Output {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit {flag} {limit} && exec \"$0\" \"$@\""))
+        .arg(spillway_bin())
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 /// A directory with a small text input, `in.txt`.
@@ -393,4 +406,60 @@ fn help_texts_fit_their_commands() {
     let wordcount = help(&["wordcount", "--help"]);
     assert!(!wordcount.contains("index") && !wordcount.contains("document"), "{wordcount}");
     assert!(help(&["index", "--help"]).contains("each file is one document"));
+}
+
+/// Running out of file descriptors (`ulimit -n`) is the machine's limit, not bad input:
+/// wherever it strikes (reading an input directory, opening an input, creating or opening a
+/// run), the job fails with exit status 1 on one line that names the file, says "Too many
+/// open files" and hints at `ulimit -n`, and leaves no spill directory (whose removal needs a
+/// descriptor too) and no temporary output; or the job fits and its output is right.
+#[test]
+fn running_out_of_file_descriptors_is_a_failure_not_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let texts = dir.path().join("texts");
+    std::fs::create_dir(&texts).unwrap();
+    for i in 0..20 {
+        std::fs::write(texts.join(format!("f{i:02}.txt")), format!("w{i} alpha beta {}\n", i * 7)).unwrap();
+    }
+    let records = dir.path().join("records.dat");
+    assert!(spillway(&["gen", "records", "3000", s(&records)]).status.success());
+    let spill = dir.path().join("spill");
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir(&spill).unwrap();
+    std::fs::create_dir(&out_dir).unwrap();
+    let out = out_dir.join("result");
+
+    let jobs: [&[&str]; 2] = [
+        &["wordcount", "--memory", "64K", "--max-open-runs", "2", s(&texts)],
+        &["sort", "--memory", "64K", "--max-open-runs", "2", s(&records)],
+    ];
+    let (mut failures, mut inputs, mut runs) = (0, 0, 0);
+    for job in jobs {
+        let args = [job, &["-q", "-t", "2", "--spill-dir", s(&spill), "--out", s(&out)]].concat();
+        let got = spillway(&args);
+        assert!(got.status.success(), "{}", stderr(&got));
+        let expected = std::fs::read(&out).unwrap();
+        std::fs::remove_file(&out).unwrap();
+        for n in 4..=10 {
+            let got = limited("-n", n, &args);
+            match got.status.code() {
+                Some(0) => assert!(std::fs::read(&out).unwrap() == expected, "{job:?} at {n}: wrong output"),
+                Some(1) => {
+                    assert_one_line(&got, 1, &["Too many open files", "ulimit -n", s(dir.path())]);
+                    failures += 1;
+                    inputs += usize::from(stderr(&got).contains("error: input "));
+                    runs += usize::from(stderr(&got).contains(s(&spill)));
+                    assert!(!out.exists());
+                }
+                _ => panic!("{job:?} with ulimit -n {n}: {:?}: {}", got.status, stderr(&got)),
+            }
+            let _ = std::fs::remove_file(&out);
+            assert!(names(&spill).is_empty(), "{job:?} at {n} left {:?}", names(&spill));
+            assert!(names(&out_dir).is_empty(), "{job:?} at {n} left {:?}", names(&out_dir));
+        }
+    }
+    assert!(
+        failures > 0 && inputs > 0 && runs > 0,
+        "{failures} failures, {inputs} on inputs, {runs} on runs"
+    );
 }
