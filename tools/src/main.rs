@@ -1,7 +1,9 @@
 //! The `spillway` command-line tool.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 mod cmd;
+#[expect(unsafe_code, reason = "the allocator that exits cleanly, and ignoring SIGXFSZ")]
+mod sys;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::process::ExitCode;
@@ -21,6 +23,7 @@ pub const EXIT_INPUT: u8 = 3;
 pub const EXIT_FAILURE: u8 = 1;
 
 fn main() -> ExitCode {
+    sys::ignore_file_size_signal();
     report_panics_on_one_line();
     let cli = match cmd::Cli::try_parse() {
         Ok(cli) => cli,
