@@ -3,7 +3,7 @@
 //! documented exit status (2 usage, 3 bad input, 1 failure), a full standard error or a
 //! panic does not change that, and signals still end a blocked command. Running into a limit
 //! of the process (memory or address space, open files, file size) is one line and exit 1,
-//! with nothing left behind.
+//! with nothing left behind; a build without MPI refuses to run as one of several ranks.
 
 use std::fs::File;
 use std::os::unix::fs::FileTypeExt;
@@ -507,6 +507,90 @@ fn running_out_of_file_descriptors_is_a_failure_not_bad_input() {
         failures > 0 && inputs > 0 && runs > 0,
         "{failures} failures, {inputs} on inputs, {runs} on runs"
     );
+}
+
+/// The variables by which launchers tell a process its rank and their number.
+const LAUNCHER_VARS: [&str; 10] = [
+    "OMPI_COMM_WORLD_SIZE",
+    "OMPI_COMM_WORLD_RANK",
+    "MV2_COMM_WORLD_SIZE",
+    "MV2_COMM_WORLD_RANK",
+    "PMI_SIZE",
+    "PMI_RANK",
+    "PMIX_RANK",
+    "SLURM_STEP_NUM_TASKS",
+    "SLURM_PROCID",
+    "SLURM_NTASKS",
+];
+
+/// A build without the `mpi` feature started by a launcher as one of several ranks refuses
+/// to run a job (each rank would run all of it): a usage error (exit 2) on one line naming
+/// the rank, the launcher and its variable, before anything is written. One rank, an
+/// `sbatch` script (which runs once although `SLURM_NTASKS` says 4) and the per-process
+/// tools (`gen records`, `valsort`) run as usual. (The `mpi` build runs under real launchers
+/// in tests/mpi.rs.)
+#[test]
+fn a_build_without_mpi_refuses_to_run_as_one_of_several_ranks() {
+    if cfg!(feature = "mpi") {
+        return;
+    }
+    let (dir, input) = with_input();
+    let records = dir.path().join("records.dat");
+    assert!(spillway(&["gen", "records", "100", s(&records)]).status.success());
+    let out = dir.path().join("out");
+    let run = |env: &[(&str, &str)], args: &[&str]| {
+        let mut cmd = Command::new(spillway_bin());
+        for var in LAUNCHER_VARS {
+            cmd.env_remove(var);
+        }
+        cmd.envs(env.iter().copied()).args(args).output().unwrap()
+    };
+    let jobs: [&[&str]; 5] = [
+        &["wordcount", "-q", "--out", s(&out), s(&input)],
+        &["index", "-q", "--out", s(&out), s(&input)],
+        &["grep", "-q", "--out", s(&out), "a", s(&input)],
+        &["sort", "-q", "--out", s(&out), s(&records)],
+        &["sort", "-q", "--generic", "--out", s(&out), s(&records)],
+    ];
+    let launches: [(&[(&str, &str)], &str); 4] = [
+        (
+            &[("OMPI_COMM_WORLD_SIZE", "4"), ("OMPI_COMM_WORLD_RANK", "2")],
+            "rank 2 of 4 by mpirun (OMPI_COMM_WORLD_SIZE=4)",
+        ),
+        (&[("PMI_SIZE", "3"), ("PMI_RANK", "0")], "rank 0 of 3 by mpiexec (PMI_SIZE=3)"),
+        (
+            &[("SLURM_STEP_NUM_TASKS", "2"), ("SLURM_PROCID", "1"), ("SLURM_NTASKS", "2")],
+            "rank 1 of 2 by srun (SLURM_STEP_NUM_TASKS=2)",
+        ),
+        (&[("PMIX_RANK", "1")], "rank 1 by a PMIx launcher (PMIX_RANK=1)"),
+    ];
+    for job in jobs {
+        for (env, says) in launches {
+            let got = run(env, job);
+            assert_one_line(
+                &got,
+                2,
+                &[
+                    &format!("spillway: error: started as {says}"),
+                    "built without MPI support",
+                    "--features mpi",
+                ],
+            );
+            assert!(!out.exists(), "{job:?} wrote its output");
+        }
+        for env in [
+            &[("OMPI_COMM_WORLD_SIZE", "1"), ("OMPI_COMM_WORLD_RANK", "0")][..],
+            &[("SLURM_NTASKS", "4"), ("SLURM_PROCID", "0")],
+            &[("PMIX_RANK", "0")],
+        ] {
+            let got = run(env, job);
+            assert!(got.status.success(), "{job:?} {env:?}: {}", stderr(&got));
+            std::fs::remove_file(&out).unwrap();
+        }
+    }
+    let many = [("OMPI_COMM_WORLD_SIZE", "4"), ("OMPI_COMM_WORLD_RANK", "1")];
+    assert!(run(&many, &["gen", "records", "10", s(&out)]).status.success());
+    assert!(run(&many, &["valsort", s(&records)]).status.code() == Some(1), "valsort ran");
 }
 
 /// A file size limit (`ulimit -f`) no longer kills the process with SIGXFSZ: the write fails,

@@ -3,6 +3,7 @@
 mod common;
 mod gen_records;
 mod grep;
+mod launch;
 mod sort;
 mod valsort;
 mod words;
@@ -66,6 +67,19 @@ enum GenCommand {
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // A job started as one of several ranks by a launcher needs the `mpi` feature; without it
+    // every rank would run the whole job. `gen records` and `valsort` are per-process tools in
+    // every build (the `mpi` build runs them once per rank too), so they run.
+    let job = matches!(
+        cli.command,
+        Command::Wordcount(_) | Command::Index(_) | Command::Grep(_) | Command::Sort(_)
+    );
+    if job
+        && !cfg!(feature = "mpi")
+        && let Some(launch) = launch::detect().filter(launch::Launch::is_parallel)
+    {
+        return Err(UsageError(launch::without_mpi_error(&launch)).into());
+    }
     match cli.command {
         Command::Wordcount(args) => words::wordcount(args),
         Command::Index(args) => words::index(args),
