@@ -23,9 +23,10 @@ const VERSION: &str = if cfg!(feature = "mpi") {
 
 const AFTER_HELP: &str = "\
 Exit status: 0 success; 1 the job or the machine failed (job code error, full disk, corrupt \
-spill run); 2 usage error; 3 bad input (missing or unreadable path, malformed records, output \
-directory already holding output); 130 / 143 interrupted by SIGINT / SIGTERM (spill files and \
-the unfinished output removed). `valsort` follows valsort: 0 sorted, 1 not sorted or invalid.";
+spill run; out of memory, too many open files, file size limit); 2 usage error; 3 bad input \
+(missing or unreadable path, malformed records, output directory already holding output); \
+130 / 143 interrupted by SIGINT / SIGTERM (spill files and the unfinished output removed). \
+`valsort` follows valsort: 0 sorted, 1 not sorted or invalid.";
 
 /// Spillway: a MapReduce engine for HPC clusters. Memory-maps its inputs, spills sorted
 /// rkyv runs under a memory budget, merges them under an open-file bound, and writes
