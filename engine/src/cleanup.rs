@@ -8,7 +8,10 @@
 //! `spillway-<host>-<pidns>-<pid>-<start>-r<rank>-<time>`, says which process made it, and the
 //! next job on the same host that uses the same spill directory removes it once that process
 //! is gone (reporting each through the [`Notice`] hook). Its output never appears under its
-//! final name.
+//! final name. A path that its owner failed to remove (a spill directory whose
+//! `remove_dir_all` ran out of file descriptors) stays registered when the owner is dropped, so
+//! that a front end's [`remove_all`] as it exits still removes it; one that runs out of memory
+//! calls [`try_remove_all`] instead, which never waits for a lock its own thread may hold.
 //!
 //! The engine is a library and prints nothing: what it cleaned up on its own reaches the
 //! front end as [`Notice`]s, through the hook set with [`set_notice_hook`].
@@ -16,7 +19,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Mutex, MutexGuard, RwLock, TryLockError};
+use std::time::{Duration, Instant};
 
 /// Something the engine did on its own that its user should hear about, one line each
 /// (`Display` gives the line, without a program name).
@@ -95,9 +99,20 @@ pub(crate) fn register(path: &Path) -> Registration {
 
 /// Removes every registered file and directory (directories with their contents), and
 /// returns how many were removed. For a front end's signal handler, just before the process
-/// exits: jobs still running fail on the missing files, so nothing may run afterwards.
+/// exits: jobs still running fail on the missing files, so nothing may run afterwards. (When
+/// no job runs any more, the paths still registered are the ones their owners failed to
+/// remove.)
 pub fn remove_all() -> usize {
     GLOBAL.remove_all()
+}
+
+/// As [`remove_all`], for a process that must exit from wherever it is, such as an allocation
+/// that failed: the calling thread may itself hold the registry's lock (a registration
+/// allocates while holding it), so this waits for the lock at most `patience` and returns
+/// `None` when it did not get it. The removal itself allocates (paths of directory entries).
+pub fn try_remove_all(patience: Duration) -> Option<usize> {
+    let paths = GLOBAL.try_lock(patience)?;
+    Some(remove_paths(paths.iter()))
 }
 
 impl Registry {
@@ -105,8 +120,23 @@ impl Registry {
         Registry { paths: Mutex::new(BTreeMap::new()), next: AtomicU64::new(0) }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, PathBuf>> {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<u64, PathBuf>> {
         self.paths.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The lock, if it comes free within `patience`.
+    fn try_lock(&self, patience: Duration) -> Option<MutexGuard<'_, BTreeMap<u64, PathBuf>>> {
+        let deadline = Instant::now() + patience;
+        loop {
+            match self.paths.try_lock() {
+                Ok(paths) => return Some(paths),
+                Err(TryLockError::Poisoned(poisoned)) => return Some(poisoned.into_inner()),
+                Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(TryLockError::WouldBlock) => return None,
+            }
+        }
     }
 
     fn register(&'static self, path: &Path) -> Registration {
@@ -116,25 +146,28 @@ impl Registry {
     }
 
     fn remove_all(&self) -> usize {
-        let paths = self.lock();
-        let mut removed = 0;
-        for (id, path) in paths.iter() {
-            let result = match std::fs::symlink_metadata(path) {
-                // Workers may still be creating files in it: moved aside first (they then fail
-                // to create more), it is removed whole.
-                Ok(meta) if meta.is_dir() => {
-                    let aside =
-                        path.with_file_name(format!(".spillway-removing-{}-{id}", std::process::id()));
-                    let gone = if std::fs::rename(path, &aside).is_ok() { &aside } else { path };
-                    std::fs::remove_dir_all(gone)
-                }
-                Ok(_) => std::fs::remove_file(path),
-                Err(_) => continue,
-            };
-            removed += usize::from(result.is_ok());
-        }
-        removed
+        remove_paths(self.lock().iter())
     }
+}
+
+/// Removes `paths` (directories with their contents) and returns how many were removed.
+fn remove_paths<'a>(paths: impl Iterator<Item = (&'a u64, &'a PathBuf)>) -> usize {
+    let mut removed = 0;
+    for (id, path) in paths {
+        let result = match std::fs::symlink_metadata(path) {
+            // Workers may still be creating files in it: moved aside first (they then fail to
+            // create more), it is removed whole.
+            Ok(meta) if meta.is_dir() => {
+                let aside = path.with_file_name(format!(".spillway-removing-{}-{id}", std::process::id()));
+                let gone = if std::fs::rename(path, &aside).is_ok() { &aside } else { path };
+                std::fs::remove_dir_all(gone)
+            }
+            Ok(_) => std::fs::remove_file(path),
+            Err(_) => continue,
+        };
+        removed += usize::from(result.is_ok());
+    }
+    removed
 }
 
 impl Registration {
@@ -153,11 +186,23 @@ impl Registration {
         paths.remove(&self.id);
         Ok(result)
     }
+
+    /// Unregisters a path that is to stay where it is (a file committed in place).
+    pub(crate) fn disarm(self) {
+        self.registry.lock().remove(&self.id);
+    }
 }
 
 impl Drop for Registration {
+    /// Unregisters the path, unless it is still there: owners remove their path (or rename it
+    /// into place) before they drop its registration, so one that is still there could not be
+    /// removed (a `remove_dir_all` without a free file descriptor, say) and is left for
+    /// [`remove_all`].
     fn drop(&mut self) {
-        self.registry.lock().remove(&self.id);
+        let mut paths = self.registry.lock();
+        if paths.get(&self.id).is_some_and(|path| std::fs::symlink_metadata(path).is_err()) {
+            paths.remove(&self.id);
+        }
     }
 }
 
@@ -181,9 +226,31 @@ mod tests {
         let _spill = registry.register(&spill);
         let _tmp = registry.register(&tmp);
         let _gone = registry.register(&gone);
-        drop(registry.register(&kept));
+        let committed = dir.path().join(".kept.tmp");
+        std::fs::write(&committed, b"committed").unwrap();
+        let registration = registry.register(&committed);
+        std::fs::rename(&committed, &kept).unwrap();
+        drop(registration);
         assert_eq!(registry.remove_all(), 2);
         assert!(!spill.exists() && !tmp.exists());
         assert!(kept.exists());
+    }
+
+    /// A path whose owner could not remove it stays registered when the owner drops it, so
+    /// that `remove_all` removes it later; `try_remove_all` gives up on a held lock.
+    #[test]
+    fn paths_left_behind_by_their_owner_stay_registered() {
+        let registry: &'static Registry = Box::leak(Box::new(Registry::new()));
+        let dir = tempfile::tempdir().unwrap();
+        let left = dir.path().join("left");
+        std::fs::create_dir_all(left.join("sub")).unwrap();
+        drop(registry.register(&left));
+        assert_eq!(registry.remove_all(), 1);
+        assert!(!left.exists());
+
+        let held = registry.lock();
+        assert!(registry.try_lock(Duration::from_millis(5)).is_none());
+        drop(held);
+        assert!(registry.try_lock(Duration::ZERO).is_some());
     }
 }

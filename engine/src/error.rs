@@ -104,11 +104,28 @@ impl Error {
     }
 
     /// True when the error comes from bad input rather than from the machine or the engine.
+    /// An input or output that could not be opened because the process ran into one of its
+    /// limits (too many open files, out of memory or address space: [`Error::limit`]) is not
+    /// bad input.
     pub fn is_input_error(&self) -> bool {
         matches!(
             self,
             Error::Input { .. } | Error::InputChanged { .. } | Error::Output { .. } | Error::OutputExists(_)
-        )
+        ) && self.limit().is_none()
+    }
+
+    /// The limit of the process or the machine that this error ran into, if it is one: out
+    /// of memory or address space, too many open files, a file size limit. Found in the OS
+    /// error the error carries, or, for [`Error::Input`] and [`Error::Output`], which keep
+    /// only its text, in that text.
+    pub fn limit(&self) -> Option<Limit> {
+        match self {
+            Error::Shuffle(spillway_shuffle::Error::Io { source, .. }) | Error::Io { source, .. } => {
+                Limit::of_io(source)
+            }
+            Error::Input { what, .. } | Error::Output { what, .. } => Limit::of_text(what),
+            _ => None,
+        }
     }
 
     /// True when the disk (spill or output) is full.
@@ -120,6 +137,50 @@ impl Error {
             }
             _ => false,
         }
+    }
+}
+
+/// A limit of the process or the machine that an operation ran into ([`Error::limit`]): not
+/// bad input, and not a broken machine, but a resource that ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Limit {
+    /// Out of memory or address space (`ENOMEM`): `ulimit -v`, a cgroup's memory limit, a
+    /// failed memory map.
+    Memory,
+    /// Too many open files: the process's limit (`EMFILE`, `ulimit -n`) or the system's
+    /// (`ENFILE`).
+    OpenFiles,
+    /// A file grew past the file size limit (`EFBIG`: `ulimit -f`, or the largest file the
+    /// file system holds).
+    FileSize,
+}
+
+impl Limit {
+    /// The limit that the OS error number `errno` reports, if any.
+    pub fn of_os_error(errno: i32) -> Option<Limit> {
+        match errno {
+            libc::ENOMEM => Some(Limit::Memory),
+            libc::EMFILE | libc::ENFILE => Some(Limit::OpenFiles),
+            libc::EFBIG => Some(Limit::FileSize),
+            _ => None,
+        }
+    }
+
+    /// The limit that an I/O error reports, if any.
+    pub fn of_io(error: &std::io::Error) -> Option<Limit> {
+        error.raw_os_error().and_then(Limit::of_os_error)
+    }
+
+    /// The limit reported by the message of an OS error within `text`: the last
+    /// `(os error N)`, as [`std::io::Error`] displays one. For errors that keep only the text
+    /// of the I/O error that caused them.
+    pub fn of_text(text: &str) -> Option<Limit> {
+        const MARK: &str = "(os error ";
+        let at = text.rfind(MARK)? + MARK.len();
+        let digits = &text[at..];
+        let end = digits.find(')')?;
+        Limit::of_os_error(digits[..end].parse().ok()?)
     }
 }
 
@@ -138,3 +199,37 @@ const fn libc_edquot() -> i32 {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(pub String);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(errno: i32) -> std::io::Error {
+        std::io::Error::from_raw_os_error(errno)
+    }
+
+    /// Running out of file descriptors or memory while opening an input or probing an output
+    /// is the machine's limit, not bad input; the rest of the input errors stay bad input.
+    #[test]
+    fn limits_are_not_input_errors() {
+        let input = |source: std::io::Error| Error::Input { path: "in".into(), what: source.to_string() };
+        assert_eq!(input(os(libc::EMFILE)).limit(), Some(Limit::OpenFiles));
+        assert!(!input(os(libc::EMFILE)).is_input_error());
+        assert!(!input(os(libc::ENFILE)).is_input_error());
+        assert_eq!(input(os(libc::ENOMEM)).limit(), Some(Limit::Memory));
+        assert!(!input(os(libc::ENOMEM)).is_input_error());
+        assert!(input(os(libc::ENOENT)).is_input_error());
+        assert!(input(os(libc::EACCES)).is_input_error());
+        let output =
+            Error::Output { path: "out".into(), what: format!("cannot create files in d: {}", os(24)) };
+        assert!(!output.is_input_error());
+        assert!(Error::Input { path: "in".into(), what: "not a regular file".into() }.is_input_error());
+
+        let shuffle = Error::Shuffle(spillway_shuffle::Error::io("open", "run", os(libc::EMFILE)));
+        assert_eq!(shuffle.limit(), Some(Limit::OpenFiles));
+        assert_eq!(Error::io("write", "out", os(libc::EFBIG)).limit(), Some(Limit::FileSize));
+        assert_eq!(Error::io("write", "out", os(libc::ENOSPC)).limit(), None);
+        assert_eq!(Limit::of_text("no error here"), None);
+        assert_eq!(Limit::of_text("(os error 24"), None);
+    }
+}

@@ -52,7 +52,7 @@ pub mod text;
 
 pub use cluster::{Agreement, Cluster, Local};
 pub use engine::{DEFAULT_MEMORY_BUDGET, DEFAULT_SPLIT_SIZE, Engine, EngineBuilder, MIN_MEMORY_BUDGET};
-pub use error::{ConfigError, Error, JobError, Result};
+pub use error::{ConfigError, Error, JobError, Limit, Result};
 pub use input::{InputFile, Inputs, Split, SplitMode};
 pub use job::{Emitter, FnJob, Job, Values, from_fns};
 pub use metrics::{Metrics, Phase, PhaseTimes, Progress, anon_rss, peak_rss};

@@ -749,6 +749,9 @@ impl StagedDir {
         }
         sync_dir(&self.target);
         self.committed = true;
+        for (_, registration) in moved {
+            registration.disarm(); // committed: they stay
+        }
         let _ = std::fs::remove_dir(&self.staging);
         Ok(())
     }

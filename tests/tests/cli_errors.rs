@@ -1,7 +1,9 @@
 //! The `spillway` binary when things go wrong: failed or impossible writes keep the files
 //! that were there, flags and paths are checked before any work with one clear line and the
 //! documented exit status (2 usage, 3 bad input, 1 failure), a full standard error or a
-//! panic does not change that, and signals still end a blocked command.
+//! panic does not change that, and signals still end a blocked command. Running into a limit
+//! of the process (memory or address space, open files, file size) is one line and exit 1,
+//! with nothing left behind; a build without MPI refuses to run as one of several ranks.
 
 use std::fs::File;
 use std::os::unix::fs::FileTypeExt;
@@ -38,6 +40,18 @@ fn names(dir: &Path) -> Vec<String> {
         std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     names.sort();
     names
+}
+
+/// Runs `spillway args` under the shell's `ulimit FLAG LIMIT` (`-v` KiB of address space,
+/// `-n` open files, `-f` blocks of file size).
+fn limited(flag: &str, limit: u64, args: &[&str]) -> Output {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit {flag} {limit} && exec \"$0\" \"$@\""))
+        .arg(spillway_bin())
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 /// A directory with a small text input, `in.txt`.
@@ -100,15 +114,15 @@ fn gen_records_that_fail_keep_the_old_file() {
         assert_eq!(names(fs.path()), ["records.dat"], "temporary file left");
     }
 
-    // Anywhere: a file size limit kills the generator (SIGXFSZ) when the new file grows
-    // past it; the old file is untouched.
+    // Anywhere: a file size limit fails the write (SIGXFSZ is ignored) when the new file
+    // grows past it; the old file is untouched and the temporary one removed.
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("records.dat");
     std::fs::write(&file, b"old records").unwrap();
-    let script = format!("ulimit -f 100 && exec {} gen records 20000 {}", spillway_bin().display(), s(&file));
-    let out = Command::new("sh").arg("-c").arg(&script).output().unwrap();
-    assert!(!out.status.success(), "{}", stderr(&out));
+    let out = limited("-f", 100, &["gen", "records", "20000", s(&file)]);
+    assert_one_line(&out, 1, &[s(&file), "File too large"]);
     assert_eq!(std::fs::read(&file).unwrap(), b"old records");
+    assert_eq!(names(dir.path()), ["records.dat"], "temporary file left");
 }
 
 /// Record counts no file can hold, and ranges past the last record number, are usage errors
@@ -394,4 +408,252 @@ fn help_texts_fit_their_commands() {
     let wordcount = help(&["wordcount", "--help"]);
     assert!(!wordcount.contains("index") && !wordcount.contains("document"), "{wordcount}");
     assert!(help(&["index", "--help"]).contains("each file is one document"));
+}
+
+/// Running out of memory or address space (`ulimit -v`) ends the job on one line that says
+/// so, with exit status 1 (not Rust's `memory allocation of N bytes failed` and SIGABRT), and
+/// leaves nothing behind: no spill directory, no temporary output beside --out, the file
+/// --out names unchanged. Both ways it happens: an allocation that fails (here the sort's
+/// entries, 16 bytes per 1-byte record: ~1 GB, more than the whole limit, requested when
+/// the spill directory and the temporary output exist), and a memory map of an input that
+/// does not fit (an error, which says out of memory or address space; not bad input). The
+/// inputs are sparse files: nothing is read before the failure.
+#[test]
+fn running_out_of_memory_is_one_line_exit_1_and_leaves_nothing_behind() {
+    const LIMIT_KIB: u64 = 512 << 10;
+    let dir = tempfile::tempdir().unwrap();
+    let spill = dir.path().join("spill");
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir(&spill).unwrap();
+    std::fs::create_dir(&out_dir).unwrap();
+    let out = out_dir.join("result");
+    std::fs::write(&out, b"old").unwrap();
+    let records = dir.path().join("records.bin");
+    File::create(&records).unwrap().set_len(120 << 20).unwrap();
+    let big = dir.path().join("big.txt");
+    File::create(&big).unwrap().set_len(1 << 30).unwrap();
+
+    let check = |args: &[&str], needles: &[&str]| {
+        let common = ["-q", "-t", "2", "--spill-dir", s(&spill), "--out", s(&out)];
+        let got = limited("-v", LIMIT_KIB, &[args, &common].concat());
+        assert_one_line(&got, 1, &[&["spillway: error: "][..], needles].concat());
+        assert!(names(&spill).is_empty(), "{args:?} left {:?} in the spill directory", names(&spill));
+        assert_eq!(names(&out_dir), ["result"], "{args:?} left a temporary output");
+        assert_eq!(std::fs::read(&out).unwrap(), b"old");
+    };
+    // 120 Mi records of 1 byte do not fit a 2G budget at 19 bytes each: two chunks, and the
+    // entries of one take 1 GB. The spill directory exists by then.
+    let sort = ["sort", "--record-size", "1", "--key-size", "1", "--memory", "2G", s(&records)];
+    check(&sort, &["out of memory: allocating 1006632960 bytes failed", "--memory", "ulimit -v"]);
+    // Read into memory (pread): the 1 GiB buffer is the failing allocation.
+    check(
+        &["wordcount", "--read", "pread", s(&big)],
+        &["out of memory: allocating 1073741824 bytes failed", "ulimit -v"],
+    );
+    // Mapped: the map fails, which the job reports as an error naming the input.
+    check(&["wordcount", s(&big)], &[s(&big), "Cannot allocate memory", "out of memory or address space"]);
+}
+
+/// Running out of file descriptors (`ulimit -n`) is the machine's limit, not bad input:
+/// wherever it strikes (reading an input directory, opening an input, creating or opening a
+/// run), the job fails with exit status 1 on one line that names the file, says "Too many
+/// open files" and hints at `ulimit -n`, and leaves no spill directory (whose removal needs a
+/// descriptor too) and no temporary output; or the job fits and its output is right.
+#[test]
+fn running_out_of_file_descriptors_is_a_failure_not_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let texts = dir.path().join("texts");
+    std::fs::create_dir(&texts).unwrap();
+    for i in 0..20 {
+        std::fs::write(texts.join(format!("f{i:02}.txt")), format!("w{i} alpha beta {}\n", i * 7)).unwrap();
+    }
+    let records = dir.path().join("records.dat");
+    assert!(spillway(&["gen", "records", "3000", s(&records)]).status.success());
+    let spill = dir.path().join("spill");
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir(&spill).unwrap();
+    std::fs::create_dir(&out_dir).unwrap();
+    let out = out_dir.join("result");
+
+    let jobs: [&[&str]; 2] = [
+        &["wordcount", "--memory", "64K", "--max-open-runs", "2", s(&texts)],
+        &["sort", "--memory", "64K", "--max-open-runs", "2", s(&records)],
+    ];
+    let (mut failures, mut inputs, mut runs) = (0, 0, 0);
+    for job in jobs {
+        let args = [job, &["-q", "-t", "2", "--spill-dir", s(&spill), "--out", s(&out)]].concat();
+        let got = spillway(&args);
+        assert!(got.status.success(), "{}", stderr(&got));
+        let expected = std::fs::read(&out).unwrap();
+        std::fs::remove_file(&out).unwrap();
+        for n in 4..=10 {
+            let got = limited("-n", n, &args);
+            match got.status.code() {
+                Some(0) => assert!(std::fs::read(&out).unwrap() == expected, "{job:?} at {n}: wrong output"),
+                Some(1) => {
+                    assert_one_line(&got, 1, &["Too many open files", "ulimit -n", s(dir.path())]);
+                    failures += 1;
+                    inputs += usize::from(stderr(&got).contains("error: input "));
+                    runs += usize::from(stderr(&got).contains(s(&spill)));
+                    assert!(!out.exists());
+                }
+                _ => panic!("{job:?} with ulimit -n {n}: {:?}: {}", got.status, stderr(&got)),
+            }
+            let _ = std::fs::remove_file(&out);
+            assert!(names(&spill).is_empty(), "{job:?} at {n} left {:?}", names(&spill));
+            assert!(names(&out_dir).is_empty(), "{job:?} at {n} left {:?}", names(&out_dir));
+        }
+    }
+    assert!(
+        failures > 0 && inputs > 0 && runs > 0,
+        "{failures} failures, {inputs} on inputs, {runs} on runs"
+    );
+}
+
+/// The variables by which launchers tell a process its rank and their number.
+const LAUNCHER_VARS: [&str; 10] = [
+    "OMPI_COMM_WORLD_SIZE",
+    "OMPI_COMM_WORLD_RANK",
+    "MV2_COMM_WORLD_SIZE",
+    "MV2_COMM_WORLD_RANK",
+    "PMI_SIZE",
+    "PMI_RANK",
+    "PMIX_RANK",
+    "SLURM_STEP_NUM_TASKS",
+    "SLURM_PROCID",
+    "SLURM_NTASKS",
+];
+
+/// A build without the `mpi` feature started by a launcher as one of several ranks refuses
+/// to run a job (each rank would run all of it): a usage error (exit 2) on one line naming
+/// the rank, the launcher and its variable, before anything is written. One rank, an
+/// `sbatch` script (which runs once although `SLURM_NTASKS` says 4) and the per-process
+/// tools (`gen records`, `valsort`) run as usual. (The `mpi` build runs under real launchers
+/// in tests/mpi.rs.)
+#[test]
+fn a_build_without_mpi_refuses_to_run_as_one_of_several_ranks() {
+    if cfg!(feature = "mpi") {
+        return;
+    }
+    let (dir, input) = with_input();
+    let records = dir.path().join("records.dat");
+    assert!(spillway(&["gen", "records", "100", s(&records)]).status.success());
+    let out = dir.path().join("out");
+    let run = |env: &[(&str, &str)], args: &[&str]| {
+        let mut cmd = Command::new(spillway_bin());
+        for var in LAUNCHER_VARS {
+            cmd.env_remove(var);
+        }
+        cmd.envs(env.iter().copied()).args(args).output().unwrap()
+    };
+    let jobs: [&[&str]; 5] = [
+        &["wordcount", "-q", "--out", s(&out), s(&input)],
+        &["index", "-q", "--out", s(&out), s(&input)],
+        &["grep", "-q", "--out", s(&out), "a", s(&input)],
+        &["sort", "-q", "--out", s(&out), s(&records)],
+        &["sort", "-q", "--generic", "--out", s(&out), s(&records)],
+    ];
+    let launches: [(&[(&str, &str)], &str); 4] = [
+        (
+            &[("OMPI_COMM_WORLD_SIZE", "4"), ("OMPI_COMM_WORLD_RANK", "2")],
+            "rank 2 of 4 by mpirun (OMPI_COMM_WORLD_SIZE=4)",
+        ),
+        (&[("PMI_SIZE", "3"), ("PMI_RANK", "0")], "rank 0 of 3 by mpiexec (PMI_SIZE=3)"),
+        (
+            &[("SLURM_STEP_NUM_TASKS", "2"), ("SLURM_PROCID", "1"), ("SLURM_NTASKS", "2")],
+            "rank 1 of 2 by srun (SLURM_STEP_NUM_TASKS=2)",
+        ),
+        (&[("PMIX_RANK", "1")], "rank 1 by a PMIx launcher (PMIX_RANK=1)"),
+    ];
+    for job in jobs {
+        for (env, says) in launches {
+            let got = run(env, job);
+            assert_one_line(
+                &got,
+                2,
+                &[
+                    &format!("spillway: error: started as {says}"),
+                    "built without MPI support",
+                    "--features mpi",
+                ],
+            );
+            assert!(!out.exists(), "{job:?} wrote its output");
+        }
+        for env in [
+            &[("OMPI_COMM_WORLD_SIZE", "1"), ("OMPI_COMM_WORLD_RANK", "0")][..],
+            &[("SLURM_NTASKS", "4"), ("SLURM_PROCID", "0")],
+            &[("PMIX_RANK", "0")],
+        ] {
+            let got = run(env, job);
+            assert!(got.status.success(), "{job:?} {env:?}: {}", stderr(&got));
+            std::fs::remove_file(&out).unwrap();
+        }
+    }
+    let many = [("OMPI_COMM_WORLD_SIZE", "4"), ("OMPI_COMM_WORLD_RANK", "1")];
+    assert!(run(&many, &["gen", "records", "10", s(&out)]).status.success());
+    assert!(run(&many, &["valsort", s(&records)]).status.code() == Some(1), "valsort ran");
+}
+
+/// A file size limit (`ulimit -f`) no longer kills the process with SIGXFSZ: the write fails,
+/// and the job ends with exit status 1 on one line naming the file ("File too large", a hint
+/// at `ulimit -f`), leaving no temporary output and no spill directory; the file --out names
+/// keeps its content. The same for the generator, both sorts, and a spilling word count.
+#[test]
+fn a_file_size_limit_is_an_error_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = dir.path().join("records.dat");
+    assert!(spillway(&["gen", "records", "--ascii", "20000", s(&records)]).status.success());
+    let spill = dir.path().join("spill");
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir(&spill).unwrap();
+    std::fs::create_dir(&out_dir).unwrap();
+    let out = out_dir.join("result");
+    std::fs::write(&out, b"old").unwrap();
+    let jobs: [&[&str]; 5] = [
+        &["gen", "records", "20000", s(&out)],
+        &["sort", "-q", "--out", s(&out), s(&records)],
+        &["sort", "-q", "--memory", "64K", "--spill-dir", s(&spill), "--out", s(&out), s(&records)],
+        &["wordcount", "-q", "--spill-dir", s(&spill), "--out", s(&out), s(&records)],
+        &["wordcount", "-q", "--memory", "64K", "--spill-dir", s(&spill), "--out", s(&out), s(&records)],
+    ];
+    for job in jobs {
+        // 100 blocks: 50 KiB (sh counts 512-byte blocks) or 100 KiB; every output is 2 MB.
+        let got = limited("-f", 100, job);
+        assert_one_line(&got, 1, &["spillway: error: ", "File too large", "ulimit -f", s(dir.path())]);
+        assert!(names(&spill).is_empty(), "{job:?} left {:?}", names(&spill));
+        assert_eq!(names(&out_dir), ["result"], "{job:?} left a temporary output");
+        assert_eq!(std::fs::read(&out).unwrap(), b"old");
+    }
+}
+
+/// A standard error that is a pipe nobody reads any more (every write fails with EPIPE;
+/// SIGPIPE is ignored) changes no exit status: bad input stays 3, a usage error 2, running
+/// out of memory 1, success 0.
+#[test]
+fn a_closed_standard_error_pipe_keeps_the_exit_status() {
+    let (dir, input) = with_input();
+    let fifo = dir.path().join("fifo");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    // Opened for reading and writing first, so that opening the writing end does not block.
+    let reader = std::fs::OpenOptions::new().read(true).write(true).open(&fifo).unwrap();
+    let writer = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    drop(reader);
+    let run = |args: &[&str]| {
+        let sink = writer.try_clone().unwrap();
+        Command::new("sh")
+            .arg("-c")
+            .arg("ulimit -v 524288 && exec \"$0\" \"$@\"")
+            .arg(spillway_bin())
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(sink)
+            .status()
+            .unwrap()
+    };
+    assert_eq!(run(&["wordcount", "-q", "/no/such/input"]).code(), Some(3));
+    assert_eq!(run(&["wordcount", "-t", "0", s(&input)]).code(), Some(2));
+    assert_eq!(run(&["wordcount", "-t", "1", s(&input)]).code(), Some(0));
+    let big = dir.path().join("big.txt");
+    File::create(&big).unwrap().set_len(1 << 30).unwrap();
+    assert_eq!(run(&["wordcount", "-q", "-t", "1", "--read", "pread", s(&big)]).code(), Some(1));
 }

@@ -1,7 +1,9 @@
 //! The `spillway` command-line tool.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 mod cmd;
+#[expect(unsafe_code, reason = "the allocator that exits cleanly, and ignoring SIGXFSZ")]
+mod sys;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::process::ExitCode;
@@ -9,6 +11,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use clap::error::ErrorKind;
 use cmd::eprint_line;
+use spillway_engine::Limit;
 
 /// Exit status for usage errors (bad flags or arguments).
 pub const EXIT_USAGE: u8 = 2;
@@ -20,6 +23,7 @@ pub const EXIT_INPUT: u8 = 3;
 pub const EXIT_FAILURE: u8 = 1;
 
 fn main() -> ExitCode {
+    sys::ignore_file_size_signal();
     report_panics_on_one_line();
     let cli = match cmd::Cli::try_parse() {
         Ok(cli) => cli,
@@ -30,10 +34,15 @@ fn main() -> ExitCode {
     // A panic that reaches this far unwinds (dropping the job's spill directories and
     // temporary outputs), is printed on one line and exits 1. Panics in job code never get
     // here: the engine catches them per split and returns an error naming the split.
-    match catch_unwind(AssertUnwindSafe(|| {
+    let result = catch_unwind(AssertUnwindSafe(|| {
         cleanup_on_signals();
         cmd::run(cli)
-    })) {
+    }));
+    // The job is over and its files are closed: what is still registered for cleanup is what
+    // its owner failed to remove (a spill directory whose removal found no free file
+    // descriptor).
+    spillway_engine::cleanup::remove_all();
+    match result {
         Ok(Ok(code)) => code,
         Ok(Err(err)) => report(&err),
         Err(_) => {
@@ -145,7 +154,8 @@ fn report(err: &anyhow::Error) -> ExitCode {
     ExitCode::from(exit_code(err))
 }
 
-/// The whole cause chain of `err` on one line.
+/// The whole cause chain of `err` on one line, with a hint when the cause is a limit of the
+/// process or the machine ([`limit`]).
 pub fn message(err: &anyhow::Error) -> String {
     let mut message = err.to_string();
     for cause in err.chain().skip(1) {
@@ -155,13 +165,46 @@ pub fn message(err: &anyhow::Error) -> String {
             message.push_str(&text);
         }
     }
+    if let Some(limit) = limit(err) {
+        message.push_str(" (hint: ");
+        message.push_str(match limit {
+            Limit::Memory => {
+                "out of memory or address space: lower --memory or --threads, or raise the limit, e.g. ulimit -v"
+            }
+            Limit::OpenFiles => {
+                "too many open files: raise the open-file limit (ulimit -n) or lower --max-open-runs"
+            }
+            Limit::FileSize => "a file grew past the file size limit: raise it (ulimit -f) or write elsewhere",
+            _ => "a limit of the process or the machine is reached",
+        });
+        message.push(')');
+    }
     message
+}
+
+/// The limit of the process or the machine behind `err`, if any: out of memory or address
+/// space, too many open files, a file size limit. Such an error is the machine's (exit status
+/// 1), never bad input, even where it happened while opening an input.
+pub fn limit(err: &anyhow::Error) -> Option<Limit> {
+    err.chain().find_map(|cause| {
+        if let Some(e) = cause.downcast_ref::<spillway_engine::Error>() {
+            e.limit()
+        } else if let Some(e) = cause.downcast_ref::<std::io::Error>() {
+            Limit::of_io(e)
+        } else {
+            // Errors that keep only the text of the OS error (the tool's own input errors).
+            Limit::of_text(&cause.to_string())
+        }
+    })
 }
 
 /// The exit status for `err`: a usage error, bad input or a failure.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
     if err.chain().any(|c| c.is::<cmd::UsageError>() || c.is::<spillway_engine::ConfigError>()) {
         return EXIT_USAGE;
+    }
+    if limit(err).is_some() {
+        return EXIT_FAILURE;
     }
     let input = err.chain().any(|c| {
         c.downcast_ref::<spillway_engine::Error>().is_some_and(spillway_engine::Error::is_input_error)

@@ -3,6 +3,7 @@
 mod common;
 mod gen_records;
 mod grep;
+mod launch;
 mod sort;
 mod valsort;
 mod words;
@@ -22,10 +23,11 @@ const VERSION: &str = if cfg!(feature = "mpi") {
 
 const AFTER_HELP: &str = "\
 Exit status: 0 success; 1 the job or the machine failed (job code error, full disk, corrupt \
-spill run); 2 usage error; 3 bad input (missing or unreadable path, malformed records, output \
-directory already holding output, an input changed while the job ran); 130 / 143 interrupted \
-by SIGINT / SIGTERM (spill files and the unfinished output removed). `valsort` follows valsort: \
-0 sorted, 1 not sorted or invalid.";
+spill run, a thread that cannot start; out of memory, too many open files, file size limit); 2 \
+usage error (also settings that cannot work together); 3 bad input (missing or unreadable path, \
+malformed records, output directory already holding output, an input changed while the job \
+ran); 130 / 143 interrupted by SIGINT / SIGTERM (spill files and the unfinished output \
+removed). `valsort` follows valsort: 0 sorted, 1 not sorted or invalid.";
 
 /// Spillway: a MapReduce engine for HPC clusters. Memory-maps its inputs, spills sorted
 /// rkyv runs under a memory budget, merges them under an open-file bound, and writes
@@ -67,6 +69,19 @@ enum GenCommand {
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // A job started as one of several ranks by a launcher needs the `mpi` feature; without it
+    // every rank would run the whole job. `gen records` and `valsort` are per-process tools in
+    // every build (the `mpi` build runs them once per rank too), so they run.
+    let job = matches!(
+        cli.command,
+        Command::Wordcount(_) | Command::Index(_) | Command::Grep(_) | Command::Sort(_)
+    );
+    if job
+        && !cfg!(feature = "mpi")
+        && let Some(launch) = launch::detect().filter(launch::Launch::is_parallel)
+    {
+        return Err(UsageError(launch::without_mpi_error(&launch)).into());
+    }
     match cli.command {
         Command::Wordcount(args) => words::wordcount(args),
         Command::Index(args) => words::index(args),

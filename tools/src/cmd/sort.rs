@@ -8,7 +8,7 @@ use std::sync::Arc;
 use spillway_engine::Progress;
 use spillway_engine::sort::{RecordSortJob, SortOptions, sample_partitioner, sort_records};
 
-use super::common::{InputError, JobOptions, ProgressBar, UsageError, parse_positive};
+use super::common::{JobOptions, ProgressBar, UsageError, parse_positive};
 
 /// Arguments of `spillway sort`. The shared job options that mean something else here, or
 /// only with --generic, get their own help.
@@ -62,19 +62,9 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Under mpirun the sort runs through the engine across the ranks (range-partitioned, so
-    // rank order is key order); a build without MPI would sort everything on every rank.
-    let ranks = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"]
-        .iter()
-        .filter_map(|var| std::env::var(var).ok()?.parse::<u32>().ok())
-        .max()
-        .unwrap_or(1);
-    if ranks > 1 && !cfg!(feature = "mpi") {
-        return Err(InputError(
-            "this spillway was built without the mpi feature: run sort without mpirun, or rebuild with --features mpi"
-                .into(),
-        )
-        .into());
-    }
+    // rank order is key order). (A build without MPI refuses to start as one of several
+    // ranks: `cmd::run`.)
+    let parallel = super::launch::detect().is_some_and(|launch| launch.is_parallel());
     if args.key_size > args.record_size {
         let (key, record) = (args.key_size, args.record_size);
         return Err(UsageError(format!("--key-size {key} is longer than --record-size {record}")).into());
@@ -82,7 +72,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut args = args;
     args.job.out_may_be_input = true; // sorting a file in place, as GNU sort -o does
     let job = &args.job;
-    if args.generic || ranks > 1 {
+    if args.generic || parallel {
         let inputs = job.inputs(&args.inputs)?;
         // Before sampling reads the inputs (the job checks them again when it starts).
         job.check_paths(&inputs)?;
