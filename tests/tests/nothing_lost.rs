@@ -323,3 +323,22 @@ fn a_thread_that_cannot_start_fails_the_job_cleanly() {
     left.retain(|n| n.starts_with('.'));
     assert!(left.is_empty(), "temporaries left: {left:?}");
 }
+
+/// The CLI commits into an output directory that holds other files (moved in one by one):
+/// everything is still there after the process has exited (the registry of paths to remove at
+/// exit must not keep the committed ones).
+#[test]
+fn the_cli_commits_into_a_directory_holding_other_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = &gutenberg_files()[0];
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("job.log"), "mine").unwrap();
+    let run = spillway(&["wordcount", "-q", "-r", "3", "--out-dir", s(&out), s(input)]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert_eq!(names(&out), ["_SUCCESS", "job.log", "part-00000", "part-00001", "part-00002"]);
+    let mut got = read_parts(&out);
+    got.sort();
+    assert_eq!(got.concat().len(), reference_wordcount(std::slice::from_ref(input), false).len());
+    assert_eq!(names(dir.path()), ["out"], "no staging directory left");
+}
