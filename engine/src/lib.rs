@@ -48,6 +48,8 @@ mod owner;
 mod pool;
 pub mod sort;
 mod spill;
+#[cfg(test)]
+mod testutil;
 pub mod text;
 
 pub use cluster::{Agreement, Cluster, Local};

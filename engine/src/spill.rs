@@ -244,6 +244,7 @@ mod tests {
     use super::*;
     use crate::cleanup::{Notice, set_notice_hook};
     use crate::owner::tests::{my_start, tag_elsewhere, tag_here};
+    use crate::testutil::names;
     use crate::{Engine, Inputs, OutputSpec, from_fns, jobs::write_key_value};
 
     /// Every notice since the hook was set (tests run in parallel: filter by path).
@@ -256,13 +257,6 @@ mod tests {
             std::fs::create_dir_all(file.parent().unwrap()).unwrap();
             std::fs::write(file, vec![7u8; *len]).unwrap();
         }
-    }
-
-    fn names(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> =
-            std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
-        names.sort();
-        names
     }
 
     #[test]

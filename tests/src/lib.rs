@@ -292,3 +292,11 @@ mod tests {
         assert_eq!(reference_words(&invalid, false), [b"ab".to_vec(), b"cd".to_vec()]);
     }
 }
+
+/// The names in `dir`, sorted.
+pub fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    names
+}

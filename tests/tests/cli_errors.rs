@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use spillway_tests::{spillway, spillway_bin};
+use spillway_tests::{names, spillway, spillway_bin};
 
 fn s(path: &Path) -> &str {
     path.to_str().expect("UTF-8 test path")
@@ -32,14 +32,6 @@ fn assert_one_line(out: &Output, code: i32, needles: &[&str]) {
     for needle in needles {
         assert!(err.contains(needle), "lacks {needle:?}: {err}");
     }
-}
-
-/// The names in `dir`, sorted.
-fn names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> =
-        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
-    names.sort();
-    names
 }
 
 /// Runs `spillway args` under the shell's `ulimit FLAG LIMIT` (`-v` KiB of address space,

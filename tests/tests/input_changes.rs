@@ -10,14 +10,7 @@ use std::time::{Duration, Instant};
 
 use spillway_engine::shuffle::ReadMode;
 use spillway_engine::{Engine, Error, Inputs, OutputSpec, from_fns, jobs::write_key_value};
-use spillway_tests::{Rng, spillway_bin};
-
-fn names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> =
-        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
-    names.sort();
-    names
-}
+use spillway_tests::{Rng, names, spillway_bin};
 
 /// 64 KiB of text: 1024 lines of 63 bytes and a newline.
 fn text() -> Vec<u8> {

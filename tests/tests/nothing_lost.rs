@@ -6,17 +6,12 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use spillway_engine::{Engine, Inputs, OutputSpec, jobs::WordCount, text::WordMode};
-use spillway_tests::{gutenberg_files, messy_text, read_parts, reference_wordcount, spillway, spillway_bin};
+use spillway_tests::{
+    gutenberg_files, messy_text, names, read_parts, reference_wordcount, spillway, spillway_bin,
+};
 
 fn s(path: &Path) -> &str {
     path.to_str().expect("UTF-8 test path")
-}
-
-fn names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> =
-        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
-    names.sort();
-    names
 }
 
 fn sh(script: &str) -> std::process::Output {
