@@ -273,6 +273,14 @@ pub fn sorted_lines(text: &[u8]) -> Vec<u8> {
     lines.concat()
 }
 
+/// The names in `dir`, sorted.
+pub fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    names
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,12 +299,4 @@ mod tests {
         invalid.extend_from_slice(b"cd");
         assert_eq!(reference_words(&invalid, false), [b"ab".to_vec(), b"cd".to_vec()]);
     }
-}
-
-/// The names in `dir`, sorted.
-pub fn names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> =
-        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
-    names.sort();
-    names
 }
