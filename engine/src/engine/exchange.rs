@@ -1,0 +1,136 @@
+//! With several ranks: every local run's sections that other ranks own go to their owners.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use spillway_shuffle::{ByteSource, ReadMode, RunInfo, RunReader, RunWriter};
+
+use super::Engine;
+use crate::cluster::{ExchangeStats, InSection, OutSection};
+use crate::error::{Error, Result};
+use crate::job::Job;
+use crate::spill::Spiller;
+
+impl Engine {
+    /// Sends every local run's sections that other ranks own to their owners, and writes
+    /// what arrives as runs (one run per source run, sections copied as they are, validated
+    /// when opened). A local run stays as it is when nothing left it or when no merge will be
+    /// needed (reduce reads only the partitions this rank owns, so the sections that left are
+    /// never read again); otherwise its own sections are copied into a smaller run, so that
+    /// merges do not carry the sections that left.
+    pub(super) fn exchange<J: Job>(
+        &self,
+        spiller: &Spiller<'_>,
+        owner: &dyn Fn(u32) -> usize,
+    ) -> Result<ExchangeStats> {
+        let started = Instant::now();
+        let rank = self.cluster.rank();
+        let runs = spiller.take_all();
+        let readers = runs
+            .iter()
+            .map(|r| RunReader::<J::Value>::open(&r.path, self.read))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut outgoing = Vec::new();
+        // Per local run: bytes of sections this rank owns, and of sections that leave.
+        let mut own = vec![0u64; runs.len()];
+        let mut leaving = vec![0u64; runs.len()];
+        for (i, reader) in readers.iter().enumerate() {
+            for p in 0..reader.partitions() {
+                let section = reader.section(p);
+                if section.records == 0 {
+                    continue;
+                }
+                if owner(p) == rank {
+                    own[i] += section.len;
+                } else {
+                    leaving[i] += section.len;
+                    outgoing.push(OutSection {
+                        run: i as u32,
+                        partition: p,
+                        records: section.records,
+                        blocks: section.blocks,
+                        bytes: reader.section_bytes(p),
+                    });
+                }
+            }
+        }
+        let prepare = started.elapsed().as_secs_f64();
+        let partitions = spiller.partitions();
+        // The run being received: (source rank, source run) and its writer.
+        type Receiving<V> = Option<((usize, u32), RunWriter<V>)>;
+        let mut current: Receiving<J::Value> = None;
+        // A section larger than a receive buffer, collected piece by piece in a file.
+        let mut pieces: Option<(PathBuf, std::fs::File)> = None;
+        let mut received: Vec<RunInfo> = Vec::new();
+        let buffers = usize::try_from(self.memory_budget).unwrap_or(usize::MAX);
+        let mut stats = self.cluster.exchange(&outgoing, owner, buffers, &mut |s: InSection<'_>| {
+            if current.as_ref().is_none_or(|(key, _)| *key != (s.source, s.run)) {
+                if let Some((_, writer)) = current.take() {
+                    received.push(writer.finish(false)?);
+                }
+                let writer = RunWriter::<J::Value>::create(&spiller.next_path("recv"), partitions, self.io)?;
+                current = Some(((s.source, s.run), writer));
+            }
+            let (_, writer) = current.as_mut().expect("a writer is open");
+            if s.is_whole() {
+                writer.append_section(s.partition, s.bytes, s.records, s.blocks)?;
+                return Ok(());
+            }
+            if s.offset == 0 {
+                let path = spiller.next_path("piece");
+                let file = std::fs::File::create(&path).map_err(|e| Error::io("create", &path, e))?;
+                pieces = Some((path, file));
+            }
+            let (path, file) = pieces.as_mut().expect("a section's first piece comes first");
+            file.write_all(s.bytes).map_err(|e| Error::io("write", &*path, e))?;
+            if s.is_last() {
+                let (path, file) = pieces.take().expect("collecting a section");
+                drop(file);
+                let section = ByteSource::open(&path, ReadMode::Mmap)?;
+                writer.append_section(s.partition, &section, s.records, s.blocks)?;
+                drop(section);
+                let _ = std::fs::remove_file(&path);
+            }
+            Ok(())
+        })?;
+        let started = Instant::now();
+        if let Some((_, writer)) = current.take() {
+            received.push(writer.finish(false)?);
+        }
+        stats.times.finish = started.elapsed().as_secs_f64();
+
+        // This rank's own sections.
+        let started = Instant::now();
+        // Kept whole, a run costs a validation of the sections that left when it is opened
+        // again (measured: ~0.07 s for 270 MiB, against ~0.4 s for copying the sections that
+        // stay), but merges would carry them: keep runs whole unless a merge will be needed.
+        let kept = own.iter().filter(|&&b| b > 0).count();
+        let merges = kept + received.len() > self.max_open_runs;
+        for (i, (run, reader)) in runs.into_iter().zip(&readers).enumerate() {
+            if own[i] == 0 {
+                let _ = std::fs::remove_file(&run.path);
+            } else if leaving[i] == 0 || !merges {
+                spiller.add(run);
+            } else {
+                let mut writer =
+                    RunWriter::<J::Value>::create(&spiller.next_path("own"), partitions, self.io)?;
+                for p in (0..partitions).filter(|&p| owner(p) == rank) {
+                    let section = reader.section(p);
+                    if section.records > 0 {
+                        writer.append_section(p, reader.section_bytes(p), section.records, section.blocks)?;
+                    }
+                }
+                spiller.add(writer.finish(false)?);
+                let _ = std::fs::remove_file(&run.path);
+            }
+        }
+        drop(readers);
+        for run in received {
+            spiller.add(run);
+        }
+        stats.times.prepare = prepare;
+        stats.times.local = started.elapsed().as_secs_f64();
+        Ok(stats)
+    }
+}

@@ -1,0 +1,323 @@
+//! The engine: [`EngineBuilder`] and [`Engine`], and the run of a job, phase by phase:
+//!
+//! - `builder` — the settings, their defaults and the checks of `build`;
+//! - this module — `run_with`, the driver: agreement between ranks, the output's staging,
+//!   the phases in order, metrics and the commit;
+//! - `map` — the map phase on the worker threads (splits, buffers, background merges);
+//! - `exchange` — with several ranks, partition sections to their owners;
+//! - `merge` — the planned intermediate merges;
+//! - `reduce` — reduce into part files or one output.
+
+mod builder;
+mod exchange;
+mod map;
+mod merge;
+mod reduce;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use spillway_shuffle::{HashPartitioner, IoBackend, OpenRunGauge, Partitioner, ReadMode, RunReader};
+
+use crate::cluster::{Agreement, Cluster, ExchangeStats};
+use crate::error::{ConfigError, Error, Result};
+use crate::input::Inputs;
+use crate::job::Job;
+use crate::metrics::{AnonSampler, Metrics, Phase, PhaseTimes, Progress, peak_rss};
+use crate::output::{MetricsFile, OutputFile, OutputSpec, Pending, StagedDir, fresh_token, sync_parent};
+use crate::spill::{SpillDir, Spiller};
+
+pub use self::builder::{DEFAULT_MEMORY_BUDGET, DEFAULT_SPLIT_SIZE, EngineBuilder, MIN_MEMORY_BUDGET};
+use self::builder::{RUN_INDEX_PER_PARTITION, human_bytes};
+use self::reduce::reduce_all;
+
+/// Runs jobs. Build one with [`Engine::builder`].
+#[derive(Debug)]
+pub struct Engine {
+    threads: usize,
+    partitions: u32,
+    memory_budget: u64,
+    max_open_runs: usize,
+    spill_dir: PathBuf,
+    split_size: Option<usize>,
+    io: IoBackend,
+    read: ReadMode,
+    progress: Arc<Progress>,
+    cluster: Arc<dyn Cluster>,
+    metrics_file: Option<PathBuf>,
+}
+
+impl Engine {
+    /// A builder with default settings.
+    pub fn builder() -> EngineBuilder {
+        EngineBuilder::default()
+    }
+
+    /// The open-run threshold F in effect.
+    pub fn max_open_runs(&self) -> usize {
+        self.max_open_runs
+    }
+
+    /// The live progress counters of this engine's jobs.
+    pub fn progress(&self) -> &Arc<Progress> {
+        &self.progress
+    }
+
+    /// Runs `job` over `inputs`, hash-partitioned, writing `output`.
+    ///
+    /// # Errors
+    ///
+    /// Bad input, a failure of the job's code (naming the split), a full disk, a corrupt
+    /// run, or an output directory that already holds output. On error no `_SUCCESS` is
+    /// written and no output file appears under a final name half-written.
+    pub fn run<J: Job>(&self, job: &J, inputs: &Inputs, output: &OutputSpec) -> Result<Metrics> {
+        let partitioner = HashPartitioner::new(self.partitions)?;
+        self.run_with(job, inputs, &partitioner, output)
+    }
+
+    /// As [`Engine::run`], routing keys with `partitioner` (which decides R; for example a
+    /// [`RangePartitioner`](spillway_shuffle::RangePartitioner) for globally ordered part files).
+    ///
+    /// # Errors
+    ///
+    /// As [`Engine::run`].
+    pub fn run_with<J: Job>(
+        &self,
+        job: &J,
+        inputs: &Inputs,
+        partitioner: &dyn Partitioner,
+        output: &OutputSpec,
+    ) -> Result<Metrics> {
+        let started = Instant::now();
+        let sampler = AnonSampler::start();
+        // One sorted output needs no partitions: the final merge reads every partition of
+        // every run anyway, and with R of them its cursors would grow with runs x R whatever
+        // the memory budget says.
+        let single;
+        let partitioner = match output {
+            OutputSpec::Dir(_) => {
+                self.check_partitions(partitioner.partitions())?;
+                partitioner
+            }
+            _ => {
+                single = HashPartitioner::new(1)?;
+                &single as &dyn Partitioner
+            }
+        };
+        let progress = &*self.progress;
+        let (rank, ranks) = (self.cluster.rank(), self.cluster.size());
+        progress.set_phase(Phase::Starting);
+        let split_size = self.split_size.unwrap_or_else(|| {
+            let per_split = inputs.total_bytes() / (8 * (self.threads * ranks) as u64);
+            usize::try_from(per_split).unwrap_or(usize::MAX).clamp(1 << 20, DEFAULT_SPLIT_SIZE)
+        });
+        // Every rank must run the same job over the same inputs with the same routing.
+        let token = self.cluster.agree(&agreement::<J>(job, inputs, partitioner, split_size, output))?;
+        // The output can be written: found out before any work, not after all of it. Part
+        // files go into a staging directory that rank 0 renames into place at the end.
+        let mut staged = match output {
+            OutputSpec::Dir(dir) if rank == 0 => Some(StagedDir::create(dir, token)?),
+            OutputSpec::File(_) if rank == 0 => {
+                output.check()?;
+                None
+            }
+            _ => None,
+        };
+        let splits = inputs.plan_splits(job.split_mode(), split_size)?;
+        progress.splits_total.store(splits.len() as u64, Ordering::Relaxed);
+        progress.bytes_total.store(inputs.total_bytes(), Ordering::Relaxed);
+        let spill_dir = SpillDir::for_rank(&self.spill_dir, rank)?;
+        let spiller = Spiller::new(
+            spill_dir.path(),
+            partitioner.partitions(),
+            self.io,
+            self.read,
+            self.max_open_runs,
+            progress,
+        );
+
+        progress.set_phase(Phase::Map);
+        let mapped = self.map_phase(job, inputs, &splits, partitioner, &spiller);
+        inputs.check_unchanged()?; // also when the map failed: a changed input explains it
+        let (map_records, mapped_splits) = mapped?;
+        let map_done = Instant::now();
+
+        // Partition p is reduced by its owner: one file of all keys is written by rank 0;
+        // part files are spread over the ranks (contiguous blocks for a total order).
+        let partitions = partitioner.partitions();
+        let owner = |p: u32| -> usize {
+            match output {
+                OutputSpec::Dir(_) if partitioner.total_order() => p as usize * ranks / partitions as usize,
+                OutputSpec::Dir(_) => p as usize % ranks,
+                _ => 0,
+            }
+        };
+        progress.set_phase(Phase::Merge);
+        let exchanged =
+            if ranks > 1 { self.exchange::<J>(&spiller, &owner)? } else { ExchangeStats::default() };
+        let exchange_done = Instant::now();
+        let finals = self.merge_phase(job, &spiller)?;
+        let merge_done = Instant::now();
+
+        progress.set_phase(Phase::Reduce);
+        let gauge = OpenRunGauge::new();
+        let readers = finals
+            .iter()
+            .map(|run| Ok(RunReader::<J::Value>::open(&run.path, self.read)?.track(&gauge)))
+            .collect::<Result<Vec<_>>>()?;
+        spiller.note_final_merge(&gauge);
+        let owned: Vec<u32> = (0..partitions).filter(|&p| owner(p) == rank).collect();
+        let mut pending = None;
+        if let (OutputSpec::Dir(dir), None) = (output, &staged) {
+            staged = Some(StagedDir::attach(dir, token)?); // made by rank 0 before the map phase
+        }
+        let (output_keys, output_bytes, output_files) = match (output, &staged) {
+            (OutputSpec::Dir(_), Some(staged)) => self.reduce_to_dir(job, &readers, &owned, staged.path())?,
+            _ if rank != 0 => (0, 0, 0),
+            (OutputSpec::File(path), _) => {
+                let (keys, bytes, file) = reduce_all(job, &readers, OutputFile::create(path, self.io)?)?;
+                pending = file;
+                (keys, bytes, 1)
+            }
+            _ => reduce_all(job, &readers, OutputFile::stdout()).map(|(k, b, _)| (k, b, 1))?,
+        };
+        drop(readers);
+        let stats = spiller.stats();
+        let finished = Instant::now();
+        let metrics = Metrics {
+            ranks,
+            rank,
+            threads: self.threads,
+            partitions,
+            memory_budget: self.memory_budget,
+            max_open_runs: self.max_open_runs,
+            io_backend: self.io.name().to_owned(),
+            input_files: inputs.files().len() as u64,
+            input_bytes: inputs.total_bytes(),
+            splits: mapped_splits,
+            map_records,
+            spills: stats.spills,
+            spill_bytes: stats.spill_bytes,
+            merge_steps: stats.merge_steps,
+            merge_bytes: stats.merge_bytes,
+            max_fan_in: stats.max_fan_in,
+            peak_open_runs: stats.peak_open_runs,
+            bytes_sent: exchanged.sent,
+            bytes_received: exchanged.received,
+            output_keys,
+            output_bytes,
+            output_files,
+            peak_rss_bytes: peak_rss(),
+            peak_anon_bytes: sampler.finish(),
+            exchange: exchanged.times,
+            seconds: PhaseTimes {
+                map: (map_done - started).as_secs_f64(),
+                exchange: (exchange_done - map_done).as_secs_f64(),
+                merge: (merge_done - exchange_done).as_secs_f64(),
+                reduce: (finished - merge_done).as_secs_f64(),
+                total: (finished - started).as_secs_f64(),
+            },
+            per_rank: Vec::new(),
+        };
+        // Every rank's part files are written once rank 0 has their metrics.
+        let metrics = if ranks > 1 { self.gather_metrics(metrics)? } else { metrics };
+        if rank == 0 {
+            self.commit(&metrics, staged, pending)?;
+        }
+        progress.set_phase(Phase::Done);
+        Ok(metrics)
+    }
+
+    /// Refuses `partitions` part files when every spill run's index of them would not fit in
+    /// a thread's share of the memory budget (each spill would then write more index than
+    /// data, and a million partitions would fill the disk with indexes).
+    fn check_partitions(&self, partitions: u32) -> Result<()> {
+        let index = u64::from(partitions) * RUN_INDEX_PER_PARTITION;
+        let share = self.memory_budget / self.threads as u64;
+        if index > share {
+            return Err(ConfigError(format!(
+                "{partitions} partitions need at least {} of memory budget per thread ({} threads): \
+                 every spill run carries a {} index of its partitions, more than the {} share of \
+                 a thread (raise the budget to {} or use fewer partitions)",
+                human_bytes(index),
+                self.threads,
+                human_bytes(index),
+                human_bytes(share),
+                human_bytes(index * self.threads as u64),
+            ))
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Puts the output in place (the staged directory with `_SUCCESS`, or the one output
+    /// file) together with the metrics file: written and `fsync`ed before the output is
+    /// committed, renamed into place right after it, so that a metrics file that cannot be
+    /// written fails the job before its output appears.
+    fn commit(&self, metrics: &Metrics, staged: Option<StagedDir>, pending: Option<Pending>) -> Result<()> {
+        let json = serde_json::to_vec_pretty(metrics).expect("metrics serialize");
+        let metrics_file = match &self.metrics_file {
+            Some(path) => Some(MetricsFile::prepare(path, &json)?),
+            None => None,
+        };
+        if let Some(staged) = staged {
+            staged.commit(&json, true)?;
+        }
+        if let Some(file) = pending {
+            sync_parent(&file.rename()?);
+        }
+        if let Some(file) = metrics_file {
+            file.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Rank 0 receives every rank's metrics and returns the totals; other ranks their own.
+    fn gather_metrics(&self, mine: Metrics) -> Result<Metrics> {
+        let json = serde_json::to_vec(&mine).expect("metrics serialize");
+        match self.cluster.gather(&json)? {
+            Some(all) => {
+                let parts = all
+                    .iter()
+                    .map(|bytes| {
+                        serde_json::from_slice(bytes)
+                            .map_err(|e| Error::Cluster(format!("bad metrics from a rank: {e}")))
+                    })
+                    .collect::<Result<Vec<Metrics>>>()?;
+                Ok(Metrics::totals(parts))
+            }
+            None => Ok(mine),
+        }
+    }
+}
+
+/// What must be equal on every rank: the job (type, parameters, split mode), the routing,
+/// the split plan, the output and the inputs (paths and sizes), each digested with a fixed
+/// hash (ahash's output may depend on the build, the partitioner fingerprint checks that);
+/// the token is this process's own choice (rank 0's names the job's staging directory).
+fn agreement<J: Job>(
+    job: &J,
+    inputs: &Inputs,
+    partitioner: &dyn Partitioner,
+    split_size: usize,
+    output: &OutputSpec,
+) -> Agreement {
+    let digest = |text: &str| xxhash_rust::xxh3::xxh3_64(text.as_bytes());
+    let mut files = String::new();
+    for f in inputs.files() {
+        files.push_str(&format!("{}:{}|", f.path.display(), f.bytes().len()));
+    }
+    Agreement {
+        settings: vec![
+            ("the job", digest(&format!("{}|{}", std::any::type_name::<J>(), job.parameters()))),
+            ("the partition counts (-r)", digest(&partitioner.partitions().to_string())),
+            ("the splits (--split-size)", digest(&format!("{:?}|{split_size}", job.split_mode()))),
+            ("the outputs", digest(&format!("{output:?}"))),
+            ("the inputs (paths or sizes)", digest(&files)),
+        ],
+        fingerprint: partitioner.fingerprint(),
+        token: fresh_token(),
+    }
+}
