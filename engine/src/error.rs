@@ -128,6 +128,16 @@ impl Error {
         }
     }
 
+    /// The kind of the I/O error behind this error (`Other` when there is none).
+    pub fn io_kind(&self) -> std::io::ErrorKind {
+        match self {
+            Error::Io { source, .. } | Error::Shuffle(spillway_shuffle::Error::Io { source, .. }) => {
+                source.kind()
+            }
+            _ => std::io::ErrorKind::Other,
+        }
+    }
+
     /// True when the disk (spill or output) is full.
     pub fn is_disk_full(&self) -> bool {
         match self {

@@ -226,17 +226,16 @@ fn temp_name(path: &Path) -> PathBuf {
 }
 
 enum Target {
-    /// A new file in a staging directory: written under its own name, `fsync`ed.
+    /// A new file in a staging directory (which is its temporary name): written, `fsync`ed.
     Staged {
         sink: Box<dyn FileSink>,
-        path: PathBuf,
     },
+    /// A file that replaces `temp`'s target when committed.
     File {
         sink: Box<dyn FileSink>,
-        tmp: PathBuf,
-        path: PathBuf,
-        _cleanup: crate::cleanup::Registration,
+        temp: TempFile,
     },
+    /// A device, FIFO or descriptor: written in place.
     InPlace {
         file: std::fs::File,
         path: PathBuf,
@@ -244,68 +243,87 @@ enum Target {
     Stdout(std::io::Stdout),
 }
 
-/// A buffered output file that only appears under its final name once [`OutputFile::finish`]
-/// has written it and its [`Pending`] is renamed.
+/// A buffered output (reduce writes into it): a part file in a staging directory, a file that
+/// replaces its target only once [`OutputFile::finish`] has written it and the returned
+/// [`TempFile`] is committed, a device or standard output. It records its own first error, so
+/// that a failure of the output (a full disk) is told from a failure of the job's code that
+/// wrote into it ([`OutputFile::take_error`]).
 pub(crate) struct OutputFile {
     buf: Vec<u8>,
     target: Option<Target>,
     bytes: u64,
+    error: Option<Error>,
 }
 
 const OUT_BUFFER: usize = 256 << 10;
 
 impl OutputFile {
+    fn new(target: Target) -> Self {
+        OutputFile { buf: Vec::with_capacity(OUT_BUFFER), target: Some(target), bytes: 0, error: None }
+    }
+
+    /// An output replacing `path` (see [`file_destination`]) when committed.
     pub(crate) fn create(path: &Path, io: IoBackend) -> Result<Self> {
         let target = match file_destination(path)? {
             FileDestination::Replace(path) => {
-                let tmp = temp_name(&path);
-                let sink = io.create(&tmp)?;
-                keep_permissions(&tmp, &path);
-                Target::File { _cleanup: crate::cleanup::register(&tmp), sink, tmp, path }
+                let temp = TempFile::create(&path)?;
+                Target::File { sink: io.create(temp.path())?, temp }
             }
             FileDestination::InPlace(path) => Target::InPlace { file: open_in_place(&path)?, path },
         };
-        Ok(OutputFile { buf: Vec::with_capacity(OUT_BUFFER), target: Some(target), bytes: 0 })
+        Ok(Self::new(target))
     }
 
     /// A new file inside a [`StagedDir`] (which is the temporary name).
     pub(crate) fn create_staged(path: &Path, io: IoBackend) -> Result<Self> {
-        let sink = io.create(path)?;
-        let target = Target::Staged { sink, path: path.to_owned() };
-        Ok(OutputFile { buf: Vec::with_capacity(OUT_BUFFER), target: Some(target), bytes: 0 })
+        Ok(Self::new(Target::Staged { sink: io.create(path)? }))
     }
 
     pub(crate) fn stdout() -> Self {
-        OutputFile {
-            buf: Vec::with_capacity(OUT_BUFFER),
-            target: Some(Target::Stdout(std::io::stdout())),
-            bytes: 0,
-        }
+        Self::new(Target::Stdout(std::io::stdout()))
     }
 
+    /// The output's own first error (writing or finishing it), if it had one.
+    pub(crate) fn take_error(&mut self) -> Option<Error> {
+        self.error.take()
+    }
+
+    /// Writes the buffer out. A failure is recorded ([`OutputFile::take_error`]) and comes
+    /// back as an `io::Error` of the same kind for the job's code.
     fn drain(&mut self) -> std::io::Result<()> {
-        match self.target.as_mut() {
+        let result = match self.target.as_mut() {
             Some(Target::File { sink, .. } | Target::Staged { sink, .. }) => {
-                sink.write_all(&self.buf).map_err(std::io::Error::other)?;
+                sink.write_all(&self.buf).map_err(Error::from)
             }
-            Some(Target::InPlace { file, .. }) => file.write_all(&self.buf)?,
-            Some(Target::Stdout(out)) => out.lock().write_all(&self.buf)?,
-            None => {}
-        }
+            Some(Target::InPlace { file, path }) => {
+                file.write_all(&self.buf).map_err(|e| Error::io("write", path.as_path(), e))
+            }
+            Some(Target::Stdout(out)) => {
+                out.lock().write_all(&self.buf).map_err(|e| Error::io("write", "standard output", e))
+            }
+            None => Ok(()),
+        };
         self.buf.clear();
-        Ok(())
+        result.map_err(|e| {
+            let kind = e.io_kind();
+            let message = e.to_string();
+            self.error.get_or_insert(e);
+            std::io::Error::new(kind, message)
+        })
     }
 
-    /// Flushes and `fsync`s; the file stays under its temporary name until the returned
-    /// [`Pending`] is renamed (`None` for standard output or a file written in place).
-    /// Returns bytes written.
-    pub(crate) fn finish(mut self) -> Result<(u64, Option<Pending>)> {
-        self.drain().map_err(|e| Error::io("write", self.describe(), e))?;
-        let pending = match self.target.take() {
-            Some(Target::File { sink, tmp, path, _cleanup }) => {
-                let pending = Pending { tmp, path, renamed: false, _cleanup };
+    /// Flushes and `fsync`s; a replacing file stays under its temporary name until the returned
+    /// [`TempFile`] is committed (`None` for a staged part file, standard output or a file
+    /// written in place). Returns bytes written.
+    pub(crate) fn finish(mut self) -> Result<(u64, Option<TempFile>)> {
+        if self.drain().is_err() {
+            return Err(self.error.take().expect("drain records its error"));
+        }
+        let temp = match self.target.take() {
+            Some(Target::File { sink, mut temp }) => {
                 sink.finish(true)?;
-                Some(pending)
+                temp.mark_synced();
+                Some(temp)
             }
             Some(Target::Staged { sink, .. }) => {
                 sink.finish(true)?;
@@ -317,16 +335,7 @@ impl OutputFile {
                 None
             }
         };
-        Ok((self.bytes, pending))
-    }
-
-    pub(crate) fn describe(&self) -> PathBuf {
-        match &self.target {
-            Some(Target::File { path, .. } | Target::InPlace { path, .. } | Target::Staged { path, .. }) => {
-                path.clone()
-            }
-            _ => PathBuf::from("standard output"),
-        }
+        Ok((self.bytes, temp))
     }
 }
 
@@ -348,41 +357,6 @@ impl Write for OutputFile {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
-    }
-}
-
-/// A written and `fsync`ed output file under its temporary name, waiting to be renamed into
-/// place; dropped instead, it removes the file. Part files wait like this until every
-/// partition has been written, so that a failed job leaves no part files behind.
-pub(crate) struct Pending {
-    tmp: PathBuf,
-    path: PathBuf,
-    renamed: bool,
-    _cleanup: crate::cleanup::Registration,
-}
-
-impl Pending {
-    /// Renames the file into place (the caller `fsync`s the directory). Returns the path.
-    pub(crate) fn rename(mut self) -> Result<PathBuf> {
-        std::fs::rename(&self.tmp, &self.path).map_err(|e| Error::io("rename", &self.tmp, e))?;
-        self.renamed = true;
-        Ok(self.path.clone())
-    }
-}
-
-impl Drop for Pending {
-    fn drop(&mut self) {
-        if !self.renamed {
-            let _ = std::fs::remove_file(&self.tmp);
-        }
-    }
-}
-
-impl Drop for OutputFile {
-    fn drop(&mut self) {
-        if let Some(Target::File { tmp, .. }) = self.target.take() {
-            let _ = std::fs::remove_file(tmp);
-        }
     }
 }
 
@@ -474,6 +448,12 @@ impl TempFile {
         let target = self.rename()?;
         sync_parent(&target);
         Ok(())
+    }
+
+    /// Notes that the file's data was `fsync`ed through another handle (an I/O backend's
+    /// sink), so that [`TempFile::commit`] does not sync it again.
+    pub(crate) fn mark_synced(&mut self) {
+        self.synced = true;
     }
 
     /// `fsync`s the file (once; [`TempFile::commit`] then skips it).

@@ -26,7 +26,7 @@ use crate::error::{ConfigError, Error, Result};
 use crate::input::Inputs;
 use crate::job::Job;
 use crate::metrics::{AnonSampler, Metrics, Phase, PhaseTimes, Progress, peak_rss};
-use crate::output::{MetricsFile, OutputFile, OutputSpec, Pending, StagedDir, fresh_token, sync_parent};
+use crate::output::{MetricsFile, OutputFile, OutputSpec, StagedDir, TempFile, fresh_token};
 use crate::spill::{SpillDir, Spiller};
 
 pub use self::builder::{DEFAULT_MEMORY_BUDGET, DEFAULT_SPLIT_SIZE, EngineBuilder, MIN_MEMORY_BUDGET};
@@ -256,7 +256,7 @@ impl Engine {
     /// file) together with the metrics file: written and `fsync`ed before the output is
     /// committed, renamed into place right after it, so that a metrics file that cannot be
     /// written fails the job before its output appears.
-    fn commit(&self, metrics: &Metrics, staged: Option<StagedDir>, pending: Option<Pending>) -> Result<()> {
+    fn commit(&self, metrics: &Metrics, staged: Option<StagedDir>, pending: Option<TempFile>) -> Result<()> {
         let json = serde_json::to_vec_pretty(metrics).expect("metrics serialize");
         let metrics_file = match &self.metrics_file {
             Some(path) => Some(MetricsFile::prepare(path, &json)?),
@@ -266,7 +266,7 @@ impl Engine {
             staged.commit(&json, true)?;
         }
         if let Some(file) = pending {
-            sync_parent(&file.rename()?);
+            file.commit()?; // synced already: renamed, the directory synced
         }
         if let Some(file) = metrics_file {
             file.commit()?;

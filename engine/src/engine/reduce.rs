@@ -11,7 +11,7 @@ use super::map::panic_message;
 
 use crate::error::{Error, Result};
 use crate::job::Job;
-use crate::output::{OutputFile, Pending, part_name};
+use crate::output::{OutputFile, TempFile, part_name};
 use crate::pool::{self};
 
 impl Engine {
@@ -49,7 +49,7 @@ pub(super) fn reduce_all<J: Job>(
     job: &J,
     readers: &[RunReader<J::Value>],
     out: OutputFile,
-) -> Result<(u64, u64, Option<Pending>)> {
+) -> Result<(u64, u64, Option<TempFile>)> {
     let partitions = readers.first().map_or(0, RunReader::partitions);
     let merge = Merge::new(readers.iter().flat_map(|r| (0..partitions).map(|p| r.iter(p))).collect());
     reduce_merge(job, merge, out, "reduce")
@@ -62,7 +62,7 @@ fn reduce_merge<J: Job>(
     mut merge: Merge<'_, J::Value>,
     mut out: OutputFile,
     what: &str,
-) -> Result<(u64, u64, Option<Pending>)> {
+) -> Result<(u64, u64, Option<TempFile>)> {
     let mut keys = 0u64;
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         while let Some((key, mut group)) = merge.next_group() {
@@ -77,24 +77,11 @@ fn reduce_merge<J: Job>(
         Err(panic) => Some(panic_message(&*panic).into()),
     };
     if let Some(e) = message {
-        // An I/O error on the output is the machine's fault, not the job's: report it as such,
-        // naming the file once (the sink's own errors already name it).
-        return Err(match e.downcast::<std::io::Error>() {
-            Ok(io) => {
-                let kind = io.kind();
-                match io.raw_os_error() {
-                    Some(code) => Error::io("write", out.describe(), std::io::Error::from_raw_os_error(code)),
-                    None => match io.into_inner().map(|inner| inner.downcast::<spillway_shuffle::Error>()) {
-                        Some(Ok(sink)) => Error::Shuffle(*sink),
-                        Some(Err(other)) => {
-                            Error::io("write", out.describe(), std::io::Error::new(kind, other))
-                        }
-                        None => Error::io("write", out.describe(), kind.into()),
-                    },
-                }
-            }
-            Err(e) => Error::Job { split: what.to_owned(), message: e.to_string() },
-        });
+        // A failure of the output itself (a full disk) is the machine's, not the job's: the
+        // output recorded it, naming the file.
+        return Err(out
+            .take_error()
+            .unwrap_or_else(|| Error::Job { split: what.to_owned(), message: e.to_string() }));
     }
     let (bytes, file) = out.finish()?;
     Ok((keys, bytes, file))
