@@ -1,0 +1,246 @@
+//! Where sorted records go: output files written under a temporary name or in place
+//! ([`OutFile`]), part files committed together ([`WrittenParts`]), the destinations of one
+//! piece of output ([`Dest`]), the writer thread shared by the sorters ([`SharedWriter`]),
+//! the output of a whole sort ([`Sink`]), and what writing a piece found ([`Piece`]).
+
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use spillway_shuffle::RangePartitioner;
+
+use super::Plan;
+use crate::error::{Error, Result};
+use crate::output::{FileDestination, TempFile, file_destination, open_in_place};
+use crate::pool::{self, FirstError};
+
+/// An output file: a regular file is written under a temporary name ([`TempFile`]: removed
+/// should the job fail or be interrupted) and put in place by `commit`; a device or FIFO is
+/// written in place, in order (see [`file_destination`]).
+#[derive(Debug)]
+pub(super) enum OutFile {
+    Replace(TempFile),
+    InPlace { file: File, path: PathBuf },
+}
+
+impl OutFile {
+    pub(super) fn create(path: &Path) -> Result<Self> {
+        match file_destination(path)? {
+            FileDestination::Replace(path) => Ok(OutFile::Replace(TempFile::create(&path)?)),
+            FileDestination::InPlace(path) => Ok(OutFile::InPlace { file: open_in_place(&path)?, path }),
+        }
+    }
+
+    /// The file written, and the name its errors give.
+    pub(super) fn file(&self) -> (&File, &Path) {
+        match self {
+            OutFile::Replace(temp) => (temp.file(), temp.path()),
+            OutFile::InPlace { file, path } => (file, path),
+        }
+    }
+
+    /// How the sorters write it: at positions, or (a device or FIFO) in order.
+    pub(super) fn sink(&self) -> Sink<'_> {
+        match self.file() {
+            (file, path) if matches!(self, OutFile::Replace(_)) => Sink::File(file, path),
+            (file, path) => Sink::Stream(Stream::File(file, path)),
+        }
+    }
+
+    /// `fsync`s a replacing file (once).
+    fn sync(&mut self) -> Result<()> {
+        match self {
+            OutFile::Replace(temp) => temp.sync(),
+            OutFile::InPlace { .. } => Ok(()),
+        }
+    }
+
+    /// Puts the file in place: `fsync`ed and renamed when `sync` (the caller `fsync`s the
+    /// directory), otherwise swapped in without flushing ([`TempFile::replace_unsynced`]).
+    pub(super) fn commit(self, sync: bool) -> Result<()> {
+        match self {
+            OutFile::Replace(mut temp) if sync => {
+                temp.sync()?;
+                temp.rename().map(drop)
+            }
+            OutFile::Replace(temp) => temp.replace_unsynced(),
+            OutFile::InPlace { .. } => Ok(()),
+        }
+    }
+}
+
+/// Part files written so far, renamed into place together once every partition has been
+/// written: a failed sort leaves no part files behind (dropped, they remove themselves).
+#[derive(Debug, Default)]
+pub(super) struct WrittenParts(Mutex<Vec<OutFile>>);
+
+impl WrittenParts {
+    /// Keeps `part` (`fsync`ed first when `sync`, on the calling thread).
+    pub(super) fn add(&self, mut part: OutFile, sync: bool) -> Result<()> {
+        if sync {
+            part.sync()?;
+        }
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(part);
+        Ok(())
+    }
+
+    pub(super) fn commit(self, sync: bool) -> Result<()> {
+        for part in self.0.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner) {
+            part.commit(sync)?;
+        }
+        Ok(())
+    }
+}
+
+/// Output written in order by one thread.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Stream<'f> {
+    Stdout,
+    /// A device or FIFO named as the output file.
+    File(&'f File, &'f Path),
+}
+
+/// Where a piece of output goes.
+pub(super) enum Dest<'f> {
+    /// Positioned writes into a file of this thread's own.
+    At { file: &'f File, path: &'f Path, offset: u64 },
+    /// Positioned writes into a file shared by the threads, done by its writer thread.
+    Shared { writer: &'f SharedWriter, offset: u64 },
+    /// In order, by one thread.
+    Stream(Stream<'f>),
+}
+
+impl Dest<'_> {
+    /// Writes `data` at the destination's position and moves the position on. `data` may
+    /// come back as another (cleared) buffer of the same capacity.
+    pub(super) fn write(&mut self, data: &mut Vec<u8>) -> Result<()> {
+        match self {
+            Dest::At { file, path, offset } => {
+                file.write_all_at(data, *offset).map_err(|e| Error::io("write", *path, e))?;
+                *offset += data.len() as u64;
+            }
+            Dest::Shared { writer, offset } => {
+                let len = data.len() as u64;
+                writer.hand_over(*offset, data);
+                *offset += len;
+            }
+            Dest::Stream(Stream::Stdout) => std::io::stdout()
+                .lock()
+                .write_all(data)
+                .map_err(|e| Error::io("write", "standard output", e))?,
+            Dest::Stream(Stream::File(file, path)) => {
+                let mut file: &File = file;
+                file.write_all(data).map_err(|e| Error::io("write", *path, e))?
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The sending side of one writer thread that does the positioned writes of every sorting
+/// thread into one shared file.
+///
+/// ext4, like most filesystems, serializes buffered writes to one file on its inode lock, and a
+/// thread waiting for that lock spins in the kernel while the holder copies: with two threads
+/// each writing its own pieces of a 1 GiB output, the spinning was a quarter of the in-memory
+/// sort's CPU samples (`perf record`). Through the writer, a sorter hands a full buffer over,
+/// takes an empty one back and goes on gathering while the writer writes.
+pub(super) struct SharedWriter {
+    full: crossbeam_channel::Sender<(u64, Vec<u8>)>,
+    free: crossbeam_channel::Receiver<Vec<u8>>,
+}
+
+impl SharedWriter {
+    /// Buffers in circulation besides the one each sorter holds.
+    pub(super) fn spare_buffers(threads: usize) -> usize {
+        threads
+    }
+
+    /// Runs `work` with a writer thread for `file`: every buffer handed to the writer is
+    /// written at its offset, in the order handed over. A write error goes to `failure` (the
+    /// sorters check it between tasks); later buffers are then dropped unwritten.
+    pub(super) fn run<R>(
+        file: &File,
+        path: &Path,
+        plan: &Plan,
+        failure: &FirstError,
+        work: impl FnOnce(&SharedWriter) -> R,
+    ) -> R {
+        let (full_tx, full_rx) = crossbeam_channel::unbounded::<(u64, Vec<u8>)>();
+        let (free_tx, free_rx) = crossbeam_channel::unbounded();
+        for _ in 0..Self::spare_buffers(plan.threads) {
+            let _ = free_tx.send(Vec::with_capacity(plan.write_buffer + plan.size));
+        }
+        std::thread::scope(|scope| {
+            spawn_named(scope, "spillway-write".into(), failure, move || {
+                for (offset, mut buffer) in full_rx {
+                    if !failure.failed()
+                        && let Err(e) = file.write_all_at(&buffer, offset)
+                    {
+                        failure.set(Error::io("write", path, e));
+                    }
+                    buffer.clear();
+                    // The sorters may all have finished: then nobody takes it back.
+                    let _ = free_tx.send(buffer);
+                }
+            });
+            // `writer` is dropped when `work` returns, which ends the writer thread's loop.
+            let writer = SharedWriter { full: full_tx, free: free_rx };
+            work(&writer)
+        })
+    }
+
+    /// Hands `data` over to be written at `offset` and replaces it by an empty buffer.
+    fn hand_over(&self, offset: u64, data: &mut Vec<u8>) {
+        let empty = self.free.recv().expect("the writer thread returns every buffer while sorters run");
+        let full = std::mem::replace(data, empty);
+        self.full.send((offset, full)).expect("the writer thread runs while sorters run");
+    }
+}
+
+/// The output of the whole sort.
+pub(super) enum Sink<'f> {
+    /// One file (the output or a run), written at positions by every thread.
+    File(&'f File, &'f Path),
+    /// One part file per partition of `partitioner`, in `dir`.
+    Parts { dir: &'f Path, partitioner: &'f RangePartitioner, sync: bool },
+    /// Standard output, or a device or FIFO: in order, by one thread.
+    Stream(Stream<'f>),
+}
+
+/// What writing a piece of the output found: its records and keys at both ends (for
+/// counting duplicates across pieces).
+#[derive(Debug, Default, Clone)]
+pub(super) struct Piece {
+    pub(super) records: u64,
+    pub(super) duplicates: u64,
+    pub(super) first_key: Vec<u8>,
+    pub(super) last_key: Vec<u8>,
+}
+
+/// Total duplicates over pieces listed in output order.
+pub(super) fn stitch(pieces: &[Piece]) -> u64 {
+    let mut total = 0;
+    let mut last: Option<&[u8]> = None;
+    for p in pieces.iter().filter(|p| p.records > 0) {
+        total += p.duplicates;
+        if last == Some(p.first_key.as_slice()) {
+            total += 1;
+        }
+        last = Some(&p.last_key);
+    }
+    total
+}
+
+/// Starts a thread in `scope`; one that cannot be started fails the sort through `failure`
+/// (see [`pool::spawn`]), and the threads already running stop at their next task.
+pub(super) fn spawn_named<'s, F: FnOnce() + Send + 's>(
+    scope: &'s std::thread::Scope<'s, '_>,
+    name: String,
+    failure: &FirstError,
+    f: F,
+) -> bool {
+    pool::spawn(scope, name, failure, f).is_some()
+}
