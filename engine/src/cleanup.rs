@@ -121,7 +121,7 @@ impl Registry {
     }
 
     fn lock(&self) -> MutexGuard<'_, BTreeMap<u64, PathBuf>> {
-        self.paths.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::pool::lock(&self.paths)
     }
 
     /// The lock, if it comes free within `patience`.

@@ -14,6 +14,11 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Takes the value out of `mutex`, ignoring poison (see the module docs).
+pub(crate) fn into_inner<T>(mutex: Mutex<T>) -> T {
+    mutex.into_inner().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// The first failure of a group of workers; later ones are dropped.
 #[derive(Debug, Default)]
 pub(crate) struct FirstError(Mutex<Option<Error>>);
@@ -36,7 +41,7 @@ impl FirstError {
 
     /// The recorded error, if any.
     pub(crate) fn into_result(self) -> Result<()> {
-        match self.0.into_inner().unwrap_or_else(PoisonError::into_inner) {
+        match into_inner(self.0) {
             Some(e) => Err(e),
             None => Ok(()),
         }
@@ -129,7 +134,7 @@ pub(crate) fn for_each<T: Send, R: Send>(
         }
     });
     failure.into_result()?;
-    Ok(done.into_inner().unwrap_or_else(PoisonError::into_inner))
+    Ok(into_inner(done))
 }
 
 #[cfg(test)]

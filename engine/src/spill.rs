@@ -150,7 +150,7 @@ impl<'s> Spiller<'s> {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Pool> {
-        self.pool.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::pool::lock(&self.pool)
     }
 
     /// Writes records, already in (partition, key) order, as a new run in the pool.

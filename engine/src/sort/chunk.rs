@@ -174,15 +174,13 @@ fn sort_and_write(
                         if failure.failed() || progress.cancelled() {
                             break;
                         }
-                        let next = queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).next();
+                        let next = pool::lock(&queue).next();
                         let Some((i, (slice, (range, byte)))) = next else { break };
                         sort_entries(slice, *byte, order, &mut scratch);
                         let offset = (range.start * plan.size) as u64;
                         let mut dest = Dest::Shared { writer, offset };
                         match write_entries(plan, records, slice, &mut buffer, &mut dest, progress) {
-                            Ok(piece) => {
-                                pieces.lock().unwrap_or_else(std::sync::PoisonError::into_inner)[i] = piece
-                            }
+                            Ok(piece) => pool::lock(&pieces)[i] = piece,
                             Err(e) => failure.set(e),
                         }
                     }
@@ -196,7 +194,7 @@ fn sort_and_write(
         failure.set(Error::Cancelled);
     }
     failure.into_result()?;
-    Ok(pieces.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner))
+    Ok(pool::into_inner(pieces))
 }
 
 /// The entry range of each partition of `partitioner` in the sorted `entries`.
@@ -251,7 +249,7 @@ fn write_parts(
                     });
                     match result {
                         Ok(piece) => {
-                            pieces.lock().unwrap_or_else(std::sync::PoisonError::into_inner)[p] = piece;
+                            pool::lock(&pieces)[p] = piece;
                             progress.partitions_done.fetch_add(1, Ordering::Relaxed);
                         }
                         Err(e) => failure.set(e),
@@ -269,7 +267,7 @@ fn write_parts(
     // Part files are committed here, within `sort_chunk`: check the inputs first.
     records.inputs.check_unchanged()?;
     written.commit(sync)?;
-    Ok(pieces.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner))
+    Ok(pool::into_inner(pieces))
 }
 
 /// Gathers the records of the sorted `entries` into `buffer` and writes them to `dest`.

@@ -17,7 +17,7 @@ use super::{Plan, RECORD_SIZE};
 use crate::error::{Error, Result};
 use crate::metrics::Progress;
 use crate::output::part_name;
-use crate::pool::FirstError;
+use crate::pool::{self, FirstError};
 
 /// Largest read buffer of one run cursor in a merge.
 const MAX_READ_BUFFER: usize = 4 << 20;
@@ -351,9 +351,7 @@ pub(super) fn merge_runs(
                             Sink::Stream(stream) => merge(&mut Dest::Stream(*stream)),
                         };
                         match result {
-                            Ok(piece) => {
-                                pieces.lock().unwrap_or_else(std::sync::PoisonError::into_inner)[j] = piece
-                            }
+                            Ok(piece) => pool::lock(&pieces)[j] = piece,
                             Err(e) => failure.set(e),
                         }
                     }
@@ -374,7 +372,7 @@ pub(super) fn merge_runs(
     if let Sink::Parts { sync, .. } = sink {
         written.commit(*sync)?;
     }
-    Ok(pieces.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner))
+    Ok(pool::into_inner(pieces))
 }
 
 #[derive(Debug, Default)]

@@ -6,9 +6,9 @@ use std::io::Write;
 
 use spillway_shuffle::RangePartitioner;
 
+use super::SAMPLE_PER_PARTITION;
 use super::records::Records;
-use super::{SAMPLE_PER_PARTITION, config};
-use crate::error::{JobError, Result};
+use crate::error::{ConfigError, JobError, Result};
 use crate::input::{Inputs, Split, SplitMode};
 use crate::job::{Emitter, Job, Values};
 
@@ -72,7 +72,7 @@ impl Job for RecordSortJob {
 /// [`Error::Input`]: crate::Error::Input
 pub fn sample_partitioner(inputs: &Inputs, record_size: usize, partitions: u32) -> Result<RangePartitioner> {
     if record_size == 0 {
-        return Err(config("record size must be at least 1 byte"));
+        return Err(ConfigError("record size must be at least 1 byte".into()).into());
     }
     let records = Records::new(inputs, record_size)?;
     let mut sample = records.sample(SAMPLE_PER_PARTITION * partitions as usize, Some(inputs));

@@ -258,10 +258,6 @@ pub struct SortMetrics {
     pub sample_records: u64,
 }
 
-fn config(message: impl Into<String>) -> Error {
-    Error::Shuffle(spillway_shuffle::Error::Config(message.into()))
-}
-
 /// Fixed settings of one sort.
 struct Plan {
     size: usize,
@@ -304,7 +300,7 @@ struct Plan {
 pub fn sort_records(inputs: &Inputs, output: &OutputSpec, options: &SortOptions) -> Result<SortMetrics> {
     let started = Instant::now();
     let sampler = AnonSampler::start();
-    options.validate().map_err(|e| config(e.0))?;
+    options.validate()?;
     let progress = &*options.progress;
     progress.set_phase(Phase::Starting);
     let records = Records::new(inputs, options.record_size)?;

@@ -82,12 +82,12 @@ impl WrittenParts {
         if sync {
             part.sync()?;
         }
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(part);
+        pool::lock(&self.0).push(part);
         Ok(())
     }
 
     pub(super) fn commit(self, sync: bool) -> Result<()> {
-        for part in self.0.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner) {
+        for part in pool::into_inner(self.0) {
             part.commit(sync)?;
         }
         Ok(())
