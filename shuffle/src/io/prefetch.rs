@@ -28,17 +28,25 @@ pub fn prefetch_read(data: &[u8], offset: usize) {
 /// slice). Meant for short ranges (a record): it issues one prefetch per 64 bytes.
 #[inline(always)]
 pub fn prefetch_range(data: &[u8], offset: usize, len: usize) {
+    range_lines(offset, len, |at| prefetch_read(data, at));
+}
+
+/// Calls `f` with offsets 64 bytes apart from `offset` on, then with the range's last byte
+/// (which the stride may have stepped over): one offset in every cache line of
+/// `offset..offset + len`, whatever the alignment of the bytes. Nothing for an empty range;
+/// saturates at `usize::MAX`.
+#[inline(always)]
+fn range_lines(offset: usize, len: usize, mut f: impl FnMut(usize)) {
     if len == 0 {
         return;
     }
     let last = offset.saturating_add(len - 1);
     let mut at = offset;
     while at < last {
-        prefetch_read(data, at);
+        f(at);
         at = at.saturating_add(64);
     }
-    // The line of the last byte, which the stride may have stepped over.
-    prefetch_read(data, last);
+    f(last);
 }
 
 #[cfg(test)]
@@ -47,6 +55,7 @@ mod tests {
 
     #[test]
     fn any_arguments_are_fine() {
+        // Nothing to observe but the absence of a panic (or an overflow in debug builds).
         let data = vec![7u8; 300];
         prefetch_read(&data, 0);
         prefetch_read(&data, 299);
@@ -56,6 +65,30 @@ mod tests {
         prefetch_range(&data, usize::MAX - 3, usize::MAX);
         prefetch_range(&[], 0, 10);
         prefetch_range(&data, 10, 0);
-        assert_eq!(data[299], 7);
+    }
+
+    /// A range's prefetches touch exactly the cache lines its bytes occupy, each about once,
+    /// at every alignment of the bytes.
+    #[test]
+    fn a_range_requests_each_of_its_lines() {
+        for offset in [0usize, 1, 63, 64, 65, 1000] {
+            for len in 0..300 {
+                let mut requested = Vec::new();
+                range_lines(offset, len, |at| requested.push(at));
+                assert!(requested.iter().all(|at| (offset..offset + len).contains(at)), "{offset}+{len}");
+                for align in 0..64 {
+                    let line = |at: usize| (align + at) / 64;
+                    let mut got: Vec<usize> = requested.iter().map(|&at| line(at)).collect();
+                    got.dedup();
+                    let want: Vec<usize> =
+                        if len == 0 { Vec::new() } else { (line(offset)..=line(offset + len - 1)).collect() };
+                    assert_eq!(got, want, "offset {offset}, len {len}, alignment {align}");
+                    assert!(requested.len() <= want.len() + 1, "offset {offset}, len {len}: {requested:?}");
+                }
+            }
+        }
+        let mut requested = Vec::new();
+        range_lines(usize::MAX - 3, usize::MAX, |at| requested.push(at));
+        assert_eq!(requested, [usize::MAX - 3, usize::MAX]);
     }
 }
