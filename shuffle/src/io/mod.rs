@@ -23,14 +23,21 @@
 //! finished, deliberately unsynced file in place of an existing one without the filesystem
 //! writing it out inside the `rename`.
 
+// The modules allowed `unsafe` (the crate denies it); each unsafe block has a SAFETY note.
+#[allow(unsafe_code, reason = "creating memory maps and dropping pages from them")]
 mod mmap;
+#[allow(unsafe_code, reason = "the _mm_prefetch intrinsic")]
 mod prefetch;
+#[allow(unsafe_code, reason = "renameat2(RENAME_EXCHANGE), which std does not offer")]
 mod replace;
+#[allow(unsafe_code, reason = "the SIGBUS handler: sigaction, and mmap of zero pages over a vanished file")]
 mod sigbus;
 mod std_sink;
+#[allow(unsafe_code, reason = "io_uring submissions of buffers the kernel reads asynchronously")]
 mod uring;
 
 pub use mmap::{ByteSource, ReadMode, WatchedMap};
+pub(crate) use prefetch::prefetch_line;
 pub use prefetch::{prefetch_range, prefetch_read};
 pub use replace::replace_without_flush;
 pub use std_sink::StdSink;

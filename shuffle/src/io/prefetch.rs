@@ -1,27 +1,37 @@
-//! Software prefetch over byte slices, for gathers whose addresses the hardware cannot
-//! predict (the record sort's output gather: every record comes from a random place in the
-//! input).
+//! Software prefetch, for reads whose addresses the hardware cannot predict: the record sort's
+//! output gather over byte slices (every record comes from a random place in the input), and
+//! the run reader's column streams in a wide merge (`PartitionIter::prefetch_ahead`).
 //!
-//! Safe Rust has no prefetch instruction, and callers such as the engine forbid `unsafe`; this
-//! is the one audited wrapper. A prefetch is only a hint, so both functions are safe for any
-//! arguments: an offset past the end of the slice is clamped to its last byte.
+//! Safe Rust has no prefetch instruction, and callers such as the engine forbid `unsafe`;
+//! [`prefetch_line`] is the crate's one audited wrapper of it, and the slice functions are
+//! built on it. A prefetch is only a hint, so all are safe for any arguments: an offset past
+//! the end of a slice is clamped to its last byte.
+
+/// Asks the CPU to bring the cache line holding `p` into the L1 cache, without waiting for it.
+/// Any address is fine, even an unmapped one (the hint is dropped): `p` is never dereferenced.
+/// Does nothing on targets other than x86_64.
+#[inline(always)]
+pub(crate) fn prefetch_line(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        // SAFETY: `_mm_prefetch` needs SSE, which every x86_64 CPU has (it is in the target's
+        // baseline features). A prefetch is a hint: it never faults, whatever the address (even
+        // unmapped), and reads or writes nothing the program can observe.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
 
 /// Asks the CPU to bring the cache line holding `data[offset]` into the L1 cache, without
 /// waiting for it. `offset` past the end asks for the slice's last byte; an empty slice asks
 /// for nothing. Does nothing on targets other than x86_64.
 #[inline(always)]
 pub fn prefetch_read(data: &[u8], offset: usize) {
-    #[cfg(target_arch = "x86_64")]
     if let Some(last) = data.len().checked_sub(1) {
-        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        let p = data.as_ptr().wrapping_add(offset.min(last));
-        // SAFETY: `_mm_prefetch` needs SSE, which every x86_64 CPU has (it is in the target's
-        // baseline features). A prefetch is a hint: it never faults, whatever the address, and
-        // reads or writes nothing the program can observe; `p` points into `data` anyway.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
+        prefetch_line(data.as_ptr().wrapping_add(offset.min(last)));
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (data, offset);
 }
 
 /// [`prefetch_read`] of every cache line of `data[offset..offset + len]` (clamped to the
