@@ -14,9 +14,9 @@
 //! written with plain `write` calls ([`IoBackend::Std`]), or handed to io_uring so that the
 //! kernel writes one buffer while the caller fills the next ([`IoBackend::Uring`]).
 //! [`IoBackend::Auto`] picks the backend that measured faster on our machines: `std`. For
-//! writes that land in the page cache, io_uring measured *slower* (median 1115 MB/s against
-//! 1247 MB/s for std, writing 2 GiB in 1 MiB pushes, with ~20% more CPU for the extra copy into
-//! its own buffers); its overlap only pays when writes block on the device. Choose
+//! writes that land in the page cache, io_uring is *slower* (it costs an extra copy into its
+//! own buffers; the figures are in `bench/README.md`); its overlap only pays when writes block
+//! on the device. Choose
 //! [`IoBackend::Uring`] explicitly for that case; it falls back to `std` when the kernel
 //! refuses io_uring (seccomp filters, old kernels, `io_uring_disabled`), and setting the
 //! environment variable `SPILLWAY_NO_URING=1` turns it off. [`replace_without_flush`] puts a

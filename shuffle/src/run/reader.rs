@@ -259,11 +259,11 @@ impl<'a, V: Value> PartitionIter<'a, V> {
     /// most one line of each column (or as many lines as are requested), so calling this at
     /// every step requests every line at least one step of this iterator (about k records of
     /// the merge) before it is read: enough to hide the latency once k reaches about 8, and
-    /// close enough that the lines in flight for all k sources stay in cache until read (512
-    /// bytes ahead measured up to 25% slower at fan-in 64 and 512).
+    /// close enough that the lines in flight for all k sources stay in cache until read
+    /// (further ahead was slower at large fan-ins; see `bench/README.md`).
     ///
     /// It is only a hint: it changes no state and never faults. Addresses are not clamped to
-    /// their column (clamping measured 3–12% slower): they pass a column's end by at most
+    /// their column (clamping was slower; see `bench/README.md`): they pass a column's end by at most
     /// 64 bytes per line requested, which lands on the block's next column or archive root,
     /// the next frame, or the run's footer and trailer; only at the end of the last block can
     /// a prefetch reach past the run's last byte, and one of an unmapped address is simply
