@@ -11,14 +11,8 @@ use hashbrown::HashTable;
 use spillway_shuffle::{Partitioner, Value};
 
 use crate::error::Result;
-use crate::job::Job;
+use crate::job::{Job, MapBuffer};
 use crate::spill::Spiller;
-
-/// What a map call emits into.
-pub(crate) trait MapBuffer<V: Value> {
-    /// Adds one pair, spilling first when the pair would not fit.
-    fn insert(&mut self, key: &[u8], value: V);
-}
 
 /// Operations the worker needs besides inserting.
 pub(crate) trait SpillBuffer<V: Value>: MapBuffer<V> {

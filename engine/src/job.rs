@@ -5,7 +5,6 @@ use std::marker::PhantomData;
 
 use spillway_shuffle::{ArchivedValue, Value, to_owned};
 
-use crate::buffer::MapBuffer;
 use crate::error::JobError;
 use crate::input::{Split, SplitMode};
 
@@ -67,6 +66,12 @@ pub trait Job: Send + Sync {
 
 /// The values of one key, as reduce sees them: archived values borrowed from the runs.
 pub type Values<'i, 'a, V> = &'i mut dyn Iterator<Item = &'a ArchivedValue<V>>;
+
+/// What a map call emits into: implemented by the map-side buffers of `buffer`.
+pub(crate) trait MapBuffer<V: Value> {
+    /// Adds one pair, spilling first when the pair would not fit.
+    fn insert(&mut self, key: &[u8], value: V);
+}
 
 /// Where `map` sends its pairs: the worker thread's map-side buffer, which combines, and
 /// spills to a run when its share of the memory budget is used.

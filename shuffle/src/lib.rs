@@ -45,12 +45,10 @@
 #![deny(unsafe_code)]
 
 mod error;
-#[allow(unsafe_code, reason = "memory maps, io_uring, the SIGBUS handler; each block has a SAFETY note")]
 pub mod io;
 pub mod limits;
 pub mod merge;
 pub mod partition;
-#[allow(unsafe_code, reason = "access_unchecked on blocks validated at open; see run/reader.rs")]
 pub mod run;
 mod value;
 

@@ -42,17 +42,27 @@ fn engine(
     .expect("valid configuration")
 }
 
-fn check_metrics(m: &Metrics, mode: Mode) {
+/// Checks what a run's metrics say about its mode: in memory, no buffer spilled under memory
+/// pressure (each worker writes at most the one run it ends the map phase with) and nothing
+/// was merged before the final merge; forced spills wrote more runs than that; multi-pass
+/// merged in steps of F = 2. And `io` is the backend the metrics name.
+fn check_metrics(m: &Metrics, mode: Mode, io: IoBackend) {
     assert!(m.max_fan_in <= m.max_open_runs, "{m:?}");
     assert!(m.peak_open_runs <= m.max_open_runs, "{m:?}");
+    assert_eq!(m.io_backend, io.resolve().name(), "{m:?}");
+    let end_of_map_runs = m.threads as u64;
     match mode {
-        Mode::InMemory => assert_eq!(m.merge_steps, 0, "{m:?}"),
+        Mode::InMemory => {
+            assert!(m.spills <= end_of_map_runs, "nothing may spill in memory: {m:?}");
+            assert_eq!(m.merge_steps, 0, "{m:?}");
+        }
         Mode::Spills => {
-            assert!(m.spills > 2, "forced spills expected: {m:?}");
+            assert!(m.spills > end_of_map_runs.max(2), "forced spills expected: {m:?}");
             // A spill holds about a thread's share of the budget, never a handful of keys.
             assert!(m.spill_bytes / m.spills >= 2048, "spills too small: {m:?}");
         }
         Mode::MultiPass => {
+            assert!(m.spills > end_of_map_runs.max(2), "forced spills expected: {m:?}");
             assert!(m.merge_steps > 0, "multi-pass merges expected: {m:?}");
             assert_eq!(m.max_fan_in, 2, "{m:?}");
         }
@@ -60,7 +70,14 @@ fn check_metrics(m: &Metrics, mode: Mode) {
 }
 
 /// Runs `job` into a single file and into a directory; checks both against `expected`.
-fn run_both<J: Job>(job: &J, inputs: &Inputs, engine: &Engine, expected: &[u8], mode: Mode, what: &str) {
+fn run_both<J: Job>(
+    job: &J,
+    inputs: &Inputs,
+    (engine, io): (&Engine, IoBackend),
+    expected: &[u8],
+    mode: Mode,
+    what: &str,
+) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("out.txt");
     let metrics = engine.run(job, inputs, &OutputSpec::File(file.clone())).unwrap();
@@ -71,7 +88,7 @@ fn run_both<J: Job>(job: &J, inputs: &Inputs, engine: &Engine, expected: &[u8], 
         got.len(),
         expected.len()
     );
-    check_metrics(&metrics, mode);
+    check_metrics(&metrics, mode, io);
 
     let out_dir = dir.path().join("parts");
     let metrics = engine.run(job, inputs, &OutputSpec::Dir(out_dir.clone())).unwrap();
@@ -89,6 +106,7 @@ fn run_both<J: Job>(job: &J, inputs: &Inputs, engine: &Engine, expected: &[u8], 
             .expect("_SUCCESS holds JSON");
     assert_eq!(success["output_files"], u64::from(metrics.partitions));
     assert_eq!(success["input_bytes"], inputs.total_bytes());
+    check_metrics(&metrics, mode, io);
 }
 
 fn messy_inputs(dir: &Path) -> Vec<PathBuf> {
@@ -121,7 +139,7 @@ fn wordcount_matrix_on_messy_text() {
                 for partitions in [1, 7, 64] {
                     let e = engine(threads, partitions, mode, IoBackend::Std, ReadMode::Mmap, data.path());
                     let what = format!("wordcount ascii={ascii} threads={threads} {mode:?} R={partitions}");
-                    run_both(&job, &inputs, &e, &expected, mode, &what);
+                    run_both(&job, &inputs, (&e, IoBackend::Std), &expected, mode, &what);
                 }
             }
         }
@@ -133,13 +151,28 @@ fn wordcount_io_backends_and_read_modes_on_gutenberg() {
     let files = gutenberg_files();
     let spill = tempfile::tempdir().unwrap();
     let expected = reference_wordcount(&files, false);
+    // The io_uring rows use io_uring wherever this process may (the metrics must then say
+    // "uring"); where the kernel refuses it they test the std fallback, and say so.
+    // `shuffle/tests/io_backends.rs` checks the probe against the kernel itself.
+    if IoBackend::Uring.resolve() == IoBackend::Uring {
+        eprintln!("io_uring available: the Uring rows must run on io_uring");
+    } else {
+        eprintln!(
+            "NOTE: io_uring is refused here (kernel, seccomp, or SPILLWAY_NO_URING): \
+             the Uring rows test the std fallback"
+        );
+        assert!(
+            std::env::var_os("SPILLWAY_EXPECT_URING").is_none(),
+            "SPILLWAY_EXPECT_URING is set but io_uring is not available"
+        );
+    }
     for read in [ReadMode::Mmap, ReadMode::Pread] {
         let inputs = Inputs::with_mode(&files, read).unwrap();
         for io in [IoBackend::Std, IoBackend::Uring] {
             for mode in [Mode::InMemory, Mode::MultiPass] {
                 let e = engine(2, 7, mode, io, read, spill.path());
                 let what = format!("gutenberg {read:?} {io:?} {mode:?}");
-                run_both(&WordCount { mode: WordMode::Unicode }, &inputs, &e, &expected, mode, &what);
+                run_both(&WordCount { mode: WordMode::Unicode }, &inputs, (&e, io), &expected, mode, &what);
             }
         }
     }
@@ -160,7 +193,7 @@ fn index_matrix() {
                 run_both(
                     &job,
                     &inputs,
-                    &e,
+                    (&e, IoBackend::Std),
                     &expected,
                     mode,
                     &format!("index t={threads} {mode:?} R={partitions}"),
@@ -201,7 +234,14 @@ fn empty_inputs_give_empty_output() {
     std::fs::write(&empty, "").unwrap();
     let inputs = Inputs::new([&empty]).unwrap();
     let e = engine(2, 7, Mode::InMemory, IoBackend::Std, ReadMode::Mmap, data.path());
-    run_both(&WordCount { mode: WordMode::Unicode }, &inputs, &e, b"", Mode::InMemory, "empty input");
+    run_both(
+        &WordCount { mode: WordMode::Unicode },
+        &inputs,
+        (&e, IoBackend::Std),
+        b"",
+        Mode::InMemory,
+        "empty input",
+    );
 }
 
 #[test]

@@ -13,9 +13,8 @@ pub use self::mpi::MpiCluster;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use serde::Serialize;
-
 use crate::error::Result;
+pub use crate::metrics::ExchangeTimes;
 use crate::metrics::Progress;
 
 /// One partition section leaving this rank: the raw bytes of one partition of one local run.
@@ -93,74 +92,6 @@ pub struct ExchangeStats {
     pub received: u64,
     /// Where the time went.
     pub times: ExchangeTimes,
-}
-
-/// Wall-clock seconds of the parts of the exchange on one rank, and what moved.
-///
-/// `wait`, `prepare`, `descriptors`, `data`, `finish` and `local` follow each other and add
-/// up to [`PhaseTimes::exchange`](crate::PhaseTimes::exchange); `transfer`, `drain` and
-/// `write` are parts of `data` that overlap (received bytes are written while the next ones
-/// arrive).
-///
-/// The honest transfer rate of a rank is `bytes_received / transfer` (see
-/// [`ExchangeTimes::transfer_rate`]): waiting for the slowest rank to finish its map phase,
-/// finding the sections, exchanging descriptors, writing what arrived and handling the rank's
-/// own sections are not transfer time.
-#[derive(Debug, Clone, Copy, Default, Serialize, serde::Deserialize, PartialEq)]
-#[serde(default)]
-pub struct ExchangeTimes {
-    /// Waiting for every rank to reach the exchange (a rank that finished its map phase early
-    /// waits here for the slowest one).
-    pub wait: f64,
-    /// Finding the sections of the local runs.
-    pub prepare: f64,
-    /// Exchanging section descriptors (all-to-all).
-    pub descriptors: f64,
-    /// Wall time of moving and writing section bytes, from the first message posted until
-    /// every byte sent has been taken and every byte received has been written.
-    pub data: f64,
-    /// Receiving section bytes from other ranks (the copy happens here): from the first
-    /// message posted until the last byte arrived, without the time the receiver stalled
-    /// because no receive buffer was free (received bytes still being written).
-    pub transfer: f64,
-    /// After receiving, waiting for the other ranks to take this rank's sends.
-    pub drain: f64,
-    /// Writing received sections into runs (overlaps `transfer`).
-    pub write: f64,
-    /// Closing the last received run.
-    pub finish: f64,
-    /// Keeping this rank's own sections: removing runs with nothing left to reduce here, and
-    /// copying the own sections into smaller runs when keeping the runs whole would exceed F.
-    pub local: f64,
-    /// Messages sent (a section larger than one message takes several).
-    pub messages: u64,
-    /// The largest message size in bytes that this rank receives with.
-    pub chunk_bytes: u64,
-    /// Sections received in pieces (larger than one receive buffer).
-    pub pieced: u64,
-}
-
-impl ExchangeTimes {
-    /// Bytes received per second of transfer (0 when nothing moved).
-    pub fn transfer_rate(&self, bytes_received: u64) -> f64 {
-        if self.transfer > 0.0 { bytes_received as f64 / self.transfer } else { 0.0 }
-    }
-
-    /// Maxima of the times and the message size, sums of the counts.
-    pub(crate) fn max(&mut self, o: &ExchangeTimes) {
-        self.wait = self.wait.max(o.wait);
-        self.prepare = self.prepare.max(o.prepare);
-        self.descriptors = self.descriptors.max(o.descriptors);
-        self.data = self.data.max(o.data);
-        self.transfer = self.transfer.max(o.transfer);
-        self.drain = self.drain.max(o.drain);
-        self.write = self.write.max(o.write);
-        self.finish = self.finish.max(o.finish);
-        self.local = self.local.max(o.local);
-        self.messages += o.messages;
-        self.chunk_bytes = self.chunk_bytes.max(o.chunk_bytes);
-        self.pieced += o.pieced;
-    }
 }
 
 /// Hands out split indices `0..n`, each exactly once across all ranks.

@@ -38,9 +38,9 @@ const TAG_FINISHED: i32 = 103;
 const TAG_DATA: i32 = 104;
 /// Largest message allowed: well below MPI's 2 GiB count limit.
 const MAX_CHUNK: usize = 1 << 30;
-/// Default message size (the receiver's choice). With vader/CMA on the 2-core dev box, 1 MiB
-/// to 1 GiB messages all moved 2-6 GB/s (noise larger than the differences; 64 MiB and up
-/// slightly ahead); 64 MiB keeps a large section in several messages.
+/// Default message size (the receiver's choice). Message sizes from 1 MiB to 1 GiB measured
+/// alike within noise (`bench/README.md`), 64 MiB and up slightly ahead; 64 MiB keeps a large
+/// section in several messages.
 const DEFAULT_CHUNK: usize = 64 << 20;
 /// Receive buffers: one filling while the other is written.
 const RECEIVE_BUFFERS: usize = 2;
@@ -153,9 +153,8 @@ fn wait_for_all(world: &SimpleCommunicator) {
 ///
 /// A blocking MPI wait spins in the progress engine without yielding (OpenMPI's default,
 /// `mpi_yield_when_idle=0`), which starves the thread that writes the received sections
-/// whenever ranks share cores: measured with 2 ranks on the 2-core dev box (1 GiB `sort
-/// --generic`, ~270 MiB received per rank), writing took 0.55 s with blocking waits and 0.06 s
-/// with yielding ones. Each poll drives MPI's progress; the copy of a message happens inside
+/// whenever ranks share cores (writing took about nine times as long with blocking waits; see
+/// `bench/README.md`). Each poll drives MPI's progress; the copy of a message happens inside
 /// one, so the polls cost nothing when nothing else wants the core.
 fn wait_yielding<'a, D: ?Sized, S: mpi::request::Scope<'a>>(mut request: mpi::request::Request<'a, D, S>) {
     loop {

@@ -1,7 +1,7 @@
 //! Read-only access to whole files: memory maps, or aligned buffers filled with `pread`.
 //!
-//! This is one of the modules of the crate allowed to use `unsafe` (with `sigbus`, `uring` and
-//! `run::reader`): creating a memory map and dropping pages from it.
+//! This is one of the modules of the crate allowed to use `unsafe` (with `prefetch`, `replace`,
+//! `sigbus`, `uring` and `run::reader`): creating a memory map and dropping pages from it.
 
 use std::fs::File;
 use std::ops::Deref;

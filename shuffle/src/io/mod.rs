@@ -14,23 +14,30 @@
 //! written with plain `write` calls ([`IoBackend::Std`]), or handed to io_uring so that the
 //! kernel writes one buffer while the caller fills the next ([`IoBackend::Uring`]).
 //! [`IoBackend::Auto`] picks the backend that measured faster on our machines: `std`. For
-//! writes that land in the page cache, io_uring measured *slower* (median 1115 MB/s against
-//! 1247 MB/s for std, writing 2 GiB in 1 MiB pushes, with ~20% more CPU for the extra copy into
-//! its own buffers); its overlap only pays when writes block on the device. Choose
+//! writes that land in the page cache, io_uring is *slower* (it costs an extra copy into its
+//! own buffers; the figures are in `bench/README.md`); its overlap only pays when writes block
+//! on the device. Choose
 //! [`IoBackend::Uring`] explicitly for that case; it falls back to `std` when the kernel
 //! refuses io_uring (seccomp filters, old kernels, `io_uring_disabled`), and setting the
 //! environment variable `SPILLWAY_NO_URING=1` turns it off. [`replace_without_flush`] puts a
 //! finished, deliberately unsynced file in place of an existing one without the filesystem
 //! writing it out inside the `rename`.
 
+// The modules allowed `unsafe` (the crate denies it); each unsafe block has a SAFETY note.
+#[allow(unsafe_code, reason = "creating memory maps and dropping pages from them")]
 mod mmap;
+#[allow(unsafe_code, reason = "the _mm_prefetch intrinsic")]
 mod prefetch;
+#[allow(unsafe_code, reason = "renameat2(RENAME_EXCHANGE), which std does not offer")]
 mod replace;
+#[allow(unsafe_code, reason = "the SIGBUS handler: sigaction, and mmap of zero pages over a vanished file")]
 mod sigbus;
 mod std_sink;
+#[allow(unsafe_code, reason = "io_uring submissions of buffers the kernel reads asynchronously")]
 mod uring;
 
 pub use mmap::{ByteSource, ReadMode, WatchedMap};
+pub(crate) use prefetch::prefetch_line;
 pub use prefetch::{prefetch_range, prefetch_read};
 pub use replace::replace_without_flush;
 pub use std_sink::StdSink;

@@ -4,8 +4,8 @@
 //! ext4 (and XFS) treat `rename(tmp, path)` over an existing `path` as the write-then-rename
 //! idiom of a program that forgot to `fsync`, and start writeback of all of `tmp`'s data
 //! inside the `rename` (ext4's `auto_da_alloc`). For an output written without `fsync` on
-//! purpose, that costs as much as the write itself: measured on a 1 GiB output here, the
-//! rename took 0.5-1.3 s, against well under a millisecond when the name was free. Swapping the
+//! purpose, that costs as much as the write itself (figures in `bench/README.md`), where a
+//! rename to a free name costs next to nothing. Swapping the
 //! two names with `renameat2(RENAME_EXCHANGE)` is just as atomic for readers of `path`, and
 //! starts no writeback; the old file, now under the temporary name, is then removed.
 

@@ -49,8 +49,8 @@ struct Node {
 
 /// From this fan-in on, [`Merge`] prefetches each source's next records
 /// ([`PartitionIter::prefetch_ahead`]). Below it the few interleaved streams are left to the
-/// hardware prefetchers: at fan-in 2 prefetching measured 15% slower, at 8 it is neutral for
-/// 16-byte keys with `u64` values and 25% faster for 100-byte records.
+/// hardware prefetchers, and prefetching only costs time; from 8 on it pays (measurements in
+/// `bench/README.md`).
 const PREFETCH_MIN_FAN_IN: usize = 8;
 
 /// The first 8 bytes of `key`, big-endian, zero-padded: `key_prefix(a) < key_prefix(b)`

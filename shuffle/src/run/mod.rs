@@ -5,6 +5,7 @@
 //! beside this file.
 
 pub mod format;
+#[allow(unsafe_code, reason = "access_unchecked on blocks validated at open; each block has a SAFETY note")]
 mod reader;
 mod writer;
 

@@ -1,8 +1,8 @@
 //! [`RunReader`]: opens a run, validates it once, then iterates archived records in place.
 //!
-//! This is one of the three modules of the crate allowed to use `unsafe`: after a block has
-//! passed `rkyv::access` (full validation) in [`RunReader::open`], iteration reaches it again
-//! with `access_unchecked`.
+//! The one module of `run` allowed to use `unsafe`, for one thing: after a block has passed
+//! `rkyv::access` (full validation) in [`RunReader::open`], iteration reaches it again with
+//! `access_unchecked`.
 
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
@@ -15,7 +15,7 @@ use super::format::{
     ENTRY_LEN, FILE_HEADER_LEN, FORMAT_VERSION, FRAME_HEADER_LEN, FileHeader, FrameHeader, SectionEntry,
     TRAILER_LEN, Trailer, footer_checksum, frame_checksum,
 };
-use crate::io::{ByteSource, ReadMode};
+use crate::io::{ByteSource, ReadMode, prefetch_line};
 use crate::value::{ArchivedValue, Block, Value};
 use crate::{Error, Result};
 
@@ -259,32 +259,28 @@ impl<'a, V: Value> PartitionIter<'a, V> {
     /// most one line of each column (or as many lines as are requested), so calling this at
     /// every step requests every line at least one step of this iterator (about k records of
     /// the merge) before it is read: enough to hide the latency once k reaches about 8, and
-    /// close enough that the lines in flight for all k sources stay in cache until read (512
-    /// bytes ahead measured up to 25% slower at fan-in 64 and 512).
+    /// close enough that the lines in flight for all k sources stay in cache until read
+    /// (further ahead was slower at large fan-ins; see `bench/README.md`).
     ///
     /// It is only a hint: it changes no state and never faults. Addresses are not clamped to
-    /// their column (clamping measured 3–12% slower): they pass a column's end by at most
+    /// their column (clamping was slower; see `bench/README.md`): they pass a column's end by at most
     /// 64 bytes per line requested, which lands on the block's next column or archive root,
     /// the next frame, or the run's footer and trailer; only at the end of the last block can
     /// a prefetch reach past the run's last byte, and one of an unmapped address is simply
     /// dropped. A no-op on targets other than `x86_64`.
     #[inline(always)]
     pub fn prefetch_ahead(&self) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let next_value = self.values.as_ptr().wrapping_add(self.index).cast::<u8>();
-            prefetch(self.ends.as_ptr().wrapping_add(self.index + CACHE_LINE / 4).cast());
-            let key_line = self.keys.as_ptr().wrapping_add(self.start + CACHE_LINE);
-            prefetch(key_line);
-            if self.wide_keys {
-                prefetch(key_line.wrapping_add(CACHE_LINE));
-            }
-            for line in 1..=const { value_lines(size_of::<ArchivedValue<V>>()) } {
-                prefetch(next_value.wrapping_add(line * CACHE_LINE));
-            }
+        // Addresses are computed with `wrapping_add`, never dereferenced: only hinted.
+        let next_value = self.values.as_ptr().wrapping_add(self.index).cast::<u8>();
+        prefetch_line(self.ends.as_ptr().wrapping_add(self.index + CACHE_LINE / 4).cast());
+        let key_line = self.keys.as_ptr().wrapping_add(self.start + CACHE_LINE);
+        prefetch_line(key_line);
+        if self.wide_keys {
+            prefetch_line(key_line.wrapping_add(CACHE_LINE));
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = self.wide_keys;
+        for line in 1..=const { value_lines(size_of::<ArchivedValue<V>>()) } {
+            prefetch_line(next_value.wrapping_add(line * CACHE_LINE));
+        }
     }
 
     #[cold]
@@ -326,7 +322,6 @@ const CACHE_LINE: usize = 64;
 
 /// The cache lines (1 to 4) that [`PartitionIter::prefetch_ahead`] requests of values of
 /// `bytes` bytes.
-#[cfg(target_arch = "x86_64")]
 const fn value_lines(bytes: usize) -> usize {
     let lines = bytes.div_ceil(CACHE_LINE);
     if lines == 0 {
@@ -336,18 +331,6 @@ const fn value_lines(bytes: usize) -> usize {
     } else {
         lines
     }
-}
-
-/// Asks the CPU to bring the cache line holding `p` into L1.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-fn prefetch(p: *const u8) {
-    use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-    // SAFETY: `_mm_prefetch` needs SSE, which every x86_64 CPU has (it is in the target's
-    // baseline features). A prefetch is a hint: it never faults, whatever the address (even
-    // unmapped), and reads or writes nothing the program can observe. The pointers passed are
-    // computed with `wrapping_add`, so computing them is never undefined behaviour either.
-    unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
 }
 
 /// Validates a whole run: header, trailer, footer, sections, frames, archives, key order.
