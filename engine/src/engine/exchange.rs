@@ -103,8 +103,8 @@ impl Engine {
         // This rank's own sections.
         let started = Instant::now();
         // Kept whole, a run costs a validation of the sections that left when it is opened
-        // again (measured: ~0.07 s for 270 MiB, against ~0.4 s for copying the sections that
-        // stay), but merges would carry them: keep runs whole unless a merge will be needed.
+        // again (cheaper than copying the sections that stay: `bench/README.md`), but merges
+        // would carry them: keep runs whole unless a merge will be needed.
         let kept = own.iter().filter(|&&b| b > 0).count();
         let merges = kept + received.len() > self.max_open_runs;
         for (i, (run, reader)) in runs.into_iter().zip(&readers).enumerate() {

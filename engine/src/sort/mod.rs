@@ -20,11 +20,9 @@
 //! concatenate in order; reduce writes each key once per value. It is correct and exercises
 //! the whole engine, but every record is copied into the map-side arena, indexed by a
 //! (partition, offset, length) triple, comparison-sorted, encoded into rkyv blocks of a spill
-//! run, decoded by the merge and copied again by reduce. Measured on 256 MiB of gensort ASCII
-//! records (2 threads, warm cache, a shared and busy 2-core machine): 7.4 s and 3.9 s of CPU
-//! with a budget that holds everything, against 0.8-1.1 s and 0.4 s of CPU for the
-//! specialized path below (both fsyncing the output); the generic final merge into one file
-//! is single-threaded.
+//! run, decoded by the merge and copied again by reduce: several times the CPU of the specialized
+//! path below (figures in `bench/README.md`); the generic final merge into one file is
+//! single-threaded.
 //!
 //! **The specialized path** ([`sort_records`], what `spillway sort` runs): the engine's
 //! inputs (memory-mapped) and output conventions, and nothing else.
@@ -50,8 +48,7 @@
 //!    once, in large blocks. One writer, because the filesystem serializes writes to one file
 //!    and a second writing thread spins on the lock instead of gathering. Every record of the
 //!    gather is a cache and TLB miss at a random place in the input; the gather prefetches the
-//!    cache lines of the record 16 places ahead ([`prefetch_read`]), which halved its time (540
-//!    to 280 ms of CPU for 1 GiB). Part files ([`OutputSpec::Dir`]) use the boundaries of a
+//!    cache lines of the record 16 places ahead ([`prefetch_read`]), which halved its time. Part files ([`OutputSpec::Dir`]) use the boundaries of a
 //!    [`RangePartitioner`] built from a sample of whole records (the same boundaries as the
 //!    generic path, so the part files are identical); standard output, and a device or FIFO
 //!    named as the output file, are written in order by one thread.

@@ -113,7 +113,7 @@ impl<'a> Records<'a> {
     /// With `release`, the pages that sampling maps are let go of every [`SAMPLE_WINDOW`]
     /// bytes: each touch of the mapping maps the kernel's fault-around (64 KiB) of cached
     /// pages, so a sample of a few thousand records otherwise leaves most of a large input
-    /// mapped (measured: peak RSS 920 MiB for a 1 GiB input sorted under `--memory 255M`).
+    /// mapped (figures in `bench/README.md`).
     pub(super) fn sample(&self, count: usize, release: Option<&Inputs>) -> Vec<Vec<u8>> {
         let n = self.len;
         let count = count.min(n);

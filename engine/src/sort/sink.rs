@@ -143,9 +143,8 @@ impl Dest<'_> {
 /// thread into one shared file.
 ///
 /// ext4, like most filesystems, serializes buffered writes to one file on its inode lock, and a
-/// thread waiting for that lock spins in the kernel while the holder copies: with two threads
-/// each writing its own pieces of a 1 GiB output, the spinning was a quarter of the in-memory
-/// sort's CPU samples (`perf record`). Through the writer, a sorter hands a full buffer over,
+/// thread waiting for that lock spins in the kernel while the holder copies (a large share of
+/// the in-memory sort's CPU with two writing threads: `bench/README.md`). Through the writer, a sorter hands a full buffer over,
 /// takes an empty one back and goes on gathering while the writer writes.
 pub(super) struct SharedWriter {
     full: crossbeam_channel::Sender<(u64, Vec<u8>)>,
