@@ -104,8 +104,8 @@ pub(crate) fn spawn_or_run<'scope, 'env, T: Send + 'scope>(
     }
 }
 
-/// Runs `work` on every item of `items` (taken from the end) on up to `threads` threads
-/// named `name-i`; stops at the first error and returns it, otherwise every result (in no
+/// Runs `work` on every item of `items`, taken in order, on up to `threads` threads named
+/// `name-i`; stops at the first error and returns it, otherwise every result (in no
 /// particular order).
 pub(crate) fn for_each<T: Send, R: Send>(
     name: &str,
@@ -113,17 +113,30 @@ pub(crate) fn for_each<T: Send, R: Send>(
     items: Vec<T>,
     work: impl Fn(T) -> Result<R> + Sync,
 ) -> Result<Vec<R>> {
+    for_each_with(name, threads, items, || (), |(), item| work(item))
+}
+
+/// As [`for_each`], each thread with its own state made by `init` (buffers reused from item
+/// to item).
+pub(crate) fn for_each_with<T: Send, R: Send, S>(
+    name: &str,
+    threads: usize,
+    items: Vec<T>,
+    init: impl Fn() -> S + Sync,
+    work: impl Fn(&mut S, T) -> Result<R> + Sync,
+) -> Result<Vec<R>> {
     let threads = threads.min(items.len());
-    let queue = Mutex::new(items);
+    let queue = Mutex::new(items.into_iter());
     let done = Mutex::new(Vec::new());
     let failure = FirstError::default();
     std::thread::scope(|scope| {
         for i in 0..threads {
-            let (queue, done, failure, work) = (&queue, &done, &failure, &work);
+            let (queue, done, failure, init, work) = (&queue, &done, &failure, &init, &work);
             let worker = move || {
+                let mut state = init();
                 while !failure.failed() {
-                    let Some(item) = lock(queue).pop() else { break };
-                    if let Some(result) = failure.keep(work(item)) {
+                    let Some(item) = lock(queue).next() else { break };
+                    if let Some(result) = failure.keep(work(&mut state, item)) {
                         lock(done).push(result);
                     }
                 }

@@ -6,15 +6,14 @@ use std::cmp::Ordering as CmpOrdering;
 use std::fs::File;
 use std::ops::Range;
 use std::path::Path;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use spillway_shuffle::RangePartitioner;
 use spillway_shuffle::io::{prefetch_range, prefetch_read};
 
 use super::radix::{ENTRY_KEY_BYTES, KeyEq, Order, entry_key, index, sort_entries, split_task, task_slices};
 use super::records::Records;
-use super::sink::{Dest, OutFile, Piece, SharedWriter, Sink, WrittenParts, spawn_named};
+use super::sink::{Dest, OutFile, Piece, SharedWriter, Sink, WrittenParts};
 use super::{Plan, RECORD_SIZE};
 use crate::error::{Error, Result};
 use crate::metrics::Progress;
@@ -125,25 +124,12 @@ fn sort_tasks(
     order: &Order<'_, '_>,
     threads: usize,
 ) -> Result<()> {
-    let queue =
-        Mutex::new(task_slices(entries, tasks).into_iter().zip(tasks).collect::<Vec<_>>().into_iter());
-    let failure = FirstError::default();
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            let sorter = || {
-                let mut scratch = Vec::new();
-                loop {
-                    let next = pool::lock(&queue).next();
-                    let Some((slice, (_, byte))) = next else { break };
-                    sort_entries(slice, *byte, order, &mut scratch);
-                }
-            };
-            if !spawn_named(scope, "spillway-sort".into(), &failure, sorter) {
-                break;
-            }
-        }
-    });
-    failure.into_result()
+    let items: Vec<_> = task_slices(entries, tasks).into_iter().zip(tasks).collect();
+    pool::for_each_with("spillway-sort", threads, items, Vec::new, |scratch, (slice, (_, byte))| {
+        sort_entries(slice, *byte, order, scratch);
+        Ok(())
+    })
+    .map(drop)
 }
 
 /// Sorts the tasks and writes each at its offset as soon as it is sorted, in parallel.
@@ -159,42 +145,27 @@ fn sort_and_write(
     progress: &Progress,
     threads: usize,
 ) -> Result<Vec<Piece>> {
-    let queue = Mutex::new(
-        task_slices(entries, tasks).into_iter().zip(tasks).enumerate().collect::<Vec<_>>().into_iter(),
-    );
-    let pieces = Mutex::new(vec![Piece::default(); tasks.len()]);
+    let items: Vec<_> = task_slices(entries, tasks).into_iter().zip(tasks).enumerate().collect();
+    let mut pieces = vec![Piece::default(); tasks.len()];
+    // The writer thread records its own write errors here; the sorters stop on them.
     let failure = FirstError::default();
-    SharedWriter::run(file, path, plan, &failure, |writer| {
-        std::thread::scope(|scope| {
-            for _ in 0..threads {
-                if !spawn_named(scope, "spillway-sort".into(), &failure, || {
-                    let mut buffer = Vec::with_capacity(plan.write_buffer + plan.size);
-                    let mut scratch = Vec::new();
-                    loop {
-                        if failure.failed() || progress.cancelled() {
-                            break;
-                        }
-                        let next = pool::lock(&queue).next();
-                        let Some((i, (slice, (range, byte)))) = next else { break };
-                        sort_entries(slice, *byte, order, &mut scratch);
-                        let offset = (range.start * plan.size) as u64;
-                        let mut dest = Dest::Shared { writer, offset };
-                        match write_entries(plan, records, slice, &mut buffer, &mut dest, progress) {
-                            Ok(piece) => pool::lock(&pieces)[i] = piece,
-                            Err(e) => failure.set(e),
-                        }
-                    }
-                }) {
-                    break;
-                }
+    let sorted = SharedWriter::run(file, path, plan, &failure, |writer| {
+        let buffers = || (Vec::with_capacity(plan.write_buffer + plan.size), Vec::new());
+        pool::for_each_with("spillway-sort", threads, items, buffers, |(buffer, scratch), item| {
+            let (i, (slice, (range, byte))) = item;
+            if failure.failed() || progress.cancelled() {
+                return Err(Error::Cancelled);
             }
+            sort_entries(slice, *byte, order, scratch);
+            let mut dest = Dest::Shared { writer, offset: (range.start * plan.size) as u64 };
+            write_entries(plan, records, slice, buffer, &mut dest, progress).map(|piece| (i, piece))
         })
     });
-    if progress.cancelled() {
-        failure.set(Error::Cancelled);
+    failure.into_result()?; // a write error explains the sorters' cancellation
+    for (i, piece) in sorted? {
+        pieces[i] = piece;
     }
-    failure.into_result()?;
-    Ok(pool::into_inner(pieces))
+    Ok(pieces)
 }
 
 /// The entry range of each partition of `partitioner` in the sorted `entries`.
@@ -220,54 +191,29 @@ fn write_parts(
     threads: usize,
 ) -> Result<Vec<Piece>> {
     let parts = bounds.len() - 1;
-    let next = AtomicUsize::new(0);
-    let pieces = Mutex::new(vec![Piece::default(); parts]);
+    let mut pieces = vec![Piece::default(); parts];
     let written = WrittenParts::default();
-    let failure = FirstError::default();
-    std::thread::scope(|scope| {
-        for _ in 0..threads.min(parts) {
-            if !spawn_named(scope, "spillway-sort".into(), &failure, || {
-                let mut buffer = Vec::with_capacity(plan.write_buffer);
-                loop {
-                    let p = next.fetch_add(1, Ordering::Relaxed);
-                    if p >= parts || failure.failed() || progress.cancelled() {
-                        break;
-                    }
-                    let result = OutFile::create(&dir.join(part_name(p as u32))).and_then(|out| {
-                        let (file, path) = out.file();
-                        let mut dest = Dest::At { file, path, offset: 0 };
-                        let piece = write_entries(
-                            plan,
-                            records,
-                            &entries[bounds[p]..bounds[p + 1]],
-                            &mut buffer,
-                            &mut dest,
-                            progress,
-                        )?;
-                        written.add(out, sync)?;
-                        Ok(piece)
-                    });
-                    match result {
-                        Ok(piece) => {
-                            pool::lock(&pieces)[p] = piece;
-                            progress.partitions_done.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(e) => failure.set(e),
-                    }
-                }
-            }) {
-                break;
-            }
+    let buffer = || Vec::with_capacity(plan.write_buffer);
+    let done = pool::for_each_with("spillway-sort", threads, (0..parts).collect(), buffer, |buffer, p| {
+        if progress.cancelled() {
+            return Err(Error::Cancelled);
         }
-    });
-    if progress.cancelled() {
-        failure.set(Error::Cancelled);
+        let out = OutFile::create(&dir.join(part_name(p as u32)))?;
+        let (file, path) = out.file();
+        let mut dest = Dest::At { file, path, offset: 0 };
+        let piece =
+            write_entries(plan, records, &entries[bounds[p]..bounds[p + 1]], buffer, &mut dest, progress)?;
+        written.add(out, sync)?;
+        progress.partitions_done.fetch_add(1, Ordering::Relaxed);
+        Ok((p, piece))
+    })?;
+    for (p, piece) in done {
+        pieces[p] = piece;
     }
-    failure.into_result()?;
     // Part files are committed here, within `sort_chunk`: check the inputs first.
     records.inputs.check_unchanged()?;
     written.commit(sync)?;
-    Ok(pool::into_inner(pieces))
+    Ok(pieces)
 }
 
 /// Gathers the records of the sorted `entries` into `buffer` and writes them to `dest`.

@@ -7,12 +7,11 @@ use std::fs::File;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use spillway_shuffle::plan_merges;
 
-use super::sink::{Dest, OutFile, Piece, SharedWriter, Sink, WrittenParts, spawn_named};
+use super::sink::{Dest, OutFile, Piece, SharedWriter, Sink, WrittenParts};
 use super::{Plan, RECORD_SIZE};
 use crate::error::{Error, Result};
 use crate::metrics::Progress;
@@ -303,76 +302,53 @@ pub(super) fn merge_runs(
     let read_buffer =
         ((share.saturating_sub(2 * plan.write_buffer) / k).min(MAX_READ_BUFFER) / size).max(1) * size;
 
-    let next = AtomicUsize::new(0);
-    let pieces = Mutex::new(vec![Piece::default(); pieces_total]);
+    let mut pieces = vec![Piece::default(); pieces_total];
     let written = WrittenParts::default();
+    // A shared output's writer thread records its own write errors here; the mergers stop on
+    // them.
     let failure = FirstError::default();
     let merge_all = |writer: Option<&SharedWriter>| {
-        std::thread::scope(|scope| {
-            for _ in 0..threads {
-                if !spawn_named(scope, "spillway-merge".into(), &failure, || {
-                    let mut buffers: Vec<Vec<u8>> = Vec::new();
-                    let mut out = Vec::with_capacity(plan.write_buffer + size);
-                    loop {
-                        let j = next.fetch_add(1, Ordering::Relaxed);
-                        if j >= pieces_total || failure.failed() || progress.cancelled() {
-                            break;
-                        }
-                        let ranges: Vec<Range<u64>> = bounds.iter().map(|b| b[j]..b[j + 1]).collect();
-                        let mut merge = |dest: &mut Dest<'_>| {
-                            merge_piece(
-                                plan,
-                                &open,
-                                &ranges,
-                                read_buffer,
-                                &mut buffers,
-                                &mut out,
-                                dest,
-                                count_duplicates,
-                            )
-                        };
-                        let result = match sink {
-                            Sink::File(..) => {
-                                let offset = bounds.iter().map(|b| b[j]).sum::<u64>() * size as u64;
-                                let writer = writer.expect("a file sink has a writer");
-                                merge(&mut Dest::Shared { writer, offset })
-                            }
-                            Sink::Parts { dir, sync, .. } => OutFile::create(&dir.join(part_name(j as u32)))
-                                .and_then(|f| {
-                                    let piece = merge(&mut Dest::At {
-                                        file: f.file().0,
-                                        path: f.file().1,
-                                        offset: 0,
-                                    })?;
-                                    written.add(f, *sync)?;
-                                    progress.partitions_done.fetch_add(1, Ordering::Relaxed);
-                                    Ok(piece)
-                                }),
-                            Sink::Stream(stream) => merge(&mut Dest::Stream(*stream)),
-                        };
-                        match result {
-                            Ok(piece) => pool::lock(&pieces)[j] = piece,
-                            Err(e) => failure.set(e),
-                        }
-                    }
-                }) {
-                    break;
-                }
+        let buffers = || (Vec::new(), Vec::with_capacity(plan.write_buffer + size));
+        // In order: a stream sink (one thread) writes the pieces one after the other.
+        let items: Vec<usize> = (0..pieces_total).collect();
+        pool::for_each_with("spillway-merge", threads, items, buffers, |(buffers, out), j| {
+            if failure.failed() || progress.cancelled() {
+                return Err(Error::Cancelled);
             }
+            let ranges: Vec<Range<u64>> = bounds.iter().map(|b| b[j]..b[j + 1]).collect();
+            let mut merge = |dest: &mut Dest<'_>| {
+                merge_piece(plan, &open, &ranges, read_buffer, buffers, out, dest, count_duplicates)
+            };
+            let piece = match sink {
+                Sink::File(..) => {
+                    let offset = bounds.iter().map(|b| b[j]).sum::<u64>() * size as u64;
+                    let writer = writer.expect("a file sink has a writer");
+                    merge(&mut Dest::Shared { writer, offset })?
+                }
+                Sink::Parts { dir, sync, .. } => {
+                    let f = OutFile::create(&dir.join(part_name(j as u32)))?;
+                    let piece = merge(&mut Dest::At { file: f.file().0, path: f.file().1, offset: 0 })?;
+                    written.add(f, *sync)?;
+                    progress.partitions_done.fetch_add(1, Ordering::Relaxed);
+                    piece
+                }
+                Sink::Stream(stream) => merge(&mut Dest::Stream(*stream))?,
+            };
+            Ok((j, piece))
         })
     };
-    match sink {
+    let merged = match sink {
         Sink::File(file, path) => SharedWriter::run(file, path, plan, &failure, |w| merge_all(Some(w))),
         _ => merge_all(None),
+    };
+    failure.into_result()?; // a write error explains the mergers' cancellation
+    for (j, piece) in merged? {
+        pieces[j] = piece;
     }
-    if progress.cancelled() {
-        failure.set(Error::Cancelled);
-    }
-    failure.into_result()?;
     if let Sink::Parts { sync, .. } = sink {
         written.commit(*sync)?;
     }
-    Ok(pool::into_inner(pieces))
+    Ok(pieces)
 }
 
 #[derive(Debug, Default)]

@@ -173,7 +173,9 @@ impl SharedWriter {
             let _ = free_tx.send(Vec::with_capacity(plan.write_buffer + plan.size));
         }
         std::thread::scope(|scope| {
-            spawn_named(scope, "spillway-write".into(), failure, move || {
+            // One that cannot start fails the sort through `failure` before any buffer is
+            // handed over (the sorters check it first).
+            let _ = pool::spawn(scope, "spillway-write".into(), failure, move || {
                 for (offset, mut buffer) in full_rx {
                     if !failure.failed()
                         && let Err(e) = file.write_all_at(&buffer, offset)
@@ -231,15 +233,4 @@ pub(super) fn stitch(pieces: &[Piece]) -> u64 {
         last = Some(&p.last_key);
     }
     total
-}
-
-/// Starts a thread in `scope`; one that cannot be started fails the sort through `failure`
-/// (see [`pool::spawn`]), and the threads already running stop at their next task.
-pub(super) fn spawn_named<'s, F: FnOnce() + Send + 's>(
-    scope: &'s std::thread::Scope<'s, '_>,
-    name: String,
-    failure: &FirstError,
-    f: F,
-) -> bool {
-    pool::spawn(scope, name, failure, f).is_some()
 }
