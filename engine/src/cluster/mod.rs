@@ -212,8 +212,8 @@ pub trait Cluster: Send + Sync + std::fmt::Debug {
     fn gather(&self, bytes: &[u8]) -> Result<Option<Vec<Vec<u8>>>>;
     /// Returns once every rank has called it. A rank that failed never does: its front end
     /// ends the job (MPI_Abort), so no rank gets past a barrier that a failed rank missed.
-    /// The engine calls it before renaming part files into place, so that a job that fails
-    /// on any rank leaves no part files on any rank.
+    /// The engine calls it once rank 0 has made the output's staging directory, before the
+    /// other ranks look for it.
     ///
     /// # Errors
     ///

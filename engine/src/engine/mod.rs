@@ -125,6 +125,16 @@ impl Engine {
             }
             _ => None,
         };
+        if let OutputSpec::Dir(dir) = output
+            && ranks > 1
+        {
+            // The other ranks find rank 0's staging directory now: an output directory they do
+            // not share fails before any work.
+            self.cluster.barrier()?;
+            if rank != 0 {
+                staged = Some(StagedDir::attach(dir, token)?);
+            }
+        }
         let splits = inputs.plan_splits(job.split_mode(), split_size)?;
         progress.splits_total.store(splits.len() as u64, Ordering::Relaxed);
         progress.bytes_total.store(inputs.total_bytes(), Ordering::Relaxed);
@@ -170,9 +180,6 @@ impl Engine {
         spiller.note_final_merge(&gauge);
         let owned: Vec<u32> = (0..partitions).filter(|&p| owner(p) == rank).collect();
         let mut pending = None;
-        if let (OutputSpec::Dir(dir), None) = (output, &staged) {
-            staged = Some(StagedDir::attach(dir, token)?); // made by rank 0 before the map phase
-        }
         let (output_keys, output_bytes, output_files) = match (output, &staged) {
             (OutputSpec::Dir(_), Some(staged)) => self.reduce_to_dir(job, &readers, &owned, staged.path())?,
             _ if rank != 0 => (0, 0, 0),
