@@ -55,8 +55,11 @@ pub struct Metrics {
     pub output_files: u64,
     /// Peak resident set size of the process (VmHWM), bytes.
     pub peak_rss_bytes: u64,
-    /// Peak anonymous resident memory sampled during the job (RssAnon), bytes. Mapped input
-    /// pages are reclaimable page cache and are not included.
+    /// Peak anonymous resident memory sampled during the job (RssAnon), bytes: sampled every
+    /// 10 ms by a thread of its own when memory sampling is on
+    /// ([`EngineBuilder::sample_memory`](crate::EngineBuilder::sample_memory), the `spillway`
+    /// tool turns it on), 0 otherwise. Mapped input pages are reclaimable page cache and are
+    /// not included.
     pub peak_anon_bytes: u64,
     /// Seconds per phase.
     pub seconds: PhaseTimes,
@@ -212,16 +215,21 @@ pub fn anon_rss() -> u64 {
     status_field("RssAnon:").unwrap_or(0)
 }
 
-/// Samples [`anon_rss`] every few milliseconds until dropped; reports the peak.
+/// Samples [`anon_rss`] every few milliseconds until dropped and reports the peak; or, off,
+/// starts no thread and reports 0.
 pub(crate) struct AnonSampler {
     stop: std::sync::Arc<AtomicBool>,
     peak: std::sync::Arc<AtomicU64>,
     handle: Option<std::thread::JoinHandle<()>>,
+    on: bool,
 }
 
 impl AnonSampler {
-    pub(crate) fn start() -> Self {
+    pub(crate) fn start(on: bool) -> Self {
         let stop = std::sync::Arc::new(AtomicBool::new(false));
+        if !on {
+            return AnonSampler { stop, peak: std::sync::Arc::default(), handle: None, on };
+        }
         let peak = std::sync::Arc::new(AtomicU64::new(anon_rss()));
         let (s, p) = (stop.clone(), peak.clone());
         let handle = std::thread::Builder::new()
@@ -233,7 +241,7 @@ impl AnonSampler {
                 }
             })
             .ok();
-        AnonSampler { stop, peak, handle }
+        AnonSampler { stop, peak, handle, on }
     }
 
     pub(crate) fn finish(mut self) -> u64 {
@@ -241,7 +249,9 @@ impl AnonSampler {
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
-        self.peak.fetch_max(anon_rss(), Ordering::Relaxed);
+        if self.on {
+            self.peak.fetch_max(anon_rss(), Ordering::Relaxed);
+        }
         self.peak.load(Ordering::Relaxed)
     }
 }

@@ -38,6 +38,7 @@ pub struct EngineBuilder {
     progress: Option<Arc<Progress>>,
     cluster: Option<Arc<dyn Cluster>>,
     metrics_file: Option<PathBuf>,
+    sample_memory: bool,
 }
 
 impl Default for EngineBuilder {
@@ -54,6 +55,7 @@ impl Default for EngineBuilder {
             progress: None,
             cluster: None,
             metrics_file: None,
+            sample_memory: false,
         }
     }
 }
@@ -130,6 +132,14 @@ impl EngineBuilder {
         self
     }
 
+    /// Samples the process's anonymous memory every 10 ms on a thread of its own while a job
+    /// runs, for [`Metrics::peak_anon_bytes`](crate::Metrics::peak_anon_bytes) (default off:
+    /// a library call starts no thread it does not need).
+    pub fn sample_memory(mut self, on: bool) -> Self {
+        self.sample_memory = on;
+        self
+    }
+
     /// Checks the settings.
     ///
     /// # Errors
@@ -191,6 +201,7 @@ impl EngineBuilder {
             progress: self.progress.unwrap_or_default(),
             cluster: self.cluster.unwrap_or_else(|| Arc::new(Local)),
             metrics_file: self.metrics_file,
+            sample_memory: self.sample_memory,
         })
     }
 }

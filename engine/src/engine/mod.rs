@@ -47,6 +47,7 @@ pub struct Engine {
     progress: Arc<Progress>,
     cluster: Arc<dyn Cluster>,
     metrics_file: Option<PathBuf>,
+    sample_memory: bool,
 }
 
 impl Engine {
@@ -91,7 +92,7 @@ impl Engine {
         output: &OutputSpec,
     ) -> Result<Metrics> {
         let started = Instant::now();
-        let sampler = AnonSampler::start();
+        let sampler = AnonSampler::start(self.sample_memory);
         // One sorted output needs no partitions: the final merge reads every partition of
         // every run anyway, and with R of them its cursors would grow with runs x R whatever
         // the memory budget says.

@@ -169,6 +169,9 @@ pub struct SortOptions {
     pub sync: bool,
     /// Live counters for a progress display.
     pub progress: Arc<Progress>,
+    /// Sample the anonymous memory while sorting, for `peak_anon_bytes` in the metrics (a
+    /// thread of its own; default off).
+    pub sample_memory: bool,
 }
 
 impl Default for SortOptions {
@@ -183,6 +186,7 @@ impl Default for SortOptions {
             spill_dir: None,
             sync: true,
             progress: Arc::default(),
+            sample_memory: false,
         }
     }
 }
@@ -296,7 +300,7 @@ struct Plan {
 /// the file. No output appears under its final name unless the sort succeeded.
 pub fn sort_records(inputs: &Inputs, output: &OutputSpec, options: &SortOptions) -> Result<SortMetrics> {
     let started = Instant::now();
-    let sampler = AnonSampler::start();
+    let sampler = AnonSampler::start(options.sample_memory);
     options.validate()?;
     let progress = &*options.progress;
     progress.set_phase(Phase::Starting);

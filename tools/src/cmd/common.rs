@@ -212,6 +212,7 @@ impl JobOptions {
             .io(self.io)
             .read_mode(self.read)
             .progress(Arc::clone(&progress))
+            .sample_memory(true) // for peak_anon_bytes in the metrics
             .cluster(cluster);
         if let Some(t) = self.threads {
             builder = builder.threads(t);

@@ -95,6 +95,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         spill_dir: job.spill_dir.clone(),
         sync: !args.no_sync,
         progress: Arc::clone(&progress),
+        sample_memory: true,
     };
     options.validate().map_err(UsageError::from)?;
     let inputs = job.inputs(&args.inputs)?;
