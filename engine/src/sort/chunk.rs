@@ -13,7 +13,7 @@ use spillway_shuffle::io::{prefetch_range, prefetch_read};
 
 use super::radix::{ENTRY_KEY_BYTES, KeyEq, Order, entry_key, index, sort_entries, split_task, task_slices};
 use super::records::Records;
-use super::sink::{Dest, OutFile, Piece, SharedWriter, Sink, WrittenParts};
+use super::sink::{Dest, Piece, SharedWriter, Sink, write_part};
 use super::{Plan, RECORD_SIZE};
 use crate::error::{Error, Result};
 use crate::metrics::Progress;
@@ -192,27 +192,21 @@ fn write_parts(
 ) -> Result<Vec<Piece>> {
     let parts = bounds.len() - 1;
     let mut pieces = vec![Piece::default(); parts];
-    let written = WrittenParts::default();
     let buffer = || Vec::with_capacity(plan.write_buffer);
     let done = pool::for_each_with("spillway-sort", threads, (0..parts).collect(), buffer, |buffer, p| {
         if progress.cancelled() {
             return Err(Error::Cancelled);
         }
-        let out = OutFile::create(&dir.join(part_name(p as u32)))?;
-        let (file, path) = out.file();
-        let mut dest = Dest::At { file, path, offset: 0 };
-        let piece =
-            write_entries(plan, records, &entries[bounds[p]..bounds[p + 1]], buffer, &mut dest, progress)?;
-        written.add(out, sync)?;
+        let piece = write_part(&dir.join(part_name(p as u32)), sync, |file, path| {
+            let mut dest = Dest::At { file, path, offset: 0 };
+            write_entries(plan, records, &entries[bounds[p]..bounds[p + 1]], buffer, &mut dest, progress)
+        })?;
         progress.partitions_done.fetch_add(1, Ordering::Relaxed);
         Ok((p, piece))
     })?;
     for (p, piece) in done {
         pieces[p] = piece;
     }
-    // Part files are committed here, within `sort_chunk`: check the inputs first.
-    records.inputs.check_unchanged()?;
-    written.commit(sync)?;
     Ok(pieces)
 }
 

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 
 use spillway_shuffle::plan_merges;
 
-use super::sink::{Dest, OutFile, Piece, SharedWriter, Sink, WrittenParts};
+use super::sink::{Dest, Piece, SharedWriter, Sink, write_part};
 use super::{Plan, RECORD_SIZE};
 use crate::error::{Error, Result};
 use crate::metrics::Progress;
@@ -303,7 +303,6 @@ pub(super) fn merge_runs(
         ((share.saturating_sub(2 * plan.write_buffer) / k).min(MAX_READ_BUFFER) / size).max(1) * size;
 
     let mut pieces = vec![Piece::default(); pieces_total];
-    let written = WrittenParts::default();
     // A shared output's writer thread records its own write errors here; the mergers stop on
     // them.
     let failure = FirstError::default();
@@ -326,9 +325,9 @@ pub(super) fn merge_runs(
                     merge(&mut Dest::Shared { writer, offset })?
                 }
                 Sink::Parts { dir, sync, .. } => {
-                    let f = OutFile::create(&dir.join(part_name(j as u32)))?;
-                    let piece = merge(&mut Dest::At { file: f.file().0, path: f.file().1, offset: 0 })?;
-                    written.add(f, *sync)?;
+                    let piece = write_part(&dir.join(part_name(j as u32)), *sync, |file, path| {
+                        merge(&mut Dest::At { file, path, offset: 0 })
+                    })?;
                     progress.partitions_done.fetch_add(1, Ordering::Relaxed);
                     piece
                 }
@@ -344,9 +343,6 @@ pub(super) fn merge_runs(
     failure.into_result()?; // a write error explains the mergers' cancellation
     for (j, piece) in merged? {
         pieces[j] = piece;
-    }
-    if let Sink::Parts { sync, .. } = sink {
-        written.commit(*sync)?;
     }
     Ok(pieces)
 }

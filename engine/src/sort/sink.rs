@@ -1,5 +1,5 @@
 //! Where sorted records go: output files written under a temporary name or in place
-//! ([`OutFile`]), part files committed together ([`WrittenParts`]), the destinations of one
+//! ([`OutFile`]), part files written into the staging directory ([`write_part`]), the destinations of one
 //! piece of output ([`Dest`]), the writer thread shared by the sorters ([`SharedWriter`]),
 //! the output of a whole sort ([`Sink`]), and what writing a piece found ([`Piece`]).
 
@@ -7,7 +7,6 @@ use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use spillway_shuffle::RangePartitioner;
 
@@ -49,14 +48,6 @@ impl OutFile {
         }
     }
 
-    /// `fsync`s a replacing file (once).
-    fn sync(&mut self) -> Result<()> {
-        match self {
-            OutFile::Replace(temp) => temp.sync(),
-            OutFile::InPlace { .. } => Ok(()),
-        }
-    }
-
     /// Puts the file in place: `fsync`ed and renamed when `sync` (the caller `fsync`s the
     /// directory), otherwise swapped in without flushing ([`TempFile::replace_unsynced`]).
     pub(super) fn commit(self, sync: bool) -> Result<()> {
@@ -71,27 +62,20 @@ impl OutFile {
     }
 }
 
-/// Part files written so far, renamed into place together once every partition has been
-/// written: a failed sort leaves no part files behind (dropped, they remove themselves).
-#[derive(Debug, Default)]
-pub(super) struct WrittenParts(Mutex<Vec<OutFile>>);
-
-impl WrittenParts {
-    /// Keeps `part` (`fsync`ed first when `sync`, on the calling thread).
-    pub(super) fn add(&self, mut part: OutFile, sync: bool) -> Result<()> {
-        if sync {
-            part.sync()?;
-        }
-        pool::lock(&self.0).push(part);
-        Ok(())
+/// Writes one part file into the sort's staging directory, which is its temporary name (the
+/// directory is renamed into place whole, or removed, at the end: see `StagedDir`): `write`
+/// fills it and gives the piece; the file is `fsync`ed when `sync`.
+pub(super) fn write_part(
+    path: &Path,
+    sync: bool,
+    write: impl FnOnce(&File, &Path) -> Result<Piece>,
+) -> Result<Piece> {
+    let file = File::create(path).map_err(|e| Error::io("create", path, e))?;
+    let piece = write(&file, path)?;
+    if sync {
+        file.sync_all().map_err(|e| Error::io("fsync", path, e))?;
     }
-
-    pub(super) fn commit(self, sync: bool) -> Result<()> {
-        for part in pool::into_inner(self.0) {
-            part.commit(sync)?;
-        }
-        Ok(())
-    }
+    Ok(piece)
 }
 
 /// Output written in order by one thread.
