@@ -95,6 +95,34 @@ fn a_failing_metrics_file_fails_the_job_before_the_output_appears() {
     let run = spillway(&["wordcount", "-q", "--metrics", "/dev/full", "--out-dir", s(&out_dir), s(&input)]);
     assert_eq!(run.status.code(), Some(1), "{}", String::from_utf8_lossy(&run.stderr));
     assert_eq!(names(dir.path()), ["counts"], "no output directory, no staging directory");
+
+    // The sort's own path too, in memory and out of core, one file and part files.
+    let records = dir.path().join("records");
+    assert!(spillway(&["gen", "records", "20000", s(&records)]).status.success());
+    for memory in ["1G", "1M"] {
+        let run =
+            spillway(&["sort", "-q", "-m", memory, "--metrics", "/dev/full", "-o", s(&out), s(&records)]);
+        assert_eq!(run.status.code(), Some(1), "{}", String::from_utf8_lossy(&run.stderr));
+        assert_eq!(std::fs::read(&out).unwrap(), b"old");
+        let run = spillway(&[
+            "sort",
+            "-q",
+            "-m",
+            memory,
+            "--metrics",
+            "/dev/full",
+            "--out-dir",
+            s(&out_dir),
+            s(&records),
+        ]);
+        assert_eq!(run.status.code(), Some(1), "{}", String::from_utf8_lossy(&run.stderr));
+        assert_eq!(names(dir.path()), ["counts", "records"], "no output directory, no staging directory");
+    }
+    let metrics = dir.path().join("metrics.json");
+    let run = spillway(&["sort", "-q", "--metrics", s(&metrics), "-o", s(&out), s(&records)]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&metrics).unwrap()).unwrap();
+    assert_eq!(json["records"], 20000);
 }
 
 /// The output directory is replaced whole: an existing empty directory keeps its permissions;

@@ -111,7 +111,7 @@ use spillway_shuffle::{RangePartitioner, limits};
 use crate::error::{ConfigError, Error, Result};
 use crate::input::Inputs;
 use crate::metrics::{AnonSampler, Metrics, Phase, PhaseTimes, Progress, peak_rss};
-use crate::output::{OutputSpec, StagedDir, fresh_token, sync_parent};
+use crate::output::{MetricsFile, OutputSpec, StagedDir, fresh_token, sync_parent};
 use crate::spill::SpillDir;
 use crate::{DEFAULT_MEMORY_BUDGET, MIN_MEMORY_BUDGET};
 
@@ -172,6 +172,10 @@ pub struct SortOptions {
     /// Sample the anonymous memory while sorting, for `peak_anon_bytes` in the metrics (a
     /// thread of its own; default off).
     pub sample_memory: bool,
+    /// Also write the metrics (JSON) into this file, committed with the output: written
+    /// before the output is put in place, so that a metrics file that cannot be written fails
+    /// the sort with no output (default none).
+    pub metrics_file: Option<PathBuf>,
 }
 
 impl Default for SortOptions {
@@ -187,6 +191,7 @@ impl Default for SortOptions {
             sync: true,
             progress: Arc::default(),
             sample_memory: false,
+            metrics_file: None,
         }
     }
 }
@@ -414,13 +419,11 @@ pub fn sort_records(inputs: &Inputs, output: &OutputSpec, options: &SortOptions)
         OutputSpec::Dir(_) => u64::from(options.partitions),
         _ => 1,
     };
-    if let Some(f) = out_file {
-        f.commit(options.sync)?;
-        if options.sync
-            && let OutputSpec::File(path) = output
-        {
-            sync_parent(path);
-        }
+    // The output's data is on disk before the sort is timed; it is put in place (with the
+    // metrics file) once the metrics are known.
+    let mut out_file = out_file;
+    if let (Some(f), true) = (&mut out_file, options.sync) {
+        f.sync()?;
     }
     let finished = Instant::now();
     let input_bytes = records.bytes();
@@ -468,9 +471,22 @@ pub fn sort_records(inputs: &Inputs, output: &OutputSpec, options: &SortOptions)
     };
     metrics.job.peak_rss_bytes = peak_rss();
     metrics.job.peak_anon_bytes = sampler.finish();
+    let json = serde_json::to_vec_pretty(&metrics).expect("metrics serialize");
+    let metrics_file =
+        options.metrics_file.as_deref().map(|path| MetricsFile::prepare(path, &json)).transpose()?;
+    if let Some(f) = out_file {
+        f.commit(options.sync)?;
+        if options.sync
+            && let OutputSpec::File(path) = output
+        {
+            sync_parent(path);
+        }
+    }
     if let Some(staged) = staged {
-        let json = serde_json::to_vec_pretty(&metrics).expect("metrics serialize");
         staged.commit(&json, options.sync)?;
+    }
+    if let Some(file) = metrics_file {
+        file.commit()?;
     }
     progress.set_phase(Phase::Done);
     Ok(metrics)

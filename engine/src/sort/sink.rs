@@ -48,6 +48,14 @@ impl OutFile {
         }
     }
 
+    /// `fsync`s a replacing file (once: [`OutFile::commit`] then skips it).
+    pub(super) fn sync(&mut self) -> Result<()> {
+        match self {
+            OutFile::Replace(temp) => temp.sync(),
+            OutFile::InPlace { .. } => Ok(()),
+        }
+    }
+
     /// Puts the file in place: `fsync`ed and renamed when `sync` (the caller `fsync`s the
     /// directory), otherwise swapped in without flushing ([`TempFile::replace_unsynced`]).
     pub(super) fn commit(self, sync: bool) -> Result<()> {

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use anyhow::Context;
 use spillway_engine::shuffle::{IoBackend, Partitioner, ReadMode};
 use spillway_engine::{
     ConfigError, Engine, FileDestination, Inputs, Job, MIN_MEMORY_BUDGET, OutputSpec, Progress, TempFile,
@@ -314,19 +313,6 @@ impl JobOptions {
         }
         if inputs.files().iter().any(|input| is_metrics(&input.path)) {
             return refuse("is also an input");
-        }
-        Ok(())
-    }
-
-    /// Reports a job's metrics (`json`): written to `--metrics` atomically, and printed on
-    /// standard error unless `quiet`.
-    pub fn report_json(&self, json: &str, quiet: bool) -> anyhow::Result<()> {
-        if let Some(path) = &self.metrics {
-            spillway_engine::write_whole(path, format!("{json}\n").as_bytes())
-                .with_context(|| format!("writing {}", path.display()))?;
-        }
-        if !quiet {
-            eprint_line(json);
         }
         Ok(())
     }

@@ -96,6 +96,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         sync: !args.no_sync,
         progress: Arc::clone(&progress),
         sample_memory: true,
+        metrics_file: job.metrics.clone(), // committed with the output
     };
     options.validate().map_err(UsageError::from)?;
     let inputs = job.inputs(&args.inputs)?;
@@ -106,6 +107,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(bar) = bar {
         bar.finish();
     }
-    job.report_json(&result?.expect("metrics serialize"), job.quiet)?;
+    let json = result?.expect("metrics serialize");
+    if !job.quiet {
+        super::common::eprint_line(json);
+    }
     Ok(ExitCode::SUCCESS)
 }
