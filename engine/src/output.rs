@@ -1,5 +1,7 @@
-//! Where reduce output goes, and how it is committed: written under a temporary name,
-//! `fsync`ed, renamed into place; `_SUCCESS` (the job's metrics as JSON) last.
+//! Where reduce output goes, and how it is committed: one file written under a temporary name
+//! ([`TempFile`]), `fsync`ed, renamed into place; an output directory staged whole beside it
+//! ([`StagedDir`]: part files, then `_SUCCESS` with the job's metrics as JSON) and renamed into
+//! place in one step; devices, FIFOs and the process's own descriptors written in place.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
