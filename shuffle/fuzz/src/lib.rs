@@ -12,9 +12,7 @@ use std::hint::black_box;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering};
 
-use spillway_shuffle::run::format::{
-    ENTRY_LEN, FILE_HEADER_LEN, FRAME_HEADER_LEN, TRAILER_LEN, footer_checksum, frame_checksum, pad16,
-};
+use spillway_shuffle::run::format::repair_checksums;
 use spillway_shuffle::{Aligned, ArchivedValue, ByteSource, Error, Merge, RunReader, Value, to_owned};
 
 /// The name the fuzzed run goes by; errors must name it.
@@ -141,41 +139,9 @@ fn read_everything<V: Value>(run: &RunReader<V>, visit: impl Fn(&ArchivedValue<V
     assert_eq!(merged, total);
 }
 
-/// Rewrites every checksum of `bytes` that can be located — each frame that fits between the
-/// file header and the footer (walked as the writer lays frames out: back to back from byte
-/// 16), then the footer's — to the value the reader expects. Leaves anything it cannot locate
-/// alone.
+/// Repairs frame and footer checksums ([`repair_checksums`]).
 pub fn fix_checksums(bytes: &mut [u8]) {
-    let len = bytes.len();
-    if len < FILE_HEADER_LEN + TRAILER_LEN {
-        return;
-    }
-    let trailer_at = len - TRAILER_LEN;
-    let partitions = u32::from_le_bytes(bytes[trailer_at..trailer_at + 4].try_into().unwrap()) as usize;
-    let footer_at = partitions
-        .checked_mul(ENTRY_LEN)
-        .filter(|&n| n <= trailer_at - FILE_HEADER_LEN)
-        .map(|n| trailer_at - n);
-    let frames_end = footer_at.unwrap_or(trailer_at);
-    let mut at = FILE_HEADER_LEN;
-    while frames_end - at >= FRAME_HEADER_LEN {
-        let payload_len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
-        let records = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap());
-        let payload_at = at + FRAME_HEADER_LEN;
-        if payload_len > frames_end - payload_at {
-            break;
-        }
-        let sum = frame_checksum(&bytes[payload_at..payload_at + payload_len], records);
-        bytes[at + 8..at + 16].copy_from_slice(&sum.to_le_bytes());
-        at += FRAME_HEADER_LEN + pad16(payload_len);
-        if at > frames_end {
-            break;
-        }
-    }
-    if let Some(footer_at) = footer_at {
-        let sum = footer_checksum(&bytes[footer_at..trailer_at], &bytes[trailer_at..trailer_at + 16]);
-        bytes[trailer_at + 16..trailer_at + 24].copy_from_slice(&sum.to_le_bytes());
-    }
+    repair_checksums(bytes);
 }
 
 /// Allocation counters of [`CountingAlloc`], active while [`measure`] runs.

@@ -202,3 +202,40 @@ fn u32_at(bytes: &[u8], at: usize) -> u32 {
 fn u64_at(bytes: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
 }
+
+/// Recomputes every checksum of the run bytes `bytes` that can be located — each frame that
+/// fits between the file header and the footer, walked back to back from byte 16 as the writer
+/// lays them out, then the footer's — to the value the reader expects; leaves alone what it
+/// cannot locate. For tests and fuzzing (`shuffle/fuzz`): damage then reaches the checks behind
+/// the checksums.
+pub fn repair_checksums(bytes: &mut [u8]) {
+    let len = bytes.len();
+    if len < FILE_HEADER_LEN + TRAILER_LEN {
+        return;
+    }
+    let u32_at = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+    let trailer_at = len - TRAILER_LEN;
+    let footer_at = (u32_at(bytes, trailer_at) as usize)
+        .checked_mul(ENTRY_LEN)
+        .filter(|&n| n <= trailer_at - FILE_HEADER_LEN)
+        .map(|n| trailer_at - n);
+    let frames_end = footer_at.unwrap_or(trailer_at);
+    let mut at = FILE_HEADER_LEN;
+    while frames_end - at >= FRAME_HEADER_LEN {
+        let (payload_len, records) = (u32_at(bytes, at) as usize, u32_at(bytes, at + 4));
+        let payload_at = at + FRAME_HEADER_LEN;
+        if payload_len > frames_end - payload_at {
+            break;
+        }
+        let sum = frame_checksum(&bytes[payload_at..payload_at + payload_len], records);
+        bytes[at + 8..at + 16].copy_from_slice(&sum.to_le_bytes());
+        at += FRAME_HEADER_LEN + pad16(payload_len);
+        if at > frames_end {
+            break;
+        }
+    }
+    if let Some(footer_at) = footer_at {
+        let sum = footer_checksum(&bytes[footer_at..trailer_at], &bytes[trailer_at..trailer_at + 16]);
+        bytes[trailer_at + 16..trailer_at + 24].copy_from_slice(&sum.to_le_bytes());
+    }
+}
