@@ -402,6 +402,17 @@ fn help_texts_fit_their_commands() {
     assert!(help(&["index", "--help"]).contains("each file is one document"));
 }
 
+/// In `dir`: an empty spill directory, and an output directory holding `result` = `old` (what
+/// a failed job must leave as it was). Returns (spill, output directory, result).
+fn spill_and_old_output(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let (spill, out_dir) = (dir.join("spill"), dir.join("out"));
+    std::fs::create_dir(&spill).unwrap();
+    std::fs::create_dir(&out_dir).unwrap();
+    let out = out_dir.join("result");
+    std::fs::write(&out, b"old").unwrap();
+    (spill, out_dir, out)
+}
+
 /// Running out of memory or address space (`ulimit -v`) ends the job on one line that says
 /// so, with exit status 1 (not Rust's `memory allocation of N bytes failed` and SIGABRT), and
 /// leaves nothing behind: no spill directory, no temporary output beside --out, the file
@@ -414,12 +425,7 @@ fn help_texts_fit_their_commands() {
 fn running_out_of_memory_is_one_line_exit_1_and_leaves_nothing_behind() {
     const LIMIT_KIB: u64 = 512 << 10;
     let dir = tempfile::tempdir().unwrap();
-    let spill = dir.path().join("spill");
-    let out_dir = dir.path().join("out");
-    std::fs::create_dir(&spill).unwrap();
-    std::fs::create_dir(&out_dir).unwrap();
-    let out = out_dir.join("result");
-    std::fs::write(&out, b"old").unwrap();
+    let (spill, out_dir, out) = spill_and_old_output(dir.path());
     let records = dir.path().join("records.bin");
     File::create(&records).unwrap().set_len(120 << 20).unwrap();
     let big = dir.path().join("big.txt");
@@ -595,12 +601,7 @@ fn a_file_size_limit_is_an_error_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let records = dir.path().join("records.dat");
     assert!(spillway(&["gen", "records", "--ascii", "20000", s(&records)]).status.success());
-    let spill = dir.path().join("spill");
-    let out_dir = dir.path().join("out");
-    std::fs::create_dir(&spill).unwrap();
-    std::fs::create_dir(&out_dir).unwrap();
-    let out = out_dir.join("result");
-    std::fs::write(&out, b"old").unwrap();
+    let (spill, out_dir, out) = spill_and_old_output(dir.path());
     let jobs: [&[&str]; 5] = [
         &["gen", "records", "20000", s(&out)],
         &["sort", "-q", "--out", s(&out), s(&records)],

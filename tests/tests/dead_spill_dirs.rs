@@ -23,6 +23,20 @@ fn tree_bytes(dir: &Path) -> u64 {
 /// The killed job is a real one: `spillway wordcount --out FIFO` cannot finish while nobody
 /// reads the FIFO (it opens its output only to reduce), so its spill directory, holding the
 /// runs of its map phase, exists until it is killed.
+/// Starts a word count that writes into `fifo`: with nobody reading it, the job blocks once
+/// its spill directory holds a run.
+fn wordcount_into_fifo(spill: &Path, fifo: &Path, input: &Path) -> std::process::Child {
+    Command::new(spillway_bin())
+        .args(["wordcount", "-q", "-t", "1", "--spill-dir"])
+        .arg(spill)
+        .arg("--out")
+        .arg(fifo)
+        .arg(input)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 #[test]
 fn the_next_job_removes_a_killed_jobs_spill_dir_with_one_line() {
     let dir = tempfile::tempdir().unwrap();
@@ -31,15 +45,7 @@ fn the_next_job_removes_a_killed_jobs_spill_dir_with_one_line() {
     std::fs::write(&input, "to be or not to be\n".repeat(1000)).unwrap();
     assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
 
-    let mut killed = Command::new(spillway_bin())
-        .args(["wordcount", "-q", "-t", "1", "--spill-dir"])
-        .arg(&spill)
-        .arg("--out")
-        .arg(&fifo)
-        .arg(&input)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut killed = wordcount_into_fifo(&spill, &fifo, &input);
     // Wait for its spill directory and a run in it (then the job blocks opening the FIFO).
     let started = Instant::now();
     let left = loop {
@@ -73,15 +79,7 @@ fn the_next_job_removes_a_killed_jobs_spill_dir_with_one_line() {
     // A live job's directory, and one of the older format, are left alone.
     let old = spill.join(format!("spillway-r0-{}-1a2b", killed.id()));
     std::fs::create_dir(&old).unwrap();
-    let mut blocked = Command::new(spillway_bin())
-        .args(["wordcount", "-q", "-t", "1", "--spill-dir"])
-        .arg(&spill)
-        .arg("--out")
-        .arg(&fifo)
-        .arg(&input)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut blocked = wordcount_into_fifo(&spill, &fifo, &input);
     let live = loop {
         if let Some(dir) = entries(&spill).into_iter().find(|d| *d != old && !entries(d).is_empty()) {
             break dir;
