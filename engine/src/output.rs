@@ -523,11 +523,11 @@ pub(crate) fn fresh_token() -> u64 {
 /// (`fsync`ed), renamed into place right after the output; a device or FIFO in place at once.
 /// Either way, a metrics file that cannot be written fails the job before its output appears.
 #[derive(Debug)]
-pub(crate) struct MetricsFile(Option<TempFile>);
+struct MetricsFile(Option<TempFile>);
 
 impl MetricsFile {
     /// Writes `json` and a newline.
-    pub(crate) fn prepare(path: &Path, json: &[u8]) -> Result<Self> {
+    fn prepare(path: &Path, json: &[u8]) -> Result<Self> {
         let mut bytes = json.to_vec();
         bytes.push(b'\n');
         match file_destination(path)? {
@@ -543,9 +543,22 @@ impl MetricsFile {
     }
 
     /// Puts the file in place.
-    pub(crate) fn commit(self) -> Result<()> {
+    fn commit(self) -> Result<()> {
         self.0.map_or(Ok(()), TempFile::commit)
     }
+}
+
+/// Commits a job's outputs (`commit`) with its metrics file, if any (`json` into
+/// `metrics_file`): the metrics file is written first, so that one that cannot be written
+/// fails the job before its output appears, and put in place right after the output.
+pub(crate) fn commit_with_metrics(
+    metrics_file: Option<&Path>,
+    json: &[u8],
+    commit: impl FnOnce() -> Result<()>,
+) -> Result<()> {
+    let metrics = metrics_file.map(|path| MetricsFile::prepare(path, json)).transpose()?;
+    commit()?;
+    metrics.map_or(Ok(()), MetricsFile::commit)
 }
 
 /// An output directory being written under a temporary name: part files and `_SUCCESS` go

@@ -26,7 +26,7 @@ use crate::error::{ConfigError, Error, Result};
 use crate::input::Inputs;
 use crate::job::Job;
 use crate::metrics::{AnonSampler, Metrics, Phase, PhaseTimes, Progress, peak_rss};
-use crate::output::{MetricsFile, OutputFile, OutputSpec, StagedDir, TempFile, fresh_token};
+use crate::output::{OutputFile, OutputSpec, StagedDir, TempFile, commit_with_metrics, fresh_token};
 use crate::spill::{SpillDir, Spiller};
 
 pub use self::builder::{DEFAULT_MEMORY_BUDGET, DEFAULT_SPLIT_SIZE, EngineBuilder, MIN_MEMORY_BUDGET};
@@ -266,20 +266,15 @@ impl Engine {
     /// written fails the job before its output appears.
     fn commit(&self, metrics: &Metrics, staged: Option<StagedDir>, pending: Option<TempFile>) -> Result<()> {
         let json = serde_json::to_vec_pretty(metrics).expect("metrics serialize");
-        let metrics_file = match &self.metrics_file {
-            Some(path) => Some(MetricsFile::prepare(path, &json)?),
-            None => None,
-        };
-        if let Some(staged) = staged {
-            staged.commit(&json, true)?;
-        }
-        if let Some(file) = pending {
-            file.commit()?; // synced already: renamed, the directory synced
-        }
-        if let Some(file) = metrics_file {
-            file.commit()?;
-        }
-        Ok(())
+        commit_with_metrics(self.metrics_file.as_deref(), &json, || {
+            if let Some(staged) = staged {
+                staged.commit(&json, true)?;
+            }
+            if let Some(file) = pending {
+                file.commit()?; // synced already: renamed, the directory synced
+            }
+            Ok(())
+        })
     }
 
     /// Rank 0 receives every rank's metrics and returns the totals; other ranks their own.

@@ -111,7 +111,7 @@ use spillway_shuffle::{RangePartitioner, limits};
 use crate::error::{ConfigError, Error, Result};
 use crate::input::Inputs;
 use crate::metrics::{AnonSampler, Metrics, Phase, PhaseTimes, Progress, peak_rss};
-use crate::output::{MetricsFile, OutputSpec, StagedDir, fresh_token, sync_parent};
+use crate::output::{OutputSpec, StagedDir, commit_with_metrics, fresh_token, sync_parent};
 use crate::spill::SpillDir;
 use crate::{DEFAULT_MEMORY_BUDGET, MIN_MEMORY_BUDGET};
 
@@ -472,22 +472,20 @@ pub fn sort_records(inputs: &Inputs, output: &OutputSpec, options: &SortOptions)
     metrics.job.peak_rss_bytes = peak_rss();
     metrics.job.peak_anon_bytes = sampler.finish();
     let json = serde_json::to_vec_pretty(&metrics).expect("metrics serialize");
-    let metrics_file =
-        options.metrics_file.as_deref().map(|path| MetricsFile::prepare(path, &json)).transpose()?;
-    if let Some(f) = out_file {
-        f.commit(options.sync)?;
-        if options.sync
-            && let OutputSpec::File(path) = output
-        {
-            sync_parent(path);
+    commit_with_metrics(options.metrics_file.as_deref(), &json, || {
+        if let Some(f) = out_file {
+            f.commit(options.sync)?;
+            if options.sync
+                && let OutputSpec::File(path) = output
+            {
+                sync_parent(path);
+            }
         }
-    }
-    if let Some(staged) = staged {
-        staged.commit(&json, options.sync)?;
-    }
-    if let Some(file) = metrics_file {
-        file.commit()?;
-    }
+        match staged {
+            Some(staged) => staged.commit(&json, options.sync),
+            None => Ok(()),
+        }
+    })?;
     progress.set_phase(Phase::Done);
     Ok(metrics)
 }
