@@ -10,14 +10,26 @@
 use hashbrown::HashTable;
 use spillway_shuffle::{Partitioner, Value};
 
+use spillway_shuffle::RunInfo;
+
 use crate::error::Result;
 use crate::job::{Job, MapBuffer};
 use crate::spill::Spiller;
 
 /// Operations the worker needs besides inserting.
+///
+/// The runs a buffer spills stay with it until the worker takes them ([`take_runs`]): until
+/// then the splits whose records they hold may still be mapped again (a failed attempt drops
+/// them; see the engine's map phase).
+///
+/// [`take_runs`]: SpillBuffer::take_runs
 pub(crate) trait SpillBuffer<V: Value>: MapBuffer<V> {
     /// Writes everything buffered as one run (if anything is buffered).
     fn spill(&mut self) -> Result<()>;
+    /// The runs spilled since the last call, oldest first.
+    fn take_runs(&mut self) -> Vec<RunInfo>;
+    /// Drops everything buffered and not yet spilled (allocations are kept).
+    fn discard(&mut self);
     /// The first spill error, if any (emits after it are dropped).
     fn take_error(&mut self) -> Option<crate::Error>;
     /// Bytes currently allocated.
@@ -109,6 +121,7 @@ pub(crate) struct CombineBuffer<'j, J: Job> {
     sorted: Vec<(u32, Slot<J::Value>)>,
     limit: usize,
     error: Option<crate::Error>,
+    runs: Vec<RunInfo>,
 }
 
 impl<'j, J: Job> CombineBuffer<'j, J> {
@@ -128,6 +141,7 @@ impl<'j, J: Job> CombineBuffer<'j, J> {
             sorted: Vec::new(),
             limit,
             error: None,
+            runs: Vec::new(),
         }
     }
 
@@ -198,7 +212,17 @@ impl<J: Job> SpillBuffer<J::Value> for CombineBuffer<'_, J> {
         let result = self.spiller.write_run(self.sorted.iter().map(|(p, s)| (*p, key(s), &s.value)));
         self.sorted.clear();
         self.arena.clear();
-        result
+        self.runs.push(result?);
+        Ok(())
+    }
+
+    fn take_runs(&mut self) -> Vec<RunInfo> {
+        std::mem::take(&mut self.runs)
+    }
+
+    fn discard(&mut self) {
+        self.table.clear();
+        self.arena.clear();
     }
 
     fn take_error(&mut self) -> Option<crate::Error> {
@@ -227,11 +251,20 @@ pub(crate) struct AppendBuffer<'j, V: Value> {
     arena: Vec<u8>,
     limit: usize,
     error: Option<crate::Error>,
+    runs: Vec<RunInfo>,
 }
 
 impl<'j, V: Value> AppendBuffer<'j, V> {
     pub(crate) fn new(spiller: &'j Spiller<'j>, partitioner: &'j dyn Partitioner, limit: usize) -> Self {
-        AppendBuffer { spiller, partitioner, recs: Vec::new(), arena: Vec::new(), limit, error: None }
+        AppendBuffer {
+            spiller,
+            partitioner,
+            recs: Vec::new(),
+            arena: Vec::new(),
+            limit,
+            error: None,
+            runs: Vec::new(),
+        }
     }
 }
 
@@ -275,7 +308,17 @@ impl<V: Value> SpillBuffer<V> for AppendBuffer<'_, V> {
         let result = self.spiller.write_run(self.recs.iter().map(|r| (r.partition, key(r), &r.value)));
         self.recs.clear();
         self.arena.clear();
-        result
+        self.runs.push(result?);
+        Ok(())
+    }
+
+    fn take_runs(&mut self) -> Vec<RunInfo> {
+        std::mem::take(&mut self.runs)
+    }
+
+    fn discard(&mut self) {
+        self.recs.clear();
+        self.arena.clear();
     }
 
     fn take_error(&mut self) -> Option<crate::Error> {

@@ -43,11 +43,27 @@ pub enum Notice {
         /// The bytes of the files it held.
         bytes: u64,
     },
+    /// The job's code failed on a split or a partition (an error or a panic) and the engine
+    /// tries it again; what the failed attempt emitted or wrote counts zero times.
+    Retrying {
+        /// The split (file and byte range) or the partition.
+        task: String,
+        /// The attempt that failed (1-based).
+        attempt: u32,
+        /// Attempts allowed.
+        max_attempts: u32,
+        /// The job's message (or the panic's).
+        message: String,
+    },
 }
 
 impl std::fmt::Display for Notice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            Notice::Retrying { task, attempt, max_attempts, message } => write!(
+                f,
+                "job failed on {task} (attempt {attempt} of {max_attempts}): {message}; trying again"
+            ),
             Notice::RemovedDeadSpillDir { path, bytes } => {
                 write!(f, "removed the spill directory of a dead job: {} ({bytes} bytes)", path.display())
             }

@@ -21,12 +21,15 @@ pub enum Error {
         /// What is wrong.
         what: String,
     },
-    /// The job's own code failed (returned an error or panicked) on a split.
-    #[error("job failed on {split}: {message}")]
+    /// The job's own code failed (returned an error or panicked) on a split, or on a
+    /// partition's reduce, as often as it was tried.
+    #[error("job failed on {split}{}: {message}", tries(*attempts))]
     Job {
-        /// The split: file and byte range.
+        /// The split (file and byte range) or the partition.
         split: String,
-        /// The job's message (or the panic message).
+        /// How often it was tried (each attempt failed).
+        attempts: u32,
+        /// The job's message (or the panic message) of the last attempt.
         message: String,
     },
     /// An I/O error on a named file outside the shuffle layer (outputs, spill directory).
@@ -87,6 +90,11 @@ pub enum Error {
         /// a file.
         after: Option<u64>,
     },
+}
+
+/// " after N attempts", for [`Error::Job`] (nothing for one).
+fn tries(attempts: u32) -> String {
+    if attempts > 1 { format!(" after {attempts} attempts") } else { String::new() }
 }
 
 /// "N bytes before, M bytes after", for [`Error::InputChanged`].

@@ -64,6 +64,46 @@ pub trait Job: Send + Sync {
     ) -> Result<(), JobError>;
 }
 
+thread_local! {
+    static IN_JOB_CODE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this thread is running the job's code under the engine's watch: a panic raised now
+/// is caught by the engine, which retries the split or partition or fails the job with the
+/// panic's message. A process-wide panic hook that ends the process (an MPI program's
+/// `MPI_Abort`) should let such a panic pass.
+pub fn in_job_code() -> bool {
+    IN_JOB_CODE.with(std::cell::Cell::get)
+}
+
+/// Runs the job's code `f`, catching a panic: an error or a panic comes back as its message
+/// (a panic's as `panicked: MESSAGE`). [`in_job_code`] is true meanwhile.
+pub(crate) fn call(f: impl FnOnce() -> Result<(), JobError>) -> Result<(), String> {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            IN_JOB_CODE.with(|c| c.set(self.0));
+        }
+    }
+    let _reset = Reset(IN_JOB_CODE.with(|c| c.replace(true)));
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(panic) => Err(panic_message(&*panic)),
+    }
+}
+
+/// `panicked: MESSAGE` for a panic's payload.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        format!("panicked: {s}")
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        format!("panicked: {s}")
+    } else {
+        "panicked".into()
+    }
+}
+
 /// The values of one key, as reduce sees them: archived values borrowed from the runs.
 pub type Values<'i, 'a, V> = &'i mut dyn Iterator<Item = &'a ArchivedValue<V>>;
 

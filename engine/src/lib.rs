@@ -39,6 +39,7 @@ pub mod cleanup;
 pub mod cluster;
 mod engine;
 mod error;
+pub mod failpoint;
 mod input;
 mod job;
 pub mod jobs;
@@ -53,11 +54,13 @@ mod testutil;
 pub mod text;
 
 pub use cluster::{Agreement, Cluster, Local};
-pub use engine::{DEFAULT_MEMORY_BUDGET, DEFAULT_SPLIT_SIZE, Engine, EngineBuilder, MIN_MEMORY_BUDGET};
+pub use engine::{
+    DEFAULT_MAX_ATTEMPTS, DEFAULT_MEMORY_BUDGET, DEFAULT_SPLIT_SIZE, Engine, EngineBuilder, MIN_MEMORY_BUDGET,
+};
 pub use error::{ConfigError, Error, JobError, Limit, Result};
 pub use input::{InputFile, Inputs, Split, SplitMode};
-pub use job::{Emitter, FnJob, Job, Values, from_fns};
-pub use metrics::{Metrics, Phase, PhaseTimes, Progress, anon_rss, peak_rss};
+pub use job::{Emitter, FnJob, Job, Values, from_fns, in_job_code};
+pub use metrics::{Metrics, Phase, PhaseTimes, Progress, Retries, anon_rss, peak_rss};
 pub use output::{
     FileDestination, OutputSpec, TempFile, file_destination, open_in_place, parent_dir, part_name,
     write_whole,

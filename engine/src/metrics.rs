@@ -66,10 +66,25 @@ pub struct Metrics {
     /// Where the exchange's time went (all zero on one rank).
     #[serde(default)]
     pub exchange: ExchangeTimes,
+    /// Failed attempts of the job's code that were tried again
+    /// ([`EngineBuilder::max_attempts`](crate::EngineBuilder::max_attempts)).
+    #[serde(default)]
+    pub retries: Retries,
     /// With several ranks, on rank 0: every rank's own metrics (this struct then holds the
     /// totals: sums of counts, maxima of peaks and times).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub per_rank: Vec<Metrics>,
+}
+
+/// Failed attempts that were tried again, per kind of task: what a failed attempt emitted or
+/// wrote counts zero times.
+#[derive(Debug, Clone, Copy, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct Retries {
+    /// Map attempts of a split that failed (an error or a panic in the job's `map`, or in
+    /// its combiner while it mapped).
+    pub map: u64,
+    /// Reduce attempts of a partition (or of the one output file) that failed.
+    pub reduce: u64,
 }
 
 /// Wall-clock seconds per phase.
@@ -118,6 +133,8 @@ impl Metrics {
             a.reduce = a.reduce.max(b.reduce);
             a.total = a.total.max(b.total);
             t.exchange.max(&m.exchange);
+            t.retries.map += m.retries.map;
+            t.retries.reduce += m.retries.reduce;
         }
         t.per_rank = parts;
         t
@@ -170,6 +187,8 @@ pub struct Progress {
     pub merges: AtomicU64,
     /// Partitions reduced.
     pub partitions_done: AtomicU64,
+    /// Failed attempts of the job's code that are tried again.
+    pub retries: AtomicU64,
     phase: AtomicU8,
     /// Set to ask the job to stop (another thread or rank failed); the job then fails with
     /// [`Error::Cancelled`](crate::Error::Cancelled).

@@ -153,11 +153,12 @@ impl<'s> Spiller<'s> {
         crate::pool::lock(&self.pool)
     }
 
-    /// Writes records, already in (partition, key) order, as a new run in the pool.
+    /// Writes records, already in (partition, key) order, as a new run; it joins the pool
+    /// when [`Spiller::add`]ed.
     pub(crate) fn write_run<'a, V: Value>(
         &self,
         records: impl Iterator<Item = (u32, &'a [u8], &'a V)>,
-    ) -> Result<()> {
+    ) -> Result<RunInfo> {
         let mut writer = RunWriter::<V>::create(&self.next_path("spill"), self.partitions, self.io)?;
         for (p, key, value) in records {
             writer.push(p, key, value)?;
@@ -167,8 +168,7 @@ impl<'s> Spiller<'s> {
         let mut pool = self.lock();
         pool.stats.spills += 1;
         pool.stats.spill_bytes += info.bytes;
-        pool.waiting.push(info);
-        Ok(())
+        Ok(info)
     }
 
     /// If F runs wait, takes the F smallest for a background merge.
@@ -214,6 +214,18 @@ impl<'s> Spiller<'s> {
     /// Returns a run to the pool.
     pub(crate) fn add(&self, run: RunInfo) {
         self.lock().waiting.push(run);
+    }
+
+    /// Puts runs into the pool.
+    pub(crate) fn add_all(&self, runs: impl IntoIterator<Item = RunInfo>) {
+        self.lock().waiting.extend(runs);
+    }
+
+    /// Deletes runs that hold a failed attempt's records (they never join the pool).
+    pub(crate) fn discard(&self, runs: impl IntoIterator<Item = RunInfo>) {
+        for run in runs {
+            let _ = std::fs::remove_file(&run.path);
+        }
     }
 
     /// Takes every waiting run.

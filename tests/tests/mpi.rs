@@ -368,3 +368,65 @@ fn sections_in_many_messages_and_in_pieces() {
         }
     }
 }
+
+/// A split or a partition whose job code fails on one rank is retried there (failpoints stand
+/// in for the job's code): the output is the single-process output, with spills and F = 2,
+/// and a panic in the job's code does not abort the MPI job. Always failing ends every rank
+/// with the error naming the split and the attempts.
+#[test]
+fn a_failed_split_or_partition_is_retried_on_its_rank() {
+    check_mpi_build();
+    let dir = tempfile::tempdir().unwrap();
+    let files = inputs(dir.path());
+    let files: Vec<&str> = files.iter().map(String::as_str).collect();
+    let base =
+        ["wordcount", "-q", "-r", "5", "--memory", "1M", "--max-open-runs", "2", "--split-size", "64K"];
+    let single = dir.path().join("single");
+    let mut args = base.to_vec();
+    args.extend(["--out-dir", single.to_str().unwrap()]);
+    args.extend(&files);
+    assert!(spillway(&args).status.success());
+    let expected = spillway_tests::read_parts(&single);
+
+    let out = dir.path().join("retried");
+    let mut args = base.to_vec();
+    args.extend(["--out-dir", out.to_str().unwrap()]);
+    args.extend(&files);
+    let output = mpirun()
+        .env("SPILLWAY_FAILPOINTS", "map.split@1=2:panic,map.split@2=1:error,reduce.partition@0=1:panic")
+        .args(["-n", "3"])
+        .arg(spillway_bin())
+        .args(&args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(spillway_tests::read_parts(&out), expected, "retried on three ranks");
+    let success: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("_SUCCESS")).unwrap()).unwrap();
+    assert_eq!(success["retries"]["map"], 2, "{success}");
+    assert_eq!(success["retries"]["reduce"], 1, "{success}");
+    assert_eq!(stderr.matches("; trying again").count(), 3, "{stderr}");
+
+    let never = dir.path().join("never");
+    let mut args = base.to_vec();
+    args.extend(["--out-dir", never.to_str().unwrap()]);
+    args.extend(&files);
+    let started = Instant::now();
+    let output = mpirun()
+        .env("SPILLWAY_FAILPOINTS", "map.split@1=1+:error")
+        .args(["-n", "3"])
+        .arg(spillway_bin())
+        .args(&args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("rank 1: job failed on ")
+            && stderr.contains(" after 3 attempts: failpoint map.split"),
+        "{stderr}"
+    );
+    assert!(!never.exists());
+    assert!(started.elapsed() < Duration::from_secs(120), "the job ends, it does not hang");
+}

@@ -88,6 +88,9 @@ pub fn last_panic() -> Option<String> {
 /// aborts the whole job.)
 fn report_panics_on_one_line() {
     std::panic::set_hook(Box::new(|info| {
+        if spillway_engine::in_job_code() {
+            return; // the engine's to report (or retry)
+        }
         let payload = info.payload();
         let message = payload
             .downcast_ref::<&str>()

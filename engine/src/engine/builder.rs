@@ -21,6 +21,8 @@ pub const MIN_MEMORY_BUDGET: u64 = 64 << 10;
 /// Smallest share of the memory budget one thread may get: 16 KiB (below that a thread spills
 /// a run every few records).
 pub const MIN_THREAD_SHARE: u64 = 16 << 10;
+/// Attempts of the job's code per split or partition by default.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 /// Bytes of index every spill run carries per partition (its footer entry).
 pub(super) const RUN_INDEX_PER_PARTITION: u64 = 32;
 
@@ -39,6 +41,7 @@ pub struct EngineBuilder {
     cluster: Option<Arc<dyn Cluster>>,
     metrics_file: Option<PathBuf>,
     sample_memory: bool,
+    max_attempts: u32,
 }
 
 impl Default for EngineBuilder {
@@ -56,6 +59,7 @@ impl Default for EngineBuilder {
             cluster: None,
             metrics_file: None,
             sample_memory: false,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
         }
     }
 }
@@ -132,6 +136,18 @@ impl EngineBuilder {
         self
     }
 
+    /// How often the job's code is tried on one split, and on one partition's reduce, before
+    /// the job fails (default 3; 1 turns retry off). A failed attempt (an error or a panic in
+    /// `map`, `combine` or `reduce`) counts zero times: the map side drops the worker's buffer
+    /// and the runs it spilled since its last commit point and maps those splits again; the
+    /// reduce side writes the part file again. Failures of the machine (a full disk, a
+    /// corrupt run) are not retried. Retries are counted in
+    /// [`Metrics::retries`](crate::Metrics::retries).
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = n;
+        self
+    }
+
     /// Samples the process's anonymous memory every 10 ms on a thread of its own while a job
     /// runs, for [`Metrics::peak_anon_bytes`](crate::Metrics::peak_anon_bytes) (default off:
     /// a library call starts no thread it does not need).
@@ -157,6 +173,9 @@ impl EngineBuilder {
                 "memory budget {} is below the 64K minimum",
                 self.memory_budget
             )));
+        }
+        if self.max_attempts == 0 {
+            return Err(ConfigError("max attempts must be at least 1".into()));
         }
         if self.split_size == Some(0) {
             return Err(ConfigError("split size must be at least 1 byte".into()));
@@ -202,6 +221,7 @@ impl EngineBuilder {
             cluster: self.cluster.unwrap_or_else(|| Arc::new(Local)),
             metrics_file: self.metrics_file,
             sample_memory: self.sample_memory,
+            max_attempts: self.max_attempts,
         })
     }
 }

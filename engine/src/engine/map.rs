@@ -1,23 +1,56 @@
 //! The map phase: worker threads pull splits, map them into their buffers, spill, and run
 //! background merges as soon as F runs wait.
+//!
+//! A failed attempt of the job's code on a split (an error or a panic) counts zero times. A
+//! worker's buffer mixes the records of every split it mapped since it last spilled, and a
+//! spill in the middle of a split writes some of that split's records into a run, so a worker
+//! keeps the splits it mapped since its last *commit point* open, with the runs its buffer
+//! spilled meanwhile, out of the pool. When a split fails, the worker drops its buffer and
+//! those runs and maps the open splits again, then the failed one. At a commit point (a split
+//! boundary after [`COMMIT_RUNS`] spills or [`COMMIT_BYTES`] of input, and the end of the
+//! phase) it spills its buffer and hands the runs to the pool, where background merges may
+//! take them. With retry off (one attempt) every split boundary is a commit point and nothing
+//! is spilled early.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use spillway_shuffle::Partitioner;
+use spillway_shuffle::{Partitioner, RunInfo};
 
 use super::Engine;
 use crate::buffer::{AppendBuffer, CombineBuffer, SpillBuffer};
+use crate::cleanup::{self, Notice};
 use crate::cluster::SplitSource;
 use crate::error::{Error, Result};
+use crate::failpoint;
 use crate::input::{Inputs, SplitRange};
-use crate::job::{Emitter, Job};
+use crate::job::{self, Emitter, Job};
+use crate::metrics::Progress;
 use crate::pool::{self, FirstError};
 use crate::spill::Spiller;
 
+/// With retry on, a worker commits at the first split boundary after its buffer spilled this
+/// many runs since its last commit point (a commit spills the buffer early: at most one more,
+/// smaller, run per this many).
+const COMMIT_RUNS: usize = 4;
+/// ... or after this many bytes of input since its last commit point: what one failure maps
+/// again.
+const COMMIT_BYTES: u64 = 1 << 30;
+
+/// What the map phase did.
+#[derive(Debug, Default)]
+pub(super) struct Mapped {
+    /// Pairs emitted by committed attempts.
+    pub(super) records: u64,
+    /// Splits mapped.
+    pub(super) splits: u64,
+    /// Failed attempts that were tried again.
+    pub(super) retries: u64,
+}
+
 impl Engine {
     /// Maps every split on the worker threads; background merges run on the same threads as
-    /// soon as F runs wait. Returns the number of pairs emitted.
+    /// soon as F runs wait.
     pub(super) fn map_phase<J: Job>(
         &self,
         job: &J,
@@ -25,90 +58,191 @@ impl Engine {
         splits: &[SplitRange],
         partitioner: &dyn Partitioner,
         spiller: &Spiller<'_>,
-    ) -> Result<(u64, u64)> {
+    ) -> Result<Mapped> {
         let sizes: Vec<u64> = splits.iter().map(|r| (r.end - r.start) as u64).collect();
         let source = self.cluster.split_source(&sizes, &self.progress);
         let source: &dyn SplitSource = &*source;
-        let records = AtomicU64::new(0);
-        let mapped = AtomicU64::new(0);
+        let (records, mapped, retries) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
         let failure = FirstError::default();
         let share = usize::try_from(self.memory_budget / self.threads as u64).unwrap_or(usize::MAX);
-        let progress = &*self.progress;
         std::thread::scope(|scope| {
             if pool::spawn(scope, "spillway-splits".into(), &failure, || source.serve()).is_none() {
                 return;
             }
             for t in 0..self.threads {
-                let (records, mapped, failure) = (&records, &mapped, &failure);
+                let (records, mapped, retries, failure) = (&records, &mapped, &retries, &failure);
                 let worker = move || {
-                    let mut buffer: Box<dyn SpillBuffer<J::Value>> = if J::COMBINER {
+                    let buffer: Box<dyn SpillBuffer<J::Value>> = if J::COMBINER {
                         Box::new(CombineBuffer::new(job, spiller, partitioner, share))
                     } else {
                         Box::new(AppendBuffer::new(spiller, partitioner, share))
                     };
-                    let mut emitted = 0;
-                    loop {
-                        if failure.failed() || progress.cancelled() {
-                            break;
-                        }
-                        if let Some(batch) = spiller.take_background_batch() {
-                            match spiller.merge(job, batch) {
-                                Ok(run) => spiller.add(run),
-                                Err(e) => failure.set(e),
-                            }
-                            continue;
-                        }
-                        let Some(i) = source.next() else { break };
-                        let range = splits[i];
-                        mapped.fetch_add(1, Ordering::Relaxed);
-                        let split = inputs.split(range);
-                        let mut emitter = Emitter { buffer: &mut *buffer, records: 0 };
-                        let outcome = catch_unwind(AssertUnwindSafe(|| job.map(&split, &mut emitter)));
-                        emitted += emitter.records;
-                        let message = match outcome {
-                            Ok(Ok(())) => None,
-                            Ok(Err(e)) => Some(e.to_string()),
-                            Err(panic) => Some(panic_message(&*panic)),
-                        };
-                        if let Some(message) = message {
-                            failure.set(Error::Job { split: split.describe(), message });
-                            break;
-                        }
-                        if let Some(e) = buffer.take_error() {
-                            failure.set(e);
-                            break;
-                        }
-                        inputs.release(range);
-                        progress.bytes_mapped.fetch_add(split.data.len() as u64, Ordering::Relaxed);
-                        progress.splits_done.fetch_add(1, Ordering::Relaxed);
-                    }
-                    if !failure.failed()
-                        && let Err(e) = buffer.spill()
-                    {
+                    let mut worker = Worker {
+                        job,
+                        inputs,
+                        splits,
+                        spiller,
+                        progress: &self.progress,
+                        max_attempts: self.max_attempts,
+                        buffer,
+                        open: Vec::new(),
+                        open_bytes: 0,
+                        open_records: 0,
+                        runs: Vec::new(),
+                        redo: VecDeque::new(),
+                        failed: HashMap::new(),
+                        done: Mapped::default(),
+                    };
+                    if let Err(e) = worker.run(source, failure) {
                         failure.set(e);
                     }
-                    records.fetch_add(emitted, Ordering::Relaxed);
+                    records.fetch_add(worker.done.records, Ordering::Relaxed);
+                    mapped.fetch_add(worker.done.splits, Ordering::Relaxed);
+                    retries.fetch_add(worker.done.retries, Ordering::Relaxed);
                 };
                 if pool::spawn(scope, format!("spillway-map-{t}"), failure, worker).is_none() {
                     break;
                 }
             }
         });
-        if progress.cancelled() {
+        if self.progress.cancelled() {
             failure.set(Error::Cancelled);
         }
         failure.into_result()?;
         source.finish()?;
-        Ok((records.into_inner(), mapped.into_inner()))
+        Ok(Mapped {
+            records: records.into_inner(),
+            splits: mapped.into_inner(),
+            retries: retries.into_inner(),
+        })
     }
 }
 
-pub(super) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        format!("panicked: {s}")
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        format!("panicked: {s}")
-    } else {
-        "panicked".into()
+/// One map worker thread: its buffer, its open splits and the runs spilled since its last
+/// commit point (see the module docs).
+struct Worker<'a, J: Job> {
+    job: &'a J,
+    inputs: &'a Inputs,
+    splits: &'a [SplitRange],
+    spiller: &'a Spiller<'a>,
+    progress: &'a Progress,
+    max_attempts: u32,
+    buffer: Box<dyn SpillBuffer<J::Value> + 'a>,
+    /// Splits mapped since the last commit point: their records are in the buffer or `runs`.
+    open: Vec<usize>,
+    open_bytes: u64,
+    open_records: u64,
+    /// Runs spilled since the last commit point.
+    runs: Vec<RunInfo>,
+    /// Splits to map (again) before taking new ones, and whether each is in the progress
+    /// counters already.
+    redo: VecDeque<(usize, bool)>,
+    /// Failed attempts per split.
+    failed: HashMap<usize, u32>,
+    /// What committed attempts did.
+    done: Mapped,
+}
+
+impl<J: Job> Worker<'_, J> {
+    fn run(&mut self, source: &dyn SplitSource, failure: &FirstError) -> Result<()> {
+        loop {
+            if failure.failed() || self.progress.cancelled() {
+                return Ok(());
+            }
+            if let Some(batch) = self.spiller.take_background_batch() {
+                self.spiller.add(self.spiller.merge(self.job, batch)?);
+                continue;
+            }
+            let (i, counted) = match self.redo.pop_front() {
+                Some(next) => next,
+                None => match source.next() {
+                    Some(i) => (i, false),
+                    None => break,
+                },
+            };
+            self.map_split(i, counted)?;
+        }
+        self.commit()
+    }
+
+    /// Maps split `i` once; a failed attempt drops the open splits' records and queues them
+    /// again, or fails the job after the last attempt.
+    fn map_split(&mut self, i: usize, counted: bool) -> Result<()> {
+        let range = self.splits[i];
+        let split = self.inputs.split(range);
+        let mut emitter = Emitter { buffer: &mut *self.buffer, records: 0 };
+        let outcome = job::call(|| {
+            self.job.map(&split, &mut emitter)?;
+            match failpoint::hit("map.split") {
+                true => Err(failpoint::message("map.split").into()),
+                false => Ok(()),
+            }
+        });
+        let emitted = emitter.records;
+        // A spill that failed (a full disk) is the machine's failure, whatever the job did.
+        if let Some(e) = self.buffer.take_error() {
+            return Err(e);
+        }
+        self.runs.extend(self.buffer.take_runs());
+        let bytes = split.data.len() as u64;
+        if let Err(message) = outcome {
+            let attempts = self.failed.entry(i).or_default();
+            *attempts += 1;
+            if *attempts >= self.max_attempts {
+                return Err(Error::Job { split: split.describe(), attempts: *attempts, message });
+            }
+            cleanup::notify(&Notice::Retrying {
+                task: split.describe(),
+                attempt: *attempts,
+                max_attempts: self.max_attempts,
+                message,
+            });
+            self.done.retries += 1;
+            self.progress.retries.fetch_add(1, Ordering::Relaxed);
+            // What the open splits emitted is in the buffer and in `runs`, mixed with this
+            // attempt's records: all of it goes, and they are mapped again.
+            self.buffer.discard();
+            self.spiller.discard(self.runs.drain(..));
+            let again = self.open.drain(..).map(|j| (j, true)).chain([(i, counted)]);
+            let mut redo: VecDeque<_> = again.collect();
+            redo.extend(self.redo.drain(..));
+            self.redo = redo;
+            (self.open_bytes, self.open_records) = (0, 0);
+            return Ok(());
+        }
+        self.inputs.release(range);
+        if !counted {
+            self.progress.bytes_mapped.fetch_add(bytes, Ordering::Relaxed);
+            self.progress.splits_done.fetch_add(1, Ordering::Relaxed);
+        }
+        self.open.push(i);
+        self.open_bytes += bytes;
+        self.open_records += emitted;
+        if self.max_attempts == 1 {
+            // Nothing is mapped again: every boundary is a commit point, without a spill.
+            self.spiller.add_all(self.runs.drain(..));
+            self.settle();
+        } else if self.runs.len() >= COMMIT_RUNS || self.open_bytes >= COMMIT_BYTES {
+            self.commit()?;
+        }
+        Ok(())
+    }
+
+    /// A commit point: spills the buffer and hands every run since the last one to the pool;
+    /// the open splits are done.
+    fn commit(&mut self) -> Result<()> {
+        self.buffer.spill()?;
+        self.runs.extend(self.buffer.take_runs());
+        self.spiller.add_all(self.runs.drain(..));
+        self.settle();
+        Ok(())
+    }
+
+    /// Counts the open splits as done.
+    fn settle(&mut self) {
+        self.done.splits += self.open.len() as u64;
+        self.done.records += self.open_records;
+        self.open.clear();
+        (self.open_bytes, self.open_records) = (0, 0);
     }
 }

@@ -16,7 +16,7 @@ mod reduce;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use spillway_shuffle::{HashPartitioner, IoBackend, OpenRunGauge, Partitioner, ReadMode, RunReader};
@@ -25,11 +25,13 @@ use crate::cluster::{Agreement, Cluster, ExchangeStats};
 use crate::error::{ConfigError, Error, Result};
 use crate::input::Inputs;
 use crate::job::Job;
-use crate::metrics::{AnonSampler, Metrics, Phase, PhaseTimes, Progress, peak_rss};
+use crate::metrics::{AnonSampler, Metrics, Phase, PhaseTimes, Progress, Retries, peak_rss};
 use crate::output::{OutputFile, OutputSpec, StagedDir, TempFile, commit_with_metrics, fresh_token};
 use crate::spill::{SpillDir, Spiller};
 
-pub use self::builder::{DEFAULT_MEMORY_BUDGET, DEFAULT_SPLIT_SIZE, EngineBuilder, MIN_MEMORY_BUDGET};
+pub use self::builder::{
+    DEFAULT_MAX_ATTEMPTS, DEFAULT_MEMORY_BUDGET, DEFAULT_SPLIT_SIZE, EngineBuilder, MIN_MEMORY_BUDGET,
+};
 use self::builder::{RUN_INDEX_PER_PARTITION, human_bytes};
 use self::reduce::reduce_all;
 
@@ -48,6 +50,7 @@ pub struct Engine {
     cluster: Arc<dyn Cluster>,
     metrics_file: Option<PathBuf>,
     sample_memory: bool,
+    max_attempts: u32,
 }
 
 impl Engine {
@@ -109,6 +112,7 @@ impl Engine {
         };
         let progress = &*self.progress;
         let (rank, ranks) = (self.cluster.rank(), self.cluster.size());
+        crate::failpoint::set_rank(rank);
         progress.set_phase(Phase::Starting);
         let split_size = self.split_size.unwrap_or_else(|| {
             let per_split = inputs.total_bytes() / (8 * (self.threads * ranks) as u64);
@@ -152,7 +156,7 @@ impl Engine {
         progress.set_phase(Phase::Map);
         let mapped = self.map_phase(job, inputs, &splits, partitioner, &spiller);
         inputs.check_unchanged()?; // also when the map failed: a changed input explains it
-        let (map_records, mapped_splits) = mapped?;
+        let mapped = mapped?;
         let map_done = Instant::now();
 
         // Partition p is reduced by its owner: one file of all keys is written by rank 0;
@@ -181,11 +185,14 @@ impl Engine {
         spiller.note_final_merge(&gauge);
         let owned: Vec<u32> = (0..partitions).filter(|&p| owner(p) == rank).collect();
         let mut pending = None;
+        let reduce_retries = AtomicU64::new(0);
         let (output_keys, output_bytes, output_files) = match (output, &staged) {
-            (OutputSpec::Dir(_), Some(staged)) => self.reduce_to_dir(job, &readers, &owned, staged.path())?,
+            (OutputSpec::Dir(_), Some(staged)) => {
+                self.reduce_to_dir(job, &readers, &owned, staged.path(), &reduce_retries)?
+            }
             _ if rank != 0 => (0, 0, 0),
             (OutputSpec::File(path), _) => {
-                let (keys, bytes, file) = reduce_all(job, &readers, OutputFile::create(path, self.io)?)?;
+                let (keys, bytes, file) = self.reduce_to_file(job, &readers, path, &reduce_retries)?;
                 pending = file;
                 (keys, bytes, 1)
             }
@@ -204,8 +211,8 @@ impl Engine {
             io_backend: self.io.name().to_owned(),
             input_files: inputs.files().len() as u64,
             input_bytes: inputs.total_bytes(),
-            splits: mapped_splits,
-            map_records,
+            splits: mapped.splits,
+            map_records: mapped.records,
             spills: stats.spills,
             spill_bytes: stats.spill_bytes,
             merge_steps: stats.merge_steps,
@@ -220,6 +227,7 @@ impl Engine {
             peak_rss_bytes: peak_rss(),
             peak_anon_bytes: sampler.finish(),
             exchange: exchanged.times,
+            retries: Retries { map: mapped.retries, reduce: reduce_retries.into_inner() },
             seconds: PhaseTimes {
                 map: (map_done - started).as_secs_f64(),
                 exchange: (exchange_done - map_done).as_secs_f64(),

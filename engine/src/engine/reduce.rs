@@ -1,17 +1,17 @@
 //! Reduce: every owned partition into its part file, or every key into one output.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use spillway_shuffle::{Merge, RunReader};
 
 use super::Engine;
-use super::map::panic_message;
 
+use crate::cleanup::{self, Notice};
 use crate::error::{Error, Result};
-use crate::job::Job;
-use crate::output::{OutputFile, TempFile, part_name};
+use crate::failpoint;
+use crate::job::{self, Job};
+use crate::output::{FileDestination, OutputFile, TempFile, file_destination, part_name};
 use crate::pool::{self};
 
 impl Engine {
@@ -23,21 +23,69 @@ impl Engine {
         readers: &[RunReader<J::Value>],
         owned: &[u32],
         dir: &Path,
+        retries: &AtomicU64,
     ) -> Result<(u64, u64, u64)> {
         let progress = &*self.progress;
         let parts = pool::for_each("spillway-reduce", self.threads, owned.to_vec(), |p| {
             if progress.cancelled() {
                 return Err(Error::Cancelled);
             }
-            let out = OutputFile::create_staged(&dir.join(part_name(p)), self.io)?;
-            let merge = Merge::new(readers.iter().map(|r| r.iter(p)).collect());
-            let (keys, bytes, _) = reduce_merge(job, merge, out, &format!("reduce of partition {p}"))?;
+            let path = dir.join(part_name(p));
+            let (keys, bytes, _) = self.with_retries(retries, || {
+                // A failed attempt's part file is written again from its start.
+                let out = OutputFile::create_staged(&path, self.io)?;
+                let merge = Merge::new(readers.iter().map(|r| r.iter(p)).collect());
+                reduce_merge(job, merge, out, &format!("reduce of partition {p}"))
+            })?;
             progress.partitions_done.fetch_add(1, Ordering::Relaxed);
             Ok((keys, bytes))
         })?;
         // (On failure the staging directory goes, with every part file written into it.)
         let (keys, bytes) = parts.iter().fold((0, 0), |(k, b), &(keys, bytes)| (k + keys, b + bytes));
         Ok((keys, bytes, parts.len() as u64))
+    }
+
+    /// Reduces every partition of `readers` into the one output file `path`, all keys in byte
+    /// order (see [`reduce_all`]). A file that replaces its target is written again from the
+    /// start when the job's code fails; a device or FIFO, written in place, is tried once
+    /// (what reached it cannot be taken back).
+    pub(super) fn reduce_to_file<J: Job>(
+        &self,
+        job: &J,
+        readers: &[RunReader<J::Value>],
+        path: &Path,
+        retries: &AtomicU64,
+    ) -> Result<(u64, u64, Option<TempFile>)> {
+        let attempt = || reduce_all(job, readers, OutputFile::create(path, self.io)?);
+        match file_destination(path)? {
+            FileDestination::Replace(_) => self.with_retries(retries, attempt),
+            FileDestination::InPlace(_) => attempt(),
+        }
+    }
+
+    /// Runs `attempt` until it succeeds, fails otherwise than in the job's code, or has failed
+    /// [`max_attempts`](crate::EngineBuilder::max_attempts) times; counts the retries.
+    fn with_retries<T>(&self, retries: &AtomicU64, mut attempt: impl FnMut() -> Result<T>) -> Result<T> {
+        let mut attempts = 1;
+        loop {
+            match attempt() {
+                Err(Error::Job { split, message, .. }) if attempts < self.max_attempts => {
+                    cleanup::notify(&Notice::Retrying {
+                        task: split,
+                        attempt: attempts,
+                        max_attempts: self.max_attempts,
+                        message,
+                    });
+                    attempts += 1;
+                    self.progress.retries.fetch_add(1, Ordering::Relaxed);
+                    retries.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(Error::Job { split, message, .. }) => {
+                    return Err(Error::Job { split, attempts, message });
+                }
+                other => return other,
+            }
+        }
     }
 }
 
@@ -64,24 +112,24 @@ fn reduce_merge<J: Job>(
     what: &str,
 ) -> Result<(u64, u64, Option<TempFile>)> {
     let mut keys = 0u64;
-    let outcome = catch_unwind(AssertUnwindSafe(|| {
+    let outcome = job::call(|| {
         while let Some((key, mut group)) = merge.next_group() {
             job.reduce(key, &mut group, &mut out)?;
             keys += 1;
         }
-        Ok::<(), crate::error::JobError>(())
-    }));
-    let message = match outcome {
-        Ok(Ok(())) => None,
-        Ok(Err(e)) => Some(e),
-        Err(panic) => Some(panic_message(&*panic).into()),
-    };
-    if let Some(e) = message {
+        match failpoint::hit("reduce.partition") {
+            true => Err(failpoint::message("reduce.partition").into()),
+            false => Ok(()),
+        }
+    });
+    if let Err(message) = outcome {
         // A failure of the output itself (a full disk) is the machine's, not the job's: the
         // output recorded it, naming the file.
-        return Err(out
-            .take_error()
-            .unwrap_or_else(|| Error::Job { split: what.to_owned(), message: e.to_string() }));
+        return Err(out.take_error().unwrap_or_else(|| Error::Job {
+            split: what.to_owned(),
+            attempts: 1,
+            message,
+        }));
     }
     let (bytes, file) = out.finish()?;
     Ok((keys, bytes, file))

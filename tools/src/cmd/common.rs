@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use spillway_engine::shuffle::{IoBackend, Partitioner, ReadMode};
 use spillway_engine::{
-    ConfigError, Engine, FileDestination, Inputs, Job, MIN_MEMORY_BUDGET, OutputSpec, Progress, TempFile,
-    parent_dir,
+    ConfigError, DEFAULT_MAX_ATTEMPTS, Engine, FileDestination, Inputs, Job, MIN_MEMORY_BUDGET, OutputSpec,
+    Progress, TempFile, parent_dir,
 };
 
 /// An error in the user's input found by the tool itself (exit status 3).
@@ -79,6 +79,11 @@ pub fn parse_fan_in(s: &str) -> Result<usize, String> {
     parse_in(s, 2, u64::MAX)
 }
 
+/// Parses `--max-attempts`: at least one attempt.
+pub fn parse_attempts(s: &str) -> Result<u32, String> {
+    parse_in(s, 1, u32::MAX.into())
+}
+
 /// Parses `--memory`: a size of at least the engine's minimum budget (64K).
 pub fn parse_memory(s: &str) -> Result<u64, String> {
     let size = parse_size(s)?;
@@ -130,6 +135,11 @@ pub struct JobOptions {
     /// runs are merged in several passes [default: from the open-file limit].
     #[arg(long, value_name = "F", value_parser = parse_fan_in)]
     pub max_open_runs: Option<usize>,
+    /// How often the job's code is tried on one split or one partition's reduce before the job
+    /// fails (1 turns retry off). What a failed attempt emitted or wrote counts zero times;
+    /// retries are counted in the metrics. A full disk or a corrupt run is not retried.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_ATTEMPTS, value_parser = parse_attempts)]
+    pub max_attempts: u32,
     /// Where spill runs go (a per-job subdirectory, removed at the end) [default: $TMPDIR or /tmp].
     #[arg(long, value_name = "DIR")]
     pub spill_dir: Option<PathBuf>,
@@ -212,6 +222,7 @@ impl JobOptions {
             .read_mode(self.read)
             .progress(Arc::clone(&progress))
             .sample_memory(true) // for peak_anon_bytes in the metrics
+            .max_attempts(self.max_attempts)
             .cluster(cluster);
         if let Some(t) = self.threads {
             builder = builder.threads(t);
@@ -376,10 +387,14 @@ mod mpi_run {
         let (rank, size) = (world.rank(), world.size());
         if size > 1 {
             // An unwinding panic would drop the Universe and hang in MPI_Finalize while other
-            // ranks wait in a collective: abort the whole job instead.
+            // ranks wait in a collective: abort the whole job instead. A panic in the job's
+            // code is the engine's to catch (it retries, or fails the job on every rank).
             let previous = std::panic::take_hook();
             std::panic::set_hook(Box::new(move |info| {
                 previous(info);
+                if spillway_engine::in_job_code() {
+                    return;
+                }
                 let what = crate::last_panic().unwrap_or_else(|| "(no message)".into());
                 super::eprint_line(format_args!("spillway: internal error: rank {rank}: {what}"));
                 let_the_message_out();
