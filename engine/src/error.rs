@@ -73,6 +73,15 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A resumable job cannot go on from what its job directory holds: the command or an
+    /// input differs from the interrupted job's, or another process runs it.
+    #[error("cannot resume the job in {dir}: {what} (remove that directory to start over)")]
+    Resume {
+        /// The job directory.
+        dir: PathBuf,
+        /// What differs.
+        what: String,
+    },
     /// The job was cancelled (another thread or rank failed first).
     #[error("job cancelled")]
     Cancelled,

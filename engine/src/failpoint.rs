@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 /// Every failpoint the engine passes through, with where it is.
 pub const NAMES: &[(&str, &str)] = &[
     ("map.split", "after the job's map returned for a split, before the worker takes its output"),
+    ("map.commit", "at a resumable job's map commit point: runs written and synced, not yet journaled"),
     (
         "reduce.partition",
         "after a partition's (or the one output's) reduce wrote its keys, before it is finished",

@@ -67,6 +67,12 @@ impl InputFile {
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
     }
+
+    /// What the path named when it was opened, as a resumable job's journal records it.
+    pub(crate) fn identity(&self) -> crate::journal::InputId {
+        let FileState { dev, ino, len, mtime } = self.opened;
+        crate::journal::InputId { path: self.path.clone(), bytes: len, mtime, file: (dev, ino) }
+    }
 }
 
 /// A piece of one input file that one map call processes.

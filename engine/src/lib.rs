@@ -43,6 +43,7 @@ pub mod failpoint;
 mod input;
 mod job;
 pub mod jobs;
+pub mod journal;
 mod metrics;
 mod output;
 mod owner;
@@ -60,7 +61,7 @@ pub use engine::{
 pub use error::{ConfigError, Error, JobError, Limit, Result};
 pub use input::{InputFile, Inputs, Split, SplitMode};
 pub use job::{Emitter, FnJob, Job, Values, from_fns, in_job_code};
-pub use metrics::{Metrics, Phase, PhaseTimes, Progress, Retries, anon_rss, peak_rss};
+pub use metrics::{Metrics, Phase, PhaseTimes, Progress, ResumeStats, Retries, anon_rss, peak_rss};
 pub use output::{
     FileDestination, OutputSpec, TempFile, file_destination, open_in_place, parent_dir, part_name,
     write_whole,

@@ -70,6 +70,9 @@ pub struct Metrics {
     /// ([`EngineBuilder::max_attempts`](crate::EngineBuilder::max_attempts)).
     #[serde(default)]
     pub retries: Retries,
+    /// What a resumable job found done when it started (all zero for a fresh one).
+    #[serde(default)]
+    pub resumed: ResumeStats,
     /// With several ranks, on rank 0: every rank's own metrics (this struct then holds the
     /// totals: sums of counts, maxima of peaks and times).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -85,6 +88,22 @@ pub struct Retries {
     pub map: u64,
     /// Reduce attempts of a partition (or of the one output file) that failed.
     pub reduce: u64,
+}
+
+/// What a resumable job ([`EngineBuilder::resume`](crate::EngineBuilder::resume)) found in
+/// its job directory when it started.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct ResumeStats {
+    /// Splits done already (their runs kept, validated): not mapped again.
+    pub splits_done: u64,
+    /// Runs kept and validated.
+    pub runs_kept: u64,
+    /// Runs dropped: missing, damaged, or holding the output of splits that another dropped
+    /// run held too; those splits were mapped again.
+    pub runs_dropped: u64,
+    /// Why the journal was read only up to some record (a damaged record), if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal_stopped: Option<String>,
 }
 
 /// Wall-clock seconds per phase.
@@ -135,6 +154,9 @@ impl Metrics {
             t.exchange.max(&m.exchange);
             t.retries.map += m.retries.map;
             t.retries.reduce += m.retries.reduce;
+            t.resumed.splits_done += m.resumed.splits_done;
+            t.resumed.runs_kept += m.resumed.runs_kept;
+            t.resumed.runs_dropped += m.resumed.runs_dropped;
         }
         t.per_rank = parts;
         t
@@ -189,6 +211,9 @@ pub struct Progress {
     pub partitions_done: AtomicU64,
     /// Failed attempts of the job's code that are tried again.
     pub retries: AtomicU64,
+    /// Splits whose output a resumable job has journaled (done for good), including those
+    /// found done when it resumed.
+    pub splits_committed: AtomicU64,
     phase: AtomicU8,
     /// Set to ask the job to stop (another thread or rank failed); the job then fails with
     /// [`Error::Cancelled`](crate::Error::Cancelled).

@@ -13,6 +13,7 @@ use spillway_shuffle::{
 use crate::cleanup::Notice;
 use crate::error::{Error, Result};
 use crate::job::Job;
+use crate::journal::{JournalWriter, Record, RunRef};
 use crate::metrics::Progress;
 use crate::owner::OwnerTag;
 
@@ -87,6 +88,16 @@ impl Drop for SpillDir {
     }
 }
 
+/// A run's file name, as the journal names it.
+pub(crate) fn run_name(run: &RunInfo) -> String {
+    run.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// A run as the journal names it.
+pub(crate) fn run_ref(run: &RunInfo) -> RunRef {
+    RunRef { name: run_name(run), bytes: run.bytes }
+}
+
 /// Counters of the spill and merge machinery, for metrics.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct SpillStats {
@@ -115,6 +126,8 @@ pub(crate) struct Spiller<'s> {
     seq: AtomicU64,
     pool: Mutex<Pool>,
     progress: &'s Progress,
+    /// A resumable job's journal: runs are `fsync`ed, merge steps journaled.
+    journal: Option<&'s JournalWriter>,
 }
 
 impl std::fmt::Debug for Spiller<'_> {
@@ -141,7 +154,21 @@ impl<'s> Spiller<'s> {
             seq: AtomicU64::new(0),
             pool: Mutex::new(Pool::default()),
             progress,
+            journal: None,
         }
+    }
+
+    /// Makes the runs durable for a resumable job: `fsync`ed when written, each merge step
+    /// journaled before its inputs are deleted; run numbers start after `last_run_number`.
+    pub(crate) fn journaled(mut self, journal: &'s JournalWriter, last_run_number: u64) -> Self {
+        self.journal = Some(journal);
+        self.seq = AtomicU64::new(last_run_number + 1);
+        self
+    }
+
+    /// The journal of a resumable job.
+    pub(crate) fn journal(&self) -> Option<&'s JournalWriter> {
+        self.journal
     }
 
     pub(crate) fn next_path(&self, kind: &str) -> PathBuf {
@@ -163,7 +190,7 @@ impl<'s> Spiller<'s> {
         for (p, key, value) in records {
             writer.push(p, key, value)?;
         }
-        let info = writer.finish(false)?;
+        let info = writer.finish(self.journal.is_some())?;
         self.progress.spills.fetch_add(1, Ordering::Relaxed);
         let mut pool = self.lock();
         pool.stats.spills += 1;
@@ -190,8 +217,12 @@ impl<'s> Spiller<'s> {
         let output = self.next_path("merge");
         // One gauge per step: the bound F is on the runs one merge reads at once.
         let gauge = OpenRunGauge::new();
-        let options =
-            MergeOptions { read: self.read, io: self.io, sync: false, gauge: Some(Arc::clone(&gauge)) };
+        let options = MergeOptions {
+            read: self.read,
+            io: self.io,
+            sync: self.journal.is_some(),
+            gauge: Some(Arc::clone(&gauge)),
+        };
         let combine =
             |acc: &mut J::Value, v: &spillway_shuffle::ArchivedValue<J::Value>| job.combine_archived(acc, v);
         let info = if J::COMBINER {
@@ -199,6 +230,16 @@ impl<'s> Spiller<'s> {
         } else {
             merge_runs::<J::Value>(&paths, &output, None, &options)?
         };
+        if let Some(journal) = self.journal {
+            crate::failpoint::hit("merge.step");
+            journal.append(&Record::Merged {
+                inputs: inputs.iter().map(run_name).collect(),
+                output: run_ref(&info),
+            })?;
+        }
+        if self.journal.is_some() {
+            crate::failpoint::hit("merge.inputs");
+        }
         for input in &inputs {
             let _ = std::fs::remove_file(&input.path);
         }

@@ -128,9 +128,17 @@ fn cleanup_on_signals() {
                     SIGTERM => "SIGTERM",
                     _ => "SIGHUP",
                 };
-                eprint_line(format_args!(
-                    "\nspillway: interrupted by {name}; {removed} temporary path(s) removed"
-                ));
+                match cmd::RESUMABLE.get() {
+                    // Every state of a resumable job's directory is one it resumes from.
+                    Some(progress) => eprint_line(format_args!(
+                        "\nspillway: interrupted: {} of {} splits done; rerun with --resume to continue",
+                        progress.splits_committed.load(std::sync::atomic::Ordering::Relaxed),
+                        progress.splits_total.load(std::sync::atomic::Ordering::Relaxed),
+                    )),
+                    None => eprint_line(format_args!(
+                        "\nspillway: interrupted by {name}; {removed} temporary path(s) removed"
+                    )),
+                }
                 std::process::exit(128 + signal);
             }
         })
@@ -203,7 +211,12 @@ pub fn limit(err: &anyhow::Error) -> Option<Limit> {
 
 /// The exit status for `err`: a usage error, bad input or a failure.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
-    if err.chain().any(|c| c.is::<cmd::UsageError>() || c.is::<spillway_engine::ConfigError>()) {
+    if err.chain().any(|c| {
+        c.is::<cmd::UsageError>()
+            || c.is::<spillway_engine::ConfigError>()
+            || c.downcast_ref::<spillway_engine::Error>()
+                .is_some_and(|e| matches!(e, spillway_engine::Error::Resume { .. }))
+    }) {
         return EXIT_USAGE;
     }
     if limit(err).is_some() {

@@ -42,6 +42,7 @@ pub struct EngineBuilder {
     metrics_file: Option<PathBuf>,
     sample_memory: bool,
     max_attempts: u32,
+    resume: bool,
 }
 
 impl Default for EngineBuilder {
@@ -60,6 +61,7 @@ impl Default for EngineBuilder {
             metrics_file: None,
             sample_memory: false,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
+            resume: false,
         }
     }
 }
@@ -148,6 +150,18 @@ impl EngineBuilder {
         self
     }
 
+    /// Makes jobs resumable (default off): a job keeps its runs and a journal of what it has
+    /// done in `.<output name>.spillway-job/` beside its output (instead of a temporary spill
+    /// directory), and a job started again with the same settings and inputs after any kill
+    /// or failure goes on from there: splits whose runs are kept (and validate) are not mapped
+    /// again. A different job, settings that change the output, or a changed input are refused
+    /// ([`Error::Resume`](crate::Error::Resume)), naming the difference. The directory is
+    /// removed once the output is committed. Needs an output file or directory; one rank.
+    pub fn resume(mut self, on: bool) -> Self {
+        self.resume = on;
+        self
+    }
+
     /// Samples the process's anonymous memory every 10 ms on a thread of its own while a job
     /// runs, for [`Metrics::peak_anon_bytes`](crate::Metrics::peak_anon_bytes) (default off:
     /// a library call starts no thread it does not need).
@@ -222,6 +236,7 @@ impl EngineBuilder {
             metrics_file: self.metrics_file,
             sample_memory: self.sample_memory,
             max_attempts: self.max_attempts,
+            resume: self.resume,
         })
     }
 }

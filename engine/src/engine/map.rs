@@ -25,17 +25,18 @@ use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::input::{Inputs, SplitRange};
 use crate::job::{self, Emitter, Job};
+use crate::journal::Record;
 use crate::metrics::Progress;
 use crate::pool::{self, FirstError};
-use crate::spill::Spiller;
+use crate::spill::{Spiller, run_ref};
 
 /// With retry on, a worker commits at the first split boundary after its buffer spilled this
 /// many runs since its last commit point (a commit spills the buffer early: at most one more,
 /// smaller, run per this many).
 const COMMIT_RUNS: usize = 4;
 /// ... or after this many bytes of input since its last commit point: what one failure maps
-/// again.
-const COMMIT_BYTES: u64 = 1 << 30;
+/// again (a resumable job commits more often: see the engine's driver).
+pub(super) const COMMIT_BYTES: u64 = 1 << 30;
 
 /// What the map phase did.
 #[derive(Debug, Default)]
@@ -49,17 +50,19 @@ pub(super) struct Mapped {
 }
 
 impl Engine {
-    /// Maps every split on the worker threads; background merges run on the same threads as
-    /// soon as F runs wait.
+    /// Maps the splits `todo` (indices into `splits`) on the worker threads; background
+    /// merges run on the same threads as soon as F runs wait. A worker commits at least every
+    /// `commit_bytes` of input when retry is on or the job is resumable.
     pub(super) fn map_phase<J: Job>(
         &self,
         job: &J,
         inputs: &Inputs,
-        splits: &[SplitRange],
+        (splits, todo): (&[SplitRange], &[usize]),
         partitioner: &dyn Partitioner,
         spiller: &Spiller<'_>,
+        commit_bytes: u64,
     ) -> Result<Mapped> {
-        let sizes: Vec<u64> = splits.iter().map(|r| (r.end - r.start) as u64).collect();
+        let sizes: Vec<u64> = todo.iter().map(|&i| (splits[i].end - splits[i].start) as u64).collect();
         let source = self.cluster.split_source(&sizes, &self.progress);
         let source: &dyn SplitSource = &*source;
         let (records, mapped, retries) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
@@ -81,9 +84,11 @@ impl Engine {
                         job,
                         inputs,
                         splits,
+                        todo,
                         spiller,
                         progress: &self.progress,
                         max_attempts: self.max_attempts,
+                        commit_bytes,
                         buffer,
                         open: Vec::new(),
                         open_bytes: 0,
@@ -124,9 +129,12 @@ struct Worker<'a, J: Job> {
     job: &'a J,
     inputs: &'a Inputs,
     splits: &'a [SplitRange],
+    /// The splits to map: what the split source hands out are indices into this.
+    todo: &'a [usize],
     spiller: &'a Spiller<'a>,
     progress: &'a Progress,
     max_attempts: u32,
+    commit_bytes: u64,
     buffer: Box<dyn SpillBuffer<J::Value> + 'a>,
     /// Splits mapped since the last commit point: their records are in the buffer or `runs`.
     open: Vec<usize>,
@@ -156,7 +164,7 @@ impl<J: Job> Worker<'_, J> {
             let (i, counted) = match self.redo.pop_front() {
                 Some(next) => next,
                 None => match source.next() {
-                    Some(i) => (i, false),
+                    Some(k) => (self.todo[k], false),
                     None => break,
                 },
             };
@@ -218,21 +226,31 @@ impl<J: Job> Worker<'_, J> {
         self.open.push(i);
         self.open_bytes += bytes;
         self.open_records += emitted;
-        if self.max_attempts == 1 {
+        if self.max_attempts == 1 && self.spiller.journal().is_none() {
             // Nothing is mapped again: every boundary is a commit point, without a spill.
             self.spiller.add_all(self.runs.drain(..));
             self.settle();
-        } else if self.runs.len() >= COMMIT_RUNS || self.open_bytes >= COMMIT_BYTES {
+        } else if self.runs.len() >= COMMIT_RUNS || self.open_bytes >= self.commit_bytes {
             self.commit()?;
         }
         Ok(())
     }
 
     /// A commit point: spills the buffer and hands every run since the last one to the pool;
-    /// the open splits are done.
+    /// the open splits are done. A resumable job journals them (the runs are `fsync`ed).
     fn commit(&mut self) -> Result<()> {
         self.buffer.spill()?;
         self.runs.extend(self.buffer.take_runs());
+        if let Some(journal) = self.spiller.journal()
+            && !self.open.is_empty()
+        {
+            failpoint::hit("map.commit");
+            journal.append(&Record::Committed {
+                splits: self.open.iter().map(|&i| i as u32).collect(),
+                runs: self.runs.iter().map(run_ref).collect(),
+            })?;
+            self.progress.splits_committed.fetch_add(self.open.len() as u64, Ordering::Relaxed);
+        }
         self.spiller.add_all(self.runs.drain(..));
         self.settle();
         Ok(())

@@ -13,6 +13,7 @@ mod exchange;
 mod map;
 mod merge;
 mod reduce;
+mod resume;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,7 +26,8 @@ use crate::cluster::{Agreement, Cluster, ExchangeStats};
 use crate::error::{ConfigError, Error, Result};
 use crate::input::Inputs;
 use crate::job::Job;
-use crate::metrics::{AnonSampler, Metrics, Phase, PhaseTimes, Progress, Retries, peak_rss};
+use crate::journal::Begin;
+use crate::metrics::{AnonSampler, Metrics, Phase, PhaseTimes, Progress, ResumeStats, Retries, peak_rss};
 use crate::output::{OutputFile, OutputSpec, StagedDir, TempFile, commit_with_metrics, fresh_token};
 use crate::spill::{SpillDir, Spiller};
 
@@ -34,6 +36,7 @@ pub use self::builder::{
 };
 use self::builder::{RUN_INDEX_PER_PARTITION, human_bytes};
 use self::reduce::reduce_all;
+use self::resume::{JobDir, Resumed};
 
 /// Runs jobs. Build one with [`Engine::builder`].
 #[derive(Debug)]
@@ -51,6 +54,7 @@ pub struct Engine {
     metrics_file: Option<PathBuf>,
     sample_memory: bool,
     max_attempts: u32,
+    resume: bool,
 }
 
 impl Engine {
@@ -119,7 +123,37 @@ impl Engine {
             usize::try_from(per_split).unwrap_or(usize::MAX).clamp(1 << 20, DEFAULT_SPLIT_SIZE)
         });
         // Every rank must run the same job over the same inputs with the same routing.
-        let token = self.cluster.agree(&agreement::<J>(job, inputs, partitioner, split_size, output))?;
+        let agreement = agreement::<J>(job, inputs, partitioner, split_size, output);
+        let token = self.cluster.agree(&agreement)?;
+        let splits = inputs.plan_splits(job.split_mode(), split_size)?;
+        // A resumable job goes on from what its job directory holds.
+        let (job_dir, resumed) = match self.resume {
+            true => {
+                if ranks > 1 {
+                    return Err(ConfigError(
+                        "resuming a job run by several ranks is not supported yet".into(),
+                    )
+                    .into());
+                }
+                let begin = Begin {
+                    version: 1,
+                    settings: agreement.settings.iter().map(|(name, d)| ((*name).to_owned(), *d)).collect(),
+                    fingerprint: agreement.fingerprint,
+                    inputs: inputs.files().iter().map(|f| f.identity()).collect(),
+                    splits: splits.len() as u64,
+                };
+                let (dir, resumed) =
+                    JobDir::open::<J::Value>(output, &begin, partitioner.partitions(), self.read)?;
+                if let Some(metrics) = resumed.committed.clone() {
+                    // Killed after its output was committed: nothing left but the directory.
+                    dir.finish()?;
+                    progress.set_phase(Phase::Done);
+                    return Ok(metrics);
+                }
+                (Some(dir), resumed)
+            }
+            false => (None, Resumed::default()),
+        };
         // The output can be written: found out before any work, not after all of it. Part
         // files go into a staging directory that rank 0 renames into place at the end.
         let mut staged = match output {
@@ -140,21 +174,38 @@ impl Engine {
                 staged = Some(StagedDir::attach(dir, token)?);
             }
         }
-        let splits = inputs.plan_splits(job.split_mode(), split_size)?;
         progress.splits_total.store(splits.len() as u64, Ordering::Relaxed);
         progress.bytes_total.store(inputs.total_bytes(), Ordering::Relaxed);
-        let spill_dir = SpillDir::for_rank(&self.spill_dir, rank)?;
-        let spiller = Spiller::new(
-            spill_dir.path(),
-            partitioner.partitions(),
-            self.io,
-            self.read,
-            self.max_open_runs,
-            progress,
-        );
+        let spill_dir = match &job_dir {
+            Some(_) => None,
+            None => Some(SpillDir::for_rank(&self.spill_dir, rank)?),
+        };
+        let dir =
+            job_dir.as_ref().map_or_else(|| spill_dir.as_ref().expect("one of them").path(), JobDir::path);
+        let mut spiller =
+            Spiller::new(dir, partitioner.partitions(), self.io, self.read, self.max_open_runs, progress);
+        let mut commit_bytes = map::COMMIT_BYTES;
+        if let Some(job_dir) = &job_dir {
+            spiller = spiller.journaled(job_dir.journal(), resumed.last_run_number);
+            // Commit points often enough that a kill loses little: about 8 per thread and rank.
+            let per_thread = inputs.total_bytes() / (8 * (self.threads * ranks) as u64);
+            commit_bytes = per_thread.clamp(16 << 20, 256 << 20);
+        }
+        let kept_runs = resumed.runs.len() as u64;
+        spiller.add_all(resumed.runs);
+        let todo: Vec<usize> =
+            (0..splits.len()).filter(|&i| !resumed.done.get(i).copied().unwrap_or(false)).collect();
+        let done_before = (splits.len() - todo.len()) as u64;
+        let done_bytes: u64 = (0..splits.len())
+            .filter(|&i| resumed.done.get(i).copied().unwrap_or(false))
+            .map(|i| (splits[i].end - splits[i].start) as u64)
+            .sum();
+        progress.splits_done.fetch_add(done_before, Ordering::Relaxed);
+        progress.splits_committed.fetch_add(done_before, Ordering::Relaxed);
+        progress.bytes_mapped.fetch_add(done_bytes, Ordering::Relaxed);
 
         progress.set_phase(Phase::Map);
-        let mapped = self.map_phase(job, inputs, &splits, partitioner, &spiller);
+        let mapped = self.map_phase(job, inputs, (&splits, &todo), partitioner, &spiller, commit_bytes);
         inputs.check_unchanged()?; // also when the map failed: a changed input explains it
         let mapped = mapped?;
         let map_done = Instant::now();
@@ -228,6 +279,12 @@ impl Engine {
             peak_anon_bytes: sampler.finish(),
             exchange: exchanged.times,
             retries: Retries { map: mapped.retries, reduce: reduce_retries.into_inner() },
+            resumed: ResumeStats {
+                splits_done: done_before,
+                runs_kept: kept_runs,
+                runs_dropped: resumed.dropped_runs,
+                journal_stopped: resumed.journal_stopped.clone(),
+            },
             seconds: PhaseTimes {
                 map: (map_done - started).as_secs_f64(),
                 exchange: (exchange_done - map_done).as_secs_f64(),
@@ -240,7 +297,12 @@ impl Engine {
         // Every rank's part files are written once rank 0 has their metrics.
         let metrics = if ranks > 1 { self.gather_metrics(metrics)? } else { metrics };
         if rank == 0 {
-            self.commit(&metrics, staged, pending)?;
+            self.commit(&metrics, staged, pending, job_dir.as_ref())?;
+        }
+        drop(spiller);
+        if let Some(dir) = job_dir {
+            crate::failpoint::hit("commit.finish");
+            dir.finish()?;
         }
         progress.set_phase(Phase::Done);
         Ok(metrics)
@@ -272,8 +334,21 @@ impl Engine {
     /// file) together with the metrics file: written and `fsync`ed before the output is
     /// committed, renamed into place right after it, so that a metrics file that cannot be
     /// written fails the job before its output appears.
-    fn commit(&self, metrics: &Metrics, staged: Option<StagedDir>, pending: Option<TempFile>) -> Result<()> {
+    fn commit(
+        &self,
+        metrics: &Metrics,
+        staged: Option<StagedDir>,
+        pending: Option<TempFile>,
+        job_dir: Option<&JobDir>,
+    ) -> Result<()> {
         let json = serde_json::to_vec_pretty(metrics).expect("metrics serialize");
+        if let Some(job_dir) = job_dir {
+            // What is about to be renamed into place, so that a job killed right after the
+            // rename finds its output committed when it resumes.
+            let path = staged.as_ref().map(StagedDir::path).or(pending.as_ref().map(TempFile::path));
+            job_dir.committing(path, metrics)?;
+            crate::failpoint::hit("commit.output");
+        }
         commit_with_metrics(self.metrics_file.as_deref(), &json, || {
             if let Some(staged) = staged {
                 staged.commit(&json, true)?;

@@ -117,6 +117,9 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     n.checked_mul(1u64 << shift).ok_or_else(|| format!("size {s:?} is too large"))
 }
 
+/// The progress of the resumable job this process runs, for the signal handler's line.
+pub static RESUMABLE: std::sync::OnceLock<Arc<Progress>> = std::sync::OnceLock::new();
+
 /// Options every job subcommand takes.
 #[derive(Debug, clap::Args)]
 pub struct JobOptions {
@@ -140,6 +143,14 @@ pub struct JobOptions {
     /// retries are counted in the metrics. A full disk or a corrupt run is not retried.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_ATTEMPTS, value_parser = parse_attempts)]
     pub max_attempts: u32,
+    /// Make the job resumable: its runs and a journal of what is done go into
+    /// .<output name>.spillway-job/ beside the output (not --spill-dir), kept when the job is
+    /// killed, fails or is interrupted (SIGINT, SIGTERM, SIGHUP: it stops at once, saying how
+    /// far it got). The same command with --resume again goes on from there, mapping only
+    /// what is not done; a changed input or setting is refused. The directory is removed
+    /// once the output is committed. Needs --out or --out-dir.
+    #[arg(long)]
+    pub resume: bool,
     /// Where spill runs go (a per-job subdirectory, removed at the end) [default: $TMPDIR or /tmp].
     #[arg(long, value_name = "DIR")]
     pub spill_dir: Option<PathBuf>,
@@ -223,7 +234,11 @@ impl JobOptions {
             .progress(Arc::clone(&progress))
             .sample_memory(true) // for peak_anon_bytes in the metrics
             .max_attempts(self.max_attempts)
+            .resume(self.resume)
             .cluster(cluster);
+        if self.resume {
+            let _ = RESUMABLE.set(Arc::clone(&progress));
+        }
         if let Some(t) = self.threads {
             builder = builder.threads(t);
         }

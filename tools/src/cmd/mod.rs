@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-pub use common::{InputError, UsageError, eprint_line};
+pub use common::{InputError, RESUMABLE, UsageError, eprint_line};
 
 /// The version, with "(mpi)" when built with the `mpi` feature.
 const VERSION: &str = if cfg!(feature = "mpi") {
