@@ -415,7 +415,7 @@ impl Vocabulary {
                     break w;
                 }
                 attempts += 1;
-                if attempts % 8 == 0 && len < MAX_WORD {
+                if attempts.is_multiple_of(8) && len < MAX_WORD {
                     len += 1;
                 }
             };

@@ -76,7 +76,7 @@ pub fn format_size(bytes: u64) -> String {
 /// `1G`, `64M`, `4K` when the size is a whole multiple, else the plain number.
 pub fn size_label(bytes: u64) -> String {
     for (shift, unit) in [(40, "T"), (30, "G"), (20, "M"), (10, "K")] {
-        if bytes >= 1 << shift && bytes % (1 << shift) == 0 {
+        if bytes >= 1 << shift && bytes.is_multiple_of(1 << shift) {
             return format!("{}{unit}", bytes >> shift);
         }
     }

@@ -47,7 +47,7 @@ fn accented(corpus: &[u8]) -> Vec<u8> {
         let letter = b.is_ascii_alphabetic();
         if letter && !in_word {
             word_no += 1;
-            done = word_no % 8 != 0;
+            done = !word_no.is_multiple_of(8);
         }
         in_word = letter;
         if !done && matches!(b, b'a' | b'e' | b'o' | b'u') {

@@ -182,11 +182,11 @@ impl<J: Job> MapBuffer<J::Value> for CombineBuffer<'_, J> {
             self.job.combine(&mut slot.value, value);
             return;
         }
-        if self.must_spill_before_new(key.len()) {
-            if let Err(e) = self.spill() {
-                self.error.get_or_insert(e);
-                return;
-            }
+        if self.must_spill_before_new(key.len())
+            && let Err(e) = self.spill()
+        {
+            self.error.get_or_insert(e);
+            return;
         }
         let off = self.arena.len() as u32;
         self.arena.extend_from_slice(key);
@@ -280,13 +280,12 @@ impl<V: Value> MapBuffer<V> for AppendBuffer<'_, V> {
             if self.arena.len() + key.len() > self.arena.capacity() {
                 growth += grown(&self.arena, key.len()) - self.arena.capacity();
             }
-            if (growth > 0 && self.allocated() + growth > self.limit)
-                || self.arena.len() + key.len() > u32::MAX as usize
+            if ((growth > 0 && self.allocated() + growth > self.limit)
+                || self.arena.len() + key.len() > u32::MAX as usize)
+                && let Err(e) = self.spill()
             {
-                if let Err(e) = self.spill() {
-                    self.error.get_or_insert(e);
-                    return;
-                }
+                self.error.get_or_insert(e);
+                return;
             }
         }
         let partition = self.partitioner.partition(key);

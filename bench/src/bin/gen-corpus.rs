@@ -65,16 +65,16 @@ fn main() -> Result<()> {
             .collect();
         println!("type length histogram: {}", hist.join(" "));
     }
-    if !args.force {
-        if let Some(paths) = corpus::existing_corpus(&args.out, &spec) {
-            println!(
-                "{}: matching corpus already present ({} files, {}); use --force to regenerate",
-                args.out.display(),
-                paths.len(),
-                format_size(spec.total_bytes)
-            );
-            return Ok(());
-        }
+    if !args.force
+        && let Some(paths) = corpus::existing_corpus(&args.out, &spec)
+    {
+        println!(
+            "{}: matching corpus already present ({} files, {}); use --force to regenerate",
+            args.out.display(),
+            paths.len(),
+            format_size(spec.total_bytes)
+        );
+        return Ok(());
     }
     let t = Instant::now();
     let (paths, _) = if args.force {

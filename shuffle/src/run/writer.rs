@@ -161,7 +161,7 @@ impl<V: Value> RunWriter<V> {
         if !self.block.ends.is_empty() || self.has_last {
             return Err(self.out_of_order(format!("raw section for partition {partition} after records")));
         }
-        if raw.len() % 16 != 0 {
+        if !raw.len().is_multiple_of(16) {
             return Err(Error::Config(format!("raw section of {} bytes is not 16-byte aligned", raw.len())));
         }
         let sink = self.sink.as_mut().expect("sink present until finish");

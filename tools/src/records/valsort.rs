@@ -166,7 +166,7 @@ fn key(rec: &[u8]) -> u128 {
 impl Summary {
     /// Summarizes `data`, which must be a non-empty sequence of whole records.
     fn of(data: &[u8]) -> Self {
-        debug_assert!(!data.is_empty() && data.len() % RECORD_LEN == 0);
+        debug_assert!(!data.is_empty() && data.len().is_multiple_of(RECORD_LEN));
         let template = crc32fast::Hasher::new();
         let crc = |rec: &[u8]| {
             let mut hasher = template.clone();
@@ -239,7 +239,7 @@ impl Summary {
 /// Checks the length of an input of `len` bytes, in valsort's order: a partial record is
 /// reported even when there is no whole one.
 fn check_len(len: u64) -> Result<(), ValsortError> {
-    if len % RECORD_LEN as u64 != 0 {
+    if !len.is_multiple_of(RECORD_LEN as u64) {
         Err(ValsortError::PartialRecord)
     } else if len == 0 {
         Err(ValsortError::Empty)
