@@ -549,7 +549,7 @@ mod tests {
             [(1 << 30, DEFAULT_CHUNK), (1 << 20, 4096), (100_000, 3000), (10, 1), (64 << 10, 1 << 40)]
         {
             let plan = ReceivePlan::new(budget, chunk);
-            assert!(plan.chunk >= 16 && plan.chunk % 16 == 0 && plan.chunk <= MAX_CHUNK, "{plan:?}");
+            assert!(plan.chunk >= 16 && plan.chunk.is_multiple_of(16) && plan.chunk <= MAX_CHUNK, "{plan:?}");
             assert!(plan.buffer >= plan.chunk && plan.buffer % plan.chunk == 0, "{plan:?}");
             assert!(RECEIVE_BUFFERS * plan.buffer <= budget.max(RECEIVE_BUFFERS * 16), "{plan:?}");
             for len in
