@@ -550,7 +550,7 @@ mod tests {
         {
             let plan = ReceivePlan::new(budget, chunk);
             assert!(plan.chunk >= 16 && plan.chunk.is_multiple_of(16) && plan.chunk <= MAX_CHUNK, "{plan:?}");
-            assert!(plan.buffer >= plan.chunk && plan.buffer % plan.chunk == 0, "{plan:?}");
+            assert!(plan.buffer >= plan.chunk && plan.buffer.is_multiple_of(plan.chunk), "{plan:?}");
             assert!(RECEIVE_BUFFERS * plan.buffer <= budget.max(RECEIVE_BUFFERS * 16), "{plan:?}");
             for len in
                 [0, 16, plan.chunk, plan.buffer - 16, plan.buffer, plan.buffer + 16, 5 * plan.buffer + 32]
