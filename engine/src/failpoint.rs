@@ -3,8 +3,9 @@
 //! `SPILLWAY_FAILPOINTS` lists rules separated by commas, each `NAME[@RANK]=N[+][:ACTION]`:
 //! the `N`th pass (1-based, counted per process) through the failpoint `NAME` fails, or with
 //! `+` every pass from the `N`th on; with `@RANK` only on that rank (under MPI). `ACTION` is
-//! `error` (the caller fails as the job's code would, the default), `panic`, or `abort`
-//! (the process ends at once, as if killed: no cleanup, no unwinding). For example
+//! `error` (the caller fails as the job's code would, the default), `panic`, `abort` (the
+//! process ends at once, as if killed: no cleanup, no unwinding), or `stall` (the thread
+//! sleeps for good: a job held at a known point for a signal to reach it). For example
 //! `SPILLWAY_FAILPOINTS=map.split=3:panic,reduce.partition@1=1+:error`.
 //!
 //! Unset, a pass costs one load of an initialized `OnceLock` and an empty-slice check; the
@@ -18,10 +19,14 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 pub const NAMES: &[(&str, &str)] = &[
     ("map.split", "after the job's map returned for a split, before the worker takes its output"),
     ("map.commit", "at a resumable job's map commit point: runs written and synced, not yet journaled"),
+    ("merge.step", "a resumable job's merge step: output written and synced, not yet journaled"),
+    ("merge.inputs", "a resumable job's merge step: journaled, its inputs not yet deleted"),
     (
         "reduce.partition",
         "after a partition's (or the one output's) reduce wrote its keys, before it is finished",
     ),
+    ("commit.output", "a resumable job's commit: journaled as committing, the output not yet renamed"),
+    ("commit.finish", "a resumable job's end: output committed, job directory not yet removed"),
 ];
 
 /// What a failpoint does when it fires.
@@ -33,6 +38,8 @@ pub enum Action {
     Panic,
     /// `abort`: the process ends at once.
     Abort,
+    /// The thread sleeps for good.
+    Stall,
 }
 
 #[derive(Debug)]
@@ -68,7 +75,7 @@ fn parse(spec: &str) -> Result<Vec<Rule>, String> {
         .map(str::trim)
         .filter(|r| !r.is_empty())
         .map(|rule| {
-            let bad = || format!("{rule:?} is not NAME[@RANK]=N[+][:error|panic|abort]");
+            let bad = || format!("{rule:?} is not NAME[@RANK]=N[+][:error|panic|abort|stall]");
             let (target, when) = rule.split_once('=').ok_or_else(bad)?;
             let (name, rank) = match target.split_once('@') {
                 Some((name, rank)) => (name, Some(rank.parse().map_err(|_| bad())?)),
@@ -81,6 +88,7 @@ fn parse(spec: &str) -> Result<Vec<Rule>, String> {
                 Some((count, "error")) => (count, Action::Error),
                 Some((count, "panic")) => (count, Action::Panic),
                 Some((count, "abort")) => (count, Action::Abort),
+                Some((count, "stall")) => (count, Action::Stall),
                 Some(_) => return Err(bad()),
                 None => (when, Action::Error),
             };
@@ -117,6 +125,9 @@ pub(crate) fn hit(name: &str) -> bool {
                     eprintln!("spillway: failpoint {name} aborts the process (pass {pass})");
                     std::process::abort();
                 }
+                Action::Stall => loop {
+                    std::thread::sleep(std::time::Duration::from_secs(3600));
+                },
             }
         }
     }

@@ -36,6 +36,7 @@ pub use self::builder::{
 };
 use self::builder::{RUN_INDEX_PER_PARTITION, human_bytes};
 use self::reduce::reduce_all;
+pub use self::resume::job_dir_path;
 use self::resume::{JobDir, Resumed};
 
 /// Runs jobs. Build one with [`Engine::builder`].

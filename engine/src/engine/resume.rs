@@ -70,8 +70,13 @@ fn file_identity(path: &Path) -> Option<(u64, u64)> {
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
-/// Where the job directory of `output` is: `.<name>.spillway-job` beside it.
-pub(crate) fn job_dir_path(output: &OutputSpec) -> Result<PathBuf> {
+/// Where the job directory of a resumable job writing `output` is: `.<name>.spillway-job`
+/// beside it.
+///
+/// # Errors
+///
+/// [`Error::Config`] for standard output (a resumable job needs a file or directory).
+pub fn job_dir_path(output: &OutputSpec) -> Result<PathBuf> {
     let target = match target(output) {
         Some(path) => path,
         None => {

@@ -293,7 +293,12 @@ impl JobOptions {
             (None, Some(file)) => OutputSpec::File(file.clone()),
             (None, None) => OutputSpec::Stdout,
         };
-        output.check()?;
+        // A resumable job killed after its output was committed finds it there: the engine
+        // tells that from output of another job.
+        let resuming = self.resume && spillway_engine::job_dir_path(&output).is_ok_and(|dir| dir.exists());
+        if !resuming {
+            output.check()?;
+        }
         if let (OutputSpec::File(out), false) = (&output, self.out_may_be_input)
             && let Some(id) = FileId::of(out)
             && let Some(input) = inputs.files().iter().find(|f| FileId::of(&f.path).as_ref() == Some(&id))
