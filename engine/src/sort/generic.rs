@@ -85,7 +85,7 @@ mod tests {
     use crate::OutputSpec;
     use crate::output::part_name;
     use crate::sort::tests::random_records;
-    use crate::sort::{SortOptions, sort_records};
+    use crate::sort::{RecordShape, sort_records};
 
     #[test]
     fn generic_job_gives_the_same_parts() {
@@ -98,8 +98,9 @@ mod tests {
         let engine = crate::Engine::builder().threads(2).memory_budget(256 << 10).build().unwrap();
         let job = RecordSortJob { record_size: 100 };
         engine.run_with(&job, &inputs, &partitioner, &OutputSpec::Dir(dir.path().join("g"))).unwrap();
-        let options = SortOptions { threads: 2, partitions: 4, ..Default::default() };
-        sort_records(&inputs, &OutputSpec::Dir(dir.path().join("s")), &options).unwrap();
+        let engine = crate::Engine::builder().threads(2).partitions(4).build().unwrap();
+        sort_records(&engine, &inputs, &OutputSpec::Dir(dir.path().join("s")), RecordShape::default())
+            .unwrap();
         for part in 0..4 {
             let g = std::fs::read(dir.path().join("g").join(part_name(part))).unwrap();
             let s = std::fs::read(dir.path().join("s").join(part_name(part))).unwrap();
