@@ -504,7 +504,7 @@ fn running_out_of_file_descriptors_is_a_failure_not_bad_input() {
 
     let jobs: [&[&str]; 2] = [
         &["wordcount", "--memory", "64K", "--max-open-runs", "2", s(&texts)],
-        &["sort", "-t", "2", "--memory", "64K", "--max-open-runs", "2", s(&records)],
+        &["sort", "--memory", "64K", "--max-open-runs", "2", s(&records)],
     ];
     let (mut failures, mut inputs, mut runs) = (0, 0, 0);
     for job in jobs {
