@@ -95,10 +95,11 @@ mod tests {
         std::fs::write(&p, &data).unwrap();
         let inputs = Inputs::new([&p]).unwrap();
         let partitioner = sample_partitioner(&inputs, 100, 4).unwrap();
-        let engine = crate::Engine::builder().threads(2).memory_budget(256 << 10).build().unwrap();
+        // One engine for both paths (out of core for both).
+        let builder = crate::Engine::builder().threads(2).partitions(4).memory_budget(256 << 10);
+        let engine = builder.clone().build().unwrap();
         let job = RecordSortJob { record_size: 100 };
         engine.run_with(&job, &inputs, &partitioner, &OutputSpec::Dir(dir.path().join("g"))).unwrap();
-        let engine = crate::Engine::builder().threads(2).partitions(4).build().unwrap();
         sort_records(&engine, &inputs, &OutputSpec::Dir(dir.path().join("s")), RecordShape::default())
             .unwrap();
         for part in 0..4 {
@@ -107,5 +108,16 @@ mod tests {
             assert!(g == s, "part {part}");
             assert!(!g.is_empty());
         }
+        // Without sync, both paths replace an existing file with the same bytes, leaving no
+        // temporary file.
+        let engine = builder.sync(false).build().unwrap();
+        let (g, s) = (dir.path().join("g.out"), dir.path().join("s.out"));
+        std::fs::write(&g, b"old").unwrap();
+        std::fs::write(&s, b"old").unwrap();
+        engine.run_with(&job, &inputs, &partitioner, &OutputSpec::File(g.clone())).unwrap();
+        sort_records(&engine, &inputs, &OutputSpec::File(s.clone()), RecordShape::default()).unwrap();
+        let (g, s) = (std::fs::read(g).unwrap(), std::fs::read(s).unwrap());
+        assert!(g == s && g.len() == data.len());
+        assert_eq!(crate::testutil::names(dir.path()), ["g", "g.out", "in", "s", "s.out"]);
     }
 }

@@ -87,8 +87,9 @@
 //! every thread (`pwrite`), not through the engine's [`IoBackend`](spillway_shuffle::IoBackend);
 //! runs are read with `pread` into buffers of bounded size; inputs are read as [`Inputs`] was
 //! opened (mmap or pread), whatever the engine's read mode; there are no splits, and no job
-//! code to retry (`max_attempts`). Outputs are
-//! the engine's (a file under a temporary name renamed into place, a device or standard output written in order, part files staged); without
+//! code to retry (`max_attempts`). Outputs are the engine's: a file under a temporary name
+//! renamed into place, a device, FIFO or standard output written in order, part files in a
+//! staging directory. Without
 //! [`EngineBuilder::sync`], an existing output file is swapped out rather than renamed over
 //! ([`TempFile::replace_unsynced`]: ext4 would otherwise write the whole new output to disk
 //! inside the `rename`, 0.5-1.3 s per GiB here).
