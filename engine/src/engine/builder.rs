@@ -189,7 +189,7 @@ impl EngineBuilder {
     ///
     /// Zero threads, partitions or split size; a budget under 64 KiB, above the memory of the
     /// machine or of the process's control group, or leaving a thread less than 16 KiB
-    /// ([`MIN_THREAD_SHARE`]); F under 2.
+    /// (`MIN_THREAD_SHARE`); F under 2.
     pub fn build(self) -> Result<Engine, ConfigError> {
         if self.threads == 0 {
             return Err(ConfigError("threads must be at least 1".into()));
