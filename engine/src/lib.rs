@@ -4,7 +4,8 @@
 //! - [`Job`]: map a [`Split`] by emitting `(key, value)` pairs into an [`Emitter`], optionally
 //!   combine values, reduce each key. [`from_fns`] builds a job from closures.
 //! - [`Engine`] (built by [`EngineBuilder`]): threads, partitions, memory budget,
-//!   `max_open_runs`, spill directory, I/O backend. [`Engine::run`] returns [`Metrics`].
+//!   `max_open_runs`, spill directory, I/O backend, `sync`. [`Engine::run`] returns
+//!   [`Metrics`]; [`sort::sort_records`] sorts fixed-size records with the same settings.
 //! - [`Inputs`]: files and directories, memory-mapped before any work starts.
 //! - [`OutputSpec`]: part files plus `_SUCCESS`, one sorted file, or standard output.
 //! - [`jobs`]: word count, inverted index and grep, as the `spillway` tool runs them.

@@ -227,28 +227,125 @@ fn temp_name(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.spillway-tmp-{}", std::process::id()))
 }
 
-enum Target {
-    /// A new file in a staging directory (which is its temporary name): written, `fsync`ed.
-    Staged {
-        sink: Box<dyn FileSink>,
-    },
-    /// A file that replaces `temp`'s target when committed.
-    File {
-        sink: Box<dyn FileSink>,
-        temp: TempFile,
-    },
-    /// A device, FIFO or descriptor: written in place.
+/// An opened output destination: where the bytes of one output file go, and how it is put in
+/// place ([`Destination::create`] decides with [`file_destination`]). The one type behind the
+/// engine's [`OutputFile`], the sort's output, [`write_whole`] and the metrics file.
+///
+/// - [`Destination::Replace`]: a regular file, written under a temporary name beside its
+///   target ([`TempFile`]: the permissions of the file it replaces, registered with
+///   [`crate::cleanup`], removed unless committed); at positions from several threads
+///   ([`Destination::positioned`]) or in order. [`Destination::commit`] puts it in place.
+/// - [`Destination::InPlace`]: a device, FIFO or one of the process's descriptors
+///   ([`open_in_place`]: descriptors appending), written in order, never renamed.
+/// - [`Destination::Stdout`]: standard output, in order.
+#[derive(Debug)]
+pub(crate) enum Destination {
+    /// A file that replaces its target when committed.
+    Replace(TempFile),
+    /// A device, FIFO or descriptor, written in place.
     InPlace {
+        /// The open file.
         file: std::fs::File,
+        /// Its name, for errors.
         path: PathBuf,
     },
-    Stdout(std::io::Stdout),
+    /// Standard output.
+    Stdout,
+}
+
+impl Destination {
+    /// Opens the file `path` names as an output (see [`file_destination`]): a temporary file
+    /// beside a regular file's target, or a device, FIFO or descriptor in place.
+    ///
+    /// # Errors
+    ///
+    /// As [`file_destination`], [`TempFile::create`] and [`open_in_place`].
+    pub(crate) fn create(path: &Path) -> Result<Self> {
+        Ok(match file_destination(path)? {
+            FileDestination::Replace(target) => Destination::Replace(TempFile::create(&target)?),
+            FileDestination::InPlace(path) => Destination::InPlace { file: open_in_place(&path)?, path },
+        })
+    }
+
+    /// The file and the name its errors give, for positioned writes: a replacing file only
+    /// (a device, FIFO or standard output is written in order).
+    pub(crate) fn positioned(&self) -> Option<(&std::fs::File, &Path)> {
+        match self {
+            Destination::Replace(temp) => Some((temp.file(), temp.path())),
+            _ => None,
+        }
+    }
+
+    /// Appends `data`, in order.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] naming the file (or standard output).
+    pub(crate) fn write_in_order(&self, data: &[u8]) -> Result<()> {
+        match self {
+            Destination::Replace(temp) => {
+                let mut file = temp.file();
+                file.write_all(data).map_err(|e| Error::io("write", temp.path(), e))
+            }
+            Destination::InPlace { file, path } => {
+                let mut file = file;
+                file.write_all(data).map_err(|e| Error::io("write", path.as_path(), e))
+            }
+            Destination::Stdout => {
+                std::io::stdout().lock().write_all(data).map_err(|e| Error::io("write", "standard output", e))
+            }
+        }
+    }
+
+    /// `fsync`s a replacing file (once: [`Destination::commit`] then skips it); nothing for
+    /// the others.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`]: the `fsync` failed.
+    pub(crate) fn sync(&mut self) -> Result<()> {
+        match self {
+            Destination::Replace(temp) => temp.sync(),
+            _ => Ok(()),
+        }
+    }
+
+    /// Puts the output in place. A replacing file: with `sync`, `fsync`ed (unless it was),
+    /// renamed over its target and the directory `fsync`ed ([`TempFile::commit`]); without,
+    /// swapped in with nothing flushed ([`TempFile::replace_unsynced`]). Standard output is
+    /// flushed; a file written in place needs nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`]: the `fsync`, the rename or the flush failed (a temporary file is then
+    /// removed).
+    pub(crate) fn commit(self, sync: bool) -> Result<()> {
+        match self {
+            Destination::Replace(temp) if sync => temp.commit(),
+            Destination::Replace(temp) => temp.replace_unsynced(),
+            Destination::InPlace { .. } => Ok(()),
+            Destination::Stdout => {
+                std::io::stdout().lock().flush().map_err(|e| Error::io("write", "standard output", e))
+            }
+        }
+    }
+}
+
+/// Where an [`OutputFile`]'s bytes go.
+enum Target {
+    /// A new file in a staging directory (which is its temporary name), through the I/O
+    /// backend's sink.
+    Staged(Box<dyn FileSink>),
+    /// A [`Destination::Replace`] file, through the I/O backend's sink on its temporary name.
+    Replace { sink: Box<dyn FileSink>, dest: Destination },
+    /// A device, FIFO, descriptor or standard output: written in order, in place.
+    InOrder(Destination),
 }
 
 /// A buffered output (reduce writes into it): a part file in a staging directory, a file that
 /// replaces its target only once [`OutputFile::finish`] has written it and the returned
-/// [`TempFile`] is committed, a device or standard output. It records its own first error, so
-/// that a failure of the output (a full disk) is told from a failure of the job's code that
+/// [`Destination`] is committed, a device or standard output. It records its own first error,
+/// so that a failure of the output (a full disk) is told from a failure of the job's code that
 /// wrote into it ([`OutputFile::take_error`]).
 pub(crate) struct OutputFile {
     buf: Vec<u8>,
@@ -264,25 +361,25 @@ impl OutputFile {
         OutputFile { buf: Vec::with_capacity(OUT_BUFFER), target: Some(target), bytes: 0, error: None }
     }
 
-    /// An output replacing `path` (see [`file_destination`]) when committed.
+    /// An output replacing `path` (see [`Destination::create`]) when committed.
     pub(crate) fn create(path: &Path, io: IoBackend) -> Result<Self> {
-        let target = match file_destination(path)? {
-            FileDestination::Replace(path) => {
-                let temp = TempFile::create(&path)?;
-                Target::File { sink: io.create(temp.path())?, temp }
+        let target = match Destination::create(path)? {
+            Destination::Replace(temp) => {
+                let sink = io.create(temp.path())?;
+                Target::Replace { sink, dest: Destination::Replace(temp) }
             }
-            FileDestination::InPlace(path) => Target::InPlace { file: open_in_place(&path)?, path },
+            dest => Target::InOrder(dest),
         };
         Ok(Self::new(target))
     }
 
     /// A new file inside a [`StagedDir`] (which is the temporary name).
     pub(crate) fn create_staged(path: &Path, io: IoBackend) -> Result<Self> {
-        Ok(Self::new(Target::Staged { sink: io.create(path)? }))
+        Ok(Self::new(Target::Staged(io.create(path)?)))
     }
 
     pub(crate) fn stdout() -> Self {
-        Self::new(Target::Stdout(std::io::stdout()))
+        Self::new(Target::InOrder(Destination::Stdout))
     }
 
     /// The output's own first error (writing or finishing it), if it had one.
@@ -294,15 +391,10 @@ impl OutputFile {
     /// back as an `io::Error` of the same kind for the job's code.
     fn drain(&mut self) -> std::io::Result<()> {
         let result = match self.target.as_mut() {
-            Some(Target::File { sink, .. } | Target::Staged { sink, .. }) => {
+            Some(Target::Replace { sink, .. } | Target::Staged(sink)) => {
                 sink.write_all(&self.buf).map_err(Error::from)
             }
-            Some(Target::InPlace { file, path }) => {
-                file.write_all(&self.buf).map_err(|e| Error::io("write", path.as_path(), e))
-            }
-            Some(Target::Stdout(out)) => {
-                out.lock().write_all(&self.buf).map_err(|e| Error::io("write", "standard output", e))
-            }
+            Some(Target::InOrder(dest)) => dest.write_in_order(&self.buf),
             None => Ok(()),
         };
         self.buf.clear();
@@ -314,30 +406,31 @@ impl OutputFile {
         })
     }
 
-    /// Flushes and `fsync`s; a replacing file stays under its temporary name until the returned
-    /// [`TempFile`] is committed (`None` for a staged part file, standard output or a file
-    /// written in place). Returns bytes written.
-    pub(crate) fn finish(mut self) -> Result<(u64, Option<TempFile>)> {
+    /// Flushes, and `fsync`s a file when `sync`; returns the bytes written and, for a file
+    /// replacing its target, the destination to commit ([`Destination::commit`]: it stays
+    /// under its temporary name until then; `None` for a staged part file, a device or
+    /// standard output).
+    pub(crate) fn finish(mut self, sync: bool) -> Result<(u64, Option<Destination>)> {
         if self.drain().is_err() {
             return Err(self.error.take().expect("drain records its error"));
         }
-        let temp = match self.target.take() {
-            Some(Target::File { sink, mut temp }) => {
-                sink.finish(true)?;
-                temp.mark_synced();
-                Some(temp)
+        let dest = match self.target.take() {
+            Some(Target::Replace { sink, mut dest }) => {
+                sink.finish(sync)?;
+                if let (Destination::Replace(temp), true) = (&mut dest, sync) {
+                    temp.mark_synced();
+                }
+                Some(dest)
             }
-            Some(Target::Staged { sink, .. }) => {
-                sink.finish(true)?;
+            Some(Target::Staged(sink)) => {
+                sink.finish(sync)?;
                 None
             }
-            Some(Target::InPlace { .. }) | None => None,
-            Some(Target::Stdout(out)) => {
-                out.lock().flush().map_err(|e| Error::io("write", "standard output", e))?;
-                None
-            }
+            // Written in place: nothing to commit (a device or FIFO is closed here).
+            Some(Target::InOrder(dest)) => dest.commit(sync).map(|()| None)?,
+            None => None,
         };
-        Ok((self.bytes, temp))
+        Ok((self.bytes, dest))
     }
 }
 
@@ -376,17 +469,9 @@ pub(crate) fn sync_parent(path: &Path) {
 ///
 /// As [`file_destination`], and any I/O error (a replaced file then keeps what it held).
 pub fn write_whole(path: &Path, bytes: &[u8]) -> Result<()> {
-    match file_destination(path)? {
-        FileDestination::InPlace(path) => {
-            open_in_place(&path)?.write_all(bytes).map_err(|e| Error::io("write", &path, e))
-        }
-        FileDestination::Replace(target) => {
-            let temp = TempFile::create(&target)?;
-            let mut file = temp.file();
-            file.write_all(bytes).map_err(|e| Error::io("write", temp.path(), e))?;
-            temp.commit()
-        }
-    }
+    let dest = Destination::create(path)?;
+    dest.write_in_order(bytes)?;
+    dest.commit(true)
 }
 
 /// A file being written under a temporary name next to its final name, with the
@@ -523,28 +608,25 @@ pub(crate) fn fresh_token() -> u64 {
 /// (`fsync`ed), renamed into place right after the output; a device or FIFO in place at once.
 /// Either way, a metrics file that cannot be written fails the job before its output appears.
 #[derive(Debug)]
-struct MetricsFile(Option<TempFile>);
+struct MetricsFile(Option<Destination>);
 
 impl MetricsFile {
     /// Writes `json` and a newline.
     fn prepare(path: &Path, json: &[u8]) -> Result<Self> {
         let mut bytes = json.to_vec();
         bytes.push(b'\n');
-        match file_destination(path)? {
-            FileDestination::InPlace(_) => write_whole(path, &bytes).map(|()| MetricsFile(None)),
-            FileDestination::Replace(target) => {
-                let mut temp = TempFile::create(&target)?;
-                let mut file = temp.file();
-                file.write_all(&bytes).map_err(|e| Error::io("write", temp.path(), e))?;
-                temp.sync()?;
-                Ok(MetricsFile(Some(temp)))
-            }
+        let mut dest = Destination::create(path)?;
+        dest.write_in_order(&bytes)?;
+        dest.sync()?;
+        match dest {
+            Destination::Replace(_) => Ok(MetricsFile(Some(dest))),
+            _ => Ok(MetricsFile(None)), // written in place, and closed
         }
     }
 
     /// Puts the file in place.
     fn commit(self) -> Result<()> {
-        self.0.map_or(Ok(()), TempFile::commit)
+        self.0.map_or(Ok(()), |dest| dest.commit(true))
     }
 }
 

@@ -347,6 +347,35 @@ fn out_of_range_flags_are_usage_errors_naming_the_flag() {
     assert!(!out.exists());
 }
 
+/// The engine's checks of its settings (a thread's share of the budget, a budget above the
+/// machine's memory) hold for every job and both sort paths, which build the same engine:
+/// usage errors on one line, before any input is read or output written.
+#[test]
+fn engine_settings_are_checked_the_same_for_every_job_and_both_sorts() {
+    let (dir, input) = with_input();
+    let out = dir.path().join("out");
+    let records = dir.path().join("records");
+    std::fs::write(&records, vec![b'r'; 100 * 50]).unwrap();
+    let jobs: [&[&str]; 3] = [&["wordcount"], &["sort"], &["sort", "--generic"]];
+    for job in jobs {
+        let input = if job[0] == "sort" { &records } else { &input };
+        let thin =
+            spillway(&[job, &["-q", "-t", "8", "--memory", "64K", "--out", s(&out), s(input)]].concat());
+        assert_one_line(&thin, 2, &["64 KiB shared by 8 threads", "each thread needs at least 16 KiB"]);
+        let huge = spillway(&[job, &["-q", "--memory", "1048576G", "--out", s(&out), s(input)]].concat());
+        assert_one_line(
+            &huge,
+            2,
+            &["a memory budget of 1048576 GiB is more than", "choose a smaller budget"],
+        );
+        // At the limit the job runs.
+        let ok = spillway(&[job, &["-q", "-t", "4", "--memory", "64K", "--out", s(&out), s(input)]].concat());
+        assert!(ok.status.success(), "{job:?}: {}", stderr(&ok));
+        std::fs::remove_file(&out).unwrap();
+    }
+    assert!(!out.exists());
+}
+
 /// An invalid grep pattern is a usage error on one line.
 #[test]
 fn invalid_grep_patterns_are_one_line_usage_errors() {
@@ -371,7 +400,7 @@ fn files_named_as_directories_are_bad_input() {
     let file = dir.path().join("a-file");
     std::fs::write(&file, b"x").unwrap();
     let jobs: [&[&str]; 4] =
-        [&["wordcount"], &["grep", "a"], &["sort", "--memory", "64K"], &["sort", "--generic"]];
+        [&["wordcount"], &["grep", "a"], &["sort", "-t", "2", "--memory", "64K"], &["sort", "--generic"]];
     for job in jobs {
         let input = if job[0] == "sort" { &records } else { &input };
         let got = spillway(&[job, &["-q", "--spill-dir", s(&file), s(input)]].concat());
@@ -605,7 +634,19 @@ fn a_file_size_limit_is_an_error_naming_the_file() {
     let jobs: [&[&str]; 5] = [
         &["gen", "records", "20000", s(&out)],
         &["sort", "-q", "--out", s(&out), s(&records)],
-        &["sort", "-q", "--memory", "64K", "--spill-dir", s(&spill), "--out", s(&out), s(&records)],
+        &[
+            "sort",
+            "-q",
+            "-t",
+            "2",
+            "--memory",
+            "64K",
+            "--spill-dir",
+            s(&spill),
+            "--out",
+            s(&out),
+            s(&records),
+        ],
         &["wordcount", "-q", "--spill-dir", s(&spill), "--out", s(&out), s(&records)],
         &["wordcount", "-q", "--memory", "64K", "--spill-dir", s(&spill), "--out", s(&out), s(&records)],
     ];

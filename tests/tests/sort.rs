@@ -5,8 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use spillway_engine::sort::{SortOptions, sort_records};
-use spillway_engine::{Inputs, OutputSpec};
+use spillway_engine::sort::{RecordShape, sort_records};
+use spillway_engine::{Engine, Inputs, OutputSpec};
 use spillway_tests::{Rng, read_parts, spillway};
 use spillway_tools::records::{gensort, valsort};
 
@@ -157,15 +157,16 @@ fn million_binary_records_through_the_library() {
     let input = dir.path().join("gensort-1000000");
     gensort::generate_file(&input, 0, 1_000_000, false, 2).unwrap();
     let out = dir.path().join("sorted");
-    let options = SortOptions {
-        threads: 2,
-        memory_budget: 40 << 20,
-        spill_dir: Some(dir.path().to_owned()),
-        sync: false,
-        ..SortOptions::default()
-    };
+    let engine = Engine::builder()
+        .threads(2)
+        .memory_budget(40 << 20)
+        .spill_dir(dir.path())
+        .sync(false)
+        .build()
+        .unwrap();
+    let inputs = Inputs::new([&input]).unwrap();
     let metrics =
-        sort_records(&Inputs::new([&input]).unwrap(), &OutputSpec::File(out.clone()), &options).unwrap();
+        sort_records(&engine, &inputs, &OutputSpec::File(out.clone()), RecordShape::default()).unwrap();
     assert!(!metrics.in_memory && metrics.runs >= 3 && metrics.passes == 2.0, "{metrics:?}");
     assert_eq!((metrics.records, metrics.duplicate_keys, metrics.job.merge_steps), (1_000_000, 0, 0));
     let report = assert_valsort(&out, &[&input]);
@@ -220,7 +221,7 @@ fn other_record_sizes_and_directories() {
     }
     let files: Vec<PathBuf> = (0..3).map(|f| inputs.join(format!("part{f}"))).collect();
     let expected = reference(&files.iter().map(PathBuf::as_path).collect::<Vec<_>>(), 16);
-    for extra in [&[][..], &["--memory", "64K"], &["--generic"]] {
+    for extra in [&[][..], &["--threads", "2", "--memory", "64K"], &["--generic"]] {
         let out = dir.path().join("out");
         let mut args = vec!["sort", "-q", "--record-size", "16", "--key-size", "4", "--out", s(&out)];
         args.extend_from_slice(extra);

@@ -43,6 +43,7 @@ pub struct EngineBuilder {
     sample_memory: bool,
     max_attempts: u32,
     resume: bool,
+    sync: bool,
 }
 
 impl Default for EngineBuilder {
@@ -62,6 +63,7 @@ impl Default for EngineBuilder {
             sample_memory: false,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             resume: false,
+            sync: true,
         }
     }
 }
@@ -170,11 +172,24 @@ impl EngineBuilder {
         self
     }
 
+    /// Whether outputs are made durable before they are put in place (default on): part
+    /// files, `_SUCCESS` and one output file are `fsync`ed, renamed, and their directory
+    /// `fsync`ed. Off, nothing is flushed: an existing output file is swapped out rather than
+    /// renamed over ([`TempFile::replace_unsynced`](crate::TempFile::replace_unsynced)), and
+    /// a crash soon after the job may lose the output (never half of it under its final
+    /// name). The metrics file is `fsync`ed either way.
+    pub fn sync(mut self, on: bool) -> Self {
+        self.sync = on;
+        self
+    }
+
     /// Checks the settings.
     ///
     /// # Errors
     ///
-    /// Zero threads, partitions or split size; a budget under 64 KiB; F under 2.
+    /// Zero threads, partitions or split size; a budget under 64 KiB, above the memory of the
+    /// machine or of the process's control group, or leaving a thread less than 16 KiB
+    /// (`MIN_THREAD_SHARE`); F under 2.
     pub fn build(self) -> Result<Engine, ConfigError> {
         if self.threads == 0 {
             return Err(ConfigError("threads must be at least 1".into()));
@@ -215,18 +230,17 @@ impl EngineBuilder {
                 human_bytes(MIN_THREAD_SHARE * self.threads as u64),
             )));
         }
-        let max_open_runs = match self.max_open_runs {
-            Some(f) if f < 2 => {
-                return Err(ConfigError(format!("max open runs must be at least 2 (got {f})")));
-            }
-            Some(f) => f,
-            None => limits::default_max_open_runs(self.threads),
-        };
+        if let Some(f) = self.max_open_runs
+            && f < 2
+        {
+            return Err(ConfigError(format!("max open runs must be at least 2 (got {f})")));
+        }
         Ok(Engine {
             threads: self.threads,
             partitions: self.partitions,
             memory_budget: self.memory_budget,
-            max_open_runs,
+            max_open_runs: self.max_open_runs.unwrap_or_else(|| limits::default_max_open_runs(self.threads)),
+            max_open_runs_set: self.max_open_runs,
             spill_dir: self.spill_dir.unwrap_or_else(std::env::temp_dir),
             split_size: self.split_size,
             io: self.io.resolve(),
@@ -237,6 +251,7 @@ impl EngineBuilder {
             sample_memory: self.sample_memory,
             max_attempts: self.max_attempts,
             resume: self.resume,
+            sync: self.sync,
         })
     }
 }

@@ -28,7 +28,7 @@ use crate::input::Inputs;
 use crate::job::Job;
 use crate::journal::Begin;
 use crate::metrics::{AnonSampler, Metrics, Phase, PhaseTimes, Progress, ResumeStats, Retries, peak_rss};
-use crate::output::{OutputFile, OutputSpec, StagedDir, TempFile, commit_with_metrics, fresh_token};
+use crate::output::{Destination, OutputFile, OutputSpec, StagedDir, commit_with_metrics, fresh_token};
 use crate::spill::{SpillDir, Spiller};
 
 pub use self::builder::{
@@ -39,23 +39,29 @@ use self::reduce::reduce_all;
 pub use self::resume::job_dir_path;
 use self::resume::{JobDir, Resumed};
 
-/// Runs jobs. Build one with [`Engine::builder`].
+/// Runs jobs, and the record sort ([`sort_records`](crate::sort::sort_records)). Build one
+/// with [`Engine::builder`]: its settings are set and checked there, once, for both.
 #[derive(Debug)]
 pub struct Engine {
-    threads: usize,
-    partitions: u32,
-    memory_budget: u64,
+    pub(crate) threads: usize,
+    pub(crate) partitions: u32,
+    pub(crate) memory_budget: u64,
+    /// F for merges running on every thread at once (the default shares the open-file
+    /// limit between them).
     max_open_runs: usize,
-    spill_dir: PathBuf,
+    /// F as set, if it was.
+    max_open_runs_set: Option<usize>,
+    pub(crate) spill_dir: PathBuf,
     split_size: Option<usize>,
     io: IoBackend,
     read: ReadMode,
-    progress: Arc<Progress>,
-    cluster: Arc<dyn Cluster>,
-    metrics_file: Option<PathBuf>,
-    sample_memory: bool,
+    pub(crate) progress: Arc<Progress>,
+    pub(crate) cluster: Arc<dyn Cluster>,
+    pub(crate) metrics_file: Option<PathBuf>,
+    pub(crate) sample_memory: bool,
     max_attempts: u32,
     resume: bool,
+    pub(crate) sync: bool,
 }
 
 impl Engine {
@@ -67,6 +73,12 @@ impl Engine {
     /// The open-run threshold F in effect.
     pub fn max_open_runs(&self) -> usize {
         self.max_open_runs
+    }
+
+    /// F for `concurrent` merges at once: as set, or by default the open-file limit shared
+    /// between them ([`limits::default_max_open_runs`](spillway_shuffle::limits::default_max_open_runs)).
+    pub(crate) fn max_open_runs_for(&self, concurrent: usize) -> usize {
+        self.max_open_runs_set.unwrap_or_else(|| spillway_shuffle::limits::default_max_open_runs(concurrent))
     }
 
     /// The live progress counters of this engine's jobs.
@@ -248,7 +260,7 @@ impl Engine {
                 pending = file;
                 (keys, bytes, 1)
             }
-            _ => reduce_all(job, &readers, OutputFile::stdout()).map(|(k, b, _)| (k, b, 1))?,
+            _ => reduce_all(job, &readers, OutputFile::stdout(), self.sync).map(|(k, b, _)| (k, b, 1))?,
         };
         drop(readers);
         let stats = spiller.stats();
@@ -332,30 +344,31 @@ impl Engine {
     }
 
     /// Puts the output in place (the staged directory with `_SUCCESS`, or the one output
-    /// file) together with the metrics file: written and `fsync`ed before the output is
-    /// committed, renamed into place right after it, so that a metrics file that cannot be
-    /// written fails the job before its output appears.
+    /// file; durable with [`EngineBuilder::sync`]) together with the metrics file: written and
+    /// `fsync`ed before the output is committed, renamed into place right after it, so that a
+    /// metrics file that cannot be written fails the job before its output appears.
     fn commit(
         &self,
         metrics: &Metrics,
         staged: Option<StagedDir>,
-        pending: Option<TempFile>,
+        pending: Option<Destination>,
         job_dir: Option<&JobDir>,
     ) -> Result<()> {
         let json = serde_json::to_vec_pretty(metrics).expect("metrics serialize");
         if let Some(job_dir) = job_dir {
             // What is about to be renamed into place, so that a job killed right after the
             // rename finds its output committed when it resumes.
-            let path = staged.as_ref().map(StagedDir::path).or(pending.as_ref().map(TempFile::path));
+            let temp = pending.as_ref().and_then(Destination::positioned).map(|(_, path)| path);
+            let path = staged.as_ref().map(StagedDir::path).or(temp);
             job_dir.committing(path, metrics)?;
             crate::failpoint::hit("commit.output");
         }
         commit_with_metrics(self.metrics_file.as_deref(), &json, || {
             if let Some(staged) = staged {
-                staged.commit(&json, true)?;
+                staged.commit(&json, self.sync)?;
             }
-            if let Some(file) = pending {
-                file.commit()?; // synced already: renamed, the directory synced
+            if let Some(dest) = pending {
+                dest.commit(self.sync)?; // with sync: synced already, renamed, the directory synced
             }
             Ok(())
         })

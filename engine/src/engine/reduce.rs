@@ -11,7 +11,7 @@ use crate::cleanup::{self, Notice};
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::job::{self, Job};
-use crate::output::{FileDestination, OutputFile, TempFile, file_destination, part_name};
+use crate::output::{Destination, FileDestination, OutputFile, file_destination, part_name};
 use crate::pool::{self};
 
 impl Engine {
@@ -35,7 +35,7 @@ impl Engine {
                 // A failed attempt's part file is written again from its start.
                 let out = OutputFile::create_staged(&path, self.io)?;
                 let merge = Merge::new(readers.iter().map(|r| r.iter(p)).collect());
-                reduce_merge(job, merge, out, &format!("reduce of partition {p}"))
+                reduce_merge(job, merge, out, &format!("reduce of partition {p}"), self.sync)
             })?;
             progress.partitions_done.fetch_add(1, Ordering::Relaxed);
             Ok((keys, bytes))
@@ -55,8 +55,8 @@ impl Engine {
         readers: &[RunReader<J::Value>],
         path: &Path,
         retries: &AtomicU64,
-    ) -> Result<(u64, u64, Option<TempFile>)> {
-        let attempt = || reduce_all(job, readers, OutputFile::create(path, self.io)?);
+    ) -> Result<(u64, u64, Option<Destination>)> {
+        let attempt = || reduce_all(job, readers, OutputFile::create(path, self.io)?, self.sync);
         match file_destination(path)? {
             FileDestination::Replace(_) => self.with_retries(retries, attempt),
             FileDestination::InPlace(_) => attempt(),
@@ -91,26 +91,28 @@ impl Engine {
 
 /// Reduces every partition of `readers` into one output, all keys in byte order: partitions
 /// hold disjoint keys, so one merge over every (run, partition) cursor yields global order
-/// while never reading more than the F runs that are open. Returns the file waiting to be
-/// renamed into place.
+/// while never reading more than the F runs that are open. Returns the destination waiting to
+/// be committed (`fsync`ed when `sync`).
 pub(super) fn reduce_all<J: Job>(
     job: &J,
     readers: &[RunReader<J::Value>],
     out: OutputFile,
-) -> Result<(u64, u64, Option<TempFile>)> {
+    sync: bool,
+) -> Result<(u64, u64, Option<Destination>)> {
     let partitions = readers.first().map_or(0, RunReader::partitions);
     let merge = Merge::new(readers.iter().flat_map(|r| (0..partitions).map(|p| r.iter(p))).collect());
-    reduce_merge(job, merge, out, "reduce")
+    reduce_merge(job, merge, out, "reduce", sync)
 }
 
-/// Reduces every group of `merge` into `out` and finishes it: (keys, bytes, the file waiting
-/// to be renamed into place).
+/// Reduces every group of `merge` into `out` and finishes it (`fsync`ed when `sync`): (keys,
+/// bytes, the destination waiting to be committed).
 fn reduce_merge<J: Job>(
     job: &J,
     mut merge: Merge<'_, J::Value>,
     mut out: OutputFile,
     what: &str,
-) -> Result<(u64, u64, Option<TempFile>)> {
+    sync: bool,
+) -> Result<(u64, u64, Option<Destination>)> {
     let mut keys = 0u64;
     let outcome = job::call(|| {
         while let Some((key, mut group)) = merge.next_group() {
@@ -131,6 +133,6 @@ fn reduce_merge<J: Job>(
             message,
         }));
     }
-    let (bytes, file) = out.finish()?;
-    Ok((keys, bytes, file))
+    let (bytes, dest) = out.finish(sync)?;
+    Ok((keys, bytes, dest))
 }

@@ -107,7 +107,7 @@ pub(super) fn sort_chunk(
             sort_tasks(entries, &tasks, &order, threads)?;
             let mut buffer = Vec::with_capacity(plan.write_buffer);
             let piece =
-                write_entries(plan, records, entries, &mut buffer, &mut Dest::Stream(*stream), progress)?;
+                write_entries(plan, records, entries, &mut buffer, &mut Dest::Stream(stream), progress)?;
             Ok(vec![piece])
         }
     }?;

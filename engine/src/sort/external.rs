@@ -331,7 +331,7 @@ pub(super) fn merge_runs(
                     progress.partitions_done.fetch_add(1, Ordering::Relaxed);
                     piece
                 }
-                Sink::Stream(stream) => merge(&mut Dest::Stream(*stream))?,
+                Sink::Stream(stream) => merge(&mut Dest::Stream(stream))?,
             };
             Ok((j, piece))
         })

@@ -85,7 +85,7 @@ mod tests {
     use crate::OutputSpec;
     use crate::output::part_name;
     use crate::sort::tests::random_records;
-    use crate::sort::{SortOptions, sort_records};
+    use crate::sort::{RecordShape, sort_records};
 
     #[test]
     fn generic_job_gives_the_same_parts() {
@@ -95,16 +95,29 @@ mod tests {
         std::fs::write(&p, &data).unwrap();
         let inputs = Inputs::new([&p]).unwrap();
         let partitioner = sample_partitioner(&inputs, 100, 4).unwrap();
-        let engine = crate::Engine::builder().threads(2).memory_budget(256 << 10).build().unwrap();
+        // One engine for both paths (out of core for both).
+        let builder = crate::Engine::builder().threads(2).partitions(4).memory_budget(256 << 10);
+        let engine = builder.clone().build().unwrap();
         let job = RecordSortJob { record_size: 100 };
         engine.run_with(&job, &inputs, &partitioner, &OutputSpec::Dir(dir.path().join("g"))).unwrap();
-        let options = SortOptions { threads: 2, partitions: 4, ..Default::default() };
-        sort_records(&inputs, &OutputSpec::Dir(dir.path().join("s")), &options).unwrap();
+        sort_records(&engine, &inputs, &OutputSpec::Dir(dir.path().join("s")), RecordShape::default())
+            .unwrap();
         for part in 0..4 {
             let g = std::fs::read(dir.path().join("g").join(part_name(part))).unwrap();
             let s = std::fs::read(dir.path().join("s").join(part_name(part))).unwrap();
             assert!(g == s, "part {part}");
             assert!(!g.is_empty());
         }
+        // Without sync, both paths replace an existing file with the same bytes, leaving no
+        // temporary file.
+        let engine = builder.sync(false).build().unwrap();
+        let (g, s) = (dir.path().join("g.out"), dir.path().join("s.out"));
+        std::fs::write(&g, b"old").unwrap();
+        std::fs::write(&s, b"old").unwrap();
+        engine.run_with(&job, &inputs, &partitioner, &OutputSpec::File(g.clone())).unwrap();
+        sort_records(&engine, &inputs, &OutputSpec::File(s.clone()), RecordShape::default()).unwrap();
+        let (g, s) = (std::fs::read(g).unwrap(), std::fs::read(s).unwrap());
+        assert!(g == s && g.len() == data.len());
+        assert_eq!(crate::testutil::names(dir.path()), ["g", "g.out", "in", "s", "s.out"]);
     }
 }

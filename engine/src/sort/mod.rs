@@ -76,21 +76,30 @@
 //! a chunk is sorted (they stay in the page cache after); out of core, the pages of each
 //! chunk are released from the process once its run is written.
 //!
-//! # Options that do not apply
+//! # Settings
 //!
-//! Runs and outputs are written with positioned writes from every thread (`pwrite`), not
-//! through an [`IoBackend`](spillway_shuffle::IoBackend); runs are read with `pread` into
-//! buffers of bounded size. Inputs are read as [`Inputs`] was opened (mmap or pread).
-//! Outputs go under a temporary name and are renamed into place; without `sync`, an existing
-//! output file is swapped out rather than renamed over ([`TempFile::replace_unsynced`]: ext4 would
-//! otherwise write the whole new output to disk inside the `rename`, 0.5-1.3 s per GiB here).
+//! The sort takes an [`Engine`]: its threads, partitions (the part files of
+//! [`OutputSpec::Dir`]), memory budget, open-run bound F, spill directory, progress counters,
+//! metrics file, memory sampling and `sync` are set and checked once, by
+//! [`EngineBuilder::build`] (a thread share under 16 KiB or a budget above the machine's
+//! memory is refused as it is for every job); the records' own shape is a [`RecordShape`].
+//! Some engine settings do not apply: runs and outputs are written with positioned writes from
+//! every thread (`pwrite`), not through the engine's [`IoBackend`](spillway_shuffle::IoBackend);
+//! runs are read with `pread` into buffers of bounded size; inputs are read as [`Inputs`] was
+//! opened (mmap or pread), whatever the engine's read mode; there are no splits, and no job
+//! code to retry (`max_attempts`). Outputs are the engine's: a file under a temporary name
+//! renamed into place, a device, FIFO or standard output written in order, part files in a
+//! staging directory. Without
+//! [`EngineBuilder::sync`], an existing output file is swapped out rather than renamed over
+//! ([`TempFile::replace_unsynced`]: ext4 would otherwise write the whole new output to disk
+//! inside the `rename`, 0.5-1.3 s per GiB here).
 //!
 //! # Modules
 //!
 //! - `records`: the mapped inputs as one sequence of fixed-size records, and sampling.
 //! - `radix`: entries (key bytes and record index in a `u128`), their radix sort, sort tasks.
 //! - `chunk`: sorting one chunk in memory and gathering its records into the output.
-//! - `sink`: output files, part files, destinations and the shared writer thread.
+//! - `sink`: part files, the destinations of pieces of output and the shared writer thread.
 //! - `external`: runs and the parallel loser-tree merge, intermediate merges.
 //! - `generic`: the generic path ([`RecordSortJob`], [`sample_partitioner`]).
 //!
@@ -98,22 +107,22 @@
 //! [`prefetch_read`]: spillway_shuffle::io::prefetch_read
 //! [`plan_merges`]: spillway_shuffle::plan_merges
 //! [`TempFile::replace_unsynced`]: crate::TempFile::replace_unsynced
+//! [`EngineBuilder::build`]: crate::EngineBuilder::build
+//! [`EngineBuilder::sync`]: crate::EngineBuilder::sync
 
 use std::fs::File;
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use serde::Serialize;
-use spillway_shuffle::{RangePartitioner, limits};
+use spillway_shuffle::RangePartitioner;
 
+use crate::engine::Engine;
 use crate::error::{ConfigError, Error, Result};
 use crate::input::Inputs;
-use crate::metrics::{AnonSampler, Metrics, Phase, PhaseTimes, Progress, peak_rss};
-use crate::output::{OutputSpec, StagedDir, commit_with_metrics, fresh_token, sync_parent};
+use crate::metrics::{AnonSampler, Metrics, Phase, PhaseTimes, peak_rss};
+use crate::output::{Destination, OutputSpec, StagedDir, commit_with_metrics, fresh_token};
 use crate::spill::SpillDir;
-use crate::{DEFAULT_MEMORY_BUDGET, MIN_MEMORY_BUDGET};
 
 mod chunk;
 mod external;
@@ -128,7 +137,7 @@ use chunk::sort_chunk;
 use external::{Run, RunStats, merge_runs, merge_until_fits};
 use radix::INDEX_MASK;
 use records::Records;
-use sink::{OutFile, SharedWriter, Sink, Stream, stitch};
+use sink::{SharedWriter, Sink, stitch};
 
 /// The Sort Benchmark's record length.
 pub const RECORD_SIZE: usize = 100;
@@ -141,92 +150,44 @@ const MAX_WRITE_BUFFER: usize = 4 << 20;
 /// Merge pieces per thread when merging into one file.
 const PIECES_PER_THREAD: usize = 4;
 
-/// Settings of [`sort_records`]. Build with struct update syntax from the default:
+/// The records [`sort_records`] sorts: their length and the length of their key (the rest of
+/// its settings are the [`Engine`]'s). The default is the Sort Benchmark's.
 ///
 /// ```
-/// let options = spillway_engine::sort::SortOptions { threads: 2, ..Default::default() };
-/// assert_eq!(options.record_size, 100);
+/// let shape = spillway_engine::sort::RecordShape::default();
+/// assert_eq!((shape.record_size, shape.key_size), (100, 10));
 /// ```
-#[derive(Debug, Clone)]
-pub struct SortOptions {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordShape {
     /// Record length in bytes (default 100).
     pub record_size: usize,
     /// Key length in bytes, at most the record length (default 10). Records are ordered by
     /// key, equal keys by the rest of the record (see the module docs: the output does not
     /// depend on it); it decides what counts as a duplicate key in the metrics.
     pub key_size: usize,
-    /// Threads (default: the number of CPUs).
-    pub threads: usize,
-    /// Part files with [`OutputSpec::Dir`] (default 16).
-    pub partitions: u32,
-    /// Memory budget in bytes (default 1 GiB, at least 64 KiB); see the module docs.
-    pub memory_budget: u64,
-    /// The most runs one merge reads at once, F (default: from `RLIMIT_NOFILE`).
-    pub max_open_runs: Option<usize>,
-    /// Parent of the job's spill directory (default: `$TMPDIR` or `/tmp`).
-    pub spill_dir: Option<PathBuf>,
-    /// `fsync` output files before renaming them into place (default true).
-    pub sync: bool,
-    /// Live counters for a progress display.
-    pub progress: Arc<Progress>,
-    /// Sample the anonymous memory while sorting, for `peak_anon_bytes` in the metrics (a
-    /// thread of its own; default off).
-    pub sample_memory: bool,
-    /// Also write the metrics (JSON) into this file, committed with the output: written
-    /// before the output is put in place, so that a metrics file that cannot be written fails
-    /// the sort with no output (default none).
-    pub metrics_file: Option<PathBuf>,
 }
 
-impl Default for SortOptions {
+impl Default for RecordShape {
     fn default() -> Self {
-        SortOptions {
-            record_size: RECORD_SIZE,
-            key_size: KEY_SIZE,
-            threads: std::thread::available_parallelism().map_or(1, usize::from),
-            partitions: 16,
-            memory_budget: DEFAULT_MEMORY_BUDGET,
-            max_open_runs: None,
-            spill_dir: None,
-            sync: true,
-            progress: Arc::default(),
-            sample_memory: false,
-            metrics_file: None,
-        }
+        RecordShape { record_size: RECORD_SIZE, key_size: KEY_SIZE }
     }
 }
 
-impl SortOptions {
-    /// Checks the settings.
+impl RecordShape {
+    /// Checks the shape.
     ///
     /// # Errors
     ///
-    /// A zero record size, a key size of zero or longer than a record, zero threads or
-    /// partitions, a budget under 64 KiB, F under 2.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let fail = |m: String| Err(ConfigError(m));
+    /// A zero record size, a key size of zero or longer than a record.
+    pub fn check(&self) -> Result<(), ConfigError> {
         if self.record_size == 0 {
-            return fail("record size must be at least 1 byte".into());
+            return Err(ConfigError("record size must be at least 1 byte".into()));
         }
         if self.key_size == 0 || self.key_size > self.record_size {
-            return fail(format!(
+            return Err(ConfigError(format!(
                 "key size {} must be between 1 and the record size {}",
                 self.key_size, self.record_size
-            ));
-        }
-        if self.threads == 0 {
-            return fail("threads must be at least 1".into());
-        }
-        if self.partitions == 0 {
-            return fail("partitions must be at least 1".into());
-        }
-        if self.memory_budget < MIN_MEMORY_BUDGET {
-            return fail(format!("memory budget {} is below the 64K minimum", self.memory_budget));
-        }
-        if let Some(f) = self.max_open_runs
-            && f < 2
-        {
-            return fail(format!("max open runs must be at least 2 (got {f})"));
+            )));
         }
         Ok(())
     }
@@ -276,14 +237,20 @@ struct Plan {
     count_duplicates: bool,
 }
 
-/// Sorts the records of `inputs` into `output` (see the module docs for the order, the
-/// algorithm and the memory budget). [`OutputSpec::File`] gets every record in order;
-/// [`OutputSpec::Dir`] gets `options.partitions` part files whose concatenation is in order,
-/// and `_SUCCESS` holding the metrics as JSON.
+/// Sorts the records of `inputs` into `output` with the settings of `engine` (see the module
+/// docs for the order, the algorithm and the memory budget). [`OutputSpec::File`] gets every
+/// record in order; [`OutputSpec::Dir`] gets the engine's `partitions` part files whose
+/// concatenation is in order, and `_SUCCESS` holding the metrics as JSON.
+///
+/// The engine's threads, partitions, memory budget, open-run bound F, spill directory,
+/// progress counters, metrics file, memory sampling and [`sync`](crate::EngineBuilder::sync)
+/// apply as they do to its jobs (and were checked by
+/// [`EngineBuilder::build`](crate::EngineBuilder::build)); its split size, I/O backend, read
+/// mode and `max_attempts` do not (see the module docs).
 ///
 /// ```
-/// use spillway_engine::sort::{SortOptions, sort_records};
-/// use spillway_engine::{Inputs, OutputSpec};
+/// use spillway_engine::sort::{RecordShape, sort_records};
+/// use spillway_engine::{Engine, Inputs, OutputSpec};
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let dir = tempfile::tempdir()?;
@@ -291,8 +258,9 @@ struct Plan {
 /// std::fs::write(dir.path().join("b"), b"aa5bb1")?;
 /// let inputs = Inputs::new([dir.path().join("a"), dir.path().join("b")])?;
 /// let out = dir.path().join("sorted");
-/// let options = SortOptions { record_size: 3, key_size: 2, threads: 2, ..Default::default() };
-/// let metrics = sort_records(&inputs, &OutputSpec::File(out.clone()), &options)?;
+/// let engine = Engine::builder().threads(2).build()?;
+/// let shape = RecordShape { record_size: 3, key_size: 2 };
+/// let metrics = sort_records(&engine, &inputs, &OutputSpec::File(out.clone()), shape)?;
 /// assert_eq!(std::fs::read(out)?, b"aa5bb1bb9dd2");
 /// assert_eq!((metrics.records, metrics.duplicate_keys, metrics.passes), (4, 1, 1.0));
 /// # Ok(()) }
@@ -300,34 +268,49 @@ struct Plan {
 ///
 /// # Errors
 ///
-/// Invalid options; an input that is not a whole number of records ([`Error::Input`], naming
-/// the file); an output directory that already holds output; I/O errors (a full disk), naming
-/// the file. No output appears under its final name unless the sort succeeded.
-pub fn sort_records(inputs: &Inputs, output: &OutputSpec, options: &SortOptions) -> Result<SortMetrics> {
+/// An invalid [`RecordShape`]; an engine of several ranks (this sort runs in one process: run
+/// [`RecordSortJob`] across ranks); an input that is not a whole number of records
+/// ([`Error::Input`], naming the file); an output directory that already holds output; I/O
+/// errors (a full disk), naming the file. No output appears under its final name unless the
+/// sort succeeded.
+pub fn sort_records(
+    engine: &Engine,
+    inputs: &Inputs,
+    output: &OutputSpec,
+    shape: RecordShape,
+) -> Result<SortMetrics> {
     let started = Instant::now();
-    let sampler = AnonSampler::start(options.sample_memory);
-    options.validate()?;
-    let progress = &*options.progress;
+    shape.check()?;
+    if engine.cluster.size() > 1 {
+        return Err(ConfigError(format!(
+            "sort_records runs in one process, not across {} ranks: run RecordSortJob through the engine",
+            engine.cluster.size()
+        ))
+        .into());
+    }
+    let sampler = AnonSampler::start(engine.sample_memory);
+    let progress = &*engine.progress;
     progress.set_phase(Phase::Starting);
-    let records = Records::new(inputs, options.record_size)?;
+    let records = Records::new(inputs, shape.record_size)?;
     let n = records.len();
-    let size = options.record_size;
+    let size = shape.record_size;
     progress.bytes_total.store(records.bytes(), Ordering::Relaxed);
     // Part files go into a staging directory renamed into place at the end.
     let staged = match output {
         OutputSpec::Dir(dir) => Some(StagedDir::create(dir, fresh_token())?),
         _ => None,
     };
-    let threads = options.threads;
-    let budget = options.memory_budget;
+    let threads = engine.threads;
+    let budget = engine.memory_budget;
     let write_buffer = ((budget as usize / (4 * threads)).min(MAX_WRITE_BUFFER) / size).max(1) * size;
     let plan = Plan {
         size,
-        key_size: options.key_size,
+        key_size: shape.key_size,
         threads,
         write_buffer,
         budget,
-        max_open_runs: options.max_open_runs.unwrap_or_else(|| limits::default_max_open_runs(1)),
+        // One merge at a time opens its runs (its threads share them).
+        max_open_runs: engine.max_open_runs_for(1),
         count_duplicates: true,
     };
     // Each sorter's write buffer, and the writer thread's spare ones.
@@ -339,7 +322,7 @@ pub fn sort_records(inputs: &Inputs, output: &OutputSpec, options: &SortOptions)
     // Range boundaries: partitions of a directory output, and the pieces of a parallel merge.
     let pieces = threads * PIECES_PER_THREAD;
     let sample_size = match output {
-        OutputSpec::Dir(_) => SAMPLE_PER_PARTITION * options.partitions as usize,
+        OutputSpec::Dir(_) => SAMPLE_PER_PARTITION * engine.partitions as usize,
         _ if !in_memory => SAMPLE_PER_PARTITION * pieces,
         _ => 0,
     };
@@ -347,7 +330,7 @@ pub fn sort_records(inputs: &Inputs, output: &OutputSpec, options: &SortOptions)
     let mut sample = records.sample(sample_size, (!in_memory).then_some(inputs));
     let sample_records = sample.len() as u64;
     let partitioner = match output {
-        OutputSpec::Dir(_) => Some(RangePartitioner::from_sample(&mut sample, options.partitions)?),
+        OutputSpec::Dir(_) => Some(RangePartitioner::from_sample(&mut sample, engine.partitions)?),
         _ => None,
     };
     let splitters = RangePartitioner::from_sample(&mut sample, pieces as u32)?.boundaries().to_vec();
@@ -357,19 +340,18 @@ pub fn sort_records(inputs: &Inputs, output: &OutputSpec, options: &SortOptions)
         records.release(inputs);
     }
 
-    // The final output.
-    let out_file = match output {
-        OutputSpec::File(path) => Some(OutFile::create(path)?),
-        _ => None,
+    // The final output: a file or standard output, or part files.
+    let dest = match output {
+        OutputSpec::File(path) => Some(Destination::create(path)?),
+        OutputSpec::Stdout => Some(Destination::Stdout),
+        OutputSpec::Dir(_) => None,
     };
-    let sink = match (output, &out_file, &partitioner) {
-        (OutputSpec::File(_), Some(f), _) => f.sink(),
-        (OutputSpec::Dir(_), _, Some(p)) => Sink::Parts {
-            dir: staged.as_ref().expect("a directory output is staged").path(),
-            partitioner: p,
-            sync: options.sync,
-        },
-        _ => Sink::Stream(Stream::Stdout),
+    let sink = match (&dest, &staged, &partitioner) {
+        (Some(dest), _, _) => sink::sink(dest),
+        (None, Some(staged), Some(p)) => {
+            Sink::Parts { dir: staged.path(), partitioner: p, sync: engine.sync }
+        }
+        _ => unreachable!("a directory output is staged and partitioned"),
     };
 
     progress.set_phase(Phase::Map);
@@ -382,8 +364,7 @@ pub fn sort_records(inputs: &Inputs, output: &OutputSpec, options: &SortOptions)
         merged_done = sorted_done;
         stats.chunks = u64::from(n > 0);
     } else {
-        let spill_parent = options.spill_dir.clone().unwrap_or_else(std::env::temp_dir);
-        let spill = SpillDir::create(&spill_parent)?;
+        let spill = SpillDir::create(&engine.spill_dir)?;
         let chunks = n.div_ceil(capacity);
         let chunk_len = n.div_ceil(chunks);
         let mut entries = vec![0u128; chunk_len];
@@ -416,14 +397,14 @@ pub fn sort_records(inputs: &Inputs, output: &OutputSpec, options: &SortOptions)
     }
     let duplicate_keys = stitch(&pieces_written);
     let output_files = match output {
-        OutputSpec::Dir(_) => u64::from(options.partitions),
+        OutputSpec::Dir(_) => u64::from(engine.partitions),
         _ => 1,
     };
     // The output's data is on disk before the sort is timed; it is put in place (with the
     // metrics file) once the metrics are known.
-    let mut out_file = out_file;
-    if let (Some(f), true) = (&mut out_file, options.sync) {
-        f.sync()?;
+    let mut dest = dest;
+    if let (Some(dest), true) = (&mut dest, engine.sync) {
+        dest.sync()?;
     }
     let finished = Instant::now();
     let input_bytes = records.bytes();
@@ -432,7 +413,7 @@ pub fn sort_records(inputs: &Inputs, output: &OutputSpec, options: &SortOptions)
         job: Metrics {
             ranks: 1,
             threads,
-            partitions: options.partitions,
+            partitions: engine.partitions,
             memory_budget: budget,
             max_open_runs: plan.max_open_runs,
             io_backend: "pwrite".into(),
@@ -462,7 +443,7 @@ pub fn sort_records(inputs: &Inputs, output: &OutputSpec, options: &SortOptions)
         },
         records: n as u64,
         record_size: size,
-        key_size: options.key_size,
+        key_size: shape.key_size,
         in_memory,
         runs: stats.runs,
         passes: if input_bytes == 0 { 0.0 } else { written as f64 / input_bytes as f64 },
@@ -472,17 +453,12 @@ pub fn sort_records(inputs: &Inputs, output: &OutputSpec, options: &SortOptions)
     metrics.job.peak_rss_bytes = peak_rss();
     metrics.job.peak_anon_bytes = sampler.finish();
     let json = serde_json::to_vec_pretty(&metrics).expect("metrics serialize");
-    commit_with_metrics(options.metrics_file.as_deref(), &json, || {
-        if let Some(f) = out_file {
-            f.commit(options.sync)?;
-            if options.sync
-                && let OutputSpec::File(path) = output
-            {
-                sync_parent(path);
-            }
+    commit_with_metrics(engine.metrics_file.as_deref(), &json, || {
+        if let Some(dest) = dest {
+            dest.commit(engine.sync)?;
         }
         match staged {
-            Some(staged) => staged.commit(&json, options.sync),
+            Some(staged) => staged.commit(&json, engine.sync),
             None => Ok(()),
         }
     })?;
@@ -493,6 +469,7 @@ pub fn sort_records(inputs: &Inputs, output: &OutputSpec, options: &SortOptions)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::EngineBuilder;
     use crate::output::part_name;
 
     /// A deterministic xorshift generator.
@@ -520,9 +497,16 @@ mod tests {
         recs.concat()
     }
 
-    fn sort_bytes(files: &[&[u8]], options: &SortOptions, dir_output: bool) -> (Vec<u8>, SortMetrics) {
+    /// Sorts `files` with the engine `builder` builds (spilling into a directory of the
+    /// test's own) into one file or part files; returns what the output holds.
+    fn sort_bytes(
+        files: &[&[u8]],
+        builder: &EngineBuilder,
+        shape: RecordShape,
+        dir_output: bool,
+    ) -> (Vec<u8>, SortMetrics) {
         let dir = tempfile::tempdir().unwrap();
-        let paths: Vec<PathBuf> = files
+        let paths: Vec<std::path::PathBuf> = files
             .iter()
             .enumerate()
             .map(|(i, data)| {
@@ -532,19 +516,18 @@ mod tests {
             })
             .collect();
         let inputs = Inputs::new(&paths).unwrap();
-        let options = SortOptions { spill_dir: Some(dir.path().join("spill")), ..options.clone() };
+        let engine = builder.clone().spill_dir(dir.path().join("spill")).build().unwrap();
+        let out = dir.path().join("out");
         if dir_output {
-            let out = dir.path().join("out");
-            let m = sort_records(&inputs, &OutputSpec::Dir(out.clone()), &options).unwrap();
+            let m = sort_records(&engine, &inputs, &OutputSpec::Dir(out.clone()), shape).unwrap();
             let mut all = Vec::new();
-            for p in 0..options.partitions {
+            for p in 0..m.job.partitions {
                 all.extend(std::fs::read(out.join(part_name(p))).unwrap());
             }
             assert!(out.join("_SUCCESS").exists());
             (all, m)
         } else {
-            let out = dir.path().join("out");
-            let m = sort_records(&inputs, &OutputSpec::File(out.clone()), &options).unwrap();
+            let m = sort_records(&engine, &inputs, &OutputSpec::File(out.clone()), shape).unwrap();
             assert_eq!(std::fs::read_dir(dir.path().join("spill")).map_or(0, |d| d.count()), 0);
             (std::fs::read(out).unwrap(), m)
         }
@@ -555,23 +538,28 @@ mod tests {
         let a = random_records(1, 3000, 100, 255);
         let b = random_records(2, 1777, 100, 4); // many duplicate keys
         let expected = reference(&[a.clone(), b.clone()].concat(), 100);
-        let base = SortOptions { threads: 2, partitions: 5, ..Default::default() };
-        let (got, m) = sort_bytes(&[&a, &b], &base, false);
+        let tera = RecordShape::default();
+        let base = Engine::builder().threads(2).partitions(5);
+        let (got, m) = sort_bytes(&[&a, &b], &base, tera, false);
         assert!(got == expected && m.in_memory && m.passes == 1.0);
-        let small = SortOptions { memory_budget: 64 << 10, ..base.clone() };
-        let (got, m) = sort_bytes(&[&a, &b], &small, false);
+        let small = base.clone().memory_budget(64 << 10);
+        let (got, m) = sort_bytes(&[&a, &b], &small, tera, false);
         assert!(got == expected, "out of core");
         assert!(!m.in_memory && m.runs > 2 && m.passes == 2.0, "{m:?}");
-        let f2 = SortOptions { max_open_runs: Some(2), ..small.clone() };
-        let (got, m) = sort_bytes(&[&a, &b], &f2, false);
+        let f2 = small.clone().max_open_runs(2);
+        let (got, m) = sort_bytes(&[&a, &b], &f2, tera, false);
         assert!(got == expected && m.job.merge_steps > 0 && m.passes > 2.0 && m.job.max_fan_in == 2, "{m:?}");
-        for options in [&base, &small, &f2] {
-            let (got, m) = sort_bytes(&[&a, &b], options, true);
+        for builder in [&base, &small, &f2] {
+            let (got, m) = sort_bytes(&[&a, &b], builder, tera, true);
             assert!(got == expected, "parts");
             assert_eq!(m.job.output_files, 5);
         }
-        let one = SortOptions { threads: 1, partitions: 1, ..small };
-        assert!(sort_bytes(&[&a, &b], &one, false).0 == expected);
+        let one = small.threads(1).partitions(1);
+        assert!(sort_bytes(&[&a, &b], &one, tera, false).0 == expected);
+        // Without sync: the same bytes (an existing output swapped out unflushed).
+        let unsynced = base.sync(false);
+        assert!(sort_bytes(&[&a, &b], &unsynced, tera, false).0 == expected);
+        assert!(sort_bytes(&[&a, &b], &unsynced, tera, true).0 == expected);
     }
 
     #[test]
@@ -579,27 +567,22 @@ mod tests {
         for (size, key) in [(7, 3), (1, 1), (16, 16), (128, 20)] {
             let data = random_records(size as u64, 2500, size, 3);
             let expected = reference(&data, size);
+            let shape = RecordShape { record_size: size, key_size: key };
             for budget in [64 << 10, 1 << 30] {
-                let options = SortOptions {
-                    record_size: size,
-                    key_size: key,
-                    threads: 2,
-                    partitions: 3,
-                    memory_budget: budget,
-                    ..Default::default()
-                };
-                let (got, m) = sort_bytes(&[&data, &[]], &options, false);
+                let builder = Engine::builder().threads(2).partitions(3).memory_budget(budget);
+                let (got, m) = sort_bytes(&[&data, &[]], &builder, shape, false);
                 assert!(got == expected, "size {size} budget {budget}");
                 let dups = expected.chunks_exact(size).collect::<Vec<_>>();
                 let dups = dups.windows(2).filter(|w| w[0][..key] == w[1][..key]).count() as u64;
                 assert_eq!(m.duplicate_keys, dups, "size {size} key {key} budget {budget}");
-                let (parts, _) = sort_bytes(&[&data], &options, true);
+                let (parts, _) = sort_bytes(&[&data], &builder, shape, true);
                 assert!(parts == expected);
             }
         }
-        let (got, m) = sort_bytes(&[&[]], &SortOptions::default(), false);
+        let tera = RecordShape::default();
+        let (got, m) = sort_bytes(&[&[]], &Engine::builder(), tera, false);
         assert!(got.is_empty() && m.records == 0);
-        let (got, m) = sort_bytes(&[&[]], &SortOptions { partitions: 3, ..Default::default() }, true);
+        let (got, m) = sort_bytes(&[&[]], &Engine::builder().partitions(3), tera, true);
         assert_eq!(m.job.output_files, 3);
         assert!(got.is_empty());
     }
@@ -610,8 +593,9 @@ mod tests {
         let p = dir.path().join("odd.dat");
         std::fs::write(&p, [0u8; 250]).unwrap();
         let inputs = Inputs::new([&p]).unwrap();
-        let err = sort_records(&inputs, &OutputSpec::File(dir.path().join("o")), &SortOptions::default())
-            .unwrap_err();
+        let engine = Engine::builder().build().unwrap();
+        let out = OutputSpec::File(dir.path().join("o"));
+        let err = sort_records(&engine, &inputs, &out, RecordShape::default()).unwrap_err();
         assert!(err.is_input_error());
         let text = err.to_string();
         assert!(
@@ -619,7 +603,9 @@ mod tests {
             "{text}"
         );
         assert!(!dir.path().join("o").exists());
-        let bad = SortOptions { key_size: 101, ..Default::default() };
-        assert!(bad.validate().is_err());
+        let bad = RecordShape { key_size: 101, ..RecordShape::default() };
+        assert!(bad.check().is_err());
+        let err = sort_records(&engine, &inputs, &out, bad).unwrap_err();
+        assert!(err.to_string().contains("key size 101"), "{err}");
     }
 }

@@ -1,72 +1,25 @@
-//! Where sorted records go: output files written under a temporary name or in place
-//! ([`OutFile`]), part files written into the staging directory ([`write_part`]), the destinations of one
-//! piece of output ([`Dest`]), the writer thread shared by the sorters ([`SharedWriter`]),
-//! the output of a whole sort ([`Sink`]), and what writing a piece found ([`Piece`]).
+//! Where sorted records go: part files written into the staging directory ([`write_part`]),
+//! the destinations of one piece of output ([`Dest`]), the writer thread shared by the sorters
+//! ([`SharedWriter`]), the output of a whole sort ([`Sink`]), and what writing a piece found
+//! ([`Piece`]). An output file is the engine's [`Destination`].
 
 use std::fs::File;
-use std::io::Write;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use spillway_shuffle::RangePartitioner;
 
 use super::Plan;
 use crate::error::{Error, Result};
-use crate::output::{FileDestination, TempFile, file_destination, open_in_place};
+use crate::output::Destination;
 use crate::pool::{self, FirstError};
 
-/// An output file: a regular file is written under a temporary name ([`TempFile`]: removed
-/// should the job fail or be interrupted) and put in place by `commit`; a device or FIFO is
-/// written in place, in order (see [`file_destination`]).
-#[derive(Debug)]
-pub(super) enum OutFile {
-    Replace(TempFile),
-    InPlace { file: File, path: PathBuf },
-}
-
-impl OutFile {
-    pub(super) fn create(path: &Path) -> Result<Self> {
-        match file_destination(path)? {
-            FileDestination::Replace(path) => Ok(OutFile::Replace(TempFile::create(&path)?)),
-            FileDestination::InPlace(path) => Ok(OutFile::InPlace { file: open_in_place(&path)?, path }),
-        }
-    }
-
-    /// The file written, and the name its errors give.
-    pub(super) fn file(&self) -> (&File, &Path) {
-        match self {
-            OutFile::Replace(temp) => (temp.file(), temp.path()),
-            OutFile::InPlace { file, path } => (file, path),
-        }
-    }
-
-    /// How the sorters write it: at positions, or (a device or FIFO) in order.
-    pub(super) fn sink(&self) -> Sink<'_> {
-        match self.file() {
-            (file, path) if matches!(self, OutFile::Replace(_)) => Sink::File(file, path),
-            (file, path) => Sink::Stream(Stream::File(file, path)),
-        }
-    }
-
-    /// `fsync`s a replacing file (once: [`OutFile::commit`] then skips it).
-    pub(super) fn sync(&mut self) -> Result<()> {
-        match self {
-            OutFile::Replace(temp) => temp.sync(),
-            OutFile::InPlace { .. } => Ok(()),
-        }
-    }
-
-    /// Puts the file in place: `fsync`ed and renamed when `sync` (the caller `fsync`s the
-    /// directory), otherwise swapped in without flushing ([`TempFile::replace_unsynced`]).
-    pub(super) fn commit(self, sync: bool) -> Result<()> {
-        match self {
-            OutFile::Replace(mut temp) if sync => {
-                temp.sync()?;
-                temp.rename().map(drop)
-            }
-            OutFile::Replace(temp) => temp.replace_unsynced(),
-            OutFile::InPlace { .. } => Ok(()),
-        }
+/// How the sorters write `dest`: at positions (a replacing file), or in order (a device,
+/// FIFO or standard output).
+pub(super) fn sink(dest: &Destination) -> Sink<'_> {
+    match dest.positioned() {
+        Some((file, path)) => Sink::File(file, path),
+        None => Sink::Stream(dest),
     }
 }
 
@@ -86,14 +39,6 @@ pub(super) fn write_part(
     Ok(piece)
 }
 
-/// Output written in order by one thread.
-#[derive(Debug, Clone, Copy)]
-pub(super) enum Stream<'f> {
-    Stdout,
-    /// A device or FIFO named as the output file.
-    File(&'f File, &'f Path),
-}
-
 /// Where a piece of output goes.
 pub(super) enum Dest<'f> {
     /// Positioned writes into a file of this thread's own.
@@ -101,7 +46,7 @@ pub(super) enum Dest<'f> {
     /// Positioned writes into a file shared by the threads, done by its writer thread.
     Shared { writer: &'f SharedWriter, offset: u64 },
     /// In order, by one thread.
-    Stream(Stream<'f>),
+    Stream(&'f Destination),
 }
 
 impl Dest<'_> {
@@ -118,14 +63,7 @@ impl Dest<'_> {
                 writer.hand_over(*offset, data);
                 *offset += len;
             }
-            Dest::Stream(Stream::Stdout) => std::io::stdout()
-                .lock()
-                .write_all(data)
-                .map_err(|e| Error::io("write", "standard output", e))?,
-            Dest::Stream(Stream::File(file, path)) => {
-                let mut file: &File = file;
-                file.write_all(data).map_err(|e| Error::io("write", *path, e))?
-            }
+            Dest::Stream(dest) => dest.write_in_order(data)?,
         }
         Ok(())
     }
@@ -200,7 +138,7 @@ pub(super) enum Sink<'f> {
     /// One part file per partition of `partitioner`, in `dir`.
     Parts { dir: &'f Path, partitioner: &'f RangePartitioner, sync: bool },
     /// Standard output, or a device or FIFO: in order, by one thread.
-    Stream(Stream<'f>),
+    Stream(&'f Destination),
 }
 
 /// What writing a piece of the output found: its records and keys at both ends (for

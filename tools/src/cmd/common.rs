@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use spillway_engine::shuffle::{IoBackend, Partitioner, ReadMode};
 use spillway_engine::{
-    ConfigError, DEFAULT_MAX_ATTEMPTS, Engine, FileDestination, Inputs, Job, MIN_MEMORY_BUDGET, OutputSpec,
-    Progress, TempFile, parent_dir,
+    ConfigError, DEFAULT_MAX_ATTEMPTS, Engine, EngineBuilder, FileDestination, Inputs, Job,
+    MIN_MEMORY_BUDGET, OutputSpec, Progress, TempFile, parent_dir,
 };
 
 /// An error in the user's input found by the tool itself (exit status 3).
@@ -196,49 +196,39 @@ impl JobOptions {
     /// Builds the engine, runs `job`, shows progress, reports metrics. Built with the `mpi`
     /// feature, runs across the ranks of `mpirun` (rank 0 shows progress and metrics).
     pub fn run_job<J: Job>(&self, job: &J, inputs: &Inputs) -> anyhow::Result<ExitCode> {
-        self.run_job_with(job, inputs, None)
+        self.run_job_with(self.engine_builder(), job, inputs, None)
     }
 
-    /// As [`JobOptions::run_job`], routing keys with `partitioner` instead of hashing.
+    /// As [`JobOptions::run_job`], with the engine `builder` describes (from
+    /// [`JobOptions::engine_builder`]), routing keys with `partitioner` instead of hashing.
     pub fn run_job_with<J: Job>(
         &self,
+        builder: EngineBuilder,
         job: &J,
         inputs: &Inputs,
         partitioner: Option<&dyn Partitioner>,
     ) -> anyhow::Result<ExitCode> {
         #[cfg(feature = "mpi")]
         {
-            mpi_run::run(self, job, inputs, partitioner)
+            mpi_run::run(self, builder, job, inputs, partitioner)
         }
         #[cfg(not(feature = "mpi"))]
         {
-            self.run_on(job, inputs, partitioner, Arc::new(spillway_engine::Local))
+            self.run_on(builder, job, inputs, partitioner, Arc::new(spillway_engine::Local))
         }
     }
 
-    /// Runs `job` on `cluster`; only rank 0 shows progress and prints metrics.
-    pub fn run_on<J: Job>(
-        &self,
-        job: &J,
-        inputs: &Inputs,
-        partitioner: Option<&dyn Partitioner>,
-        cluster: Arc<dyn spillway_engine::Cluster>,
-    ) -> anyhow::Result<ExitCode> {
-        let quiet = self.quiet || cluster.rank() != 0;
-        let progress = Arc::new(Progress::default());
+    /// The engine these options describe (the one place where the flags become engine
+    /// settings, for the jobs and for `sort`), before progress and the cluster are added.
+    pub fn engine_builder(&self) -> EngineBuilder {
         let mut builder = Engine::builder()
             .partitions(self.partitions)
             .memory_budget(self.memory)
             .io(self.io)
             .read_mode(self.read)
-            .progress(Arc::clone(&progress))
             .sample_memory(true) // for peak_anon_bytes in the metrics
             .max_attempts(self.max_attempts)
-            .resume(self.resume)
-            .cluster(cluster);
-        if self.resume {
-            let _ = RESUMABLE.set(Arc::clone(&progress));
-        }
+            .resume(self.resume);
         if let Some(t) = self.threads {
             builder = builder.threads(t);
         }
@@ -254,7 +244,26 @@ impl JobOptions {
         if let Some(path) = &self.metrics {
             builder = builder.metrics_file(path); // committed with the output
         }
-        let engine = builder.build().map_err(UsageError::from)?;
+        builder
+    }
+
+    /// Runs `job` on `cluster` with the engine `builder` describes; only rank 0 shows
+    /// progress and prints metrics.
+    pub fn run_on<J: Job>(
+        &self,
+        builder: EngineBuilder,
+        job: &J,
+        inputs: &Inputs,
+        partitioner: Option<&dyn Partitioner>,
+        cluster: Arc<dyn spillway_engine::Cluster>,
+    ) -> anyhow::Result<ExitCode> {
+        let quiet = self.quiet || cluster.rank() != 0;
+        let progress = Arc::new(Progress::default());
+        if self.resume {
+            let _ = RESUMABLE.set(Arc::clone(&progress));
+        }
+        let engine =
+            builder.progress(Arc::clone(&progress)).cluster(cluster).build().map_err(UsageError::from)?;
         let output = self.check_paths(inputs)?;
         if let Some(warning) = many_part_files(&output, self.partitions).filter(|_| !quiet) {
             eprint_line(warning);
@@ -394,6 +403,7 @@ mod mpi_run {
 
     pub fn run<J: Job>(
         options: &JobOptions,
+        builder: spillway_engine::EngineBuilder,
         job: &J,
         inputs: &Inputs,
         partitioner: Option<&dyn spillway_engine::shuffle::Partitioner>,
@@ -421,7 +431,7 @@ mod mpi_run {
                 mpi::topology::SimpleCommunicator::world().abort(crate::EXIT_FAILURE.into());
             }));
         }
-        match options.run_on(job, inputs, partitioner, Arc::new(MpiCluster::world())) {
+        match options.run_on(builder, job, inputs, partitioner, Arc::new(MpiCluster::world())) {
             Ok(code) => Ok(code),
             Err(err) if size > 1 => {
                 // Disagreement is found by every rank at once: rank 0 reports it, all exit.

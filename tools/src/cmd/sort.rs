@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use spillway_engine::Progress;
-use spillway_engine::sort::{RecordSortJob, SortOptions, sample_partitioner, sort_records};
+use spillway_engine::sort::{RecordShape, RecordSortJob, sample_partitioner, sort_records};
 
 use super::common::{JobOptions, ProgressBar, UsageError, parse_positive};
 
@@ -48,8 +48,9 @@ pub struct Args {
     /// sorter. Same output, several times slower; for comparison.
     #[arg(long)]
     generic: bool,
-    /// Do not fsync the output before renaming it into place (faster; a crash may lose it). The
-    /// generic path always fsyncs.
+    /// Do not fsync the output (the file, or the part files and _SUCCESS) before putting it in
+    /// place (faster; a crash soon after may lose it, never leaving part of it under its final
+    /// name). Applies to --generic too.
     #[arg(long)]
     no_sync: bool,
     #[command(flatten)]
@@ -72,38 +73,28 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut args = args;
     args.job.out_may_be_input = true; // sorting a file in place, as GNU sort -o does
     let job = &args.job;
+    // One engine for both paths: its settings are set and checked in one place.
+    let builder = job.engine_builder().sync(!args.no_sync);
     if args.generic || parallel {
         let inputs = job.inputs(&args.inputs)?;
         // Before sampling reads the inputs (the job checks them again when it starts).
         job.check_paths(&inputs)?;
         let partitioner = sample_partitioner(&inputs, args.record_size, job.partitions)?;
         return job.run_job_with(
+            builder,
             &RecordSortJob { record_size: args.record_size },
             &inputs,
             Some(&partitioner),
         );
     }
-    let threads = job.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
     let progress = Arc::new(Progress::default());
-    let options = SortOptions {
-        record_size: args.record_size,
-        key_size: args.key_size,
-        threads,
-        partitions: job.partitions,
-        memory_budget: job.memory,
-        max_open_runs: job.max_open_runs,
-        spill_dir: job.spill_dir.clone(),
-        sync: !args.no_sync,
-        progress: Arc::clone(&progress),
-        sample_memory: true,
-        metrics_file: job.metrics.clone(), // committed with the output
-    };
-    options.validate().map_err(UsageError::from)?;
+    let engine = builder.progress(Arc::clone(&progress)).build().map_err(UsageError::from)?;
+    let shape = RecordShape { record_size: args.record_size, key_size: args.key_size };
     let inputs = job.inputs(&args.inputs)?;
     let output = job.check_paths(&inputs)?;
     let bar =
         (!job.quiet && std::io::stderr().is_terminal()).then(|| ProgressBar::start(Arc::clone(&progress)));
-    let result = sort_records(&inputs, &output, &options).map(|m| serde_json::to_string_pretty(&m));
+    let result = sort_records(&engine, &inputs, &output, shape).map(|m| serde_json::to_string_pretty(&m));
     if let Some(bar) = bar {
         bar.finish();
     }
