@@ -330,3 +330,49 @@ fn without_resume_no_job_directory_is_made() {
         stderr(&output)
     );
 }
+
+/// `sort --resume` goes through the engine (whose runs are journaled): killed in its map,
+/// merge and commit, it resumes to the specialized sort's output.
+#[test]
+fn a_killed_sort_resumes_to_the_sorted_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("records");
+    let gen_out =
+        Command::new(spillway_bin()).args(["gen", "records", "20000"]).arg(&input).output().unwrap();
+    assert!(gen_out.status.success(), "{}", stderr(&gen_out));
+    let sorted = dir.path().join("sorted");
+    let sort = |out: &Path, extra: &[&str], failpoints: &str| {
+        Command::new(spillway_bin())
+            .args([
+                "sort",
+                "-q",
+                "-t",
+                "2",
+                "--memory",
+                "256K",
+                "--max-open-runs",
+                "2",
+                "--split-size",
+                "64K",
+            ])
+            .args(extra)
+            .arg("-o")
+            .arg(out)
+            .arg(&input)
+            .env("SPILLWAY_FAILPOINTS", failpoints)
+            .output()
+            .unwrap()
+    };
+    assert!(sort(&sorted, &[], "").status.success());
+    let expected = std::fs::read(&sorted).unwrap();
+    for point in ["map.commit=2", "merge.step=3", "merge.inputs=5", "reduce.partition=1", "commit.output=1"] {
+        let out = dir.path().join(format!("out-{point}"));
+        let killed = sort(&out, &["--resume"], &format!("{point}:abort"));
+        assert_eq!(killed.status.signal(), Some(libc_sigabrt()), "{point}: {}", stderr(&killed));
+        assert!(!out.exists(), "{point}");
+        let resumed = sort(&out, &["--resume"], "");
+        assert!(resumed.status.success(), "{point}: {}", stderr(&resumed));
+        assert!(std::fs::read(&out).unwrap() == expected, "{point}: the sorted records");
+        assert!(!job_dir(&out).exists(), "{point}");
+    }
+}

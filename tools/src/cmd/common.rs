@@ -144,7 +144,7 @@ pub struct JobOptions {
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_ATTEMPTS, value_parser = parse_attempts)]
     pub max_attempts: u32,
     /// Make the job resumable: its runs and a journal of what is done go into
-    /// .<output name>.spillway-job/ beside the output (not --spill-dir), kept when the job is
+    /// .NAME.spillway-job/ beside the output NAME (not into --spill-dir), kept when the job is
     /// killed, fails or is interrupted (SIGINT, SIGTERM, SIGHUP: it stops at once, saying how
     /// far it got). The same command with --resume again goes on from there, mapping only
     /// what is not done; a changed input or setting is refused. The directory is removed

@@ -45,7 +45,8 @@ pub struct Args {
     key_size: usize,
     /// Run as a generic MapReduce job through the engine (whole records as keys, a sampled
     /// range partitioner, the engine's spills and merges) instead of the specialized record
-    /// sorter. Same output, several times slower; for comparison.
+    /// sorter. Same output, several times slower. --resume takes this path too (the engine's
+    /// runs are what a resumable job journals).
     #[arg(long)]
     generic: bool,
     /// Do not fsync the output (the file, or the part files and _SUCCESS) before putting it in
@@ -75,7 +76,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let job = &args.job;
     // One engine for both paths: its settings are set and checked in one place.
     let builder = job.engine_builder().sync(!args.no_sync);
-    if args.generic || parallel {
+    if args.generic || parallel || job.resume {
         let inputs = job.inputs(&args.inputs)?;
         // Before sampling reads the inputs (the job checks them again when it starts).
         job.check_paths(&inputs)?;
