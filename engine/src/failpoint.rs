@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 pub const NAMES: &[(&str, &str)] = &[
     ("map.split", "after the job's map returned for a split, before the worker takes its output"),
     ("map.commit", "at a resumable job's map commit point: runs written and synced, not yet journaled"),
+    ("exchange.receive", "with several ranks: a run starts arriving from another rank"),
     ("merge.step", "a resumable job's merge step: output written and synced, not yet journaled"),
     ("merge.inputs", "a resumable job's merge step: journaled, its inputs not yet deleted"),
     (

@@ -128,6 +128,8 @@ pub(crate) struct Spiller<'s> {
     progress: &'s Progress,
     /// A resumable job's journal: runs are `fsync`ed, merge steps journaled.
     journal: Option<&'s JournalWriter>,
+    /// Prefix of run names (a resumable job's session and rank).
+    prefix: String,
 }
 
 impl std::fmt::Debug for Spiller<'_> {
@@ -155,14 +157,17 @@ impl<'s> Spiller<'s> {
             pool: Mutex::new(Pool::default()),
             progress,
             journal: None,
+            prefix: String::new(),
         }
     }
 
     /// Makes the runs durable for a resumable job: `fsync`ed when written, each merge step
-    /// journaled before its inputs are deleted; run numbers start after `last_run_number`.
-    pub(crate) fn journaled(mut self, journal: &'s JournalWriter, last_run_number: u64) -> Self {
+    /// journaled before its inputs are deleted; run names carry `prefix` (the session and
+    /// rank), so that they never meet the runs of another session or rank in the job
+    /// directory.
+    pub(crate) fn journaled(mut self, journal: &'s JournalWriter, prefix: &str) -> Self {
         self.journal = Some(journal);
-        self.seq = AtomicU64::new(last_run_number + 1);
+        self.prefix = prefix.to_owned();
         self
     }
 
@@ -173,7 +178,7 @@ impl<'s> Spiller<'s> {
 
     pub(crate) fn next_path(&self, kind: &str) -> PathBuf {
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
-        self.dir.join(format!("{kind}-{n:06}.run"))
+        self.dir.join(format!("{kind}-{}{n:06}.run", self.prefix))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Pool> {

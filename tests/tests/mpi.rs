@@ -430,3 +430,75 @@ fn a_failed_split_or_partition_is_retried_on_its_rank() {
     assert!(!never.exists());
     assert!(started.elapsed() < Duration::from_secs(120), "the job ends, it does not hang");
 }
+
+/// `--resume` under mpirun: one rank aborts at a failpoint (the launcher ends the job), and
+/// the job resumed with another number of ranks (2 -> 3, 3 -> 2) gives the single-process
+/// output, at ten or more points over map, commits, exchange, merges, reduce and commit.
+#[test]
+fn a_job_killed_on_one_rank_resumes_on_another_number_of_ranks() {
+    check_mpi_build();
+    let dir = tempfile::tempdir().unwrap();
+    let files = inputs(dir.path());
+    let files: Vec<&str> = files.iter().map(String::as_str).collect();
+    let base =
+        ["wordcount", "-q", "-r", "5", "--memory", "1M", "--max-open-runs", "2", "--split-size", "64K"];
+    let single = dir.path().join("single");
+    let mut args = base.to_vec();
+    args.extend(["--out-dir", single.to_str().unwrap()]);
+    args.extend(&files);
+    assert!(spillway(&args).status.success());
+    let expected = spillway_tests::read_parts(&single);
+    let points = [
+        ("map.split@1=5", 2, 3),
+        ("map.commit@0=1", 3, 2),
+        ("map.commit@1=2", 2, 3),
+        ("exchange.receive@1=1", 3, 2),
+        ("exchange.receive@0=2", 2, 3),
+        ("merge.step@0=1", 3, 2),
+        ("merge.inputs@1=1", 2, 3),
+        ("reduce.partition@1=1", 3, 2),
+        ("commit.output@0=1", 2, 3),
+        ("commit.finish@0=1", 3, 2),
+        ("map.commit@0=2", 3, 2),
+        ("reduce.partition@0=1", 2, 3),
+    ];
+    let (mut killed, mut reused, mut missed) = (0, 0, Vec::new());
+    for (point, first, then) in points {
+        let out = dir.path().join(format!("out-{point}"));
+        let mut args = base.to_vec();
+        args.extend(["--resume", "--out-dir", out.to_str().unwrap()]);
+        args.extend(&files);
+        let run = |np: usize, failpoints: &str| {
+            mpirun()
+                .env("SPILLWAY_FAILPOINTS", failpoints)
+                .args(["-n", &np.to_string()])
+                .arg(spillway_bin())
+                .args(&args)
+                .output()
+                .unwrap()
+        };
+        let first_run = run(first, &format!("{point}:abort"));
+        if first_run.status.success() {
+            // Never reached: the job finished.
+            assert_eq!(spillway_tests::read_parts(&out), expected, "{point}: finished");
+            missed.push(point);
+            continue;
+        }
+        killed += 1;
+        assert_eq!(out.exists(), point.starts_with("commit.finish"), "{point}: no output before the commit");
+        let resumed = run(then, "");
+        let stderr = String::from_utf8_lossy(&resumed.stderr);
+        assert!(resumed.status.success(), "{point}: resumed on {then} ranks: {stderr}");
+        assert_eq!(spillway_tests::read_parts(&out), expected, "{point}: resumed on {then} ranks");
+        let job_dir = dir.path().join(format!(".out-{point}.spillway-job"));
+        assert!(!job_dir.exists(), "{point}: the job directory is removed");
+        let success: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("_SUCCESS")).unwrap()).unwrap();
+        if success["resumed"]["splits_done"].as_u64().unwrap_or(0) > 0 {
+            reused += 1;
+        }
+    }
+    // (Which rank maps how many splits varies: a point or two may be missed.)
+    assert!(killed >= 10, "only {killed} of {} points were reached; not {missed:?}", points.len());
+    assert!(reused >= 7, "only {reused} of the resumed jobs kept mapped splits");
+}

@@ -53,6 +53,11 @@ fn job_dir(out: &Path) -> PathBuf {
     out.with_file_name(format!(".{}.spillway-job", out.file_name().unwrap().to_string_lossy()))
 }
 
+/// The journal of the first session of a one-rank job.
+fn journal(out: &Path) -> PathBuf {
+    job_dir(out).join("journal-s1-r0")
+}
+
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
@@ -82,7 +87,7 @@ fn kill_and_resume(
         // Nothing under the output's name before it is complete, unless the kill came after
         // the rename (commit.finish).
         assert_eq!(out.exists(), name == "commit.finish", "{what}: no output before completion");
-        assert!(job_dir(&out).join("journal").exists(), "{what}: the journal is kept");
+        assert!(journal(&out).exists(), "{what}: the journal is kept");
         let resumed = case.run(job, &[flag, out_arg], &["--resume"], "");
         assert!(resumed.status.success(), "{what}: resume failed: {}", stderr(&resumed));
         assert_eq!(Output2::read(&out, dir_output), *expected, "{what}: resumed output");
@@ -198,7 +203,7 @@ fn sigterm_stops_a_resumable_job_and_the_next_run_finishes_it() {
     cmd.args(["--resume", "--out-dir", out.to_str().unwrap()]);
     cmd.env("SPILLWAY_FAILPOINTS", "map.split=40:stall");
     let child = cmd.args(&case.inputs).stderr(std::process::Stdio::piped()).spawn().unwrap();
-    let journal = job_dir(&out).join("journal");
+    let journal = journal(&out);
     // Held there, the journal stops growing.
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     let (mut len, mut since) = (0, std::time::Instant::now());
@@ -268,7 +273,7 @@ fn a_different_job_is_refused_naming_the_difference() {
     assert_eq!(output.status.code(), Some(2), "{text}");
     let says = format!("input {} changed ({before} bytes then, {} now)", messy.display(), before + 11);
     assert!(text.contains(&says), "{text}");
-    assert!(job_dir(&out).join("journal").exists());
+    assert!(journal(&out).exists());
 }
 
 /// A flipped byte in a kept run is found when the job resumes: that run (and any sharing its
@@ -292,7 +297,7 @@ fn damaged_runs_and_journals_are_found_and_never_give_wrong_output() {
                 .filter(|p| p.extension().is_some_and(|e| e == "run"))
                 .collect()
         } else {
-            vec![dir.join("journal")]
+            vec![journal(&out)]
         };
         for victim in victims {
             let mut bytes = std::fs::read(&victim).unwrap();

@@ -204,6 +204,14 @@ pub trait Cluster: Send + Sync + std::fmt::Debug {
         buffer_bytes: usize,
         deliver: &mut dyn FnMut(InSection<'_>) -> Result<()>,
     ) -> Result<ExchangeStats>;
+    /// Gathers `bytes` from every rank on every rank (in rank order).
+    ///
+    /// # Errors
+    ///
+    /// A communication failure.
+    fn all_gather(&self, bytes: &[u8]) -> Result<Vec<Vec<u8>>> {
+        Ok(vec![bytes.to_vec()])
+    }
     /// Gathers `bytes` from every rank to rank 0 (in rank order); `None` on other ranks.
     ///
     /// # Errors

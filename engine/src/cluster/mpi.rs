@@ -512,6 +512,23 @@ impl Cluster for MpiCluster {
         Ok(())
     }
 
+    fn all_gather(&self, bytes: &[u8]) -> Result<Vec<Vec<u8>>> {
+        let world = SimpleCommunicator::world();
+        // Never empty: MPI refuses a receive buffer of no bytes (a null pointer). Each rank's
+        // bytes go with one leading byte, dropped again below.
+        let bytes: Vec<u8> = std::iter::once(0).chain(bytes.iter().copied()).collect();
+        let len = to_count(bytes.len(), "all-gather")?;
+        let mut lens = vec![0i32; self.size];
+        world.all_gather_into(&len, &mut lens[..]);
+        let displs = displacements(&lens);
+        let mut all = vec![0u8; lens.iter().sum::<i32>() as usize];
+        {
+            let mut p = PartitionMut::new(&mut all[..], &lens[..], &displs[..]);
+            world.all_gather_varcount_into(&bytes[..], &mut p);
+        }
+        Ok(lens.iter().zip(&displs).map(|(&l, &d)| all[d as usize + 1..(d + l) as usize].to_vec()).collect())
+    }
+
     fn gather(&self, bytes: &[u8]) -> Result<Option<Vec<Vec<u8>>>> {
         let world = SimpleCommunicator::world();
         let root = world.process_at_rank(0);

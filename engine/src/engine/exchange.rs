@@ -66,6 +66,7 @@ impl Engine {
         let buffers = usize::try_from(self.memory_budget).unwrap_or(usize::MAX);
         let mut stats = self.cluster.exchange(&outgoing, owner, buffers, &mut |s: InSection<'_>| {
             if current.as_ref().is_none_or(|(key, _)| *key != (s.source, s.run)) {
+                crate::failpoint::hit("exchange.receive");
                 if let Some((_, writer)) = current.take() {
                     received.push(writer.finish(false)?);
                 }
@@ -107,9 +108,16 @@ impl Engine {
         // would carry them: keep runs whole unless a merge will be needed.
         let kept = own.iter().filter(|&&b| b > 0).count();
         let merges = kept + received.len() > self.max_open_runs;
+        // A resumable job keeps its journaled map runs until it is done: resumed after a
+        // kill, it exchanges them again rather than mapping their splits again.
+        let remove = |path: &std::path::Path| {
+            if spiller.journal().is_none() {
+                let _ = std::fs::remove_file(path);
+            }
+        };
         for (i, (run, reader)) in runs.into_iter().zip(&readers).enumerate() {
             if own[i] == 0 {
-                let _ = std::fs::remove_file(&run.path);
+                remove(&run.path);
             } else if leaving[i] == 0 || !merges {
                 spiller.add(run);
             } else {
@@ -122,7 +130,7 @@ impl Engine {
                     }
                 }
                 spiller.add(writer.finish(false)?);
-                let _ = std::fs::remove_file(&run.path);
+                remove(&run.path);
             }
         }
         drop(readers);

@@ -142,12 +142,6 @@ impl Engine {
         // A resumable job goes on from what its job directory holds.
         let (job_dir, resumed) = match self.resume {
             true => {
-                if ranks > 1 {
-                    return Err(ConfigError(
-                        "resuming a job run by several ranks is not supported yet".into(),
-                    )
-                    .into());
-                }
                 let begin = Begin {
                     version: 1,
                     settings: agreement.settings.iter().map(|(name, d)| ((*name).to_owned(), *d)).collect(),
@@ -155,11 +149,18 @@ impl Engine {
                     inputs: inputs.files().iter().map(|f| f.identity()).collect(),
                     splits: splits.len() as u64,
                 };
-                let (dir, resumed) =
-                    JobDir::open::<J::Value>(output, &begin, partitioner.partitions(), self.read)?;
+                let (dir, resumed) = JobDir::open::<J::Value>(
+                    output,
+                    &begin,
+                    partitioner.partitions(),
+                    self.read,
+                    &*self.cluster,
+                )?;
                 if let Some(metrics) = resumed.committed.clone() {
                     // Killed after its output was committed: nothing left but the directory.
-                    dir.finish()?;
+                    if rank == 0 {
+                        dir.finish()?;
+                    }
                     progress.set_phase(Phase::Done);
                     return Ok(metrics);
                 }
@@ -199,12 +200,12 @@ impl Engine {
             Spiller::new(dir, partitioner.partitions(), self.io, self.read, self.max_open_runs, progress);
         let mut commit_bytes = map::COMMIT_BYTES;
         if let Some(job_dir) = &job_dir {
-            spiller = spiller.journaled(job_dir.journal(), resumed.last_run_number);
+            spiller = spiller.journaled(job_dir.journal(), job_dir.run_prefix());
             // Commit points often enough that a kill loses little: about 8 per thread and rank.
             let per_thread = inputs.total_bytes() / (8 * (self.threads * ranks) as u64);
             commit_bytes = per_thread.clamp(16 << 20, 256 << 20);
         }
-        let kept_runs = resumed.runs.len() as u64;
+        let kept_runs = resumed.runs.len() as u64; // this rank's share
         spiller.add_all(resumed.runs);
         let todo: Vec<usize> =
             (0..splits.len()).filter(|&i| !resumed.done.get(i).copied().unwrap_or(false)).collect();
@@ -292,10 +293,11 @@ impl Engine {
             peak_anon_bytes: sampler.finish(),
             exchange: exchanged.times,
             retries: Retries { map: mapped.retries, reduce: reduce_retries.into_inner() },
+            // (Counted once, on rank 0, but the runs each rank adopted.)
             resumed: ResumeStats {
-                splits_done: done_before,
+                splits_done: if rank == 0 { done_before } else { 0 },
                 runs_kept: kept_runs,
-                runs_dropped: resumed.dropped_runs,
+                runs_dropped: if rank == 0 { resumed.dropped_runs } else { 0 },
                 journal_stopped: resumed.journal_stopped.clone(),
             },
             seconds: PhaseTimes {
@@ -313,7 +315,9 @@ impl Engine {
             self.commit(&metrics, staged, pending, job_dir.as_ref())?;
         }
         drop(spiller);
-        if let Some(dir) = job_dir {
+        if let Some(dir) = job_dir
+            && rank == 0
+        {
             crate::failpoint::hit("commit.finish");
             dir.finish()?;
         }

@@ -1,19 +1,24 @@
-//! Resumable jobs: the job directory beside the output, its journal, and what a job started
+//! Resumable jobs: the job directory beside the output, its journals, and what a job started
 //! again finds done.
 //!
 //! A resumable job writes its runs into `.<output name>.spillway-job/` beside its output
-//! instead of a temporary spill directory, and journals (see [`crate::journal`]) each map
-//! commit point (splits done, with the runs that hold every record they emitted, `fsync`ed)
-//! and each merge step (inputs, output). Started again, it replays the journal: a run's
-//! *groups* are the commit points whose records it holds (a merged run holds its inputs'),
-//! every kept run is validated (`RunReader::open` checks every block), a run that is missing
-//! or fails makes its groups bad, and every run holding a bad group goes too (until nothing
-//! changes). The splits of the remaining groups are done; the rest are mapped again. Files of
-//! the directory that the journal does not name as live (partial runs, merge outputs whose
-//! record was never written, inputs of journaled merges) are removed. A journal cut short or
-//! damaged is read up to the first bad record: that prefix describes an earlier, consistent
-//! state (runs it names that were deleted since count as missing). The directory is removed
-//! once the output is committed.
+//! instead of a temporary spill directory, and each rank journals (see [`crate::journal`]),
+//! in `journal-s<session>-r<rank>`, its map commit points (splits done, with the runs that
+//! hold every record they emitted, `fsync`ed) and its merge steps (inputs, output). A job
+//! started again (a new *session*, with any number of ranks and threads) replays every
+//! journal, sessions in order: a run's *groups* are the commit points whose records it holds
+//! (a merged run holds its inputs'; a merge whose inputs are not all known, such as one over
+//! runs received in an exchange, is ignored and its inputs count as missing). Every kept run
+//! is validated (`RunReader::open` checks every block; with several ranks each validates its
+//! share and the ranks all-gather the names that failed), a run that is missing or fails makes
+//! its groups bad, and every run holding a bad group goes too (until nothing changes). The
+//! splits of the remaining groups are done; the rest are mapped again. The kept runs are
+//! shared out over the ranks (round robin by name), which adopt them into their pools. Files
+//! that no journal names as live (partial runs, runs of a session that were never
+//! journaled) are removed by rank 0 before any rank starts its session. A journal cut short
+//! or damaged is read up to its first bad record: that prefix describes an earlier,
+//! consistent state (runs it names that were deleted since count as missing). Rank 0 removes
+//! the directory once the output is committed.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
@@ -21,21 +26,24 @@ use std::path::{Path, PathBuf};
 
 use spillway_shuffle::{ReadMode, RunInfo, RunReader, Value};
 
+use crate::cluster::Cluster;
 use crate::error::{Error, Result};
 use crate::journal::{self, Begin, JournalWriter, Record, RunRef};
 use crate::metrics::Metrics;
 use crate::output::{OutputSpec, parent_dir};
 
-/// The journal's name in the job directory.
-const JOURNAL: &str = "journal";
+/// The lock file of a job directory (rank 0 holds it while the job runs).
+const LOCK: &str = "lock";
 
-/// A resumable job's directory, locked by this process while it runs.
+/// A resumable job's directory, with this rank's journal of this session.
 #[derive(Debug)]
 pub(crate) struct JobDir {
     path: PathBuf,
     journal: JournalWriter,
-    /// Holds the lock on the journal (released when dropped).
-    _lock: File,
+    /// This session's prefix of run names: `s<session>r<rank>-`.
+    prefix: String,
+    /// Rank 0 holds the lock (released when dropped).
+    _lock: Option<File>,
 }
 
 /// What the job directory held that is still good.
@@ -43,14 +51,14 @@ pub(crate) struct JobDir {
 pub(crate) struct Resumed {
     /// Per split of the plan: done already.
     pub(crate) done: Vec<bool>,
-    /// The kept runs, validated, for the pool.
+    /// The kept runs this rank adopts, validated, for its pool.
     pub(crate) runs: Vec<RunInfo>,
+    /// Kept runs, over every rank.
+    pub(crate) kept_runs: u64,
     /// Runs dropped because they (or a run sharing their splits) were missing or failed
     /// validation: their splits are mapped again.
     pub(crate) dropped_runs: u64,
-    /// The largest run number in use (new runs are numbered after it).
-    pub(crate) last_run_number: u64,
-    /// Why the journal was read only in part, if it was.
+    /// Why a journal was read only in part, if one was.
     pub(crate) journal_stopped: Option<String>,
     /// The job's metrics, when it was killed after its output was renamed into place.
     pub(crate) committed: Option<Metrics>,
@@ -93,54 +101,76 @@ pub fn job_dir_path(output: &OutputSpec) -> Result<PathBuf> {
 }
 
 impl JobDir {
-    /// Opens (or starts) the job directory of `output` for a job that is `begin`; checks that
-    /// an interrupted job there was this job, and returns what it left that is still good.
+    /// Opens (or starts) the job directory of `output` for a job that is `begin`, collectively
+    /// on every rank of `cluster`; checks that an interrupted job there was this job, and
+    /// returns what it left that is still good (this rank's share of the kept runs).
     pub(crate) fn open<V: Value>(
         output: &OutputSpec,
         begin: &Begin,
         partitions: u32,
         read: ReadMode,
+        cluster: &dyn Cluster,
     ) -> Result<(JobDir, Resumed)> {
+        let (rank, ranks) = (cluster.rank(), cluster.size());
         let path = job_dir_path(output)?;
         std::fs::create_dir_all(&path).map_err(|e| Error::io("create job directory", &path, e))?;
-        let journal_path = path.join(JOURNAL);
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&journal_path)
-            .map_err(|e| Error::io("open", &journal_path, e))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(resume_error(&path, "another process is running this job".into()));
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io("lock", &journal_path, e)),
-        }
-        let bytes = std::fs::read(&journal_path).map_err(|e| Error::io("read", &journal_path, e))?;
-        let parsed = journal::parse(&bytes);
-        let mut resumed = Resumed { done: vec![false; begin.splits as usize], ..Resumed::default() };
-        let live = match parsed.records.split_first() {
-            Some((Record::Begin(before), records)) => {
-                compare(&path, before, begin)?;
-                if let Some(Record::Committing { output: identity, metrics }) = records.last()
-                    && target(output).and_then(file_identity) == Some(*identity)
-                {
-                    resumed.committed = serde_json::from_value(metrics.clone()).ok();
-                }
-                resumed.journal_stopped = parsed.stopped.filter(|_| parsed.valid_len < bytes.len() as u64);
-                replay::<V>(&path, records, partitions, read, &mut resumed)
-            }
-            _ => Vec::new(),
+        let lock = match rank {
+            0 => Some(lock(&path)?),
+            _ => None,
         };
-        let fresh = parsed.records.is_empty();
-        remove_all_but(&path, &live)?;
-        let journal = JournalWriter::open(&journal_path, if fresh { 0 } else { parsed.valid_len })?;
-        if fresh {
-            journal.append(&Record::Begin(begin.clone()))?;
+        // Every journal, sessions in order.
+        let mut journals = Vec::new();
+        let entries = std::fs::read_dir(&path).map_err(|e| Error::io("read job directory", &path, e))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(key) = journal_key(&name) {
+                journals.push((key, entry.path()));
+            }
         }
-        Ok((JobDir { path, journal, _lock: lock }, resumed))
+        journals.sort();
+        let session = journals.last().map_or(1, |((s, _), _)| s + 1);
+        let mut resumed = Resumed { done: vec![false; begin.splits as usize], ..Resumed::default() };
+        let mut records = Vec::new();
+        for ((s, _), file) in &journals {
+            let bytes = std::fs::read(file).map_err(|e| Error::io("read", file, e))?;
+            let parsed = journal::parse(&bytes);
+            if let Some(why) = &parsed.stopped
+                && parsed.valid_len < bytes.len() as u64
+                && resumed.journal_stopped.is_none()
+            {
+                resumed.journal_stopped = Some(format!("{}: {why}", file.display()));
+            }
+            if let Some((Record::Begin(before), rest)) = parsed.records.split_first() {
+                compare(&path, before, begin)?;
+                records.extend(rest.iter().cloned().map(|r| (*s, r)));
+            }
+        }
+        let last_session = journals.last().map(|((s, _), _)| *s);
+        for (s, record) in &records {
+            if let Record::Committing { output: identity, metrics } = record
+                && Some(*s) == last_session
+                && target(output).and_then(file_identity) == Some(*identity)
+            {
+                resumed.committed = serde_json::from_value(metrics.clone()).ok();
+            }
+        }
+        let records: Vec<Record> = records.into_iter().map(|(_, r)| r).collect();
+        let live = replay::<V>(&path, &records, partitions, read, cluster, &mut resumed)?;
+        // Rank 0 removes what no journal names, before any rank starts writing.
+        if rank == 0 {
+            remove_all_but(&path, &live)?;
+        }
+        cluster.barrier()?;
+        let journal_path = path.join(format!("journal-s{session}-r{rank}"));
+        let journal = JournalWriter::open(&journal_path, 0)?;
+        journal.append(&Record::Begin(begin.clone()))?;
+        let _ = ranks;
+        Ok((JobDir { path, journal, prefix: format!("s{session}r{rank}-"), _lock: lock }, resumed))
+    }
+
+    /// The prefix of this session's and rank's run names.
+    pub(crate) fn run_prefix(&self) -> &str {
+        &self.prefix
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -208,14 +238,16 @@ fn compare(dir: &Path, before: &Begin, now: &Begin) -> Result<()> {
     Ok(())
 }
 
-/// Replays `records` into `resumed`; returns the names of the runs kept.
+/// Replays `records` into `resumed`: which splits are done, and this rank's share of the
+/// kept runs. Returns the names of every kept run (every rank computes the same).
 fn replay<V: Value>(
     dir: &Path,
     records: &[Record],
     partitions: u32,
     read: ReadMode,
+    cluster: &dyn Cluster,
     resumed: &mut Resumed,
-) -> Vec<String> {
+) -> Result<Vec<String>> {
     // Commit groups (their splits) and the live runs with the groups they hold.
     let mut groups: Vec<&[u32]> = Vec::new();
     let mut live: HashMap<&str, (&RunRef, BTreeSet<usize>)> = HashMap::new();
@@ -228,7 +260,9 @@ fn replay<V: Value>(
                     live.insert(&run.name, (run, BTreeSet::from([g])));
                 }
             }
-            Record::Merged { inputs, output } => {
+            // A merge of runs the journals do not know (received in an exchange) tells
+            // nothing: its output is not kept, and the inputs it deleted count as missing.
+            Record::Merged { inputs, output } if inputs.iter().all(|i| live.contains_key(i.as_str())) => {
                 let mut held = BTreeSet::new();
                 for input in inputs {
                     if let Some((_, g)) = live.remove(input.as_str()) {
@@ -237,23 +271,39 @@ fn replay<V: Value>(
                 }
                 live.insert(&output.name, (output, held));
             }
-            Record::Begin(_) | Record::Committing { .. } => {}
+            Record::Merged { .. } | Record::Begin(_) | Record::Committing { .. } => {}
         }
     }
+    // Each rank validates its share, round robin by name; the ranks learn each other's
+    // failures.
+    let mut names: Vec<&str> = live.keys().copied().collect();
+    names.sort_unstable();
+    let (rank, ranks) = (cluster.rank(), cluster.size());
+    let mut mine = Vec::new();
+    let mut failed = Vec::new();
+    for (i, &name) in names.iter().enumerate().filter(|(i, _)| i % ranks == rank) {
+        match check_run::<V>(dir, live[name].0, partitions, read) {
+            Some(info) => mine.push((i, info)),
+            None => failed.push(name.to_owned()),
+        }
+    }
+    let all_failed: BTreeSet<String> = cluster
+        .all_gather(failed.join("\n").as_bytes())?
+        .iter()
+        .flat_map(|bytes| String::from_utf8_lossy(bytes).split('\n').map(str::to_owned).collect::<Vec<_>>())
+        .filter(|n| !n.is_empty())
+        .collect();
     let mut bad: BTreeSet<usize> = BTreeSet::new();
-    let mut good: HashMap<&str, RunInfo> = HashMap::new();
-    for (&name, (run, held)) in &live {
-        match check_run::<V>(dir, run, partitions, read) {
-            Some(info) => {
-                good.insert(name, info);
-            }
-            None => bad.extend(held.iter().copied()),
+    for name in &all_failed {
+        if let Some((_, held)) = live.get(name.as_str()) {
+            bad.extend(held.iter().copied());
         }
     }
     // A run holding a bad group goes, and its other groups are bad then too.
+    let mut good: BTreeSet<&str> = names.iter().copied().filter(|n| !all_failed.contains(*n)).collect();
     loop {
         let before = bad.len();
-        good.retain(|name, _| {
+        good.retain(|name| {
             let held = &live[name].1;
             let keep = held.is_disjoint(&bad);
             if !keep {
@@ -274,19 +324,15 @@ fn replay<V: Value>(
             }
         }
     }
+    resumed.kept_runs = good.len() as u64;
     resumed.dropped_runs = (live.len() - good.len()) as u64;
-    let mut kept: Vec<String> = good.keys().map(|n| (*n).to_owned()).collect();
-    kept.sort();
-    resumed.last_run_number = kept.iter().filter_map(|n| run_number(n)).max().unwrap_or(0);
-    let mut runs: Vec<(String, RunInfo)> = good.into_iter().map(|(n, r)| (n.to_owned(), r)).collect();
-    runs.sort_by(|a, b| a.0.cmp(&b.0));
-    resumed.runs = runs.into_iter().map(|(_, r)| r).collect();
-    kept
+    resumed.runs = mine.into_iter().filter(|(i, _)| good.contains(names[*i])).map(|(_, info)| info).collect();
+    Ok(good.into_iter().map(str::to_owned).collect())
 }
 
 /// The run `run` of the job directory, if it is there whole and valid.
 fn check_run<V: Value>(dir: &Path, run: &RunRef, partitions: u32, read: ReadMode) -> Option<RunInfo> {
-    if run.name.contains('/') || run.name == JOURNAL {
+    if run.name.contains('/') || journal_key(&run.name).is_some() || run.name == LOCK {
         return None;
     }
     let path = dir.join(&run.name);
@@ -303,17 +349,36 @@ fn check_run<V: Value>(dir: &Path, run: &RunRef, partitions: u32, read: ReadMode
     Some(RunInfo { path, bytes: len, records })
 }
 
-/// The number in a run's name, `<kind>-<number>.run`.
-pub(crate) fn run_number(name: &str) -> Option<u64> {
-    name.strip_suffix(".run")?.rsplit_once('-')?.1.parse().ok()
+/// The (session, rank) of a journal's file name, `journal-s<session>-r<rank>`.
+fn journal_key(name: &str) -> Option<(u64, u64)> {
+    let (session, rank) = name.strip_prefix("journal-s")?.split_once("-r")?;
+    Some((session.parse().ok()?, rank.parse().ok()?))
 }
 
-/// Removes every file of `dir` but the journal and `keep`.
+/// Locks the job directory for this job (rank 0).
+fn lock(dir: &Path) -> Result<File> {
+    let path = dir.join(LOCK);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io("open", &path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(resume_error(dir, "another process is running this job".into()))
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io("lock", &path, e)),
+    }
+}
+
+/// Removes every file of `dir` but the journals, the lock and `keep`.
 fn remove_all_but(dir: &Path, keep: &[String]) -> Result<()> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io("read job directory", dir, e))?;
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name != JOURNAL && !keep.contains(&name) {
+        if journal_key(&name).is_none() && name != LOCK && !keep.contains(&name) {
             let path = entry.path();
             let removed =
                 if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
