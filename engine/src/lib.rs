@@ -42,6 +42,7 @@ mod error;
 mod input;
 mod job;
 pub mod jobs;
+mod merge_plan;
 mod metrics;
 mod output;
 mod owner;
