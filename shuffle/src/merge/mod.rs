@@ -82,8 +82,8 @@ pub(crate) fn cmp_keys(mut a: &[u8], mut b: &[u8]) -> Ordering {
 /// A partition iterator as a [`MergeSource`]: its head record, [`key_prefix`] prefixes, and
 /// [`PartitionIter::prefetch_ahead`] at large fan-ins.
 struct PartitionSource<'a, V: Value> {
-    iter: PartitionIter<'a, V>,
     head: Option<Record<'a, V>>,
+    iter: PartitionIter<'a, V>,
 }
 
 impl<'a, V: Value> PartitionSource<'a, V> {

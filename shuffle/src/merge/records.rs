@@ -239,6 +239,19 @@ mod tests {
         RecordRun::open(&path, size).unwrap()
     }
 
+    /// Writes every list of `runs` as a plain run, in order.
+    fn write_runs(dir: &Path, size: usize, runs: &[Vec<Vec<u8>>]) -> Vec<RecordRun> {
+        runs.iter()
+            .enumerate()
+            .map(|(i, records)| write_run(dir, &format!("run-{i}"), size, records.clone()))
+            .collect()
+    }
+
+    /// Every record of each run.
+    fn whole(runs: &[RecordRun]) -> Vec<Range<u64>> {
+        runs.iter().map(|r| 0..r.records()).collect()
+    }
+
     /// Merges `ranges` of `runs` (one each) with buffers of `buffer_records` records.
     fn merge(runs: &[RecordRun], ranges: &[Range<u64>], buffer_records: usize) -> Vec<u8> {
         let cursors: Vec<RecordCursor<'_>> = runs
@@ -291,13 +304,8 @@ mod tests {
         #[test]
         fn record_merge_equals_sort((size, runs) in runs_strategy(), buffer_records in 1usize..5) {
             let dir = tempfile::tempdir().unwrap();
-            let open: Vec<RecordRun> = runs
-                .iter()
-                .enumerate()
-                .map(|(i, records)| write_run(dir.path(), &format!("run-{i}"), size, records.clone()))
-                .collect();
-            let ranges: Vec<Range<u64>> = open.iter().map(|r| 0..r.records()).collect();
-            prop_assert_eq!(merge(&open, &ranges, buffer_records), reference(&runs));
+            let open = write_runs(dir.path(), size, &runs);
+            prop_assert_eq!(merge(&open, &whole(&open), buffer_records), reference(&runs));
         }
 
         /// Merging the ranges cut at `lower_bound` of a key, piece by piece, gives the same
@@ -305,11 +313,7 @@ mod tests {
         #[test]
         fn pieces_cut_at_lower_bounds_concatenate((size, runs) in runs_strategy(), cut in record_strategy(100)) {
             let dir = tempfile::tempdir().unwrap();
-            let open: Vec<RecordRun> = runs
-                .iter()
-                .enumerate()
-                .map(|(i, records)| write_run(dir.path(), &format!("run-{i}"), size, records.clone()))
-                .collect();
+            let open = write_runs(dir.path(), size, &runs);
             let cut = &cut[..size];
             let bounds: Vec<u64> = open.iter().map(|r| r.lower_bound(cut).unwrap()).collect();
             let low: Vec<Range<u64>> = bounds.iter().map(|&b| 0..b).collect();
@@ -335,13 +339,8 @@ mod tests {
                 records
             })
             .collect();
-        let open: Vec<RecordRun> = runs
-            .iter()
-            .enumerate()
-            .map(|(i, records)| write_run(dir.path(), &format!("run-{i}"), size, records.clone()))
-            .collect();
-        let ranges: Vec<Range<u64>> = open.iter().map(|r| 0..r.records()).collect();
-        assert_eq!(merge(&open, &ranges, 1), reference(&runs));
+        let open = write_runs(dir.path(), size, &runs);
+        assert_eq!(merge(&open, &whole(&open), 1), reference(&runs));
     }
 
     /// One run, empty runs, no runs, and empty ranges.
@@ -375,25 +374,17 @@ mod tests {
     fn two_way_passes_follow_the_plan() {
         let dir = tempfile::tempdir().unwrap();
         let size = 12;
-        let mut state = 0x1234_5678_9ABC_DEF0u64;
-        let mut random = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
-        let runs: Vec<Vec<Vec<u8>>> = (0..7)
+        // Bytes 0..3 from a multiplicative hash of (run, record, byte): many equal records.
+        let byte = |n: u64| ((n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % 3) as u8;
+        let runs: Vec<Vec<Vec<u8>>> = (0..7u64)
             .map(|i| {
-                (0..(i * 13 % 40))
-                    .map(|_| (0..size).map(|_| (random() % 3) as u8).collect::<Vec<u8>>())
+                (0..i * 13 % 40)
+                    .map(|j| (0..size as u64).map(|b| byte(i << 32 | j << 8 | b)).collect())
                     .collect()
             })
             .collect();
-        let mut open: Vec<Option<RecordRun>> = runs
-            .iter()
-            .enumerate()
-            .map(|(i, records)| Some(write_run(dir.path(), &format!("run-{i}"), size, records.clone())))
-            .collect();
+        let mut open: Vec<Option<RecordRun>> =
+            write_runs(dir.path(), size, &runs).into_iter().map(Some).collect();
         let sizes: Vec<u64> = open.iter().map(|r| r.as_ref().unwrap().records()).collect();
         let plan = super::super::plan_merges(&sizes, 2);
         assert!(plan.steps.len() >= 5, "{plan:?}");
@@ -401,15 +392,13 @@ mod tests {
         for step in &plan.steps {
             let inputs: Vec<RecordRun> = step.inputs.iter().map(|&i| open[i].take().unwrap()).collect();
             assert!(inputs.len() <= 2);
-            let ranges: Vec<Range<u64>> = inputs.iter().map(|r| 0..r.records()).collect();
             let path = dir.path().join(format!("merge-{}", step.output));
-            std::fs::write(&path, merge(&inputs, &ranges, 2)).unwrap();
+            std::fs::write(&path, merge(&inputs, &whole(&inputs), 2)).unwrap();
             open[step.output] = Some(RecordRun::open(&path, size).unwrap());
         }
         let finals: Vec<RecordRun> = plan.final_inputs.iter().map(|&i| open[i].take().unwrap()).collect();
         assert_eq!(finals.len(), 2);
-        let ranges: Vec<Range<u64>> = finals.iter().map(|r| 0..r.records()).collect();
-        assert_eq!(merge(&finals, &ranges, 5), reference(&runs));
+        assert_eq!(merge(&finals, &whole(&finals), 5), reference(&runs));
     }
 
     #[test]

@@ -96,6 +96,7 @@ fn before<S: MergeSource>(sources: &[S], a: Node<S::Prefix>, b: Node<S::Prefix>)
 
 /// Does source `a` come before source `b`, their prefixes being equal? Compares the heads;
 /// exhausted sources come last; equal heads go in source order.
+#[cold]
 #[inline(never)]
 fn before_slow<S: MergeSource>(sources: &[S], a: usize, b: usize) -> bool {
     let (x, y) = (&sources[a], &sources[b]);
