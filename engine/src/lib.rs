@@ -45,6 +45,7 @@ mod input;
 mod job;
 pub mod jobs;
 pub mod journal;
+mod merge_plan;
 mod metrics;
 mod output;
 mod owner;

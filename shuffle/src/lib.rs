@@ -4,8 +4,10 @@
 //!   (sorted boundaries, total order), each with a fingerprint that ranks compare.
 //! - [`run`]: the spill-run format — [`RunWriter`] streams records in (partition, key) order
 //!   into rkyv-archived blocks; [`RunReader`] validates a run once and iterates it in place.
-//! - [`merge`]: the loser-tree [`Merge`], [`merge_runs`], and [`plan_merges`], which keeps
-//!   every merge within the open-run threshold F.
+//! - [`merge`]: the one loser tree ([`LoserTree`], generic over a [`MergeSource`]) with its
+//!   two sources: [`Merge`] over runs' partitions and [`RecordCursor`] over plain record runs
+//!   ([`RecordRun`]); [`merge_runs`], and [`plan_merges`], which keeps every merge within the
+//!   open-run threshold F.
 //! - [`io`]: reading through memory maps or `pread` ([`ByteSource`]), writing through the
 //!   std or io_uring backend ([`IoBackend`]).
 //! - [`limits`]: the default F from `RLIMIT_NOFILE`.
@@ -55,7 +57,8 @@ mod value;
 pub use error::{Error, Result};
 pub use io::{ByteSource, FileSink, IoBackend, ReadMode};
 pub use merge::{
-    CombineFn, Merge, MergeOptions, MergePlan, MergeStep, merge_readers, merge_runs, plan_merges,
+    CombineFn, LoserTree, Merge, MergeOptions, MergePlan, MergeSource, MergeStep, RecordCursor, RecordRun,
+    merge_readers, merge_runs, plan_merges,
 };
 pub use partition::{HashPartitioner, Partitioner, RangePartitioner};
 pub use run::{OpenRunGauge, PartitionIter, RunInfo, RunReader, RunWriter};

@@ -1,19 +1,18 @@
-//! Runs and the external merge: sorted runs in the spill directory, merged by a loser tree
-//! over buffered `pread` cursors, in parallel pieces ([`merge_runs`]); intermediate merges
-//! keep every merge within F ([`merge_until_fits`]).
+//! Runs and the external merge: sorted runs in the spill directory, merged by the shuffle
+//! layer's loser tree over buffered `pread` cursors ([`RecordCursor`]), in parallel pieces
+//! ([`merge_runs`]); intermediate merges keep every merge within F ([`merge_until_fits`]).
 
-use std::cmp::Ordering as CmpOrdering;
 use std::fs::File;
 use std::ops::Range;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
-use spillway_shuffle::plan_merges;
+use spillway_shuffle::{LoserTree, RecordCursor, RecordRun, plan_merges};
 
 use super::sink::{Dest, Piece, SharedWriter, Sink, write_part};
 use super::{Plan, RECORD_SIZE};
 use crate::error::{Error, Result};
+use crate::merge_plan;
 use crate::metrics::Progress;
 use crate::output::part_name;
 use crate::pool::{self, FirstError};
@@ -28,154 +27,11 @@ pub(super) struct Run {
     pub(super) records: u64,
 }
 
-/// An open run being merged (shared by the merging threads: reads are `pread`s).
-struct OpenRun<'r> {
-    run: &'r Run,
-    file: File,
-}
-
-/// Index of the first record of `run` that is not less than `key` (a whole record).
-fn lower_bound(run: &OpenRun<'_>, size: usize, key: &[u8], scratch: &mut [u8]) -> Result<u64> {
-    let (mut lo, mut hi) = (0u64, run.run.records);
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        run.file
-            .read_exact_at(&mut scratch[..size], mid * size as u64)
-            .map_err(|e| Error::io("read", &run.run.path, e))?;
-        if &scratch[..size] < key {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
-    }
-    Ok(lo)
-}
-
-/// The first 16 bytes of a record, big-endian, zero-padded.
-#[inline(always)]
-fn head16(record: &[u8]) -> u128 {
-    match record.first_chunk::<16>() {
-        Some(head) => u128::from_be_bytes(*head),
-        None => {
-            let mut head = [0u8; 16];
-            head[..record.len()].copy_from_slice(record);
-            u128::from_be_bytes(head)
-        }
-    }
-}
-
-/// Reads a range of a run's records through a buffer.
-struct Cursor<'r> {
-    run: &'r OpenRun<'r>,
-    size: usize,
-    next: u64,
-    end: u64,
-    buffer: Vec<u8>,
-    pos: usize,
-    len: usize,
-    /// [`head16`] of the current record (`u128::MAX` when done).
-    key: u128,
-    done: bool,
-}
-
-impl<'r> Cursor<'r> {
-    fn new(run: &'r OpenRun<'r>, size: usize, range: Range<u64>, buffer: Vec<u8>) -> Result<Self> {
-        let mut c = Cursor {
-            run,
-            size,
-            next: range.start,
-            end: range.end,
-            buffer,
-            pos: 0,
-            len: 0,
-            key: u128::MAX,
-            done: false,
-        };
-        c.refill()?;
-        Ok(c)
-    }
-
-    #[cold]
-    fn refill(&mut self) -> Result<()> {
-        let capacity = (self.buffer.len() / self.size) as u64;
-        let n = capacity.min(self.end - self.next) as usize;
-        if n == 0 {
-            self.done = true;
-            self.key = u128::MAX;
-            return Ok(());
-        }
-        let bytes = n * self.size;
-        self.run
-            .file
-            .read_exact_at(&mut self.buffer[..bytes], self.next * self.size as u64)
-            .map_err(|e| Error::io("read", &self.run.run.path, e))?;
-        self.next += n as u64;
-        self.pos = 0;
-        self.len = bytes;
-        self.key = head16(&self.buffer[..self.size]);
-        Ok(())
-    }
-
-    #[inline(always)]
-    fn current(&self) -> &[u8] {
-        &self.buffer[self.pos..self.pos + self.size]
-    }
-
-    #[inline(always)]
-    fn advance(&mut self) -> Result<()> {
-        self.pos += self.size;
-        if self.pos >= self.len {
-            return self.refill();
-        }
-        self.key = head16(&self.buffer[self.pos..self.pos + self.size]);
-        Ok(())
-    }
-}
-
-/// Does cursor `a`'s record come before cursor `b`'s? Done cursors come last; equal records
-/// in cursor order.
-#[inline(always)]
-fn before(cursors: &[Cursor<'_>], a: usize, b: usize) -> bool {
-    let (x, y) = (&cursors[a], &cursors[b]);
-    if x.key != y.key { x.key < y.key } else { before_slow(x, y, a < b) }
-}
-
-#[inline(never)]
-fn before_slow(x: &Cursor<'_>, y: &Cursor<'_>, tie: bool) -> bool {
-    match (x.done, y.done) {
-        (true, true) => tie,
-        (true, false) => false,
-        (false, true) => true,
-        (false, false) => match x.current()[16.min(x.size)..].cmp(&y.current()[16.min(y.size)..]) {
-            CmpOrdering::Less => true,
-            CmpOrdering::Greater => false,
-            CmpOrdering::Equal => tie,
-        },
-    }
-}
-
-/// Plays the matches below `node` of a loser tree over `k` cursors; returns the winner.
-fn build_tree(cursors: &[Cursor<'_>], tree: &mut [usize], node: usize) -> usize {
-    let k = cursors.len();
-    if node >= k {
-        return node - k;
-    }
-    let left = build_tree(cursors, tree, 2 * node);
-    let right = build_tree(cursors, tree, 2 * node + 1);
-    if before(cursors, left, right) {
-        tree[node] = right;
-        left
-    } else {
-        tree[node] = left;
-        right
-    }
-}
-
 /// Merges the `ranges` of `runs` (one per run) into `dest`.
 #[allow(clippy::too_many_arguments)]
 fn merge_piece(
     plan: &Plan,
-    runs: &[OpenRun<'_>],
+    runs: &[RecordRun],
     ranges: &[Range<u64>],
     read_buffer: usize,
     buffers: &mut Vec<Vec<u8>>,
@@ -189,31 +45,25 @@ fn merge_piece(
         if !range.is_empty() {
             let mut buffer = buffers.pop().unwrap_or_default();
             buffer.resize(read_buffer, 0);
-            cursors.push(Cursor::new(run, size, range.clone(), buffer)?);
+            cursors.push(run.cursor(range.clone(), buffer)?);
         }
     }
     let mut piece = Piece::default();
     let ks = plan.key_size;
-    // Keys of at most 16 bytes are compared through the cursors' `head16`.
+    // Keys of at most 16 bytes are compared through the tree's prefixes (a record's first 16
+    // bytes).
     let short_keys = ks <= 16;
     let key_shift = 128 - 8 * ks.min(16) as u32;
     let mut last_head = 0u128;
     let mut last_key = vec![0u8; ks];
-    let k = cursors.len();
-    if k > 0 {
-        let mut tree = vec![0usize; k];
-        tree[0] = build_tree(&cursors, &mut tree, 1);
+    let mut tree = LoserTree::new(cursors);
+    if tree.fan_in() > 0 {
         let per_write = (plan.write_buffer / size).max(1) * size;
         out.clear();
-        loop {
-            let winner = tree[0];
-            let c = &cursors[winner];
-            if c.done {
-                break;
-            }
-            let record = c.current();
+        while let Some(cursor) = tree.peek() {
+            let record = cursor.head();
             if count_duplicates {
-                let head = c.key >> key_shift;
+                let head = tree.peek_prefix() >> key_shift;
                 if piece.records == 0 {
                     piece.first_key = record[..ks].to_vec();
                 } else if head == last_head && (short_keys || record[..ks] == last_key[..]) {
@@ -233,19 +83,7 @@ fn merge_piece(
                 dest.write(out)?;
                 out.clear();
             }
-            cursors[winner].advance()?;
-            // Replay the winner's path to the root.
-            let mut champion = winner;
-            let mut node = (winner + k) / 2;
-            while node > 0 {
-                let rival = tree[node];
-                if before(&cursors, rival, champion) {
-                    tree[node] = champion;
-                    champion = rival;
-                }
-                node /= 2;
-            }
-            tree[0] = champion;
+            tree.advance()?;
         }
         if count_duplicates {
             piece.last_key =
@@ -254,7 +92,7 @@ fn merge_piece(
         dest.write(out)?;
         out.clear();
     }
-    buffers.extend(cursors.into_iter().map(|c| c.buffer));
+    buffers.extend(tree.into_sources().into_iter().map(RecordCursor::into_buffer));
     Ok(piece)
 }
 
@@ -269,27 +107,21 @@ pub(super) fn merge_runs(
     progress: &Progress,
 ) -> Result<Vec<Piece>> {
     let size = plan.size;
-    let open: Vec<OpenRun<'_>> = runs
-        .iter()
-        .map(|run| {
-            let file = File::open(&run.path).map_err(|e| Error::io("open", &run.path, e))?;
-            Ok(OpenRun { run, file })
-        })
-        .collect::<Result<_>>()?;
+    let open: Vec<RecordRun> =
+        runs.iter().map(|run| RecordRun::open(&run.path, size)).collect::<Result<_, _>>()?;
     let cuts: &[Vec<u8>] = match sink {
         Sink::File(..) => splitters,
         Sink::Parts { partitioner, .. } => partitioner.boundaries(),
         Sink::Stream(_) => &[],
     };
     // bounds[r][j]: where piece j starts in run r.
-    let mut scratch = vec![0u8; size];
     let mut bounds = Vec::with_capacity(open.len());
     for run in &open {
         let mut b = vec![0u64];
         for cut in cuts {
-            b.push(lower_bound(run, size, cut, &mut scratch)?);
+            b.push(run.lower_bound(cut)?);
         }
-        b.push(run.run.records);
+        b.push(run.records());
         bounds.push(b);
     }
     let pieces_total = cuts.len() + 1;
@@ -357,7 +189,10 @@ pub(super) struct RunStats {
     pub(super) max_fan_in: usize,
 }
 
-/// Merges runs (smallest first) until at most F remain.
+/// Merges runs (smallest first, as [`plan_merges`] plans) until at most F remain. Steps run
+/// one at a time ([`merge_plan::execute`] with a concurrency of 1): each one is already
+/// merged by every thread, in pieces ([`merge_runs`]), and F (by default from the open-file
+/// limit, for one merge at a time) bounds the runs open at once.
 pub(super) fn merge_until_fits(
     plan: &Plan,
     runs: Vec<Run>,
@@ -368,23 +203,21 @@ pub(super) fn merge_until_fits(
 ) -> Result<Vec<Run>> {
     let sizes: Vec<u64> = runs.iter().map(|r| r.records).collect();
     let merge_plan = plan_merges(&sizes, plan.max_open_runs);
-    let mut slots: Vec<Option<Run>> = runs.into_iter().map(Some).collect();
-    for step in &merge_plan.steps {
-        let inputs: Vec<Run> = step.inputs.iter().map(|&i| slots[i].take().expect("planned run")).collect();
-        let path = dir.join(format!("merge-{:06}.rec", step.output));
+    let finals = merge_plan::execute(&merge_plan, runs, 1, |output, inputs| {
+        let path = dir.join(format!("merge-{output:06}.rec"));
         let file = File::create(&path).map_err(|e| Error::io("create", &path, e))?;
         merge_runs(plan, &inputs, &Sink::File(&file, &path), splitters, false, progress)?;
         drop(file);
-        let records: u64 = inputs.iter().map(|r| r.records).sum();
         for input in &inputs {
             let _ = std::fs::remove_file(&input.path);
         }
-        stats.merge_steps += 1;
-        stats.merge_bytes += records * plan.size as u64;
-        stats.max_fan_in = stats.max_fan_in.max(inputs.len());
         progress.merges.fetch_add(1, Ordering::Relaxed);
-        slots.resize_with(slots.len().max(step.output + 1), || None);
-        slots[step.output] = Some(Run { path, records });
-    }
-    Ok(merge_plan.final_inputs.iter().map(|&i| slots[i].take().expect("final run")).collect())
+        Ok(Run { path, records: inputs.iter().map(|r| r.records).sum() })
+    })?;
+    // A step's output holds its inputs' records: the plan's count of rewritten records is
+    // exact.
+    stats.merge_steps += merge_plan.steps.len() as u64;
+    stats.merge_bytes += merge_plan.bytes_rewritten(&sizes) * plan.size as u64;
+    stats.max_fan_in = stats.max_fan_in.max(merge_plan.max_fan_in());
+    Ok(finals)
 }

@@ -1,17 +1,25 @@
 //! k-way merging of sorted runs, and planning merges under the open-run bound F.
 //!
-//! [`Merge`] is a loser tree over up to F partition iterators: it yields records in key order
-//! (ties in input order, so merges are deterministic), groups equal keys
-//! ([`Merge::next_group`]) or folds them with an associative combine function
-//! ([`Merge::next_combined`]). [`merge_runs`] folds whole runs into one run, every partition at
-//! once; [`plan_merges`] decides which runs to fold so that no step opens more than F runs. The
-//! design is explained in `merge/README.md`.
+//! [`LoserTree`] is the one k-way merge: a loser tree over up to F [`MergeSource`]s (cursors
+//! on sorted streams), deterministic on ties. Two sources are built in. [`Merge`] runs it over
+//! partition iterators of runs: it yields records in key order (ties in input order, so merges
+//! are deterministic), groups equal keys ([`Merge::next_group`]) or folds them with an
+//! associative combine function ([`Merge::next_combined`]). [`RecordCursor`] reads a range of
+//! a plain run of fixed-size records ([`RecordRun`], the record sort's runs) through a buffer.
+//! [`merge_runs`] folds whole runs into one run, every partition at once; [`plan_merges`]
+//! decides which runs to fold so that no step opens more than F runs. The design is explained
+//! in `merge/README.md`.
 
 mod plan;
+mod records;
+mod tree;
 
 pub use plan::{MergePlan, MergeStep, plan_merges};
+pub use records::{RecordCursor, RecordRun};
+pub use tree::{LoserTree, MergeSource, PREFETCH_MIN_FAN_IN};
 
 use std::cmp::Ordering;
+use std::convert::Infallible;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -26,32 +34,6 @@ pub type CombineFn<'f, V> = dyn Fn(&mut V, &ArchivedValue<V>) + Sync + 'f;
 
 /// A record borrowed from a run: key bytes and archived value.
 pub type Record<'a, V> = (&'a [u8], &'a ArchivedValue<V>);
-
-/// A loser tree merging sorted partition iterators.
-pub struct Merge<'a, V: Value> {
-    sources: Vec<PartitionIter<'a, V>>,
-    heads: Vec<Option<Record<'a, V>>>,
-    /// `tree[0]` is the current winner; `tree[1..k]` hold the loser of each match, each with
-    /// the prefix of its source's head key.
-    tree: Vec<Node>,
-    /// Prefetch the winner's next records after taking one (fan-in ≥
-    /// [`PREFETCH_MIN_FAN_IN`]).
-    prefetch: bool,
-}
-
-/// One contestant in the loser tree: a source and the [`key_prefix`] of its head key (`u64::MAX`
-/// once the source is exhausted).
-#[derive(Clone, Copy, Debug)]
-struct Node {
-    prefix: u64,
-    source: usize,
-}
-
-/// From this fan-in on, [`Merge`] prefetches each source's next records
-/// ([`PartitionIter::prefetch_ahead`]). Below it the few interleaved streams are left to the
-/// hardware prefetchers, and prefetching only costs time; from 8 on it pays (measurements in
-/// `bench/README.md`).
-const PREFETCH_MIN_FAN_IN: usize = 8;
 
 /// The first 8 bytes of `key`, big-endian, zero-padded: `key_prefix(a) < key_prefix(b)`
 /// implies `a < b`, and `a <= b` implies `key_prefix(a) <= key_prefix(b)`. Equal prefixes
@@ -97,97 +79,95 @@ pub(crate) fn cmp_keys(mut a: &[u8], mut b: &[u8]) -> Ordering {
     a.cmp(b)
 }
 
-/// The prefix of a head, `u64::MAX` for an exhausted source (a real key can have that prefix
-/// too, so equal prefixes always fall back to [`before_slow`], which checks heads).
-#[inline(always)]
-fn head_prefix<T>(head: Option<(&[u8], T)>) -> u64 {
-    match head {
-        Some((key, _)) => key_prefix(key),
-        None => u64::MAX,
+/// A partition iterator as a [`MergeSource`]: its head record, [`key_prefix`] prefixes, and
+/// [`PartitionIter::prefetch_ahead`] at large fan-ins.
+struct PartitionSource<'a, V: Value> {
+    head: Option<Record<'a, V>>,
+    iter: PartitionIter<'a, V>,
+}
+
+impl<'a, V: Value> PartitionSource<'a, V> {
+    fn new(mut iter: PartitionIter<'a, V>) -> Self {
+        PartitionSource { head: iter.next(), iter }
     }
 }
 
-/// Does `a` come before `b`? Decided by the key prefixes when they differ, otherwise by
-/// [`before_slow`].
-#[inline(always)]
-fn before<T>(heads: &[Option<(&[u8], T)>], a: Node, b: Node) -> bool {
-    if a.prefix != b.prefix { a.prefix < b.prefix } else { before_slow(heads, a.source, b.source) }
+impl<V: Value> MergeSource for PartitionSource<'_, V> {
+    type Prefix = u64;
+    type Error = Infallible;
+    // A real key can have this prefix too (all `0xFF`): equal prefixes fall back to
+    // `is_exhausted` and `cmp_heads`, so the sentinel is never mistaken for a key.
+    const EXHAUSTED: u64 = u64::MAX;
+    const PREFETCH: bool = true;
+
+    #[inline(always)]
+    fn prefix(&self) -> u64 {
+        match self.head {
+            Some((key, _)) => key_prefix(key),
+            None => u64::MAX,
+        }
+    }
+
+    #[inline(always)]
+    fn is_exhausted(&self) -> bool {
+        self.head.is_none()
+    }
+
+    #[inline(always)]
+    fn cmp_heads(&self, other: &Self) -> Ordering {
+        match (self.head, other.head) {
+            (Some((a, _)), Some((b, _))) => cmp_keys(a, b),
+            // Not asked of exhausted sources; they would come last.
+            (a, b) => a.is_none().cmp(&b.is_none()),
+        }
+    }
+
+    #[inline(always)]
+    fn advance(&mut self) -> Result<(), Infallible> {
+        self.head = self.iter.next();
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn prefetch(&self) {
+        self.iter.prefetch_ahead();
+    }
 }
 
-/// Does source `a` come before source `b`, their prefixes being equal? Compares whole keys;
-/// exhausted sources come last; equal keys go in source order.
-#[inline(never)]
-fn before_slow<T>(heads: &[Option<(&[u8], T)>], a: usize, b: usize) -> bool {
-    match (&heads[a], &heads[b]) {
-        (Some((ka, _)), Some((kb, _))) => match cmp_keys(ka, kb) {
-            Ordering::Less => true,
-            Ordering::Greater => false,
-            Ordering::Equal => a < b,
-        },
-        (Some(_), None) => true,
-        (None, Some(_)) => false,
-        (None, None) => a < b,
-    }
+/// A loser tree ([`LoserTree`]) merging sorted partition iterators.
+pub struct Merge<'a, V: Value> {
+    tree: LoserTree<PartitionSource<'a, V>>,
 }
 
 impl<V: Value> std::fmt::Debug for Merge<'_, V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Merge").field("fan_in", &self.sources.len()).finish_non_exhaustive()
+        f.debug_struct("Merge").field("fan_in", &self.fan_in()).finish_non_exhaustive()
     }
 }
 
 impl<'a, V: Value> Merge<'a, V> {
     /// Merges `sources`, each sorted by key.
-    pub fn new(mut sources: Vec<PartitionIter<'a, V>>) -> Self {
-        let heads: Vec<_> = sources.iter_mut().map(Iterator::next).collect();
-        let k = sources.len();
-        let mut merge = Merge {
-            sources,
-            heads,
-            tree: vec![Node { prefix: u64::MAX, source: 0 }; k.max(1)],
-            prefetch: k >= PREFETCH_MIN_FAN_IN,
-        };
-        if k > 0 {
-            merge.tree[0] = merge.build(1);
-        }
-        merge
+    pub fn new(sources: Vec<PartitionIter<'a, V>>) -> Self {
+        Merge { tree: LoserTree::new(sources.into_iter().map(PartitionSource::new).collect()) }
     }
 
     /// Number of merged sources.
     pub fn fan_in(&self) -> usize {
-        self.sources.len()
-    }
-
-    /// Plays the matches below `node`, storing losers; returns the winner.
-    fn build(&mut self, node: usize) -> Node {
-        let k = self.sources.len();
-        if node >= k {
-            let source = node - k;
-            return Node { prefix: head_prefix(self.heads[source]), source };
-        }
-        let left = self.build(2 * node);
-        let right = self.build(2 * node + 1);
-        let (winner, loser) = if before(&self.heads, left, right) { (left, right) } else { (right, left) };
-        self.tree[node] = loser;
-        winner
+        self.tree.fan_in()
     }
 
     /// The key of the next record, without consuming it.
     #[inline]
     pub fn peek_key(&self) -> Option<&'a [u8]> {
-        if self.sources.is_empty() {
-            return None;
-        }
-        self.heads[self.tree[0].source].map(|(key, _)| key)
+        self.tree.peek().and_then(|source| source.head).map(|(key, _)| key)
     }
 
     /// Is the next record's key `key`, whose prefix is `prefix`? (`peek_key() ==
     /// Some(key)`, mostly without comparing bytes.)
     #[inline]
     fn next_is(&self, key: &[u8], prefix: u64) -> bool {
-        let top = self.tree[0];
-        top.prefix == prefix
-            && matches!(self.heads.get(top.source), Some(Some((next, _))) if cmp_keys(next, key).is_eq())
+        self.tree.peek_prefix() == prefix
+            && matches!(self.tree.peek(), Some(PartitionSource { head: Some((next, _)), .. }) if cmp_keys(next, key).is_eq())
     }
 
     /// Takes the next record in key order.
@@ -196,35 +176,8 @@ impl<'a, V: Value> Merge<'a, V> {
     // slower for `next_combined`).
     #[inline(always)]
     pub fn next_record(&mut self) -> Option<Record<'a, V>> {
-        // Borrow the fields apart: with the tree and heads as local slices, their pointers stay
-        // in registers through the replay instead of being reloaded after every store.
-        let Merge { sources, heads, tree, prefetch } = self;
-        if sources.is_empty() {
-            return None;
-        }
-        let winner = tree[0].source;
-        let record = heads[winner]?;
-        let source = &mut sources[winner];
-        let head = source.next();
-        heads[winner] = head;
-        if *prefetch {
-            source.prefetch_ahead();
-        }
-        // Replay the winner's path to the root.
-        let (heads, tree) = (&heads[..], &mut tree[..]);
-        let mut node = (winner + sources.len()) / 2;
-        let mut champion = Node { prefix: head_prefix(head), source: winner };
-        while node > 0 {
-            let rival = tree[node];
-            // Select by indexing a pair rather than with `if`, so that the replay has no
-            // data-dependent branch (mispredicted about half the time on random keys).
-            let rival_wins = usize::from(before(heads, rival, champion));
-            let pair = [champion, rival];
-            tree[node] = pair[rival_wins ^ 1];
-            champion = pair[rival_wins];
-            node /= 2;
-        }
-        tree[0] = champion;
+        let record = self.tree.peek()?.head?;
+        let Ok(()) = self.tree.advance();
         Some(record)
     }
 
