@@ -93,6 +93,17 @@ pub(crate) fn call(f: impl FnOnce() -> Result<(), JobError>) -> Result<(), Strin
     }
 }
 
+/// Runs `f`, which calls the job's code, catching a panic (its message comes back as
+/// `panicked: MESSAGE`). [`in_job_code`] is true meanwhile.
+pub(crate) fn catch<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    let mut out = None;
+    call(|| {
+        out = Some(f());
+        Ok(())
+    })?;
+    Ok(out.expect("ran"))
+}
+
 /// `panicked: MESSAGE` for a panic's payload.
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {

@@ -86,6 +86,8 @@ pub struct Retries {
     /// Map attempts of a split that failed (an error or a panic in the job's `map`, or in
     /// its combiner while it mapped).
     pub map: u64,
+    /// Merge steps whose attempt failed (a panic in the job's combiner).
+    pub merge: u64,
     /// Reduce attempts of a partition (or of the one output file) that failed.
     pub reduce: u64,
 }
@@ -153,6 +155,7 @@ impl Metrics {
             a.total = a.total.max(b.total);
             t.exchange.max(&m.exchange);
             t.retries.map += m.retries.map;
+            t.retries.merge += m.retries.merge;
             t.retries.reduce += m.retries.reduce;
             t.resumed.splits_done += m.resumed.splits_done;
             t.resumed.runs_kept += m.resumed.runs_kept;

@@ -108,6 +108,8 @@ pub(crate) struct SpillStats {
     pub max_fan_in: usize,
     /// The most run readers open at once within one merge step.
     pub peak_open_runs: usize,
+    /// Merge steps tried again (the job's combiner panicked).
+    pub merge_retries: u64,
 }
 
 #[derive(Debug, Default)]
@@ -130,6 +132,8 @@ pub(crate) struct Spiller<'s> {
     journal: Option<&'s JournalWriter>,
     /// Prefix of run names (a resumable job's session and rank).
     prefix: String,
+    /// Attempts of a merge step whose combiner panics.
+    max_attempts: u32,
 }
 
 impl std::fmt::Debug for Spiller<'_> {
@@ -158,7 +162,14 @@ impl<'s> Spiller<'s> {
             progress,
             journal: None,
             prefix: String::new(),
+            max_attempts: 1,
         }
+    }
+
+    /// Tries a merge step whose combiner (the job's code) panics up to `max_attempts` times.
+    pub(crate) fn with_attempts(mut self, max_attempts: u32) -> Self {
+        self.max_attempts = max_attempts.max(1);
+        self
     }
 
     /// Makes the runs durable for a resumable job: `fsync`ed when written, each merge step
@@ -230,10 +241,32 @@ impl<'s> Spiller<'s> {
         };
         let combine =
             |acc: &mut J::Value, v: &spillway_shuffle::ArchivedValue<J::Value>| job.combine_archived(acc, v);
-        let info = if J::COMBINER {
-            merge_runs::<J::Value>(&paths, &output, Some(&combine), &options)?
-        } else {
-            merge_runs::<J::Value>(&paths, &output, None, &options)?
+        // The job's combiner runs here: a panic in it fails this attempt of the step (its
+        // output, unfinished, is removed), which is tried again.
+        let mut attempts = 0;
+        let info = loop {
+            attempts += 1;
+            let merged = crate::job::catch(|| match J::COMBINER {
+                true => merge_runs::<J::Value>(&paths, &output, Some(&combine), &options),
+                false => merge_runs::<J::Value>(&paths, &output, None, &options),
+            });
+            match merged {
+                Ok(merged) => break merged?,
+                Err(message) => {
+                    let task = format!("a merge of {} runs ({})", inputs.len(), output.display());
+                    if attempts >= self.max_attempts {
+                        return Err(Error::Job { split: task, attempts, message });
+                    }
+                    crate::cleanup::notify(&Notice::Retrying {
+                        task,
+                        attempt: attempts,
+                        max_attempts: self.max_attempts,
+                        message,
+                    });
+                    self.progress.retries.fetch_add(1, Ordering::Relaxed);
+                    self.lock().stats.merge_retries += 1;
+                }
+            }
         };
         if let Some(journal) = self.journal {
             crate::failpoint::hit("merge.step");

@@ -333,3 +333,51 @@ fn the_cli_retries_and_says_so() {
     assert!(stderr.contains(": panicked: failpoint map.split (pass 3)"), "{stderr}");
     assert!(!out.exists());
 }
+
+/// Counts tokens; its archived combiner (used by merges) panics the first time it runs.
+struct PanickyCombiner(std::sync::atomic::AtomicBool);
+
+impl Job for PanickyCombiner {
+    type Value = u64;
+    const COMBINER: bool = true;
+
+    fn map(&self, split: &Split<'_>, emit: &mut Emitter<'_, u64>) -> Result<(), JobError> {
+        for token in split.data.split(u8::is_ascii_whitespace).filter(|t| !t.is_empty()) {
+            emit.emit(token, 1);
+        }
+        Ok(())
+    }
+
+    fn combine(&self, acc: &mut u64, value: u64) {
+        *acc += value;
+    }
+
+    fn combine_archived(&self, acc: &mut u64, value: &spillway_engine::shuffle::ArchivedValue<u64>) {
+        if !self.0.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            panic!("combiner panicked on purpose");
+        }
+        *acc += value.to_native();
+    }
+
+    fn reduce(&self, key: &[u8], values: Values<'_, '_, u64>, out: &mut dyn Write) -> Result<(), JobError> {
+        let total: u64 = values.map(|v| v.to_native()).sum();
+        out.write_all(key)?;
+        writeln!(out, "\t{total}")?;
+        Ok(())
+    }
+}
+
+#[test]
+fn a_merge_whose_combiner_panics_once_is_merged_again() {
+    let data = tempfile::tempdir().unwrap();
+    let files = inputs(data.path());
+    let expected = reference(&files);
+    let inputs = Inputs::new(&files).unwrap();
+    let job = PanickyCombiner(std::sync::atomic::AtomicBool::new(false));
+    let out = data.path().join("out.txt");
+    let m =
+        engine(2, Mode::MultiPass, data.path()).run(&job, &inputs, &OutputSpec::File(out.clone())).unwrap();
+    assert!(std::fs::read(&out).unwrap() == expected, "the output of a clean run");
+    assert_eq!((m.retries.map, m.retries.merge, m.retries.reduce), (0, 1, 0), "{m:?}");
+    assert!(m.merge_steps > 0);
+}

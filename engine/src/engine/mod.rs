@@ -197,7 +197,8 @@ impl Engine {
         let dir =
             job_dir.as_ref().map_or_else(|| spill_dir.as_ref().expect("one of them").path(), JobDir::path);
         let mut spiller =
-            Spiller::new(dir, partitioner.partitions(), self.io, self.read, self.max_open_runs, progress);
+            Spiller::new(dir, partitioner.partitions(), self.io, self.read, self.max_open_runs, progress)
+                .with_attempts(self.max_attempts);
         let mut commit_bytes = map::COMMIT_BYTES;
         if let Some(job_dir) = &job_dir {
             spiller = spiller.journaled(job_dir.journal(), job_dir.run_prefix());
@@ -292,7 +293,11 @@ impl Engine {
             peak_rss_bytes: peak_rss(),
             peak_anon_bytes: sampler.finish(),
             exchange: exchanged.times,
-            retries: Retries { map: mapped.retries, reduce: reduce_retries.into_inner() },
+            retries: Retries {
+                map: mapped.retries,
+                merge: stats.merge_retries,
+                reduce: reduce_retries.into_inner(),
+            },
             // (Counted once, on rank 0, but the runs each rank adopted.)
             resumed: ResumeStats {
                 splits_done: if rank == 0 { done_before } else { 0 },
