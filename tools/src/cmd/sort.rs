@@ -76,20 +76,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let inputs = job.inputs(&args.inputs)?;
         // Before sampling reads the inputs (the job checks them again when it starts).
         job.check_paths(&inputs)?;
-        let partitioner = sample_partitioner(&inputs, args.record_size, job.partitions)?;
+        // The ranks are not started yet: their number comes from the launcher (one when it
+        // does not say, as under a bare PMIx launcher; -r then decides).
+        let ranks = super::launch::detect().and_then(|launch| launch.size).unwrap_or(1);
+        let ranks = usize::try_from(ranks).unwrap_or(usize::MAX);
+        let partitioner = sample_partitioner(&inputs, args.record_size, job.partitions(ranks))?;
         return job.run_job_with(
             &RecordSortJob { record_size: args.record_size },
             &inputs,
             Some(&partitioner),
         );
     }
-    let threads = job.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+    let threads = job.threads();
     let progress = Arc::new(Progress::default());
     let options = SortOptions {
         record_size: args.record_size,
         key_size: args.key_size,
         threads,
-        partitions: job.partitions,
+        partitions: job.partitions(1),
         memory_budget: job.memory,
         max_open_runs: job.max_open_runs,
         spill_dir: job.spill_dir.clone(),
