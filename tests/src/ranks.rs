@@ -137,7 +137,8 @@ impl Case {
     /// When the one-process run fails or `mpirun` cannot be started (a multi-rank run that
     /// fails is an [`Outcome`] that is not identical).
     pub fn run(&self, dir: &Path, np: usize) -> Outcome {
-        let tag: String = self.name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+        let tag: String =
+            self.name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
         let flag = match self.out {
             Out::Dir => "--out-dir",
             Out::File => "--out",
@@ -188,9 +189,8 @@ impl Case {
             Ok(bytes) => serde_json::from_slice(&bytes).unwrap(),
             Err(e) => return fail(format!("_SUCCESS: {e}")),
         };
-        let files: Vec<u64> = (0..np)
-            .map(|r| metrics["per_rank"][r]["output_files"].as_u64().unwrap_or(u64::MAX))
-            .collect();
+        let files: Vec<u64> =
+            (0..np).map(|r| metrics["per_rank"][r]["output_files"].as_u64().unwrap_or(u64::MAX)).collect();
         let owning = files.iter().filter(|&&f| f > 0).count();
         // Every rank reduces when there are at least as many partitions as ranks (always so
         // by default: each rank then reduces one partition per thread).

@@ -18,9 +18,7 @@ fn ranks_give_the_same_bytes_as_one_process() {
     let files = text_inputs(dir.path());
     let files: Vec<&str> = files.iter().map(String::as_str).collect();
     for (job, extra) in [("wordcount", &[][..]), ("index", &[][..]), ("grep", &[r"Cæsar|^The|whale"][..])] {
-        for budget in
-            [&["--memory", "1G"][..], &SPILLS]
-        {
+        for budget in [&["--memory", "1G"][..], &SPILLS] {
             let mut base = vec![job, "-q", "-r", "7"];
             base.extend_from_slice(budget);
             base.extend_from_slice(extra);
@@ -223,9 +221,7 @@ fn sort_across_ranks_matches_one_process() {
     let single = dir.path().join("single.sorted");
     assert!(spillway(&["sort", "-q", "-o", single.to_str().unwrap(), input_str]).status.success());
     let expected = std::fs::read(&single).unwrap();
-    for budget in
-        [&["--memory", "1G"][..], &SPILLS]
-    {
+    for budget in [&["--memory", "1G"][..], &SPILLS] {
         for np in 1..=4 {
             let file = dir.path().join(format!("np{np}-{}.sorted", budget.len()));
             let mut args = vec!["sort", "-q", "-t", "1", "-r", "6", "-o", file.to_str().unwrap()];
@@ -269,11 +265,9 @@ fn sections_in_many_messages_and_in_pieces() {
         (&["SPILLWAY_MPI_CHUNK=16", "SPILLWAY_MPI_BUFFER=48K"], &["SPILLWAY_MPI_CHUNK=24K"]),
         (&["SPILLWAY_MPI_BUFFER=40000"], &["SPILLWAY_MPI_CHUNK=1M", "SPILLWAY_MPI_BUFFER=100K"]),
     ];
-    for (job, budget) in [
-        ("index", &["--memory", "1G"][..]),
-        ("index", &SPILLS[..]),
-        ("wordcount", &["--memory", "1G"][..]),
-    ] {
+    for (job, budget) in
+        [("index", &["--memory", "1G"][..]), ("index", &SPILLS[..]), ("wordcount", &["--memory", "1G"][..])]
+    {
         let mut base = vec![job, "-q", "-r", "7", "-t", "1"];
         base.extend_from_slice(budget);
         let single = dir.path().join(format!("{job}-{}-single", budget.len()));

@@ -33,9 +33,7 @@ fn slurm(program: &str) -> Command {
         std::iter::once(bin_dir).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
     )
     .unwrap();
-    cmd.env("PATH", path)
-        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
+    cmd.env("PATH", path).env("OMPI_ALLOW_RUN_AS_ROOT", "1").env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
     cmd
 }
 
@@ -127,7 +125,10 @@ fn srun_and_sbatch_give_the_same_bytes_as_one_process() {
         .output()
         .unwrap();
     ok("srun wordcount -o", &out);
-    assert!(std::fs::read(&srun_file).unwrap() == std::fs::read(&file).unwrap(), "srun: the output file differs");
+    assert!(
+        std::fs::read(&srun_file).unwrap() == std::fs::read(&file).unwrap(),
+        "srun: the output file differs"
+    );
 }
 
 /// The README's batch script is `scripts/spillway.sbatch`, word for word.
@@ -135,7 +136,10 @@ fn srun_and_sbatch_give_the_same_bytes_as_one_process() {
 fn the_readme_shows_the_sbatch_script() {
     let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md")).unwrap();
     let script = std::fs::read_to_string(sbatch_script()).unwrap();
-    assert!(readme.contains(&format!("```bash\n{script}```\n")), "README.md must show scripts/spillway.sbatch as it is");
+    assert!(
+        readme.contains(&format!("```bash\n{script}```\n")),
+        "README.md must show scripts/spillway.sbatch as it is"
+    );
 }
 
 /// `scancel --signal=TERM --batch` signals the batch script only; the script passes it on
@@ -182,7 +186,10 @@ fn scancel_term_ends_a_running_batch_job_cleanly() {
             state == "PENDING" || state == "RUNNING",
             "job {job} is {state} before the signal: {log_text}"
         );
-        assert!(started.elapsed() < Duration::from_secs(300), "job {job} did not get going ({state}): {log_text}");
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "job {job} did not get going ({state}): {log_text}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(500));
