@@ -228,8 +228,11 @@ impl Fit {
             dt += d * s.descriptors;
         }
         let det = xx * yy - xy * xy;
-        let (mut a, mut inv_beta) =
-            if det.abs() > f64::EPSILON * xx * yy { ((xt * yy - yt * xy) / det, (yt * xx - xt * xy) / det) } else { (0.0, 0.0) };
+        let (mut a, mut inv_beta) = if det.abs() > f64::EPSILON * xx * yy {
+            ((xt * yy - yt * xy) / det, (yt * xx - xt * xy) / det)
+        } else {
+            (0.0, 0.0)
+        };
         // A negative coefficient means the other one explains the data: refit with one.
         if a < 0.0 || inv_beta <= 0.0 {
             if yy > 0.0 && (a < 0.0 || inv_beta > 0.0) {

@@ -96,9 +96,9 @@ struct MeasureArgs {
     /// Input per rank (gensort records).
     #[arg(long, default_value = "4M", value_parser = parse_size)]
     per_rank: u64,
-    /// Memory budget per rank.
+    /// Memory budget per rank of the measured runs.
     #[arg(long, default_value = "64M", value_parser = parse_size)]
-    memory: u64,
+    run_memory: u64,
     /// Cores the ranks share [default: this machine's].
     #[arg(long)]
     cores: Option<usize>,
@@ -241,7 +241,7 @@ fn measure(args: &MeasureArgs) -> Result<()> {
         let _ = std::fs::remove_dir_all(&out);
         let mut cmd = spillway_bench::runner::mpirun();
         cmd.args(["-n", &np.to_string()]).arg(&spillway);
-        cmd.args(["sort", "--generic", "-q", "-t", "1", "--memory", &args.memory.to_string()])
+        cmd.args(["sort", "--generic", "-q", "-t", "1", "--memory", &args.run_memory.to_string()])
             .arg("--out-dir")
             .arg(&out)
             .arg("--metrics")
@@ -301,7 +301,10 @@ fn measure(args: &MeasureArgs) -> Result<()> {
 }
 
 fn print_weak(runs: &[Run], per_rank: u64, cores: usize) {
-    println!("\nWeak scaling: `spillway sort --generic -t 1`, {} per rank, {cores} cores (slowest rank's phases)\n", format_size(per_rank));
+    println!(
+        "\nWeak scaling: `spillway sort --generic -t 1`, {} per rank, {cores} cores (slowest rank's phases)\n",
+        format_size(per_rank)
+    );
     let mut t = Table::new([
         "P",
         "wall (s)",
@@ -365,7 +368,7 @@ fn print_calibration(runs: &[Run], fit: &Fit, args: &MeasureArgs, cores: usize) 
             shuffle_per_rank: args.per_rank as f64,
             input_per_rank: args.per_rank as f64,
             threads: 1.0,
-            memory: args.memory as f64,
+            memory: args.run_memory as f64,
             fan_in: f(&r.metrics["max_open_runs"]),
             partitions: Some(partitions),
             ..Params::default()
