@@ -3,23 +3,12 @@
 //! ranks, `scripts/scale.sh` at 32 and 128 (all oversubscribed on a small machine).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use crate::{gutenberg_files, messy_text, spillway, spillway_bin};
 
-/// `mpirun` set up for one small host: as root OpenMPI needs explicit consent; more ranks
-/// than cores need oversubscription; binding to one core would starve multi-threaded ranks;
-/// one host needs shared memory only.
-pub fn mpirun() -> Command {
-    let mut cmd = Command::new("mpirun");
-    cmd.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        .env("OMPI_MCA_rmaps_base_oversubscribe", "1")
-        .env("OMPI_MCA_hwloc_base_binding_policy", "none")
-        .env("OMPI_MCA_btl", "self,vader");
-    cmd
-}
+pub use spillway_bench::runner::mpirun;
 
 /// Runs `spillway args` as `np` ranks.
 ///

@@ -135,8 +135,17 @@ fn bytes(x: f64) -> String {
     format_size(x.max(0.0) as u64)
 }
 
+/// A table whose columns are all numbers (right-aligned).
+fn numbers_table<const N: usize>(headers: [&str; N]) -> Table {
+    let mut t = Table::new(headers);
+    for c in 0..N {
+        t.align(c, Align::Right);
+    }
+    t
+}
+
 fn prediction_table(params: &Params, max_ranks: u32) -> Table {
-    let mut t = Table::new([
+    let mut t = numbers_table([
         "P",
         "R",
         "runs/rank",
@@ -152,9 +161,6 @@ fn prediction_table(params: &Params, max_ranks: u32) -> Table {
         "data time",
         "split req/s (cap)",
     ]);
-    for c in 0..14 {
-        t.align(c, Align::Right);
-    }
     let mut p = 2u32;
     while p <= max_ranks {
         let x: Prediction = predict(params, f64::from(p));
@@ -305,7 +311,7 @@ fn print_weak(runs: &[Run], per_rank: u64, cores: usize) {
         "\nWeak scaling: `spillway sort --generic -t 1`, {} per rank, {cores} cores (slowest rank's phases)\n",
         format_size(per_rank)
     );
-    let mut t = Table::new([
+    let mut t = numbers_table([
         "P",
         "wall (s)",
         "map",
@@ -320,9 +326,6 @@ fn print_weak(runs: &[Run], per_rank: u64, cores: usize) {
         "messages",
         "msgs/rank",
     ]);
-    for c in 0..13 {
-        t.align(c, Align::Right);
-    }
     for r in runs {
         let m = &r.metrics;
         t.row([
@@ -346,7 +349,7 @@ fn print_weak(runs: &[Run], per_rank: u64, cores: usize) {
 
 fn print_calibration(runs: &[Run], fit: &Fit, args: &MeasureArgs, cores: usize) {
     println!("Predicted against measured (median rank; the model's messages from its own counts)\n");
-    let mut t = Table::new([
+    let mut t = numbers_table([
         "P",
         "R",
         "msgs/rank measured",
@@ -358,9 +361,6 @@ fn print_calibration(runs: &[Run], fit: &Fit, args: &MeasureArgs, cores: usize) 
         "descriptors measured",
         "descriptors fitted",
     ]);
-    for c in 0..10 {
-        t.align(c, Align::Right);
-    }
     for r in runs.iter().filter(|r| r.ranks > 1) {
         let np = r.ranks as f64;
         let partitions = f(&r.metrics["partitions"]);
