@@ -516,8 +516,10 @@ mod tests {
         assert_eq!(default_partitions(8, 1, g), 16);
         assert_eq!(default_partitions(32, 1, g), 32);
         assert_eq!(default_partitions(128, 2, g), 256);
-        assert_eq!(default_partitions(8192, 64, g), 1 << 19);
-        assert_eq!(default_partitions(1 << 20, 64, g), 1 << 20, "at most MAX_PARTITIONS");
+        assert_eq!(default_partitions(1024, 8, g), 8192);
+        // 16 MiB per thread: an index of at most 2 MiB, 65536 partitions.
+        assert_eq!(default_partitions(8192, 64, g), 1 << 16);
+        assert_eq!(default_partitions(1 << 20, 64, 64 << 30), 1 << 20, "at most MAX_PARTITIONS");
         // --memory 1M on 2 threads: 512 KiB per thread, an index of at most 64 KiB (2048 partitions).
         assert_eq!(default_partitions(4096, 2, 1 << 20), 2048);
         // The smallest share (16 KiB) still allows 16.
