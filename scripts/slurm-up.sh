@@ -65,7 +65,36 @@ case $mode in
     down) [[ $(id -u) -eq 0 ]] || die "--down needs root"; stop_daemons; echo "slurm-up: stopped"; exit 0 ;;
 esac
 
-if is_up; then
+new_conf=$(cat <<EOF
+$marker
+# One node, no systemd, no cgroups: for Spillway's tests.
+ClusterName=spillway
+SlurmctldHost=$node(127.0.0.1)
+SlurmUser=root
+AuthType=auth/munge
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+MpiDefault=pmix
+SlurmdParameters=config_overrides
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+SchedulerType=sched/backfill
+ReturnToService=2
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+StateSaveLocation=/var/spool/slurmctld
+SlurmdSpoolDir=/var/spool/slurmd
+SlurmctldPidFile=/run/slurmctld.pid
+SlurmdPidFile=/run/slurmd.pid
+SlurmctldLogFile=$logdir/slurmctld.log
+SlurmdLogFile=$logdir/slurmd.log
+KillWait=10
+NodeName=$node NodeAddr=127.0.0.1 CPUs=$cpus State=UNKNOWN
+PartitionName=debug Nodes=$node Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
+EOF
+)
+
+if is_up && [[ -e $conf && $(cat "$conf") == "$new_conf" ]]; then
     echo "slurm-up: already up (node $node, $(sinfo -h -n "$node" -o '%c CPUs, state %t'))"
     exit 0
 fi
@@ -116,34 +145,6 @@ fi
 if [[ -e $conf ]] && ! head -n1 "$conf" | grep -qxF "$marker"; then
     die "$conf exists and was not written by this script: not replacing it (move it away to use this one)"
 fi
-new_conf=$(cat <<EOF
-$marker
-# One node, no systemd, no cgroups: for Spillway's tests.
-ClusterName=spillway
-SlurmctldHost=$node
-SlurmUser=root
-AuthType=auth/munge
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-MpiDefault=pmix
-SlurmdParameters=config_overrides
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
-SchedulerType=sched/backfill
-ReturnToService=2
-JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
-StateSaveLocation=/var/spool/slurmctld
-SlurmdSpoolDir=/var/spool/slurmd
-SlurmctldPidFile=/run/slurmctld.pid
-SlurmdPidFile=/run/slurmd.pid
-SlurmctldLogFile=$logdir/slurmctld.log
-SlurmdLogFile=$logdir/slurmd.log
-KillWait=10
-NodeName=$node CPUs=$cpus State=UNKNOWN
-PartitionName=debug Nodes=$node Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
-EOF
-)
 install -d -m 0755 /etc/slurm /var/spool/slurmctld /var/spool/slurmd "$logdir"
 if [[ ! -e $conf ]] || [[ $(cat "$conf") != "$new_conf" ]]; then
     printf '%s\n' "$new_conf" >"$conf"
