@@ -2,11 +2,12 @@
 # Spillway's whole test suite, as CI runs it (.ci/run calls this script).
 #
 #   scripts/test.sh          formatting, lints, docs, every test of the workspace, then the
-#                            multi-rank tests under a real mpirun
+#                            multi-rank tests under a real mpirun (1-8 ranks), then srun and
+#                            sbatch under a one-node SLURM (scripts/slurm-up.sh starts it)
 #
 # Needs only Rust, gcc and Python on a fresh machine: scripts/install-deps.sh installs OpenMPI
-# and libclang (for the `mpi` feature) when they are missing and this runs as root, and says
-# exactly what to install otherwise.
+# and libclang (for the `mpi` feature), and scripts/slurm-up.sh SLURM and munge, when they are
+# missing and this runs as root; each says exactly what to install otherwise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,7 +33,13 @@ cargo clippy --workspace --all-targets --locked --features spillway-tests/mpi --
 
 step "multi-rank tests under mpirun (feature mpi)"
 cargo build --locked -p spillway-tools --features mpi
-cargo test --locked -p spillway-tests --features mpi --test mpi
+cargo test --locked -p spillway-tests --features mpi --test mpi --test many_ranks
+
+step "a one-node SLURM (started if it is not running)"
+scripts/slurm-up.sh
+
+step "batch-system tests under SLURM: srun --mpi=pmix, sbatch + mpirun, scancel (feature mpi)"
+cargo test --locked -p spillway-tests --features mpi --test slurm
 
 echo
 echo "All tests passed."

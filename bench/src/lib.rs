@@ -9,6 +9,7 @@
 //! * [`normalize`]: turning outputs of different word counters into one
 //!   canonical, byte-comparable form.
 //! * [`table`]: aligned Markdown tables ([`Table`]).
+//! * [`scaling`]: the model of the exchange at P ranks; binary `scale-model`.
 //!
 //! The driver is the binary `wordcount-bench`.
 
@@ -16,6 +17,7 @@ pub mod baseline;
 pub mod corpus;
 pub mod normalize;
 pub mod runner;
+pub mod scaling;
 pub mod table;
 
 pub use corpus::{CorpusSpec, write_corpus};

@@ -144,6 +144,18 @@ pub fn median(values: &[Duration]) -> Duration {
     v[v.len() / 2]
 }
 
+/// `mpirun` set up for one small host: consent to run as root, oversubscription (more ranks
+/// than cores), no binding (a rank bound to one core starves its threads), shared memory only.
+pub fn mpirun() -> Command {
+    let mut cmd = Command::new("mpirun");
+    cmd.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env("OMPI_MCA_rmaps_base_oversubscribe", "1")
+        .env("OMPI_MCA_hwloc_base_binding_policy", "none")
+        .env("OMPI_MCA_btl", "self,vader");
+    cmd
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

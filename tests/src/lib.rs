@@ -8,6 +8,8 @@ use std::sync::Mutex;
 
 use unicode_general_category::{GeneralCategory, get_general_category};
 
+pub mod ranks;
+
 /// Path of the `spillway` binary of this build, built (or brought up to date) on first use.
 pub fn spillway_bin() -> PathBuf {
     // Built once per test process, so that tests never run a stale binary (cargo returns at

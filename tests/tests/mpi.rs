@@ -3,49 +3,11 @@
 //! job with a clear message and no `_SUCCESS`.
 #![cfg(feature = "mpi")]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use spillway_tests::ranks::{SPILLS, check_mpi_build, mpirun, run_ranks, text_inputs};
 use spillway_tests::{gutenberg_files, messy_text, spillway, spillway_bin};
-
-fn mpirun() -> Command {
-    let mut cmd = Command::new("mpirun");
-    // As root OpenMPI needs explicit consent; more ranks than cores need oversubscription;
-    // binding to one core would starve multi-threaded ranks; one host needs shared memory only.
-    cmd.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        .env("OMPI_MCA_rmaps_base_oversubscribe", "1")
-        .env("OMPI_MCA_hwloc_base_binding_policy", "none")
-        .env("OMPI_MCA_btl", "self,vader");
-    cmd
-}
-
-fn run_ranks(np: usize, args: &[&str]) -> Output {
-    mpirun()
-        .arg("-n")
-        .arg(np.to_string())
-        .arg(spillway_bin())
-        .args(args)
-        .output()
-        .expect("mpirun not found: run scripts/install-deps.sh (installs OpenMPI) first")
-}
-
-fn check_mpi_build() {
-    let version = spillway(&["--version"]);
-    let text = String::from_utf8_lossy(&version.stdout);
-    assert!(text.contains("(mpi)"), "the spillway binary was built without the mpi feature: {text}");
-}
-
-fn inputs(dir: &Path) -> Vec<String> {
-    let mut files: Vec<PathBuf> = gutenberg_files().into_iter().take(3).collect();
-    for i in 0..3u64 {
-        let path = dir.join(format!("messy{i}.txt"));
-        std::fs::write(&path, messy_text(300 + i, 300_000)).unwrap();
-        files.push(path);
-    }
-    files.iter().map(|f| f.display().to_string()).collect()
-}
 
 /// Every job, every rank count, in memory and with forced spills and F = 2: the same bytes as
 /// the single-process run, both as one file and as part files.
@@ -53,12 +15,10 @@ fn inputs(dir: &Path) -> Vec<String> {
 fn ranks_give_the_same_bytes_as_one_process() {
     check_mpi_build();
     let dir = tempfile::tempdir().unwrap();
-    let files = inputs(dir.path());
+    let files = text_inputs(dir.path());
     let files: Vec<&str> = files.iter().map(String::as_str).collect();
     for (job, extra) in [("wordcount", &[][..]), ("index", &[][..]), ("grep", &[r"Cæsar|^The|whale"][..])] {
-        for budget in
-            [&["--memory", "1G"][..], &["--memory", "1M", "--max-open-runs", "2", "--split-size", "64K"]]
-        {
+        for budget in [&["--memory", "1G"][..], &SPILLS] {
             let mut base = vec![job, "-q", "-r", "7"];
             base.extend_from_slice(budget);
             base.extend_from_slice(extra);
@@ -261,9 +221,7 @@ fn sort_across_ranks_matches_one_process() {
     let single = dir.path().join("single.sorted");
     assert!(spillway(&["sort", "-q", "-o", single.to_str().unwrap(), input_str]).status.success());
     let expected = std::fs::read(&single).unwrap();
-    for budget in
-        [&["--memory", "1G"][..], &["--memory", "1M", "--max-open-runs", "2", "--split-size", "64K"]]
-    {
+    for budget in [&["--memory", "1G"][..], &SPILLS] {
         for np in 1..=4 {
             let file = dir.path().join(format!("np{np}-{}.sorted", budget.len()));
             let mut args = vec!["sort", "-q", "-t", "1", "-r", "6", "-o", file.to_str().unwrap()];
@@ -293,7 +251,7 @@ fn sort_across_ranks_matches_one_process() {
 fn sections_in_many_messages_and_in_pieces() {
     check_mpi_build();
     let dir = tempfile::tempdir().unwrap();
-    let files = inputs(dir.path());
+    let files = text_inputs(dir.path());
     let files: Vec<&str> = files.iter().map(String::as_str).collect();
     let bin = spillway_bin();
     let bin = bin.to_str().unwrap();
@@ -307,11 +265,9 @@ fn sections_in_many_messages_and_in_pieces() {
         (&["SPILLWAY_MPI_CHUNK=16", "SPILLWAY_MPI_BUFFER=48K"], &["SPILLWAY_MPI_CHUNK=24K"]),
         (&["SPILLWAY_MPI_BUFFER=40000"], &["SPILLWAY_MPI_CHUNK=1M", "SPILLWAY_MPI_BUFFER=100K"]),
     ];
-    for (job, budget) in [
-        ("index", &["--memory", "1G"][..]),
-        ("index", &["--memory", "1M", "--max-open-runs", "2", "--split-size", "64K"][..]),
-        ("wordcount", &["--memory", "1G"][..]),
-    ] {
+    for (job, budget) in
+        [("index", &["--memory", "1G"][..]), ("index", &SPILLS[..]), ("wordcount", &["--memory", "1G"][..])]
+    {
         let mut base = vec![job, "-q", "-r", "7", "-t", "1"];
         base.extend_from_slice(budget);
         let single = dir.path().join(format!("{job}-{}-single", budget.len()));

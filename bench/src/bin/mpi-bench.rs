@@ -213,13 +213,8 @@ fn main() -> Result<()> {
                     let out = scratch.join(format!("out-{j}-{l}-{b}-{round}"));
                     let metrics = scratch.join(format!("metrics-{j}-{l}-{b}-{round}.json"));
                     let _ = std::fs::remove_dir_all(&out);
-                    let mut cmd = Command::new("mpirun");
-                    cmd.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-                        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-                        .env("OMPI_MCA_rmaps_base_oversubscribe", "1")
-                        .env("OMPI_MCA_hwloc_base_binding_policy", "none")
-                        .env("OMPI_MCA_btl", "self,vader")
-                        .envs(envs.iter().map(|(k, v)| (k, v)))
+                    let mut cmd = spillway_bench::runner::mpirun();
+                    cmd.envs(envs.iter().map(|(k, v)| (k, v)))
                         .args(["-n", &layout.ranks.to_string()])
                         .arg(bin);
                     match job {

@@ -54,6 +54,25 @@ fn many_part_files(output: &OutputSpec, partitions: u32) -> Option<String> {
     }
 }
 
+/// Bytes of partition index every spill run carries per partition (the engine refuses an R
+/// whose index exceeds a thread's share of the budget).
+const RUN_INDEX_PER_PARTITION: u64 = 32;
+
+/// The partition count when `-r` is not given: one partition per thread of every rank, so that
+/// no rank (and no thread) sits idle in reduce, and at least 16 (the single-process default).
+/// At most what keeps a spill run's partition index within an eighth of a thread's share of
+/// `memory`, and at most [`MAX_PARTITIONS`]; never below 16 (a thread's share is at least
+/// 16 KiB, so that bound is at least 64).
+///
+/// Every rank must compute the same R (the ranks compare it before any work): on nodes with
+/// different numbers of CPUs, give `-t` or `-r`.
+pub fn default_partitions(ranks: usize, threads: usize, memory: u64) -> u32 {
+    let wanted = u64::try_from(ranks).unwrap_or(u64::MAX).saturating_mul(threads as u64);
+    let share = memory / threads.max(1) as u64;
+    let bound = (share / (8 * RUN_INDEX_PER_PARTITION)).min(MAX_PARTITIONS.into());
+    u32::try_from(wanted.min(bound).max(16)).unwrap_or(MAX_PARTITIONS)
+}
+
 /// Parses a whole number in `min..=max`.
 fn parse_in<T: TryFrom<u64>>(s: &str, min: u64, max: u64) -> Result<T, String> {
     let n: u64 = s.trim().parse().map_err(|_| format!("{s:?} is not a whole number"))?;
@@ -127,9 +146,9 @@ pub struct JobOptions {
     #[arg(long, short = 't', value_name = "N", value_parser = parse_positive)]
     pub threads: Option<usize>,
     /// Partitions R (1 to 1048576): reduce parallelism, and the number of part files with
-    /// --out-dir.
-    #[arg(long, short = 'r', value_name = "R", default_value_t = 16, value_parser = parse_partitions)]
-    pub partitions: u32,
+    /// --out-dir [default: ranks x threads, at least 16].
+    #[arg(long, short = 'r', value_name = "R", value_parser = parse_partitions)]
+    pub partitions: Option<u32>,
     /// Memory budget of the map-side buffers (e.g. 1M, 512M, 2G; at least 64K), shared by the
     /// threads. A thread spills a sorted run to --spill-dir when its share is full.
     #[arg(long, short = 'm', value_name = "SIZE", default_value = "1G", value_parser = parse_memory)]
@@ -188,6 +207,16 @@ pub struct JobOptions {
 }
 
 impl JobOptions {
+    /// Worker threads: `-t`, or the number of CPUs (the engine's default).
+    pub fn threads(&self) -> usize {
+        self.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+    }
+
+    /// Partitions R for a job across `ranks` ranks: `-r`, or [`default_partitions`].
+    pub fn partitions(&self, ranks: usize) -> u32 {
+        self.partitions.unwrap_or_else(|| default_partitions(ranks, self.threads(), self.memory))
+    }
+
     /// Opens the inputs (failing before any work if one is missing or unreadable).
     pub fn inputs(&self, paths: &[PathBuf]) -> anyhow::Result<Inputs> {
         Ok(Inputs::with_mode(paths, self.read)?)
@@ -196,7 +225,7 @@ impl JobOptions {
     /// Builds the engine, runs `job`, shows progress, reports metrics. Built with the `mpi`
     /// feature, runs across the ranks of `mpirun` (rank 0 shows progress and metrics).
     pub fn run_job<J: Job>(&self, job: &J, inputs: &Inputs) -> anyhow::Result<ExitCode> {
-        self.run_job_with(self.engine_builder(), job, inputs, None)
+        self.run_job_with(self.engine_builder(1), job, inputs, None)
     }
 
     /// As [`JobOptions::run_job`], with the engine `builder` describes (from
@@ -219,19 +248,19 @@ impl JobOptions {
     }
 
     /// The engine these options describe (the one place where the flags become engine
-    /// settings, for the jobs and for `sort`), before progress and the cluster are added.
-    pub fn engine_builder(&self) -> EngineBuilder {
+    /// settings, for the jobs and for `sort`), for a job across `ranks` ranks (which decide
+    /// the default partition count), before progress and the cluster are added.
+    pub fn engine_builder(&self, ranks: usize) -> EngineBuilder {
+        let partitions = self.partitions(ranks);
         let mut builder = Engine::builder()
-            .partitions(self.partitions)
+            .partitions(partitions)
+            .threads(self.threads())
             .memory_budget(self.memory)
             .io(self.io)
             .read_mode(self.read)
             .sample_memory(true) // for peak_anon_bytes in the metrics
             .max_attempts(self.max_attempts)
             .resume(self.resume);
-        if let Some(t) = self.threads {
-            builder = builder.threads(t);
-        }
         if let Some(size) = self.split_size {
             builder = builder.split_size(usize::try_from(size).unwrap_or(usize::MAX));
         }
@@ -262,10 +291,15 @@ impl JobOptions {
         if self.resume {
             let _ = RESUMABLE.set(Arc::clone(&progress));
         }
-        let engine =
-            builder.progress(Arc::clone(&progress)).cluster(cluster).build().map_err(UsageError::from)?;
+        let partitions = self.partitions(cluster.size());
+        let engine = builder
+            .partitions(partitions)
+            .progress(Arc::clone(&progress))
+            .cluster(cluster)
+            .build()
+            .map_err(UsageError::from)?;
         let output = self.check_paths(inputs)?;
-        if let Some(warning) = many_part_files(&output, self.partitions).filter(|_| !quiet) {
+        if let Some(warning) = many_part_files(&output, partitions).filter(|_| !quiet) {
             eprint_line(warning);
         }
         let bar =
@@ -520,6 +554,28 @@ mod tests {
         assert_eq!(parse_memory("65535"), Err("must be at least 64K".into()));
         assert_eq!(parse_split_size("1"), Ok(1));
         assert!(parse_split_size("0").is_err());
+    }
+
+    /// Without -r every thread of every rank gets a partition to reduce: 16 on one small
+    /// machine as before, ranks x threads beyond, bounded by the budget's room for run indexes.
+    #[test]
+    fn the_default_partition_count_follows_ranks_and_threads() {
+        use super::default_partitions;
+        let g = 1 << 30;
+        assert_eq!(default_partitions(1, 2, g), 16);
+        assert_eq!(default_partitions(1, 64, g), 64);
+        assert_eq!(default_partitions(8, 1, g), 16);
+        assert_eq!(default_partitions(32, 1, g), 32);
+        assert_eq!(default_partitions(128, 2, g), 256);
+        assert_eq!(default_partitions(1024, 8, g), 8192);
+        // 16 MiB per thread: an index of at most 2 MiB, 65536 partitions.
+        assert_eq!(default_partitions(8192, 64, g), 1 << 16);
+        assert_eq!(default_partitions(1 << 20, 64, 64 << 30), 1 << 20, "at most MAX_PARTITIONS");
+        // --memory 1M on 2 threads: 512 KiB per thread, an index of at most 64 KiB (2048 partitions).
+        assert_eq!(default_partitions(4096, 2, 1 << 20), 2048);
+        // The smallest share (16 KiB) still allows 16.
+        assert_eq!(default_partitions(1000, 4, 64 << 10), 64);
+        assert_eq!(default_partitions(0, 0, 64 << 10), 16);
     }
 
     #[test]

@@ -75,12 +75,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     args.job.out_may_be_input = true; // sorting a file in place, as GNU sort -o does
     let job = &args.job;
     // One engine for both paths: its settings are set and checked in one place.
-    let builder = job.engine_builder().sync(!args.no_sync);
+    let builder = job.engine_builder(1).sync(!args.no_sync);
     if args.generic || parallel || job.resume {
         let inputs = job.inputs(&args.inputs)?;
         // Before sampling reads the inputs (the job checks them again when it starts).
         job.check_paths(&inputs)?;
-        let partitioner = sample_partitioner(&inputs, args.record_size, job.partitions)?;
+        // The ranks are not started yet: their number comes from the launcher (one when it
+        // does not say, as under a bare PMIx launcher; -r then decides).
+        let ranks = super::launch::detect().and_then(|launch| launch.size).unwrap_or(1);
+        let ranks = usize::try_from(ranks).unwrap_or(usize::MAX);
+        let partitioner = sample_partitioner(&inputs, args.record_size, job.partitions(ranks))?;
         return job.run_job_with(
             builder,
             &RecordSortJob { record_size: args.record_size },
