@@ -333,7 +333,7 @@ fn sections_in_many_messages_and_in_pieces() {
 fn a_failed_split_or_partition_is_retried_on_its_rank() {
     check_mpi_build();
     let dir = tempfile::tempdir().unwrap();
-    let files = inputs(dir.path());
+    let files = text_inputs(dir.path());
     let files: Vec<&str> = files.iter().map(String::as_str).collect();
     let base =
         ["wordcount", "-q", "-r", "5", "--memory", "1M", "--max-open-runs", "2", "--split-size", "64K"];
@@ -394,7 +394,7 @@ fn a_failed_split_or_partition_is_retried_on_its_rank() {
 fn a_job_killed_on_one_rank_resumes_on_another_number_of_ranks() {
     check_mpi_build();
     let dir = tempfile::tempdir().unwrap();
-    let files = inputs(dir.path());
+    let files = text_inputs(dir.path());
     let files: Vec<&str> = files.iter().map(String::as_str).collect();
     let base =
         ["wordcount", "-q", "-r", "5", "--memory", "1M", "--max-open-runs", "2", "--split-size", "64K"];
