@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Coverage-guided fuzzing of the run reader (shuffle/fuzz/, cargo-fuzz + libFuzzer).
-# Not part of scripts/test.sh: CI runs the regression tests in shuffle/tests/corruption.rs.
+# Coverage-guided fuzzing of the run reader and the job journal (shuffle/fuzz/, cargo-fuzz +
+# libFuzzer). Not part of scripts/test.sh: CI runs the regression tests in
+# shuffle/tests/corruption.rs and engine/tests/journal.rs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 FUZZ_DIR=shuffle/fuzz
-TARGETS=(run_reader run_reader_checksummed)
+TARGETS=(run_reader run_reader_checksummed journal journal_framed)
 
 usage() {
     cat <<EOF
@@ -18,13 +19,19 @@ Fuzzes one target of $FUZZ_DIR for N seconds (default 300), with one libFuzzer p
                checksums repaired, so that mutations reach rkyv validation, key-order checks,
                iteration and merging
                run_reader: arbitrary bytes exactly as given
+               journal_framed: lines of the input, each framed as a journal record with a
+               correct length and checksum, so that mutations reach the JSON records and
+               the record-order check
+               journal: arbitrary bytes exactly as given, parsed as a journal
   --seconds N  fuzzing time (libFuzzer -max_total_time)
   --help       this text
 
 Installs cargo-fuzz if it is missing (needs a nightly toolchain: rustup toolchain install
-nightly), writes the seed runs (gen-seeds, deterministic) into $FUZZ_DIR/corpus/TARGET, then runs
+nightly), writes the seeds (gen-seeds: runs; gen-journal-seeds: journals; deterministic) into
+$FUZZ_DIR/corpus/TARGET, then runs
   cargo +nightly fuzz run -a TARGET -- -max_total_time=N -rss_limit_mb=2048
-      -malloc_limit_mb=256 -timeout=10 -dict=$FUZZ_DIR/run.dict -print_final_stats=1
+      -malloc_limit_mb=256 -timeout=10 -dict=DICT -print_final_stats=1
+with DICT $FUZZ_DIR/run.dict for the run targets, $FUZZ_DIR/journal.dict for the journal ones.
 Arguments after -- go to libFuzzer. Crashes land in $FUZZ_DIR/artifacts/TARGET/; reproduce one
 with: cargo +nightly fuzz run --fuzz-dir $FUZZ_DIR -a TARGET ARTIFACT
 EOF
@@ -59,10 +66,15 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 
 corpus="$FUZZ_DIR/corpus/$target"
+case "$target" in
+    journal) seeds=(gen-journal-seeds); dict="$FUZZ_DIR/journal.dict" ;;
+    journal_framed) seeds=(gen-journal-seeds --framed); dict="$FUZZ_DIR/journal.dict" ;;
+    *) seeds=(gen-seeds); dict="$FUZZ_DIR/run.dict" ;;
+esac
 echo "== seeds -> $corpus"
-cargo +nightly run --quiet --manifest-path "$FUZZ_DIR/Cargo.toml" --bin gen-seeds -- "$corpus"
+cargo +nightly run --quiet --manifest-path "$FUZZ_DIR/Cargo.toml" --bin "${seeds[0]}" -- "${seeds[@]:1}" "$corpus"
 
 echo "== fuzzing $target for $seconds s"
 cargo +nightly fuzz run --fuzz-dir "$FUZZ_DIR" -a "$target" "$corpus" -- \
     -max_total_time="$seconds" -rss_limit_mb=2048 -malloc_limit_mb=256 -timeout=10 \
-    -dict="$FUZZ_DIR/run.dict" -print_final_stats=1 ${extra[@]+"${extra[@]}"}
+    -dict="$dict" -print_final_stats=1 ${extra[@]+"${extra[@]}"}

@@ -6,6 +6,9 @@
 //! than the input justifies, and, when a run is accepted, reads every record, value, block and
 //! merged group of it. [`fix_checksums`] repairs frame and footer checksums so that mutated inputs
 //! get past them into the rkyv, key-order and iteration code.
+//!
+//! [`journal`] does the same for the journal of resumable jobs
+//! ([`spillway_engine::journal::parse`]), shared by the `journal` and `journal_framed` targets.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
@@ -13,6 +16,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering};
 
 use spillway_shuffle::run::format::repair_checksums;
+
+pub mod journal;
 use spillway_shuffle::{Aligned, ArchivedValue, ByteSource, Error, Merge, RunReader, Value, to_owned};
 
 /// The name the fuzzed run goes by; errors must name it.
