@@ -26,6 +26,7 @@ pub const NAMES: &[(&str, &str)] = &[
         "reduce.partition",
         "after a partition's (or the one output's) reduce wrote its keys, before it is finished",
     ),
+    ("reduce.journaled", "a resumable job's reduce: a part file kept and journaled, the next not yet begun"),
     ("commit.output", "a resumable job's commit: journaled as committing, the output not yet renamed"),
     ("commit.finish", "a resumable job's end: output committed, job directory not yet removed"),
 ];

@@ -57,6 +57,21 @@ pub enum Record {
         /// The run they were merged into.
         output: RunRef,
     },
+    /// A partition's part file is complete (`fsync`ed in the output's staging directory) and
+    /// kept in the job directory under `name` (a hard link): a resumed job links it into its
+    /// own staging directory instead of reducing the partition again.
+    Reduced {
+        /// The partition.
+        partition: u32,
+        /// File name in the job directory.
+        name: String,
+        /// Its length in bytes.
+        bytes: u64,
+        /// xxh3-64 of its bytes.
+        hash: u64,
+        /// Keys it holds (for the metrics).
+        keys: u64,
+    },
     /// The output is about to be renamed into place: the file or staging directory with this
     /// identity (device, inode), and the metrics the job reports. Found at the target when
     /// the job resumes, it means the job is done.

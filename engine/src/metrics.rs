@@ -103,6 +103,9 @@ pub struct ResumeStats {
     /// Runs dropped: missing, damaged, or holding the output of splits that another dropped
     /// run held too; those splits were mapped again.
     pub runs_dropped: u64,
+    /// Part files an earlier session completed, used as they were (not reduced again).
+    #[serde(default)]
+    pub partitions_kept: u64,
     /// Why the journal was read only up to some record (a damaged record), if it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub journal_stopped: Option<String>,
@@ -160,6 +163,7 @@ impl Metrics {
             t.resumed.splits_done += m.resumed.splits_done;
             t.resumed.runs_kept += m.resumed.runs_kept;
             t.resumed.runs_dropped += m.resumed.runs_dropped;
+            t.resumed.partitions_kept += m.resumed.partitions_kept;
         }
         t.per_rank = parts;
         t

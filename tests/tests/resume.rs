@@ -381,3 +381,26 @@ fn a_killed_sort_resumes_to_the_sorted_records() {
         assert!(!job_dir(&out).exists(), "{point}");
     }
 }
+
+/// Killed in its reduce, a resumable job with part files keeps the part files it completed
+/// (journaled, linked into the job directory) and reduces only the others.
+#[test]
+fn a_job_killed_in_reduce_keeps_the_part_files_it_finished() {
+    let case = Case::new();
+    let out = case.path("reduce");
+    let out_arg = out.to_str().unwrap();
+    let killed =
+        case.run("wordcount", &["--out-dir", out_arg], &["--resume", "-r", "7"], "reduce.journaled=4:abort");
+    assert_eq!(killed.status.signal(), Some(libc_sigabrt()), "{}", stderr(&killed));
+    let resumed = case.run("wordcount", &["--out-dir", out_arg], &["--resume", "-r", "7"], "");
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    let clean7 = case.path("clean7");
+    assert!(
+        case.run("wordcount", &["--out-dir", clean7.to_str().unwrap()], &["-r", "7"], "").status.success()
+    );
+    assert_eq!(Output2::read(&out, true), Output2::read(&clean7, true));
+    let success: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("_SUCCESS")).unwrap()).unwrap();
+    assert_eq!(success["resumed"]["partitions_kept"], 4, "{success}");
+    assert_eq!(success["output_files"], 7, "{success}");
+}

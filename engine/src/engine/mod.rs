@@ -140,7 +140,7 @@ impl Engine {
         let token = self.cluster.agree(&agreement)?;
         let splits = inputs.plan_splits(job.split_mode(), split_size)?;
         // A resumable job goes on from what its job directory holds.
-        let (job_dir, resumed) = match self.resume {
+        let (job_dir, mut resumed) = match self.resume {
             true => {
                 let begin = Begin {
                     version: 1,
@@ -207,7 +207,7 @@ impl Engine {
             commit_bytes = per_thread.clamp(16 << 20, 256 << 20);
         }
         let kept_runs = resumed.runs.len() as u64; // this rank's share
-        spiller.add_all(resumed.runs);
+        spiller.add_all(std::mem::take(&mut resumed.runs));
         let todo: Vec<usize> =
             (0..splits.len()).filter(|&i| !resumed.done.get(i).copied().unwrap_or(false)).collect();
         let done_before = (splits.len() - todo.len()) as u64;
@@ -254,7 +254,8 @@ impl Engine {
         let reduce_retries = AtomicU64::new(0);
         let (output_keys, output_bytes, output_files) = match (output, &staged) {
             (OutputSpec::Dir(_), Some(staged)) => {
-                self.reduce_to_dir(job, &readers, &owned, staged.path(), &reduce_retries)?
+                let resumable = job_dir.as_ref().map(|dir| (dir, &resumed));
+                self.reduce_to_dir(job, &readers, &owned, staged.path(), &reduce_retries, resumable)?
             }
             _ if rank != 0 => (0, 0, 0),
             (OutputSpec::File(path), _) => {
@@ -303,6 +304,7 @@ impl Engine {
                 splits_done: if rank == 0 { done_before } else { 0 },
                 runs_kept: kept_runs,
                 runs_dropped: if rank == 0 { resumed.dropped_runs } else { 0 },
+                partitions_kept: resumed.parts_kept.load(Ordering::Relaxed),
                 journal_stopped: resumed.journal_stopped.clone(),
             },
             seconds: PhaseTimes {

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use spillway_shuffle::{Merge, RunReader};
 
 use super::Engine;
+use super::resume::{JobDir, Resumed};
 
 use crate::cleanup::{self, Notice};
 use crate::error::{Error, Result};
@@ -24,6 +25,7 @@ impl Engine {
         owned: &[u32],
         dir: &Path,
         retries: &AtomicU64,
+        resumable: Option<(&JobDir, &Resumed)>,
     ) -> Result<(u64, u64, u64)> {
         let progress = &*self.progress;
         let parts = pool::for_each("spillway-reduce", self.threads, owned.to_vec(), |p| {
@@ -31,12 +33,25 @@ impl Engine {
                 return Err(Error::Cancelled);
             }
             let path = dir.join(part_name(p));
+            // A part file an earlier session of a resumable job completed is linked in.
+            if let Some((_, resumed)) = resumable
+                && let Some(kept) = resumed.reduced.get(&p)
+                && kept.is_intact()
+                && std::fs::hard_link(&kept.path, &path).is_ok()
+            {
+                resumed.parts_kept.fetch_add(1, Ordering::Relaxed);
+                progress.partitions_done.fetch_add(1, Ordering::Relaxed);
+                return Ok((kept.keys, kept.bytes));
+            }
             let (keys, bytes, _) = self.with_retries(retries, || {
                 // A failed attempt's part file is written again from its start.
                 let out = OutputFile::create_staged(&path, self.io)?;
                 let merge = Merge::new(readers.iter().map(|r| r.iter(p)).collect());
                 reduce_merge(job, merge, out, &format!("reduce of partition {p}"), self.sync)
             })?;
+            if let Some((job_dir, _)) = resumable {
+                job_dir.reduced(p, &path, keys)?;
+            }
             progress.partitions_done.fetch_add(1, Ordering::Relaxed);
             Ok((keys, bytes))
         })?;

@@ -62,6 +62,41 @@ pub(crate) struct Resumed {
     pub(crate) journal_stopped: Option<String>,
     /// The job's metrics, when it was killed after its output was renamed into place.
     pub(crate) committed: Option<Metrics>,
+    /// Partitions whose part files an earlier session completed (checked when used).
+    pub(crate) reduced: HashMap<u32, ReducedPart>,
+    /// Of those, the part files this rank used.
+    pub(crate) parts_kept: std::sync::atomic::AtomicU64,
+}
+
+/// A part file an earlier session completed, kept in the job directory.
+#[derive(Debug, Clone)]
+pub(crate) struct ReducedPart {
+    pub(crate) path: PathBuf,
+    pub(crate) bytes: u64,
+    pub(crate) hash: u64,
+    pub(crate) keys: u64,
+}
+
+impl ReducedPart {
+    /// Whether the file is still there, whole and unchanged.
+    pub(crate) fn is_intact(&self) -> bool {
+        std::fs::metadata(&self.path).is_ok_and(|m| m.len() == self.bytes)
+            && hash_file(&self.path).is_ok_and(|h| h == self.hash)
+    }
+}
+
+/// xxh3-64 of a file's bytes, read in 1 MiB pieces.
+pub(crate) fn hash_file(path: &Path) -> std::io::Result<u64> {
+    use std::io::Read;
+    let mut file = File::open(path)?;
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match file.read(&mut buf)? {
+            0 => return Ok(hasher.digest()),
+            n => hasher.update(&buf[..n]),
+        }
+    }
 }
 
 /// The output's path, if it has one.
@@ -155,7 +190,17 @@ impl JobDir {
             }
         }
         let records: Vec<Record> = records.into_iter().map(|(_, r)| r).collect();
-        let live = replay::<V>(&path, &records, partitions, read, cluster, &mut resumed)?;
+        let mut live = replay::<V>(&path, &records, partitions, read, cluster, &mut resumed)?;
+        for record in &records {
+            if let Record::Reduced { partition, name, bytes, hash, keys } = record
+                && !name.contains('/')
+                && name.starts_with("reduced-")
+            {
+                let part = ReducedPart { path: path.join(name), bytes: *bytes, hash: *hash, keys: *keys };
+                resumed.reduced.insert(*partition, part);
+                live.push(name.clone());
+            }
+        }
         // Rank 0 removes what no journal names, before any rank starts writing.
         if rank == 0 {
             remove_all_but(&path, &live)?;
@@ -179,6 +224,23 @@ impl JobDir {
 
     pub(crate) fn journal(&self) -> &JournalWriter {
         &self.journal
+    }
+
+    /// Keeps the finished part file `part` of `partition` (holding `keys` keys): a hard link
+    /// in the job directory, journaled, so that a resumed session does not reduce it again.
+    /// Best effort: where the filesystem has no hard links the partition is simply not kept.
+    pub(crate) fn reduced(&self, partition: u32, part: &Path, keys: u64) -> Result<()> {
+        let name = format!("reduced-{partition:05}");
+        let kept = self.path.join(&name);
+        let _ = std::fs::remove_file(&kept); // a damaged one from an earlier session
+        if std::fs::hard_link(part, &kept).is_err() {
+            return Ok(());
+        }
+        let bytes = std::fs::metadata(&kept).map_err(|e| Error::io("stat", &kept, e))?.len();
+        let hash = hash_file(&kept).map_err(|e| Error::io("read", &kept, e))?;
+        self.journal.append(&Record::Reduced { partition, name, bytes, hash, keys })?;
+        crate::failpoint::hit("reduce.journaled");
+        Ok(())
     }
 
     /// Journals that `path` (a staging directory or temporary file) is about to be renamed
@@ -271,7 +333,8 @@ fn replay<V: Value>(
                 }
                 live.insert(&output.name, (output, held));
             }
-            Record::Merged { .. } | Record::Begin(_) | Record::Committing { .. } => {}
+            Record::Merged { .. } | Record::Begin(_) | Record::Committing { .. } | Record::Reduced { .. } => {
+            }
         }
     }
     // Each rank validates its share, round robin by name; the ranks learn each other's
@@ -332,7 +395,11 @@ fn replay<V: Value>(
 
 /// The run `run` of the job directory, if it is there whole and valid.
 fn check_run<V: Value>(dir: &Path, run: &RunRef, partitions: u32, read: ReadMode) -> Option<RunInfo> {
-    if run.name.contains('/') || journal_key(&run.name).is_some() || run.name == LOCK {
+    if run.name.contains('/')
+        || journal_key(&run.name).is_some()
+        || run.name == LOCK
+        || run.name.starts_with("reduced-")
+    {
         return None;
     }
     let path = dir.join(&run.name);
