@@ -36,6 +36,20 @@ pub(crate) trait SpillBuffer<V: Value>: MapBuffer<V> {
     fn allocated(&self) -> usize;
 }
 
+/// Where a buffer's spills go, and the runs written since the worker last took them.
+struct Spilled<'j> {
+    spiller: &'j Spiller<'j>,
+    runs: Vec<RunInfo>,
+}
+
+impl Spilled<'_> {
+    /// Writes records, in (partition, key) order, as a run kept until taken.
+    fn write<'a, V: Value>(&mut self, records: impl Iterator<Item = (u32, &'a [u8], &'a V)>) -> Result<()> {
+        self.runs.push(self.spiller.write_run(records)?);
+        Ok(())
+    }
+}
+
 /// Bytes a vector will hold after its next growth.
 fn grown<T>(v: &Vec<T>, extra: usize) -> usize {
     let want = (v.len() + extra).max(v.capacity() * 2).max(8);
@@ -112,7 +126,7 @@ fn table_hash(state: &ahash::RandomState, key: &[u8], w0: u64, w1: u64) -> u64 {
 /// The combining buffer: key -> value, folding with the job's combiner as pairs are emitted.
 pub(crate) struct CombineBuffer<'j, J: Job> {
     job: &'j J,
-    spiller: &'j Spiller<'j>,
+    spilled: Spilled<'j>,
     partitioner: &'j dyn Partitioner,
     hasher: ahash::RandomState,
     table: HashTable<Slot<J::Value>>,
@@ -121,7 +135,6 @@ pub(crate) struct CombineBuffer<'j, J: Job> {
     sorted: Vec<(u32, Slot<J::Value>)>,
     limit: usize,
     error: Option<crate::Error>,
-    runs: Vec<RunInfo>,
 }
 
 impl<'j, J: Job> CombineBuffer<'j, J> {
@@ -133,7 +146,7 @@ impl<'j, J: Job> CombineBuffer<'j, J> {
     ) -> Self {
         CombineBuffer {
             job,
-            spiller,
+            spilled: Spilled { spiller, runs: Vec::new() },
             partitioner,
             hasher: hasher(),
             table: HashTable::new(),
@@ -141,7 +154,6 @@ impl<'j, J: Job> CombineBuffer<'j, J> {
             sorted: Vec::new(),
             limit,
             error: None,
-            runs: Vec::new(),
         }
     }
 
@@ -209,15 +221,14 @@ impl<J: Job> SpillBuffer<J::Value> for CombineBuffer<'_, J> {
         self.sorted.clear();
         self.sorted.extend(self.table.drain().map(|s| (partitioner.partition(key(&s)), s)));
         self.sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| key(&a.1).cmp(key(&b.1))));
-        let result = self.spiller.write_run(self.sorted.iter().map(|(p, s)| (*p, key(s), &s.value)));
+        let result = self.spilled.write(self.sorted.iter().map(|(p, s)| (*p, key(s), &s.value)));
         self.sorted.clear();
         self.arena.clear();
-        self.runs.push(result?);
-        Ok(())
+        result
     }
 
     fn take_runs(&mut self) -> Vec<RunInfo> {
-        std::mem::take(&mut self.runs)
+        std::mem::take(&mut self.spilled.runs)
     }
 
     fn discard(&mut self) {
@@ -245,25 +256,23 @@ struct Rec<V> {
 
 /// The append buffer: every pair kept, sorted by (partition, key) at spill time.
 pub(crate) struct AppendBuffer<'j, V: Value> {
-    spiller: &'j Spiller<'j>,
+    spilled: Spilled<'j>,
     partitioner: &'j dyn Partitioner,
     recs: Vec<Rec<V>>,
     arena: Vec<u8>,
     limit: usize,
     error: Option<crate::Error>,
-    runs: Vec<RunInfo>,
 }
 
 impl<'j, V: Value> AppendBuffer<'j, V> {
     pub(crate) fn new(spiller: &'j Spiller<'j>, partitioner: &'j dyn Partitioner, limit: usize) -> Self {
         AppendBuffer {
-            spiller,
+            spilled: Spilled { spiller, runs: Vec::new() },
             partitioner,
             recs: Vec::new(),
             arena: Vec::new(),
             limit,
             error: None,
-            runs: Vec::new(),
         }
     }
 }
@@ -304,15 +313,14 @@ impl<V: Value> SpillBuffer<V> for AppendBuffer<'_, V> {
         let key = |r: &Rec<V>| &arena[r.off as usize..(r.off + r.len) as usize];
         // Stable: equal keys keep emit order.
         self.recs.sort_by(|a, b| a.partition.cmp(&b.partition).then_with(|| key(a).cmp(key(b))));
-        let result = self.spiller.write_run(self.recs.iter().map(|r| (r.partition, key(r), &r.value)));
+        let result = self.spilled.write(self.recs.iter().map(|r| (r.partition, key(r), &r.value)));
         self.recs.clear();
         self.arena.clear();
-        self.runs.push(result?);
-        Ok(())
+        result
     }
 
     fn take_runs(&mut self) -> Vec<RunInfo> {
-        std::mem::take(&mut self.runs)
+        std::mem::take(&mut self.spilled.runs)
     }
 
     fn discard(&mut self) {

@@ -325,24 +325,34 @@ fn sections_in_many_messages_and_in_pieces() {
     }
 }
 
+/// Word count with spills and F = 2 on small splits, as the retry and resume tests run it.
+const SPILLING_WORDCOUNT: [&str; 10] =
+    ["wordcount", "-q", "-r", "5", "--memory", "1M", "--max-open-runs", "2", "--split-size", "64K"];
+
+/// A directory with the text inputs, and their part files from one process running
+/// [`SPILLING_WORDCOUNT`].
+fn spilling_wordcount() -> (tempfile::TempDir, Vec<String>, Vec<Vec<u8>>) {
+    check_mpi_build();
+    let dir = tempfile::tempdir().unwrap();
+    let files = text_inputs(dir.path());
+    let single = dir.path().join("single");
+    let mut args = SPILLING_WORDCOUNT.to_vec();
+    args.extend(["--out-dir", single.to_str().unwrap()]);
+    args.extend(files.iter().map(String::as_str));
+    assert!(spillway(&args).status.success());
+    let expected = spillway_tests::read_parts(&single);
+    (dir, files, expected)
+}
+
 /// A split or a partition whose job code fails on one rank is retried there (failpoints stand
 /// in for the job's code): the output is the single-process output, with spills and F = 2,
 /// and a panic in the job's code does not abort the MPI job. Always failing ends every rank
 /// with the error naming the split and the attempts.
 #[test]
 fn a_failed_split_or_partition_is_retried_on_its_rank() {
-    check_mpi_build();
-    let dir = tempfile::tempdir().unwrap();
-    let files = text_inputs(dir.path());
+    let (dir, files, expected) = spilling_wordcount();
     let files: Vec<&str> = files.iter().map(String::as_str).collect();
-    let base =
-        ["wordcount", "-q", "-r", "5", "--memory", "1M", "--max-open-runs", "2", "--split-size", "64K"];
-    let single = dir.path().join("single");
-    let mut args = base.to_vec();
-    args.extend(["--out-dir", single.to_str().unwrap()]);
-    args.extend(&files);
-    assert!(spillway(&args).status.success());
-    let expected = spillway_tests::read_parts(&single);
+    let base = SPILLING_WORDCOUNT;
 
     let out = dir.path().join("retried");
     let mut args = base.to_vec();
@@ -392,18 +402,9 @@ fn a_failed_split_or_partition_is_retried_on_its_rank() {
 /// output, at ten or more points over map, commits, exchange, merges, reduce and commit.
 #[test]
 fn a_job_killed_on_one_rank_resumes_on_another_number_of_ranks() {
-    check_mpi_build();
-    let dir = tempfile::tempdir().unwrap();
-    let files = text_inputs(dir.path());
+    let (dir, files, expected) = spilling_wordcount();
     let files: Vec<&str> = files.iter().map(String::as_str).collect();
-    let base =
-        ["wordcount", "-q", "-r", "5", "--memory", "1M", "--max-open-runs", "2", "--split-size", "64K"];
-    let single = dir.path().join("single");
-    let mut args = base.to_vec();
-    args.extend(["--out-dir", single.to_str().unwrap()]);
-    args.extend(&files);
-    assert!(spillway(&args).status.success());
-    let expected = spillway_tests::read_parts(&single);
+    let base = SPILLING_WORDCOUNT;
     let points = [
         ("map.split@1=5", 2, 3),
         ("map.commit@0=1", 3, 2),
