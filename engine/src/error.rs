@@ -32,17 +32,6 @@ pub enum Error {
         /// The job's message (or the panic message) of the last attempt.
         message: String,
     },
-    /// An I/O error on a named file outside the shuffle layer (outputs, spill directory).
-    #[error("{op} {path}: {source}")]
-    Io {
-        /// What was being done.
-        op: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
-    },
     /// The output cannot be written where it is named (a directory where a file should go, a
     /// missing parent directory).
     #[error("output {path}: {what}")]
@@ -115,9 +104,19 @@ fn changed_sizes(before: u64, after: Option<u64>) -> String {
 }
 
 impl Error {
-    /// Builds an [`Error::Io`].
+    /// An operating-system error on a named file (an output, the spill or job directory, an
+    /// input's metadata): the shuffle layer's [`Io`](spillway_shuffle::Error::Io), the one I/O
+    /// error variant of the workspace, so that every consumer matches one shape.
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { op, path: path.into(), source }
+        Error::Shuffle(spillway_shuffle::Error::io(op, path, source))
+    }
+
+    /// The operating-system error behind this error, if it carries one.
+    pub fn io_error(&self) -> Option<&std::io::Error> {
+        match self {
+            Error::Shuffle(spillway_shuffle::Error::Io { source, .. }) => Some(source),
+            _ => None,
+        }
     }
 
     /// True when the error comes from bad input rather than from the machine or the engine.
@@ -137,9 +136,7 @@ impl Error {
     /// only its text, in that text.
     pub fn limit(&self) -> Option<Limit> {
         match self {
-            Error::Shuffle(spillway_shuffle::Error::Io { source, .. }) | Error::Io { source, .. } => {
-                Limit::of_io(source)
-            }
+            Error::Shuffle(spillway_shuffle::Error::Io { source, .. }) => Limit::of_io(source),
             Error::Input { what, .. } | Error::Output { what, .. } => Limit::of_text(what),
             _ => None,
         }
@@ -147,23 +144,12 @@ impl Error {
 
     /// The kind of the I/O error behind this error (`Other` when there is none).
     pub fn io_kind(&self) -> std::io::ErrorKind {
-        match self {
-            Error::Io { source, .. } | Error::Shuffle(spillway_shuffle::Error::Io { source, .. }) => {
-                source.kind()
-            }
-            _ => std::io::ErrorKind::Other,
-        }
+        self.io_error().map_or(std::io::ErrorKind::Other, std::io::Error::kind)
     }
 
     /// True when the disk (spill or output) is full.
     pub fn is_disk_full(&self) -> bool {
-        match self {
-            Error::Shuffle(e) => e.is_disk_full(),
-            Error::Io { source, .. } => {
-                matches!(source.raw_os_error(), Some(c) if c == libc_enospc() || c == libc_edquot())
-            }
-            _ => false,
-        }
+        matches!(self, Error::Shuffle(e) if e.is_disk_full())
     }
 }
 
@@ -213,14 +199,6 @@ impl Limit {
 
 /// The error a job's map or reduce code returns.
 pub type JobError = Box<dyn std::error::Error + Send + Sync + 'static>;
-
-const fn libc_enospc() -> i32 {
-    28
-}
-
-const fn libc_edquot() -> i32 {
-    122
-}
 
 /// Builds [`ConfigError`]s.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

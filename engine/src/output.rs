@@ -149,7 +149,7 @@ fn names_a_descriptor(path: &Path) -> bool {
 ///
 /// # Errors
 ///
-/// [`Error::Io`] naming the path.
+/// an I/O error ([`Error::io`]) naming the path.
 pub fn open_in_place(path: &Path) -> Result<std::fs::File> {
     std::fs::OpenOptions::new()
         .write(true)
@@ -280,7 +280,7 @@ impl Destination {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] naming the file (or standard output).
+    /// an I/O error ([`Error::io`]) naming the file (or standard output).
     pub(crate) fn write_in_order(&self, data: &[u8]) -> Result<()> {
         match self {
             Destination::Replace(temp) => {
@@ -302,7 +302,7 @@ impl Destination {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`]: the `fsync` failed.
+    /// an I/O error ([`Error::io`]): the `fsync` failed.
     pub(crate) fn sync(&mut self) -> Result<()> {
         match self {
             Destination::Replace(temp) => temp.sync(),
@@ -317,7 +317,7 @@ impl Destination {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`]: the `fsync`, the rename or the flush failed (a temporary file is then
+    /// an I/O error ([`Error::io`]): the `fsync`, the rename or the flush failed (a temporary file is then
     /// removed).
     pub(crate) fn commit(self, sync: bool) -> Result<()> {
         match self {
@@ -494,7 +494,7 @@ impl TempFile {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`]: the temporary file cannot be created.
+    /// an I/O error ([`Error::io`]): the temporary file cannot be created.
     pub fn create(target: &Path) -> Result<Self> {
         let base = temp_name(target);
         let mut attempt = 0u32;
@@ -529,7 +529,7 @@ impl TempFile {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`]: `fsync` or the rename failed (the temporary file is then removed).
+    /// an I/O error ([`Error::io`]): `fsync` or the rename failed (the temporary file is then removed).
     pub fn commit(mut self) -> Result<()> {
         self.sync()?;
         let target = self.rename()?;
@@ -547,7 +547,7 @@ impl TempFile {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`]: the `fsync` failed.
+    /// an I/O error ([`Error::io`]): the `fsync` failed.
     pub fn sync(&mut self) -> Result<()> {
         if !self.synced {
             self.file.sync_all().map_err(|e| Error::io("fsync", &self.temp, e))?;
@@ -561,7 +561,7 @@ impl TempFile {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`]: the rename failed (the temporary file is then removed).
+    /// an I/O error ([`Error::io`]): the rename failed (the temporary file is then removed).
     pub fn rename(mut self) -> Result<PathBuf> {
         std::fs::rename(&self.temp, &self.target).map_err(|e| Error::io("rename", &self.temp, e))?;
         self.committed = true;
@@ -575,7 +575,7 @@ impl TempFile {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`]: the rename failed (the temporary file is then removed).
+    /// an I/O error ([`Error::io`]): the rename failed (the temporary file is then removed).
     pub fn replace_unsynced(mut self) -> Result<()> {
         spillway_shuffle::io::replace_without_flush(&self.temp, &self.target)
             .map_err(|e| Error::io("rename", &self.temp, e))?;

@@ -154,8 +154,7 @@ fn report(err: &anyhow::Error) -> ExitCode {
         {
             return ExitCode::SUCCESS;
         }
-        if let Some(spillway_engine::Error::Io { source, .. }) =
-            cause.downcast_ref::<spillway_engine::Error>()
+        if let Some(source) = cause.downcast_ref::<spillway_engine::Error>().and_then(|e| e.io_error())
             && source.kind() == std::io::ErrorKind::BrokenPipe
         {
             return ExitCode::SUCCESS;
