@@ -229,7 +229,8 @@ fn temp_name(path: &Path) -> PathBuf {
 
 /// An opened output destination: where the bytes of one output file go, and how it is put in
 /// place ([`Destination::create`] decides with [`file_destination`]). The one type behind the
-/// engine's [`OutputFile`], the sort's output, [`write_whole`] and the metrics file.
+/// engine's `OutputFile`, the sort's output, [`write_whole`], the metrics file and the
+/// `spillway gen records` tool.
 ///
 /// - [`Destination::Replace`]: a regular file, written under a temporary name beside its
 ///   target ([`TempFile`]: the permissions of the file it replaces, registered with
@@ -239,7 +240,7 @@ fn temp_name(path: &Path) -> PathBuf {
 ///   ([`open_in_place`]: descriptors appending), written in order, never renamed.
 /// - [`Destination::Stdout`]: standard output, in order.
 #[derive(Debug)]
-pub(crate) enum Destination {
+pub enum Destination {
     /// A file that replaces its target when committed.
     Replace(TempFile),
     /// A device, FIFO or descriptor, written in place.
@@ -260,16 +261,26 @@ impl Destination {
     /// # Errors
     ///
     /// As [`file_destination`], [`TempFile::create`] and [`open_in_place`].
-    pub(crate) fn create(path: &Path) -> Result<Self> {
+    pub fn create(path: &Path) -> Result<Self> {
         Ok(match file_destination(path)? {
             FileDestination::Replace(target) => Destination::Replace(TempFile::create(&target)?),
             FileDestination::InPlace(path) => Destination::InPlace { file: open_in_place(&path)?, path },
         })
     }
 
+    /// The open file: a replacing file's temporary file, or the device, FIFO or descriptor
+    /// written in place (`None` for standard output).
+    pub fn file(&self) -> Option<&std::fs::File> {
+        match self {
+            Destination::Replace(temp) => Some(temp.file()),
+            Destination::InPlace { file, .. } => Some(file),
+            Destination::Stdout => None,
+        }
+    }
+
     /// The file and the name its errors give, for positioned writes: a replacing file only
     /// (a device, FIFO or standard output is written in order).
-    pub(crate) fn positioned(&self) -> Option<(&std::fs::File, &Path)> {
+    pub fn positioned(&self) -> Option<(&std::fs::File, &Path)> {
         match self {
             Destination::Replace(temp) => Some((temp.file(), temp.path())),
             _ => None,
@@ -281,7 +292,7 @@ impl Destination {
     /// # Errors
     ///
     /// an I/O error ([`Error::io`]) naming the file (or standard output).
-    pub(crate) fn write_in_order(&self, data: &[u8]) -> Result<()> {
+    pub fn write_in_order(&self, data: &[u8]) -> Result<()> {
         match self {
             Destination::Replace(temp) => {
                 let mut file = temp.file();
@@ -303,7 +314,7 @@ impl Destination {
     /// # Errors
     ///
     /// an I/O error ([`Error::io`]): the `fsync` failed.
-    pub(crate) fn sync(&mut self) -> Result<()> {
+    pub fn sync(&mut self) -> Result<()> {
         match self {
             Destination::Replace(temp) => temp.sync(),
             _ => Ok(()),
@@ -319,7 +330,7 @@ impl Destination {
     ///
     /// an I/O error ([`Error::io`]): the `fsync`, the rename or the flush failed (a temporary file is then
     /// removed).
-    pub(crate) fn commit(self, sync: bool) -> Result<()> {
+    pub fn commit(self, sync: bool) -> Result<()> {
         match self {
             Destination::Replace(temp) if sync => temp.commit(),
             Destination::Replace(temp) => temp.replace_unsynced(),

@@ -17,7 +17,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::{KEY_LEN, RECORD_LEN};
-use spillway_engine::{FileDestination, TempFile, file_destination};
+use spillway_engine::Destination;
 
 /// The multiplier `A` of gensort's 128-bit linear congruential generator.
 pub const MULTIPLIER: u128 = 0x2360_ed05_1fc6_5da4_4385_df64_9fcc_f645;
@@ -247,7 +247,7 @@ pub fn file_len(start: u128, count: u64) -> Result<u64, RangeError> {
 /// `gensort [-a] -b<start> <count> <path>`.
 ///
 /// A regular file (or a symbolic link to one) is replaced atomically: the records go into a
-/// temporary file next to it ([`TempFile`]), sized up front and filled by `threads`
+/// temporary file next to it ([`Destination::Replace`]), sized up front and filled by `threads`
 /// workers (`0` is treated as `1`), each generating about 1 MB at a time and writing it at
 /// its offset, then renamed over `path`; on failure the temporary file is removed and `path`
 /// keeps what it held. A device or FIFO is written in place, in order, by one thread. The
@@ -256,7 +256,7 @@ pub fn file_len(start: u128, count: u64) -> Result<u64, RangeError> {
 /// # Errors
 ///
 /// The range is invalid ([`file_len`]; nothing is touched), `path` is a directory or its
-/// directory does not exist ([`file_destination`]), or an I/O error.
+/// directory does not exist ([`Destination::create`]), or an I/O error.
 pub fn generate_file(path: &Path, start: u128, count: u64, ascii: bool, threads: usize) -> io::Result<()> {
     generate_file_chunked(path, start, count, ascii, threads, FILE_CHUNK_RECORDS)
 }
@@ -281,18 +281,15 @@ fn generate_file_chunked(
         next: AtomicU64::new(0),
         failed: AtomicBool::new(false),
     };
-    match file_destination(path).map_err(io::Error::other)? {
-        FileDestination::InPlace(path) => {
-            let file = spillway_engine::open_in_place(&path).map_err(io::Error::other)?;
-            job(&file, true).run_on(1)
-        }
-        FileDestination::Replace(target) => {
-            let temp = TempFile::create(&target).map_err(io::Error::other)?;
-            temp.file().set_len(total)?;
-            job(temp.file(), false).run_on(threads)?;
-            temp.commit().map_err(io::Error::other)
-        }
+    let dest = Destination::create(path).map_err(io::Error::other)?;
+    let file = dest.file().expect("a path names a file");
+    if dest.positioned().is_some() {
+        file.set_len(total)?;
+        job(file, false).run_on(threads)?;
+    } else {
+        job(file, true).run_on(1)?; // a device or FIFO, in order
     }
+    dest.commit(true).map_err(io::Error::other)
 }
 
 /// Shared state of one [`generate_file`] call: workers claim chunk numbers from `next`.
