@@ -2,7 +2,7 @@
 //! `scripts/test.sh` calls it first): `srun --mpi=pmix -n 4 spillway ...` and the README's
 //! `sbatch` script (`scripts/spillway.sbatch`, `mpirun` inside) give the bytes of one process,
 //! and `scancel --signal=TERM --batch` ends a running job cleanly: no output, no temporary
-//! files left.
+//! files left; with `--resume`, a second `sbatch` finishes a job `scancel` stopped.
 #![cfg(feature = "mpi")]
 
 use std::path::{Path, PathBuf};
@@ -212,4 +212,91 @@ fn scancel_term_ends_a_running_batch_job_cleanly() {
     assert!(!log_text.contains("internal error"), "{log_text}");
     assert_eq!(names(&spill), Vec::<String>::new(), "spill directories left: {log_text}");
     assert_eq!(names(&out_dir), ["fifo"], "only the FIFO stays where the output would go");
+}
+
+/// Waits until `job` has left SLURM's queue; returns (JobState, ExitCode).
+fn wait_for_end(job: &str) -> (String, String) {
+    let started = Instant::now();
+    loop {
+        let (state, exit) = job_state(job);
+        if state != "RUNNING" && state != "COMPLETING" && state != "PENDING" {
+            return (state, exit);
+        }
+        assert!(started.elapsed() < Duration::from_secs(300), "job {job} did not end");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The walltime case: a `--resume` job held in its map phase (a failpoint stalls one worker)
+/// gets `scancel --signal=TERM --batch`, ends keeping its job directory, and a second `sbatch`
+/// of the same command finishes it with the output of one process, keeping what was done.
+#[test]
+fn a_resumable_batch_job_stopped_by_scancel_is_finished_by_the_next_sbatch() {
+    check_mpi_build();
+    let dir = tempfile::tempdir().unwrap();
+    let files = text_inputs(dir.path());
+    let base = ["wordcount", "-q", "-t", "1", "-r", "4", "--memory", "1M", "--split-size", "64K"];
+    let single = dir.path().join("single");
+    let mut args: Vec<&str> = base.to_vec();
+    args.extend(["--out-dir", single.to_str().unwrap()]);
+    args.extend(files.iter().map(String::as_str));
+    ok("one process", &spillway(&args));
+    let out = dir.path().join("out");
+    let submit = |failpoints: &str, log: &Path| {
+        let out = slurm("sbatch")
+            .env("SPILLWAY_FAILPOINTS", failpoints)
+            .args(["--parsable", "--time=10", "-o", log.to_str().unwrap(), "-D"])
+            .arg(dir.path())
+            .arg(sbatch_script())
+            .args(base)
+            .args(["--resume", "--out-dir", out.to_str().unwrap()])
+            .args(&files)
+            .output()
+            .unwrap();
+        ok("sbatch", &out);
+        String::from_utf8_lossy(&out.stdout).trim().split(';').next().unwrap().to_string()
+    };
+    let log = dir.path().join("first.log");
+    let job = submit("map.split@0=6:stall", &log);
+    // Held: the journals have commits and stop growing.
+    let job_dir = dir.path().join(".out.spillway-job");
+    let journals = || -> u64 {
+        names(&job_dir)
+            .iter()
+            .filter(|n| n.starts_with("journal-"))
+            .map(|n| std::fs::metadata(job_dir.join(n)).map_or(0, |m| m.len()))
+            .sum()
+    };
+    let started = Instant::now();
+    let (mut len, mut since) = (0, Instant::now());
+    loop {
+        let now = if job_dir.exists() { journals() } else { 0 };
+        if now != len {
+            (len, since) = (now, Instant::now());
+        } else if len > 4000 && since.elapsed() > Duration::from_secs(1) {
+            break;
+        }
+        let (state, _) = job_state(&job);
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(state == "PENDING" || state == "RUNNING", "job {job} is {state}: {text}");
+        assert!(started.elapsed() < Duration::from_secs(300), "job {job} did not get going: {text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ok("scancel", &Command::new("scancel").args(["--signal=TERM", "--batch", &job]).output().unwrap());
+    let (state, _) = wait_for_end(&job);
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(state, "FAILED", "{text}");
+    assert!(!out.exists(), "no output yet: {text}");
+    assert!(journals() > 0, "the journals are kept: {text}");
+
+    let log = dir.path().join("second.log");
+    let job = submit("", &log);
+    let (state, exit) = wait_for_end(&job);
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!((state.as_str(), exit.as_str()), ("COMPLETED", "0:0"), "{text}");
+    assert_eq!(spillway_tests::read_parts(&out), spillway_tests::read_parts(&single));
+    let success: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("_SUCCESS")).unwrap()).unwrap();
+    assert!(success["resumed"]["splits_done"].as_u64().unwrap() > 0, "{success}");
+    assert!(!job_dir.exists(), "the job directory is removed");
 }
