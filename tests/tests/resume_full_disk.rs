@@ -174,7 +174,7 @@ fn a_resumable_job_on_a_full_disk_fails_cleanly_and_resumes_once_there_is_room()
         assert_eq!(left, [format!(".out-{room}.spillway-job"), "ballast".into()], "{what}");
 
         // The journal reads: whole, or up to a record torn by the failed write.
-        let journal_path = job_dir(&out).join("journal");
+        let journal_path = job_dir(&out).join("journal-s1-r0"); // the first session, one rank
         let bytes = std::fs::read(&journal_path)
             .unwrap_or_else(|e| panic!("{what}: reading {}: {e}", journal_path.display()));
         let parsed = journal::parse(&bytes);
