@@ -303,7 +303,7 @@ fn the_cli_retries_and_says_so() {
         for line in lines {
             assert!(
                 line.starts_with("spillway: job failed on ")
-                    && line.contains("(attempt 1 of 3): ")
+                    && (line.contains("(attempt 1 of 3): ") || line.contains("(attempt 2 of 3): "))
                     && line.ends_with("; trying again"),
                 "{line}"
             );
