@@ -217,6 +217,12 @@ pub struct Progress {
     /// Splits whose output a resumable job has journaled (done for good), including those
     /// found done when it resumed.
     pub splits_committed: AtomicU64,
+    /// Pairs emitted by map, counted at each worker's commit points (what a failed attempt
+    /// emitted is never counted).
+    pub records: AtomicU64,
+    /// Bytes of partition sections this rank sent and received, set when its exchange ends
+    /// (0 on one rank).
+    pub bytes_exchanged: AtomicU64,
     phase: AtomicU8,
     /// Set to ask the job to stop (another thread or rank failed); the job then fails with
     /// [`Error::Cancelled`](crate::Error::Cancelled).

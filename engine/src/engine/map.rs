@@ -260,6 +260,7 @@ impl<J: Job> Worker<'_, J> {
     fn settle(&mut self) {
         self.done.splits += self.open.len() as u64;
         self.done.records += self.open_records;
+        self.progress.records.fetch_add(self.open_records, Ordering::Relaxed);
         self.open.clear();
         (self.open_bytes, self.open_records) = (0, 0);
     }
