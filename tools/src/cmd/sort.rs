@@ -105,7 +105,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(bar) = bar {
         bar.finish();
     }
-    let json = finish_status(status.as_deref(), result.map_err(anyhow::Error::from))?.expect("metrics serialize");
+    let json =
+        finish_status(status.as_deref(), result.map_err(anyhow::Error::from))?.expect("metrics serialize");
     if !job.quiet {
         super::common::eprint_line(json);
     }

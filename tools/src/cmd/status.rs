@@ -43,7 +43,9 @@ pub static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
 
 /// Milliseconds since the Unix epoch.
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The control file beside a status file.
@@ -201,7 +203,8 @@ impl StatusWriter {
         threads: usize,
         resumable: bool,
     ) -> anyhow::Result<Arc<Self>> {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map_or_else(|_| String::new(), |h| h.trim().to_owned());
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map_or_else(|_| String::new(), |h| h.trim().to_owned());
         let job = Job {
             path: path.to_owned(),
             name: name.to_owned(),
@@ -313,12 +316,16 @@ impl StatusWriter {
             let heartbeat = std::fs::read(heartbeat_path(&job.path, rank)).ok();
             let row = heartbeat.and_then(|bytes| serde_json::from_slice::<RankStatus>(&bytes).ok());
             // A rank that has not written yet: its row says so with a zero heartbeat.
-            per_rank.push(row.filter(|r| r.rank == rank && r.heartbeat_ms + SKEW_MS >= job.started_ms).unwrap_or(RankStatus {
-                rank,
-                state: "starting".into(),
-                phase: "starting".into(),
-                ..RankStatus::default()
-            }));
+            per_rank.push(
+                row.filter(|r| r.rank == rank && r.heartbeat_ms + SKEW_MS >= job.started_ms).unwrap_or(
+                    RankStatus {
+                        rank,
+                        state: "starting".into(),
+                        phase: "starting".into(),
+                        ..RankStatus::default()
+                    },
+                ),
+            );
         }
         let status = self.fold(state, message, per_rank);
         let mut bytes = serde_json::to_vec_pretty(&status)?;
@@ -456,7 +463,8 @@ fn summary(status: &Status, now: u64, silent: &[usize]) -> String {
     let mut s = String::new();
     let state = if silent.is_empty() { status.state.clone() } else { "NOT RESPONDING".into() };
     let _ = writeln!(s, "job        {} ({} rank(s), {} thread(s))", status.job, status.ranks, status.threads);
-    let _ = writeln!(s, "state      {state}, phase {}, updated {}", status.phase, age(now, status.updated_ms));
+    let _ =
+        writeln!(s, "state      {state}, phase {}, updated {}", status.phase, age(now, status.updated_ms));
     if let Some(message) = &status.message {
         let _ = writeln!(s, "message    {message}");
     }
@@ -464,8 +472,11 @@ fn summary(status: &Status, now: u64, silent: &[usize]) -> String {
         let ranks: Vec<String> = silent.iter().map(ToString::to_string).collect();
         let _ = writeln!(s, "silent     rank(s) {}", ranks.join(", "));
     }
-    let percent =
-        if status.bytes_total > 0 { 100.0 * status.bytes_mapped as f64 / status.bytes_total as f64 } else { 0.0 };
+    let percent = if status.bytes_total > 0 {
+        100.0 * status.bytes_mapped as f64 / status.bytes_total as f64
+    } else {
+        0.0
+    };
     let _ = writeln!(
         s,
         "map        {} / {} splits, {} / {} ({percent:.1}%), {}/s",
@@ -491,7 +502,8 @@ fn summary(status: &Status, now: u64, silent: &[usize]) -> String {
         human_bytes(status.bytes_exchanged),
     );
     if status.ranks > 1 {
-        let _ = writeln!(s, "\nrank  host             pid      state        phase     heartbeat  splits  mapped");
+        let _ =
+            writeln!(s, "\nrank  host             pid      state        phase     heartbeat  splits  mapped");
         for r in &status.per_rank {
             let _ = writeln!(
                 s,
@@ -563,7 +575,12 @@ mod tests {
 
     #[test]
     fn a_stale_status_or_rank_is_silent_only_while_running() {
-        let row = |rank, heartbeat_ms| RankStatus { rank, heartbeat_ms, state: "running".into(), ..RankStatus::default() };
+        let row = |rank, heartbeat_ms| RankStatus {
+            rank,
+            heartbeat_ms,
+            state: "running".into(),
+            ..RankStatus::default()
+        };
         let mut status = Status {
             state: "running".into(),
             updated_ms: 10_000,
