@@ -217,3 +217,49 @@ fn stop_then_resume_gives_the_clean_output() {
     assert_eq!(last["state"], "succeeded", "{last}");
     assert_eq!(last["splits_committed"], last["splits_total"], "{last}");
 }
+
+/// `ctl --threads` changes the map phase's workers down and up while the job runs (the status
+/// acknowledges each change); the output is the bytes of a run without changes.
+#[test]
+fn changing_threads_keeps_the_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("big.txt");
+    std::fs::write(&input, spillway_tests::messy_text(77, 8 << 20)).unwrap();
+    let settings = ["wordcount", "-q", "-t", "3", "--split-size", "8K", "--memory", "1M", "-r", "4"];
+    // Every split takes 20 ms more (about 7 s for the job's 1024 splits on 3 threads).
+    let run = |extra: &[&str], failpoints: &str| {
+        Command::new(spillway_bin())
+            .args(settings)
+            .args(extra)
+            .arg(&input)
+            .env("SPILLWAY_FAILPOINTS", failpoints)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let clean = dir.path().join("clean");
+    assert!(wait_child(run(&["--out-dir", clean.to_str().unwrap()], "")).status.success());
+    let (status, out) = (dir.path().join("st"), dir.path().join("out"));
+    let child =
+        run(&["--status", status.to_str().unwrap(), "--out-dir", out.to_str().unwrap()], "map.split=1+:slow");
+    wait_for(&status, |s| s["phase"] == "map");
+    let mut acknowledged = 0;
+    for wanted in [1u64, 3, 2, 1, 3] {
+        let ctl = spillway(&["ctl", status.to_str().unwrap(), "--threads", &wanted.to_string()]);
+        if !ctl.status.success() {
+            break; // the job is over
+        }
+        let seen = wait_for(&status, |s| {
+            s["phase"] != "map" || s["per_rank"][0]["threads_active"].as_u64() == Some(wanted)
+        });
+        if seen["phase"] == "map" && wanted < 3 {
+            acknowledged += 1; // (3, all of them, is what a job that ignored it would show)
+            assert_eq!(seen["per_rank"][0]["threads_wanted"].as_u64(), Some(wanted));
+        }
+    }
+    let output = wait_child(child);
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(spillway_tests::read_parts(&out), spillway_tests::read_parts(&clean));
+    assert!(acknowledged >= 2, "only {acknowledged} of the 3 reductions were seen in the map phase");
+}

@@ -82,6 +82,10 @@ pub struct RankStatus {
     pub phase: String,
     /// Worker threads.
     pub threads: usize,
+    /// Map workers running now (0 outside the map phase).
+    pub threads_active: usize,
+    /// The map workers asked for by `spillway ctl --threads` (0: all).
+    pub threads_wanted: usize,
     /// Splits it mapped.
     pub splits_done: u64,
     /// Input bytes of those splits.
@@ -251,7 +255,11 @@ impl StatusWriter {
             }
             drop(done);
             let _ = self.write("running", None); // a failed write is tried again next time
-            if stop_requested(&self.job.path) && !STOP_REQUESTED.swap(true, Ordering::Relaxed) {
+            let request = Request::read(&self.job.path);
+            if let Some(threads) = request.threads {
+                self.job.progress.threads_wanted.store(threads, Ordering::Relaxed);
+            }
+            if request.stop && !STOP_REQUESTED.swap(true, Ordering::Relaxed) {
                 // Stops as SIGTERM does: the signal handler cleans up and writes `interrupted`.
                 let _ = signal_hook::low_level::raise(signal_hook::consts::SIGTERM);
             }
@@ -291,6 +299,8 @@ impl StatusWriter {
             state: state.to_owned(),
             phase: p.phase().name().to_owned(),
             threads: job.threads,
+            threads_active: p.threads_active.load(Ordering::Relaxed),
+            threads_wanted: p.threads_wanted.load(Ordering::Relaxed),
             splits_done: load(&p.splits_done),
             bytes_mapped: load(&p.bytes_mapped),
             records: load(&p.records),
@@ -387,9 +397,41 @@ fn replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Whether the control file beside the status file `path` asks the job to stop.
-fn stop_requested(path: &Path) -> bool {
-    std::fs::read_to_string(control_path(path)).is_ok_and(|text| text.lines().any(|l| l.trim() == "stop"))
+/// What the control file asks for: lines `stop` and `threads N`.
+#[derive(Debug, Default, PartialEq)]
+struct Request {
+    stop: bool,
+    threads: Option<usize>,
+}
+
+impl Request {
+    /// The request in the control file beside the status file `path` (none without one).
+    fn read(path: &Path) -> Self {
+        Self::parse(&std::fs::read_to_string(control_path(path)).unwrap_or_default())
+    }
+
+    fn parse(text: &str) -> Self {
+        let mut request = Request::default();
+        for line in text.lines().map(str::trim) {
+            if line == "stop" {
+                request.stop = true;
+            } else if let Some(n) = line.strip_prefix("threads ").and_then(|n| n.trim().parse().ok()) {
+                request.threads = Some(n);
+            }
+        }
+        request
+    }
+
+    fn text(&self) -> String {
+        let mut text = String::new();
+        if let Some(n) = self.threads {
+            text.push_str(&format!("threads {n}\n"));
+        }
+        if self.stop {
+            text.push_str("stop\n");
+        }
+        text
+    }
 }
 
 /// Arguments of `spillway status`.
@@ -463,6 +505,9 @@ fn summary(status: &Status, now: u64, silent: &[usize]) -> String {
     let mut s = String::new();
     let state = if silent.is_empty() { status.state.clone() } else { "NOT RESPONDING".into() };
     let _ = writeln!(s, "job        {} ({} rank(s), {} thread(s))", status.job, status.ranks, status.threads);
+    if let Some(rank) = status.per_rank.first().filter(|r| r.threads_active > 0) {
+        let _ = writeln!(s, "mapping on {} thread(s) on rank 0", rank.threads_active);
+    }
     let _ =
         writeln!(s, "state      {state}, phase {}, updated {}", status.phase, age(now, status.updated_ms));
     if let Some(message) = &status.message {
@@ -546,8 +591,13 @@ pub struct CtlArgs {
     /// Stop the job at the next safe point, as SIGTERM does: a --resume job keeps what is
     /// done (rerun it with --resume), any other removes its temporary files. Every rank
     /// stops. The status then says `interrupted`.
-    #[arg(long, required = true)]
+    #[arg(long, required_unless_present = "threads")]
     stop: bool,
+    /// Map on N worker threads from each one's next split boundary (every rank; at most the
+    /// job's -t, which still divides the memory budget: the others commit what they mapped
+    /// and wait until they are wanted again). The status shows threads_active.
+    #[arg(long, value_name = "N", value_parser = super::common::parse_positive)]
+    threads: Option<usize>,
     /// The job's --status file (the request goes into FILE.ctl beside it, which every rank
     /// reads about once a second).
     #[arg(value_name = "FILE")]
@@ -561,10 +611,9 @@ pub fn ctl(args: &CtlArgs) -> anyhow::Result<ExitCode> {
         eprint_line(format_args!("spillway: the job is not running (it {})", status.state));
         return Ok(ExitCode::from(crate::EXIT_FAILURE));
     }
-    if args.stop {
-        spillway_engine::write_whole(&control_path(&args.file), b"stop\n")
-            .map_err(|e| InputError(format!("cannot write the control file: {e}")))?;
-    }
+    let request = Request { stop: args.stop, threads: args.threads };
+    spillway_engine::write_whole(&control_path(&args.file), request.text().as_bytes())
+        .map_err(|e| InputError(format!("cannot write the control file: {e}")))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -572,6 +621,19 @@ pub fn ctl(args: &CtlArgs) -> anyhow::Result<ExitCode> {
 mod tests {
     use super::{RankStatus, Status, silent_ranks};
     use std::time::Duration;
+
+    #[test]
+    fn control_requests_round_trip() {
+        use super::Request;
+        for request in [
+            Request { stop: true, threads: None },
+            Request { stop: false, threads: Some(3) },
+            Request { stop: true, threads: Some(1) },
+        ] {
+            assert_eq!(Request::parse(&request.text()), request);
+        }
+        assert_eq!(Request::parse("threads x\n"), Request::default());
+    }
 
     #[test]
     fn a_stale_status_or_rank_is_silent_only_while_running() {
