@@ -493,7 +493,8 @@ fn status_of_every_rank_and_stop_under_mpirun() {
     let held = loop {
         if let Some(s) = read()
             && s["per_rank"].as_array().is_some_and(|rows| {
-                rows.len() == 2 && rows.iter().all(|r| r["state"] == "running" && r["heartbeat_ms"].as_u64() > Some(0))
+                rows.len() == 2
+                    && rows.iter().all(|r| r["state"] == "running" && r["heartbeat_ms"].as_u64() > Some(0))
             })
             && s["per_rank"][1]["splits_done"].as_u64() >= Some(2)
         {
@@ -509,7 +510,10 @@ fn status_of_every_rank_and_stop_under_mpirun() {
     let shown = spillway(&["status", status.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&shown.stdout);
     assert_eq!(shown.status.code(), Some(0), "{text}");
-    assert!(text.contains("rank  host") && text.lines().filter(|l| l.starts_with("1 ")).count() == 1, "{text}");
+    assert!(
+        text.contains("rank  host") && text.lines().filter(|l| l.starts_with("1 ")).count() == 1,
+        "{text}"
+    );
     assert!(spillway(&["ctl", status.to_str().unwrap(), "--stop"]).status.success());
     let deadline = Instant::now() + Duration::from_secs(120);
     let ended = loop {
