@@ -5,7 +5,9 @@
 //! `+` every pass from the `N`th on; with `@RANK` only on that rank (under MPI). `ACTION` is
 //! `error` (the caller fails as the job's code would, the default), `panic`, `abort` (the
 //! process ends at once, as if killed: no cleanup, no unwinding), or `stall` (the thread
-//! sleeps for good: a job held at a known point for a signal to reach it). For example
+//! sleeps for good: a job held at a known point for a signal to reach it), or `slow` (the
+//! thread sleeps 20 ms and goes on: with `N+`, a job slowed down to be watched and changed
+//! while it runs). For example
 //! `SPILLWAY_FAILPOINTS=map.split=3:panic,reduce.partition@1=1+:error`.
 //!
 //! Unset, a pass costs one load of an initialized `OnceLock` and an empty-slice check; the
@@ -42,6 +44,8 @@ pub enum Action {
     Abort,
     /// The thread sleeps for good.
     Stall,
+    /// The thread sleeps 20 ms and goes on.
+    Slow,
 }
 
 #[derive(Debug)]
@@ -77,7 +81,7 @@ fn parse(spec: &str) -> Result<Vec<Rule>, String> {
         .map(str::trim)
         .filter(|r| !r.is_empty())
         .map(|rule| {
-            let bad = || format!("{rule:?} is not NAME[@RANK]=N[+][:error|panic|abort|stall]");
+            let bad = || format!("{rule:?} is not NAME[@RANK]=N[+][:error|panic|abort|stall|slow]");
             let (target, when) = rule.split_once('=').ok_or_else(bad)?;
             let (name, rank) = match target.split_once('@') {
                 Some((name, rank)) => (name, Some(rank.parse().map_err(|_| bad())?)),
@@ -91,6 +95,7 @@ fn parse(spec: &str) -> Result<Vec<Rule>, String> {
                 Some((count, "panic")) => (count, Action::Panic),
                 Some((count, "abort")) => (count, Action::Abort),
                 Some((count, "stall")) => (count, Action::Stall),
+                Some((count, "slow")) => (count, Action::Slow),
                 Some(_) => return Err(bad()),
                 None => (when, Action::Error),
             };
@@ -130,6 +135,7 @@ pub(crate) fn hit(name: &str) -> bool {
                 Action::Stall => loop {
                     std::thread::sleep(std::time::Duration::from_secs(3600));
                 },
+                Action::Slow => std::thread::sleep(std::time::Duration::from_millis(20)),
             }
         }
     }

@@ -1,6 +1,6 @@
 //! Job metrics (written into `_SUCCESS` as JSON) and live progress counters.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -221,6 +221,21 @@ pub struct Progress {
     /// Splits whose output a resumable job has journaled (done for good), including those
     /// found done when it resumed.
     pub splits_committed: AtomicU64,
+    /// Pairs emitted by map, counted at each worker's commit points (what a failed attempt
+    /// emitted is never counted).
+    pub records: AtomicU64,
+    /// Bytes of partition sections this rank sent and received, set when its exchange ends
+    /// (0 on one rank).
+    pub bytes_exchanged: AtomicU64,
+    /// Set (by another thread, at any time) to run the map phase on this many of the
+    /// engine's worker threads (0, the default: all of them; more than the engine's threads
+    /// counts as all). The others commit at their next split boundary and wait, and come back
+    /// at the next one after it is raised again; the memory budget stays divided among all
+    /// of the engine's threads, so the buffers stay within it whatever it is set to.
+    pub threads_wanted: AtomicUsize,
+    /// Map workers mapping now (neither waiting for [`Progress::threads_wanted`] to rise nor
+    /// finished); 0 outside the map phase.
+    pub threads_active: AtomicUsize,
     phase: AtomicU8,
     /// Set to ask the job to stop (another thread or rank failed); the job then fails with
     /// [`Error::Cancelled`](crate::Error::Cancelled).

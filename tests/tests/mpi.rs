@@ -459,3 +459,79 @@ fn a_job_killed_on_one_rank_resumes_on_another_number_of_ranks() {
     assert!(killed >= 10, "only {killed} of {} points were reached; not {missed:?}", points.len());
     assert!(reused >= 7, "only {reused} of the resumed jobs kept mapped splits");
 }
+
+/// `--status` under mpirun: rank 0's file holds every rank's row, each with its own heartbeat
+/// and phase (rank 1 held in its map phase by a failpoint that stalls); `ctl --stop` stops
+/// every rank, the status says `interrupted`, and `--resume` then finishes the job with the
+/// bytes of one process.
+#[test]
+fn status_of_every_rank_and_stop_under_mpirun() {
+    check_mpi_build();
+    let dir = tempfile::tempdir().unwrap();
+    let files = text_inputs(dir.path());
+    let files: Vec<&str> = files.iter().map(String::as_str).collect();
+    let base = ["wordcount", "-q", "-t", "1", "-r", "3", "--split-size", "64K"];
+    let single = dir.path().join("single");
+    let mut args = base.to_vec();
+    args.extend(["--out-dir", single.to_str().unwrap()]);
+    args.extend(&files);
+    assert!(spillway(&args).status.success());
+    let (status, out) = (dir.path().join("status.json"), dir.path().join("out"));
+    let mut args = base.to_vec();
+    args.extend(["--resume", "--status", status.to_str().unwrap(), "--out-dir", out.to_str().unwrap()]);
+    args.extend(&files);
+    let mut child = mpirun()
+        .env("SPILLWAY_FAILPOINTS", "map.split@1=3:stall")
+        .args(["-n", "2"])
+        .arg(spillway_bin())
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let read = || -> Option<serde_json::Value> { serde_json::from_slice(&std::fs::read(&status).ok()?).ok() };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let held = loop {
+        if let Some(s) = read()
+            && s["per_rank"].as_array().is_some_and(|rows| {
+                rows.len() == 2
+                    && rows.iter().all(|r| r["state"] == "running" && r["heartbeat_ms"].as_u64() > Some(0))
+            })
+            && s["per_rank"][1]["splits_done"].as_u64() >= Some(2)
+        {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no status of both ranks: {:?}", read());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(held["ranks"], 2);
+    assert_eq!(held["per_rank"][1]["rank"], 1);
+    assert_eq!(held["per_rank"][1]["phase"], "map");
+    assert_ne!(held["per_rank"][0]["pid"], held["per_rank"][1]["pid"]);
+    let shown = spillway(&["status", status.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert_eq!(shown.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("rank  host") && text.lines().filter(|l| l.starts_with("1 ")).count() == 1,
+        "{text}"
+    );
+    assert!(spillway(&["ctl", status.to_str().unwrap(), "--stop"]).status.success());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let ended = loop {
+        if let Some(code) = child.try_wait().unwrap() {
+            break code;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the job did not stop");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!ended.success());
+    assert_eq!(read().unwrap()["state"], "interrupted");
+    assert!(!out.exists());
+    let resumed = mpirun().args(["-n", "2"]).arg(spillway_bin()).args(&args).output().unwrap();
+    assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
+    assert_eq!(spillway_tests::read_parts(&out), spillway_tests::read_parts(&single));
+    assert_eq!(read().unwrap()["state"], "succeeded");
+}

@@ -128,6 +128,14 @@ fn cleanup_on_signals() {
                     SIGTERM => "SIGTERM",
                     _ => "SIGHUP",
                 };
+                let name = if cmd::STOP_REQUESTED.load(std::sync::atomic::Ordering::Relaxed) {
+                    "spillway ctl --stop"
+                } else {
+                    name
+                };
+                if let Some(status) = cmd::STATUS.get() {
+                    status.finish("interrupted", Some(format!("interrupted by {name}")));
+                }
                 match cmd::RESUMABLE.get() {
                     // Every state of a resumable job's directory is one it resumes from.
                     Some(progress) => eprint_line(format_args!(

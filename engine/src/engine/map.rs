@@ -11,9 +11,17 @@
 //! phase) it spills its buffer and hands the runs to the pool, where background merges may
 //! take them. With retry off (one attempt) every split boundary is a commit point and nothing
 //! is spilled early.
+//!
+//! The number of workers that map can change while the phase runs
+//! ([`Progress::threads_wanted`]): at a split boundary (its redo queue empty), worker `t` with
+//! `t >= wanted` reaches a commit point (its buffer spilled, its runs in the pool, its splits
+//! done) and waits until it is wanted again or the splits run out. Every worker keeps its
+//! share of the budget, so the buffers stay within it; what a worker maps does not decide the
+//! output, which is the same whichever worker maps which split.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use spillway_shuffle::{Partitioner, RunInfo};
 
@@ -66,6 +74,8 @@ impl Engine {
         let source = self.cluster.split_source(&sizes, &self.progress);
         let source: &dyn SplitSource = &*source;
         let (records, mapped, retries) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
+        let exhausted = AtomicBool::new(false);
+        self.progress.threads_active.store(self.threads, Ordering::Relaxed);
         let failure = FirstError::default();
         let share = usize::try_from(self.memory_budget / self.threads as u64).unwrap_or(usize::MAX);
         std::thread::scope(|scope| {
@@ -74,6 +84,7 @@ impl Engine {
             }
             for t in 0..self.threads {
                 let (records, mapped, retries, failure) = (&records, &mapped, &retries, &failure);
+                let exhausted = &exhausted;
                 let worker = move || {
                     let buffer: Box<dyn SpillBuffer<J::Value>> = if J::COMBINER {
                         Box::new(CombineBuffer::new(job, spiller, partitioner, share))
@@ -81,6 +92,7 @@ impl Engine {
                         Box::new(AppendBuffer::new(spiller, partitioner, share))
                     };
                     let mut worker = Worker {
+                        index: t,
                         job,
                         inputs,
                         splits,
@@ -98,9 +110,10 @@ impl Engine {
                         failed: HashMap::new(),
                         done: Mapped::default(),
                     };
-                    if let Err(e) = worker.run(source, failure) {
+                    if let Err(e) = worker.run(source, failure, exhausted) {
                         failure.set(e);
                     }
+                    self.progress.threads_active.fetch_sub(1, Ordering::Relaxed);
                     records.fetch_add(worker.done.records, Ordering::Relaxed);
                     mapped.fetch_add(worker.done.splits, Ordering::Relaxed);
                     retries.fetch_add(worker.done.retries, Ordering::Relaxed);
@@ -110,6 +123,7 @@ impl Engine {
                 }
             }
         });
+        self.progress.threads_active.store(0, Ordering::Relaxed);
         if self.progress.cancelled() {
             failure.set(Error::Cancelled);
         }
@@ -126,6 +140,8 @@ impl Engine {
 /// One map worker thread: its buffer, its open splits and the runs spilled since its last
 /// commit point (see the module docs).
 struct Worker<'a, J: Job> {
+    /// Which worker of the phase this is (`0..threads`).
+    index: usize,
     job: &'a J,
     inputs: &'a Inputs,
     splits: &'a [SplitRange],
@@ -152,10 +168,17 @@ struct Worker<'a, J: Job> {
 }
 
 impl<J: Job> Worker<'_, J> {
-    fn run(&mut self, source: &dyn SplitSource, failure: &FirstError) -> Result<()> {
+    fn run(&mut self, source: &dyn SplitSource, failure: &FirstError, exhausted: &AtomicBool) -> Result<()> {
         loop {
             if failure.failed() || self.progress.cancelled() {
                 return Ok(());
+            }
+            if self.redo.is_empty() && !self.wanted() {
+                self.wait_until_wanted(failure, exhausted)?;
+                if exhausted.load(Ordering::Relaxed) {
+                    break;
+                }
+                continue;
             }
             if let Some(batch) = self.spiller.take_background_batch() {
                 self.spiller.add(self.spiller.merge(self.job, batch)?);
@@ -165,12 +188,37 @@ impl<J: Job> Worker<'_, J> {
                 Some(next) => next,
                 None => match source.next() {
                     Some(k) => (self.todo[k], false),
-                    None => break,
+                    None => {
+                        exhausted.store(true, Ordering::Relaxed);
+                        break;
+                    }
                 },
             };
             self.map_split(i, counted)?;
         }
         self.commit()
+    }
+
+    /// Whether this worker is among the [`Progress::threads_wanted`] ones.
+    fn wanted(&self) -> bool {
+        let wanted = self.progress.threads_wanted.load(Ordering::Relaxed);
+        wanted == 0 || self.index < wanted
+    }
+
+    /// At a split boundary of a worker that is not wanted: a commit point, then a wait (a
+    /// sleep between polls) until it is wanted again, the splits ran out, or the job fails.
+    fn wait_until_wanted(&mut self, failure: &FirstError, exhausted: &AtomicBool) -> Result<()> {
+        self.commit()?;
+        self.progress.threads_active.fetch_sub(1, Ordering::Relaxed);
+        while !self.wanted()
+            && !exhausted.load(Ordering::Relaxed)
+            && !failure.failed()
+            && !self.progress.cancelled()
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.progress.threads_active.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Maps split `i` once; a failed attempt drops the open splits' records and queues them
@@ -260,6 +308,7 @@ impl<J: Job> Worker<'_, J> {
     fn settle(&mut self) {
         self.done.splits += self.open.len() as u64;
         self.done.records += self.open_records;
+        self.progress.records.fetch_add(self.open_records, Ordering::Relaxed);
         self.open.clear();
         (self.open_bytes, self.open_records) = (0, 0);
     }

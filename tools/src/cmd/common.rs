@@ -14,6 +14,8 @@ use spillway_engine::{
     MIN_MEMORY_BUDGET, OutputSpec, Progress, TempFile, parent_dir,
 };
 
+use super::status::StatusWriter;
+
 /// An error in the user's input found by the tool itself (exit status 3).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -197,6 +199,13 @@ pub struct JobOptions {
     /// Also write the job's metrics (JSON) to FILE.
     #[arg(long, value_name = "FILE")]
     pub metrics: Option<PathBuf>,
+    /// Write the job's live status (versioned JSON, docs/status.md) into FILE, replaced
+    /// atomically about once a second, ending with the final state (succeeded, failed with the
+    /// message, interrupted). Under mpirun rank 0 writes it with every rank's state, which the
+    /// other ranks write into FILE.rank-N beside it (FILE must be on a filesystem every rank
+    /// shares). `spillway status FILE` shows it; `spillway ctl FILE --stop` stops the job.
+    #[arg(long, value_name = "FILE")]
+    pub status: Option<PathBuf>,
     /// No progress bar and no metrics summary on standard error.
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -204,6 +213,9 @@ pub struct JobOptions {
     /// the other jobs refuse it, since their output would replace the input.
     #[arg(skip)]
     pub out_may_be_input: bool,
+    /// The job's name in the status file (`wordcount`, `index`, `grep`, `sort`).
+    #[arg(skip)]
+    pub name: &'static str,
 }
 
 impl JobOptions {
@@ -287,6 +299,7 @@ impl JobOptions {
         cluster: Arc<dyn spillway_engine::Cluster>,
     ) -> anyhow::Result<ExitCode> {
         let quiet = self.quiet || cluster.rank() != 0;
+        let ranks = (cluster.rank(), cluster.size());
         let progress = Arc::new(Progress::default());
         if self.resume {
             let _ = RESUMABLE.set(Arc::clone(&progress));
@@ -302,6 +315,7 @@ impl JobOptions {
         if let Some(warning) = many_part_files(&output, partitions).filter(|_| !quiet) {
             eprint_line(warning);
         }
+        let status = self.start_status(&progress, ranks)?;
         let bar =
             (!quiet && std::io::stderr().is_terminal()).then(|| ProgressBar::start(Arc::clone(&progress)));
         let result = match partitioner {
@@ -311,11 +325,27 @@ impl JobOptions {
         if let Some(bar) = bar {
             bar.finish();
         }
-        let metrics = result?;
+        let metrics = finish_status(status.as_deref(), result.map_err(anyhow::Error::from))?;
         if !quiet {
             eprint_line(serde_json::to_string_pretty(&metrics).expect("metrics serialize"));
         }
         Ok(ExitCode::SUCCESS)
+    }
+
+    /// Starts the `--status` writer of this rank, if asked for.
+    ///
+    /// # Errors
+    ///
+    /// The status file cannot be written (an [`InputError`]).
+    pub fn start_status(
+        &self,
+        progress: &Arc<Progress>,
+        ranks: (usize, usize),
+    ) -> anyhow::Result<Option<Arc<StatusWriter>>> {
+        let Some(path) = &self.status else { return Ok(None) };
+        let writer =
+            StatusWriter::start(path, self.name, Arc::clone(progress), ranks, self.threads(), self.resume)?;
+        Ok(Some(writer))
     }
 
     /// Checks everything the job will write, before any work starts, and returns the output:
@@ -390,6 +420,18 @@ impl JobOptions {
         }
         Ok(())
     }
+}
+
+/// Writes the final state of a job's `result` into its status file (if it has one): succeeded,
+/// or failed with the message.
+pub fn finish_status<T>(status: Option<&StatusWriter>, result: anyhow::Result<T>) -> anyhow::Result<T> {
+    if let Some(status) = status {
+        match &result {
+            Ok(_) => status.finish("succeeded", None),
+            Err(err) => status.finish("failed", Some(crate::message(err))),
+        }
+    }
+    result
 }
 
 /// Which file a path names, to tell whether two paths name the same file.

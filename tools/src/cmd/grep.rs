@@ -20,7 +20,8 @@ pub struct Args {
     inputs: Vec<PathBuf>,
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
+    args.job.name = "grep";
     let inputs = args.job.inputs(&args.inputs)?;
     let job = Grep::new(&args.pattern, &inputs).map_err(|e| {
         UsageError(format!("invalid pattern '{}': {}", args.pattern.escape_debug(), pattern_error(&e)))

@@ -5,6 +5,7 @@ mod gen_records;
 mod grep;
 mod launch;
 mod sort;
+mod status;
 mod valsort;
 mod words;
 
@@ -13,6 +14,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub use common::{InputError, RESUMABLE, UsageError, eprint_line};
+pub use status::{STATUS, STOP_REQUESTED};
 
 /// The version, with "(mpi)" when built with the `mpi` feature.
 const VERSION: &str = if cfg!(feature = "mpi") {
@@ -26,8 +28,14 @@ Exit status: 0 success; 1 the job or the machine failed (job code error, full di
 spill run, a thread that cannot start; out of memory, too many open files, file size limit); 2 \
 usage error (also settings that cannot work together); 3 bad input (missing or unreadable path, \
 malformed records, output directory already holding output, an input changed while the job \
-ran); 130 / 143 interrupted by SIGINT / SIGTERM (spill files and the unfinished output \
-removed). `valsort` follows valsort: 0 sorted, 1 not sorted or invalid.";
+ran); 130 / 143 interrupted by SIGINT / SIGTERM or `spillway ctl --stop` (spill files and the \
+unfinished output removed; a --resume job keeps its job directory). `valsort` follows valsort: 0 sorted, 1 not sorted or invalid.";
+
+const STATUS_AFTER_HELP: &str = "\
+Exit status: 0 the job is running and responding, or succeeded; 1 it failed or was interrupted; \
+3 the status file cannot be read or is not a status file; 4 not responding: the job says it is \
+running but its status (or one rank's heartbeat) is older than --stale seconds (killed, or its \
+node is gone).";
 
 /// Spillway: a MapReduce engine for HPC clusters. Memory-maps its inputs, spills sorted
 /// rkyv runs under a memory budget, merges them under an open-file bound, and writes
@@ -56,6 +64,15 @@ enum Command {
     /// Generate data.
     #[command(subcommand)]
     Gen(GenCommand),
+    /// Show the live status of a job started with --status FILE (one screen; a table of ranks
+    /// under mpirun), or its JSON with --json.
+    #[command(after_help = STATUS_AFTER_HELP)]
+    Status(status::StatusArgs),
+    /// Control a running job through its --status FILE, from any machine that sees the file:
+    /// --stop stops it cleanly.
+    #[command(after_help = "Exit status: 0 the request was written; 1 the job is not running; 3 \
+the status file cannot be read.")]
+    Ctl(status::CtlArgs),
     /// Validate a file of 100-byte sort records like the Sort Benchmark's valsort: prints
     /// valsort's report on standard error and exits 0 when the records are in order.
     Valsort(valsort::Args),
@@ -88,6 +105,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Grep(args) => grep::run(args),
         Command::Sort(args) => sort::run(args),
         Command::Gen(GenCommand::Records(args)) => gen_records::run(args),
+        Command::Status(args) => status::status(&args),
+        Command::Ctl(args) => status::ctl(&args),
         Command::Valsort(args) => valsort::run(args),
     }
 }

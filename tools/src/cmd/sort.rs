@@ -8,7 +8,7 @@ use std::sync::Arc;
 use spillway_engine::Progress;
 use spillway_engine::sort::{RecordShape, RecordSortJob, sample_partitioner, sort_records};
 
-use super::common::{JobOptions, ProgressBar, UsageError, parse_positive};
+use super::common::{JobOptions, ProgressBar, UsageError, finish_status, parse_positive};
 
 /// Arguments of `spillway sort`. The shared job options that mean something else here, or
 /// only with --generic, get their own help.
@@ -72,7 +72,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Err(UsageError(format!("--key-size {key} is longer than --record-size {record}")).into());
     }
     let mut args = args;
-    args.job.out_may_be_input = true; // sorting a file in place, as GNU sort -o does
+    args.job.out_may_be_input = true;
+    args.job.name = "sort"; // sorting a file in place, as GNU sort -o does
     let job = &args.job;
     // One engine for both paths: its settings are set and checked in one place.
     let builder = job.engine_builder(1).sync(!args.no_sync);
@@ -97,13 +98,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let shape = RecordShape { record_size: args.record_size, key_size: args.key_size };
     let inputs = job.inputs(&args.inputs)?;
     let output = job.check_paths(&inputs)?;
+    let status = job.start_status(&progress, (0, 1))?;
     let bar =
         (!job.quiet && std::io::stderr().is_terminal()).then(|| ProgressBar::start(Arc::clone(&progress)));
     let result = sort_records(&engine, &inputs, &output, shape).map(|m| serde_json::to_string_pretty(&m));
     if let Some(bar) = bar {
         bar.finish();
     }
-    let json = result?.expect("metrics serialize");
+    let json =
+        finish_status(status.as_deref(), result.map_err(anyhow::Error::from))?.expect("metrics serialize");
     if !job.quiet {
         super::common::eprint_line(json);
     }

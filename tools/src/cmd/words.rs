@@ -40,13 +40,15 @@ impl Args {
 }
 
 /// `spillway wordcount`.
-pub fn wordcount(args: Args) -> anyhow::Result<ExitCode> {
+pub fn wordcount(mut args: Args) -> anyhow::Result<ExitCode> {
+    args.job.name = "wordcount";
     let inputs = args.job.inputs(&args.inputs)?;
     args.job.run_job(&WordCount { mode: args.mode() }, &inputs)
 }
 
 /// `spillway index`.
-pub fn index(args: Args) -> anyhow::Result<ExitCode> {
+pub fn index(mut args: Args) -> anyhow::Result<ExitCode> {
+    args.job.name = "index";
     let inputs = args.job.inputs(&args.inputs)?;
     args.job.run_job(&InvertedIndex::new(&inputs, args.mode()), &inputs)
 }

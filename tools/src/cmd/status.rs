@@ -1,0 +1,658 @@
+//! Live status of a running job: the writer behind `--status FILE`, `spillway status FILE`
+//! and `spillway ctl FILE` (`docs/status.md` documents the file).
+//!
+//! Every rank runs one writer thread that wakes about once a second. Rank 0 replaces FILE
+//! (a [`TempFile`] renamed over it, not `fsync`ed: a status is not worth a disk flush) with
+//! the job's state, folding in the heartbeat files `FILE.rank-N` that every other rank
+//! replaces the same way (no MPI call from a side thread: the ranks share the output's
+//! filesystem). Every rank also polls the control file `FILE.ctl`, which `spillway ctl
+//! --stop` writes; a stop request raises SIGTERM in the process, so the job stops exactly as
+//! on SIGTERM (the signal handler in `main` writes the final state `interrupted`).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use spillway_engine::{Progress, TempFile};
+
+use super::common::{InputError, eprint_line};
+
+/// The version of the status file's schema (`schema`); fields are only added within a version.
+pub const SCHEMA: u32 = 1;
+
+/// How often the status and the heartbeats are written, and the control file read.
+const INTERVAL: Duration = Duration::from_secs(1);
+
+/// How far the clocks of the ranks' hosts may differ: a heartbeat file older than the job
+/// by more than this is an earlier job's.
+const SKEW_MS: u64 = 10_000;
+
+/// Exit status of `spillway status` for a running job whose heartbeat (or one rank's) is
+/// older than `--stale` seconds.
+pub const EXIT_NOT_RESPONDING: u8 = 4;
+
+/// The status writer of the job this process runs, for the signal handler's final state.
+pub static STATUS: OnceLock<Arc<StatusWriter>> = OnceLock::new();
+
+/// Set when this process stops because `spillway ctl --stop` asked it to.
+pub static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
+
+/// Milliseconds since the Unix epoch.
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The control file beside a status file.
+pub fn control_path(status: &Path) -> PathBuf {
+    with_suffix(status, ".ctl")
+}
+
+/// The heartbeat file of `rank` beside a status file.
+fn heartbeat_path(status: &Path, rank: usize) -> PathBuf {
+    with_suffix(status, &format!(".rank-{rank}"))
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// One rank's state (a heartbeat file, and a row of the status's `per_rank`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct RankStatus {
+    /// The rank (0 without MPI).
+    pub rank: usize,
+    /// Its host name.
+    pub host: String,
+    /// Its process id.
+    pub pid: u32,
+    /// When it last wrote its state (ms since the Unix epoch).
+    pub heartbeat_ms: u64,
+    /// `running`, `succeeded`, `failed` or `interrupted`.
+    pub state: String,
+    /// Its phase: `starting`, `map`, `merge`, `reduce`, `done`.
+    pub phase: String,
+    /// Worker threads.
+    pub threads: usize,
+    /// Map workers running now (0 outside the map phase).
+    pub threads_active: usize,
+    /// The map workers asked for by `spillway ctl --threads` (0: all).
+    pub threads_wanted: usize,
+    /// Splits it mapped.
+    pub splits_done: u64,
+    /// Input bytes of those splits.
+    pub bytes_mapped: u64,
+    /// Pairs emitted by map (counted at commit points).
+    pub records: u64,
+    /// Spill runs written.
+    pub spills: u64,
+    /// Merge steps done.
+    pub merges: u64,
+    /// Partitions reduced.
+    pub partitions_done: u64,
+    /// Failed attempts tried again.
+    pub retries: u64,
+    /// Splits journaled for good (resumable jobs).
+    pub splits_committed: u64,
+    /// Bytes sent and received in the exchange (set when it ends).
+    pub bytes_exchanged: u64,
+}
+
+/// The status file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Status {
+    /// [`SCHEMA`].
+    pub schema: u32,
+    /// `wordcount`, `index`, `grep` or `sort`.
+    pub job: String,
+    /// `running`, `succeeded`, `failed` or `interrupted`.
+    pub state: String,
+    /// Why it failed or was interrupted.
+    pub message: Option<String>,
+    /// Rank 0's phase.
+    pub phase: String,
+    /// When the job started and when this was written (ms since the Unix epoch).
+    pub started_ms: u64,
+    /// See [`Status::started_ms`].
+    pub updated_ms: u64,
+    /// Seconds since the job started.
+    pub elapsed_seconds: f64,
+    /// Ranks.
+    pub ranks: usize,
+    /// Worker threads of every rank.
+    pub threads: usize,
+    /// Splits mapped, of `splits_total`.
+    pub splits_done: u64,
+    /// Splits in the job.
+    pub splits_total: u64,
+    /// Splits journaled for good (resumable jobs only).
+    pub splits_committed: Option<u64>,
+    /// Input bytes mapped, of `bytes_total`.
+    pub bytes_mapped: u64,
+    /// Input bytes.
+    pub bytes_total: u64,
+    /// Sums over ranks.
+    pub records: u64,
+    /// See [`Status::records`].
+    pub spills: u64,
+    /// See [`Status::records`].
+    pub merges: u64,
+    /// See [`Status::records`].
+    pub partitions_done: u64,
+    /// See [`Status::records`].
+    pub retries: u64,
+    /// See [`Status::records`].
+    pub bytes_exchanged: u64,
+    /// Input bytes mapped per second since the job started.
+    pub rate_bytes_per_second: f64,
+    /// Seconds until the map phase ends at that rate (only during the map phase).
+    pub eta_seconds: Option<f64>,
+    /// Every rank's state, rank order.
+    pub per_rank: Vec<RankStatus>,
+}
+
+/// What the writer knows of its job.
+struct Job {
+    path: PathBuf,
+    name: String,
+    progress: Arc<Progress>,
+    rank: usize,
+    ranks: usize,
+    threads: usize,
+    resumable: bool,
+    host: String,
+    started: Instant,
+    started_ms: u64,
+}
+
+/// The thread that writes the status (rank 0) or this rank's heartbeat (other ranks) about
+/// once a second and polls the control file, until [`StatusWriter::finish`].
+pub struct StatusWriter {
+    job: Job,
+    /// The final state once set: nothing is written after it.
+    done: Mutex<Option<(String, Option<String>)>>,
+    wake: Condvar,
+    /// Serializes writes (the thread and the final write from another thread).
+    writing: Mutex<()>,
+    handle: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for StatusWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatusWriter").field("path", &self.job.path).finish_non_exhaustive()
+    }
+}
+
+impl StatusWriter {
+    /// Writes the first status now and starts the thread.
+    ///
+    /// # Errors
+    ///
+    /// An [`InputError`]: the status file cannot be written (exit status 3), or the thread
+    /// cannot start.
+    pub fn start(
+        path: &Path,
+        name: &str,
+        progress: Arc<Progress>,
+        (rank, ranks): (usize, usize),
+        threads: usize,
+        resumable: bool,
+    ) -> anyhow::Result<Arc<Self>> {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map_or_else(|_| String::new(), |h| h.trim().to_owned());
+        let job = Job {
+            path: path.to_owned(),
+            name: name.to_owned(),
+            progress,
+            rank,
+            ranks,
+            threads,
+            resumable,
+            host,
+            started: Instant::now(),
+            started_ms: now_ms(),
+        };
+        let writer = Arc::new(StatusWriter {
+            job,
+            done: Mutex::new(None),
+            wake: Condvar::new(),
+            writing: Mutex::new(()),
+            handle: Mutex::new(None),
+        });
+        if rank == 0 {
+            // A stop request left from an earlier job is not for this one.
+            let _ = std::fs::remove_file(control_path(path));
+        }
+        writer
+            .write("running", None)
+            .map_err(|e| InputError(format!("--status {}: cannot write it: {e}", path.display())))?;
+        let thread = Arc::clone(&writer);
+        let handle = std::thread::Builder::new()
+            .name("spillway-status".into())
+            .stack_size(256 << 10)
+            .spawn(move || thread.run())
+            .map_err(|e| anyhow::anyhow!("cannot start the status thread: {e}"))?;
+        *writer.handle.lock().unwrap_or_else(PoisonError::into_inner) = Some(handle);
+        let _ = STATUS.set(Arc::clone(&writer));
+        Ok(writer)
+    }
+
+    fn run(&self) {
+        let mut done = self.done.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            done = self.wake.wait_timeout(done, INTERVAL).unwrap_or_else(PoisonError::into_inner).0;
+            if done.is_some() {
+                return;
+            }
+            drop(done);
+            let _ = self.write("running", None); // a failed write is tried again next time
+            let request = Request::read(&self.job.path);
+            if let Some(threads) = request.threads {
+                self.job.progress.threads_wanted.store(threads, Ordering::Relaxed);
+            }
+            if request.stop && !STOP_REQUESTED.swap(true, Ordering::Relaxed) {
+                // Stops as SIGTERM does: the signal handler cleans up and writes `interrupted`.
+                let _ = signal_hook::low_level::raise(signal_hook::consts::SIGTERM);
+            }
+            done = self.done.lock().unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// Writes the final `state` (`succeeded`, `failed`, `interrupted`) with `message`, and
+    /// stops the thread. Only the first call writes.
+    pub fn finish(&self, state: &str, message: Option<String>) {
+        {
+            let mut done = self.done.lock().unwrap_or_else(PoisonError::into_inner);
+            if done.is_some() {
+                return;
+            }
+            *done = Some((state.to_owned(), message.clone()));
+        }
+        self.wake.notify_all();
+        let _ = self.write(state, message);
+        let handle = self.handle.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(handle) = handle
+            && handle.thread().id() != std::thread::current().id()
+        {
+            let _ = handle.join();
+        }
+    }
+
+    /// This rank's state now.
+    fn rank_status(&self, state: &str) -> RankStatus {
+        let (job, p) = (&self.job, &*self.job.progress);
+        let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+        RankStatus {
+            rank: job.rank,
+            host: job.host.clone(),
+            pid: std::process::id(),
+            heartbeat_ms: now_ms(),
+            state: state.to_owned(),
+            phase: p.phase().name().to_owned(),
+            threads: job.threads,
+            threads_active: p.threads_active.load(Ordering::Relaxed),
+            threads_wanted: p.threads_wanted.load(Ordering::Relaxed),
+            splits_done: load(&p.splits_done),
+            bytes_mapped: load(&p.bytes_mapped),
+            records: load(&p.records),
+            spills: load(&p.spills),
+            merges: load(&p.merges),
+            partitions_done: load(&p.partitions_done),
+            retries: load(&p.retries),
+            splits_committed: load(&p.splits_committed),
+            bytes_exchanged: load(&p.bytes_exchanged),
+        }
+    }
+
+    /// Writes the status (rank 0) or this rank's heartbeat.
+    fn write(&self, state: &str, message: Option<String>) -> std::io::Result<()> {
+        let _writing = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
+        let job = &self.job;
+        let own = self.rank_status(state);
+        if job.rank != 0 {
+            return replace(&heartbeat_path(&job.path, job.rank), &serde_json::to_vec(&own)?);
+        }
+        let mut per_rank = vec![own];
+        for rank in 1..job.ranks {
+            let heartbeat = std::fs::read(heartbeat_path(&job.path, rank)).ok();
+            let row = heartbeat.and_then(|bytes| serde_json::from_slice::<RankStatus>(&bytes).ok());
+            // A rank that has not written yet: its row says so with a zero heartbeat.
+            per_rank.push(
+                row.filter(|r| r.rank == rank && r.heartbeat_ms + SKEW_MS >= job.started_ms).unwrap_or(
+                    RankStatus {
+                        rank,
+                        state: "starting".into(),
+                        phase: "starting".into(),
+                        ..RankStatus::default()
+                    },
+                ),
+            );
+        }
+        let status = self.fold(state, message, per_rank);
+        let mut bytes = serde_json::to_vec_pretty(&status)?;
+        bytes.push(b'\n');
+        replace(&job.path, &bytes)
+    }
+
+    /// The job's status from its ranks' rows.
+    fn fold(&self, state: &str, message: Option<String>, mut per_rank: Vec<RankStatus>) -> Status {
+        let (job, p) = (&self.job, &*self.job.progress);
+        let elapsed = job.started.elapsed().as_secs_f64();
+        // Rank 0 counts every split it hands out (to any rank) when it hands it out: the job's
+        // totals. Its own row gets what its own workers mapped.
+        let (splits_done, bytes_mapped) = (per_rank[0].splits_done, per_rank[0].bytes_mapped);
+        let others = |f: fn(&RankStatus) -> u64| per_rank[1..].iter().map(f).sum::<u64>();
+        let (other_splits, other_bytes) = (others(|r| r.splits_done), others(|r| r.bytes_mapped));
+        per_rank[0].splits_done = splits_done.saturating_sub(other_splits);
+        per_rank[0].bytes_mapped = bytes_mapped.saturating_sub(other_bytes);
+        let sum = |f: fn(&RankStatus) -> u64| per_rank.iter().map(f).sum::<u64>();
+        let bytes_total = p.bytes_total.load(Ordering::Relaxed);
+        let rate = if elapsed > 0.0 { bytes_mapped as f64 / elapsed } else { 0.0 };
+        let phase = p.phase().name().to_owned();
+        let eta = (state == "running" && phase == "map" && rate > 0.0)
+            .then(|| bytes_total.saturating_sub(bytes_mapped) as f64 / rate);
+        Status {
+            schema: SCHEMA,
+            job: job.name.clone(),
+            state: state.to_owned(),
+            message,
+            phase,
+            started_ms: job.started_ms,
+            updated_ms: now_ms(),
+            elapsed_seconds: elapsed,
+            ranks: job.ranks,
+            threads: per_rank.iter().map(|r| r.threads).sum::<usize>().max(job.threads),
+            splits_done,
+            splits_total: p.splits_total.load(Ordering::Relaxed),
+            splits_committed: job.resumable.then(|| sum(|r| r.splits_committed)),
+            bytes_mapped,
+            bytes_total,
+            records: sum(|r| r.records),
+            spills: sum(|r| r.spills),
+            merges: sum(|r| r.merges),
+            partitions_done: sum(|r| r.partitions_done),
+            retries: sum(|r| r.retries),
+            bytes_exchanged: sum(|r| r.bytes_exchanged),
+            rate_bytes_per_second: rate,
+            eta_seconds: eta,
+            per_rank,
+        }
+    }
+}
+
+/// Replaces `path` with `bytes` through a temporary file and a rename (not `fsync`ed).
+fn replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let temp = TempFile::create(path).map_err(std::io::Error::other)?;
+    temp.file().write_all(bytes)?;
+    temp.rename().map_err(std::io::Error::other)?;
+    Ok(())
+}
+
+/// What the control file asks for: lines `stop` and `threads N`.
+#[derive(Debug, Default, PartialEq)]
+struct Request {
+    stop: bool,
+    threads: Option<usize>,
+}
+
+impl Request {
+    /// The request in the control file beside the status file `path` (none without one).
+    fn read(path: &Path) -> Self {
+        Self::parse(&std::fs::read_to_string(control_path(path)).unwrap_or_default())
+    }
+
+    fn parse(text: &str) -> Self {
+        let mut request = Request::default();
+        for line in text.lines().map(str::trim) {
+            if line == "stop" {
+                request.stop = true;
+            } else if let Some(n) = line.strip_prefix("threads ").and_then(|n| n.trim().parse().ok()) {
+                request.threads = Some(n);
+            }
+        }
+        request
+    }
+
+    fn text(&self) -> String {
+        let mut text = String::new();
+        if let Some(n) = self.threads {
+            text.push_str(&format!("threads {n}\n"));
+        }
+        if self.stop {
+            text.push_str("stop\n");
+        }
+        text
+    }
+}
+
+/// Arguments of `spillway status`.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// Print the status file's JSON (schema in docs/status.md) instead of the summary.
+    #[arg(long)]
+    json: bool,
+    /// A running job whose status (or one of whose ranks' heartbeat) is older than this many
+    /// seconds is reported as not responding (exit status 4).
+    #[arg(long, value_name = "SECONDS", default_value_t = 5, value_parser = super::common::parse_positive)]
+    stale: usize,
+    /// The job's --status file.
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+}
+
+/// Reads and parses a status file.
+fn read_status(path: &Path) -> anyhow::Result<Status> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| InputError(format!("cannot read the status file {}: {e}", path.display())))?;
+    let status: Status = serde_json::from_slice(&bytes)
+        .map_err(|e| InputError(format!("{} is not a spillway status file: {e}", path.display())))?;
+    if status.schema == 0 || status.schema > SCHEMA {
+        return Err(InputError(format!(
+            "{}: status schema {} (this spillway reads schema {SCHEMA})",
+            path.display(),
+            status.schema
+        ))
+        .into());
+    }
+    Ok(status)
+}
+
+/// The ranks of a running job whose heartbeat is older than `stale` (rank 0's is the file's
+/// `updated_ms`).
+fn silent_ranks(status: &Status, now: u64, stale: Duration) -> Vec<usize> {
+    let stale = u64::try_from(stale.as_millis()).unwrap_or(u64::MAX);
+    if status.state != "running" {
+        return Vec::new();
+    }
+    let mut silent: Vec<usize> = Vec::new();
+    if now.saturating_sub(status.updated_ms) > stale {
+        silent.push(0);
+    }
+    for row in status.per_rank.iter().filter(|r| r.rank != 0 && r.state == "running") {
+        if now.saturating_sub(row.heartbeat_ms) > stale {
+            silent.push(row.rank);
+        }
+    }
+    silent
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let (mut value, mut unit) = (n as f64, 0);
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{n} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+}
+
+fn age(now: u64, then: u64) -> String {
+    if then == 0 { "never".into() } else { format!("{:.1}s ago", now.saturating_sub(then) as f64 / 1000.0) }
+}
+
+/// The summary `spillway status` prints.
+fn summary(status: &Status, now: u64, silent: &[usize]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let state = if silent.is_empty() { status.state.clone() } else { "NOT RESPONDING".into() };
+    let _ = writeln!(s, "job        {} ({} rank(s), {} thread(s))", status.job, status.ranks, status.threads);
+    if let Some(rank) = status.per_rank.first().filter(|r| r.threads_active > 0) {
+        let _ = writeln!(s, "mapping on {} thread(s) on rank 0", rank.threads_active);
+    }
+    let _ =
+        writeln!(s, "state      {state}, phase {}, updated {}", status.phase, age(now, status.updated_ms));
+    if let Some(message) = &status.message {
+        let _ = writeln!(s, "message    {message}");
+    }
+    if !silent.is_empty() {
+        let ranks: Vec<String> = silent.iter().map(ToString::to_string).collect();
+        let _ = writeln!(s, "silent     rank(s) {}", ranks.join(", "));
+    }
+    let percent = if status.bytes_total > 0 {
+        100.0 * status.bytes_mapped as f64 / status.bytes_total as f64
+    } else {
+        0.0
+    };
+    let _ = writeln!(
+        s,
+        "map        {} / {} splits, {} / {} ({percent:.1}%), {}/s",
+        status.splits_done,
+        status.splits_total,
+        human_bytes(status.bytes_mapped),
+        human_bytes(status.bytes_total),
+        human_bytes(status.rate_bytes_per_second as u64),
+    );
+    if let Some(committed) = status.splits_committed {
+        let _ = writeln!(s, "committed  {committed} splits (resumable)");
+    }
+    let eta = status.eta_seconds.map_or_else(|| "-".into(), |e| format!("{e:.0}s"));
+    let _ = writeln!(s, "elapsed    {:.1}s, map ETA {eta}", status.elapsed_seconds);
+    let _ = writeln!(
+        s,
+        "counts     {} records, {} spills, {} merges, {} partitions reduced, {} retries, {} exchanged",
+        status.records,
+        status.spills,
+        status.merges,
+        status.partitions_done,
+        status.retries,
+        human_bytes(status.bytes_exchanged),
+    );
+    if status.ranks > 1 {
+        let _ =
+            writeln!(s, "\nrank  host             pid      state        phase     heartbeat  splits  mapped");
+        for r in &status.per_rank {
+            let _ = writeln!(
+                s,
+                "{:<5} {:<16} {:<8} {:<12} {:<9} {:<10} {:<7} {}",
+                r.rank,
+                r.host.chars().take(16).collect::<String>(),
+                r.pid,
+                if silent.contains(&r.rank) { "silent" } else { &r.state },
+                r.phase,
+                age(now, r.heartbeat_ms),
+                r.splits_done,
+                human_bytes(r.bytes_mapped),
+            );
+        }
+    }
+    s
+}
+
+/// `spillway status`.
+pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
+    let status = read_status(&args.file)?;
+    let now = now_ms();
+    let silent = silent_ranks(&status, now, Duration::from_secs(args.stale as u64));
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print!("{}", summary(&status, now, &silent));
+    }
+    let code = match status.state.as_str() {
+        _ if !silent.is_empty() => EXIT_NOT_RESPONDING,
+        "running" | "succeeded" => 0,
+        _ => crate::EXIT_FAILURE,
+    };
+    Ok(ExitCode::from(code))
+}
+
+/// Arguments of `spillway ctl`.
+#[derive(Debug, clap::Args)]
+pub struct CtlArgs {
+    /// Stop the job at the next safe point, as SIGTERM does: a --resume job keeps what is
+    /// done (rerun it with --resume), any other removes its temporary files. Every rank
+    /// stops. The status then says `interrupted`.
+    #[arg(long, required_unless_present = "threads")]
+    stop: bool,
+    /// Map on N worker threads from each one's next split boundary (every rank; at most the
+    /// job's -t, which still divides the memory budget: the others commit what they mapped
+    /// and wait until they are wanted again). The status shows threads_active.
+    #[arg(long, value_name = "N", value_parser = super::common::parse_positive)]
+    threads: Option<usize>,
+    /// The job's --status file (the request goes into FILE.ctl beside it, which every rank
+    /// reads about once a second).
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+}
+
+/// `spillway ctl`.
+pub fn ctl(args: &CtlArgs) -> anyhow::Result<ExitCode> {
+    let status = read_status(&args.file)?;
+    if status.state != "running" {
+        eprint_line(format_args!("spillway: the job is not running (it {})", status.state));
+        return Ok(ExitCode::from(crate::EXIT_FAILURE));
+    }
+    let request = Request { stop: args.stop, threads: args.threads };
+    spillway_engine::write_whole(&control_path(&args.file), request.text().as_bytes())
+        .map_err(|e| InputError(format!("cannot write the control file: {e}")))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{RankStatus, Status, silent_ranks};
+    use std::time::Duration;
+
+    #[test]
+    fn control_requests_round_trip() {
+        use super::Request;
+        for request in [
+            Request { stop: true, threads: None },
+            Request { stop: false, threads: Some(3) },
+            Request { stop: true, threads: Some(1) },
+        ] {
+            assert_eq!(Request::parse(&request.text()), request);
+        }
+        assert_eq!(Request::parse("threads x\n"), Request::default());
+    }
+
+    #[test]
+    fn a_stale_status_or_rank_is_silent_only_while_running() {
+        let row = |rank, heartbeat_ms| RankStatus {
+            rank,
+            heartbeat_ms,
+            state: "running".into(),
+            ..RankStatus::default()
+        };
+        let mut status = Status {
+            state: "running".into(),
+            updated_ms: 10_000,
+            per_rank: vec![row(0, 10_000), row(1, 9_000), row(2, 2_000)],
+            ..Status::default()
+        };
+        let stale = Duration::from_secs(5);
+        assert_eq!(silent_ranks(&status, 12_000, stale), vec![2]);
+        assert_eq!(silent_ranks(&status, 16_000, stale), vec![0, 1, 2]);
+        status.state = "succeeded".into();
+        assert!(silent_ranks(&status, 60_000, stale).is_empty());
+    }
+}
