@@ -81,7 +81,7 @@ use std::path::PathBuf;
 use spillway_engine::shuffle::rkyv::vec::ArchivedVec;
 use spillway_engine::{Emitter, Engine, EngineBuilder, Error, Inputs, Job, JobError, OutputSpec, Split, SplitMode, Values};
 
-/// The result of every call. `SPILLWAY_OK` is 0; every failure is at least 2, with its message
+/// The result of every call. `SPILLWAY_STATUS_OK` is 0; every failure is at least 2, with its message
 /// from `spillway_last_error()`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,9 +144,9 @@ pub struct SpillwayConfig {
 /// A job: an opaque handle from `spillway_job_new`, freed with `spillway_job_free`.
 #[derive(Debug)]
 pub struct SpillwayJob {
-    map: SpillwayMapFn,
-    combine: Option<SpillwayCombineFn>,
-    reduce: SpillwayReduceFn,
+    map: MapFn,
+    combine: SpillwayCombineFn,
+    reduce: ReduceFn,
     user: UserPtr,
     split: SplitMode,
 }
@@ -190,32 +190,42 @@ impl std::fmt::Debug for SpillwayWriter<'_> {
 /// `map(user, split, split_len, emitter)`: emits pairs of the split's bytes with
 /// `spillway_emit`. Returns 0, or non-zero to fail the split (message: `spillway_fail`).
 /// Runs concurrently on the worker threads.
-pub type SpillwayMapFn =
-    unsafe extern "C" fn(user: *mut c_void, split: *const u8, split_len: usize, emitter: *mut SpillwayEmitter) -> c_int;
+pub type SpillwayMapFn = Option<
+    unsafe extern "C" fn(user: *mut c_void, split: *const u8, split_len: usize, emitter: *mut SpillwayEmitter) -> c_int,
+>;
 
 /// `combine(user, acc, acc_len, value, value_len, out)`: writes the combination of two values
 /// of one key into `out` with `spillway_write` (it starts empty). Must be associative and
 /// commutative. Returns 0, or non-zero to fail. Runs concurrently on the worker threads.
-pub type SpillwayCombineFn = unsafe extern "C" fn(
+pub type SpillwayCombineFn = Option<
+    unsafe extern "C" fn(
     user: *mut c_void,
     acc: *const u8,
     acc_len: usize,
     value: *const u8,
     value_len: usize,
     out: *mut SpillwayWriter,
-) -> c_int;
+) -> c_int,
+>;
 
 /// `reduce(user, key, key_len, values, out)`: reads the key's values with
 /// `spillway_values_next` and writes output bytes with `spillway_write`. Keys arrive in byte
 /// order within a partition. Returns 0, or non-zero to fail the partition. Runs concurrently
 /// on the worker threads (one partition per thread at a time).
-pub type SpillwayReduceFn = unsafe extern "C" fn(
+pub type SpillwayReduceFn = Option<
+    unsafe extern "C" fn(
     user: *mut c_void,
     key: *const u8,
     key_len: usize,
     values: *mut SpillwayValues,
     out: *mut SpillwayWriter,
-) -> c_int;
+) -> c_int,
+>;
+
+/// A map callback that is there.
+type MapFn = unsafe extern "C" fn(*mut c_void, *const u8, usize, *mut SpillwayEmitter) -> c_int;
+/// A reduce callback that is there.
+type ReduceFn = unsafe extern "C" fn(*mut c_void, *const u8, usize, *mut SpillwayValues, *mut SpillwayWriter) -> c_int;
 
 /// The caller's `user` pointer, handed to every callback on any worker thread.
 #[derive(Debug, Clone, Copy)]
@@ -525,9 +535,9 @@ pub unsafe extern "C" fn spillway_config_set_resume(config: *mut SpillwayConfig,
 #[allow(unsafe_code)]
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn spillway_job_new(
-    map: Option<SpillwayMapFn>,
-    combine: Option<SpillwayCombineFn>,
-    reduce: Option<SpillwayReduceFn>,
+    map: SpillwayMapFn,
+    combine: SpillwayCombineFn,
+    reduce: SpillwayReduceFn,
     user: *mut c_void,
     out: *mut *mut SpillwayJob,
 ) -> SpillwayStatus {
@@ -618,8 +628,8 @@ pub unsafe extern "C" fn spillway_emit(
     status
 }
 
-/// Gives the next value of the key in `*value` and `*value_len` and returns `SPILLWAY_OK`, or
-/// returns `SPILLWAY_END` when there are no more. A value's bytes belong to Spillway and stay
+/// Gives the next value of the key in `*value` and `*value_len` and returns `SPILLWAY_STATUS_OK`, or
+/// returns `SPILLWAY_STATUS_END` when there are no more. A value's bytes belong to Spillway and stay
 /// valid until `reduce` returns; they are not aligned.
 ///
 /// # Safety
@@ -657,7 +667,7 @@ pub unsafe extern "C" fn spillway_values_next(
 }
 
 /// Writes `len` bytes: output bytes from `reduce`, or the combined value from `combine`.
-/// Returns `SPILLWAY_IO` if the output cannot be written; the job then fails with that error
+/// Returns `SPILLWAY_STATUS_IO` if the output cannot be written; the job then fails with that error
 /// whatever the callback returns.
 ///
 /// # Safety

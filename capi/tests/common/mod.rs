@@ -1,0 +1,116 @@
+//! Compiling and running programs against the C ABI, and the reference outputs.
+
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The crate's directory.
+pub fn crate_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The bundled sample corpus.
+pub fn gutenberg() -> PathBuf {
+    crate_dir().join("../testdata/gutenberg")
+}
+
+/// The directory holding `libspillway_capi.so`: the target profile directory, the parent of
+/// the `deps/` directory this test binary runs from (cargo builds the library's every crate
+/// type before the integration tests).
+pub fn lib_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let profile = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
+    assert!(
+        profile.join("libspillway_capi.so").exists(),
+        "no libspillway_capi.so in {}: build the crate (cargo build -p spillway-capi)",
+        profile.display()
+    );
+    profile.to_path_buf()
+}
+
+/// A compiler the tests use.
+#[derive(Debug, Clone, Copy)]
+pub enum Compiler {
+    Gcc,
+    Gxx,
+    Gfortran,
+}
+
+impl Compiler {
+    fn command(self) -> &'static str {
+        match self {
+            Compiler::Gcc => "gcc",
+            Compiler::Gxx => "g++",
+            Compiler::Gfortran => "gfortran",
+        }
+    }
+
+    /// Fails the test, saying what to install, when the compiler is not on `PATH`.
+    pub fn require(self) {
+        let found = Command::new(self.command()).arg("--version").output().is_ok_and(|o| o.status.success());
+        assert!(
+            found,
+            "{} is missing: these tests compile real programs with it. Install it with \
+             scripts/install-deps.sh (as root), or `apt-get install {}`",
+            self.command(),
+            match self {
+                Compiler::Gcc => "gcc",
+                Compiler::Gxx => "g++",
+                Compiler::Gfortran => "gfortran",
+            }
+        );
+    }
+
+    /// Compiles `sources` (relative to the crate) against the header and the shared library
+    /// into `dir/name`; fails the test with the compiler's output on an error.
+    pub fn build(self, sources: &[&str], dir: &Path, name: &str) -> PathBuf {
+        self.require();
+        let lib = lib_dir();
+        let exe = dir.join(name);
+        let mut cmd = Command::new(self.command());
+        match self {
+            Compiler::Gcc => cmd.args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic"]),
+            Compiler::Gxx => cmd.args(["-std=c++17", "-Wall", "-Wextra", "-Werror"]),
+            Compiler::Gfortran => cmd.args(["-std=f2008", "-Wall", "-Werror", "-Wno-c-binding-type"]),
+        };
+        cmd.arg("-I").arg(crate_dir().join("include"));
+        for source in sources {
+            cmd.arg(crate_dir().join(source));
+        }
+        cmd.arg("-L").arg(&lib).arg("-lspillway_capi");
+        cmd.arg(format!("-Wl,-rpath,{}", lib.display()));
+        cmd.arg("-o").arg(&exe);
+        let out = cmd.output().expect("running the compiler");
+        assert!(
+            out.status.success(),
+            "{:?} failed:\n{}{}",
+            cmd,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        exe
+    }
+}
+
+/// Runs `exe` with `args`: its exit code, standard output and standard error.
+pub fn run<'a>(exe: &Path, args: impl IntoIterator<Item = &'a OsStr>) -> (i32, String, String) {
+    let out = Command::new(exe).args(args).output().expect("running the program");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// What `spillway wordcount testdata/gutenberg -o FILE` writes: the engine's `WordCount`
+/// (the CLI's default Unicode words; the corpus is ASCII, so ASCII letters give the same).
+pub fn engine_wordcount(dir: &Path) -> Vec<u8> {
+    use spillway_engine::{Engine, Inputs, OutputSpec, jobs::WordCount, text::WordMode};
+    let out = dir.join("reference.tsv");
+    let engine = Engine::builder().threads(2).partitions(4).memory_budget(64 << 20).build().unwrap();
+    let inputs = Inputs::new([gutenberg()]).unwrap();
+    engine.run(&WordCount { mode: WordMode::Unicode }, &inputs, &OutputSpec::File(out.clone())).unwrap();
+    std::fs::read(out).unwrap()
+}
