@@ -250,6 +250,19 @@ enum spillway_status spillway_emit(struct spillway_emitter *emitter,
                                    const uint8_t *value,
                                    size_t value_len);
 
+// Tells `map` where its split comes from: the index of its input file in `*file_index` (the
+// position among the inputs given to `spillway_run`, 0-based, where the files found in a
+// given directory follow in byte order of their names) and the split's byte offset in that
+// file in `*offset`.
+//
+// # Safety
+//
+// `emitter` is the one passed to the running `map` call (on this thread); `file_index` and
+// `offset` are valid for writes.
+enum spillway_status spillway_emitter_input(const struct spillway_emitter *emitter,
+                                            uint32_t *file_index,
+                                            uint64_t *offset);
+
 // Gives the next value of the key in `*value` and `*value_len` and returns `SPILLWAY_STATUS_OK`, or
 // returns `SPILLWAY_STATUS_END` when there are no more. A value's bytes belong to Spillway and stay
 // valid until `reduce` returns; they are not aligned.

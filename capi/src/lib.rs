@@ -154,6 +154,8 @@ pub struct SpillwayJob {
 /// What `map` emits into: valid only during the `map` call it is passed to.
 pub struct SpillwayEmitter<'e, 'b> {
     inner: &'e mut Emitter<'b, Vec<u8>>,
+    /// The input file's index and the split's byte offset in it.
+    input: (u32, u64),
 }
 
 impl std::fmt::Debug for SpillwayEmitter<'_, '_> {
@@ -628,6 +630,37 @@ pub unsafe extern "C" fn spillway_emit(
     status
 }
 
+/// Tells `map` where its split comes from: the index of its input file in `*file_index` (the
+/// position among the inputs given to `spillway_run`, 0-based, where the files found in a
+/// given directory follow in byte order of their names) and the split's byte offset in that
+/// file in `*offset`.
+///
+/// # Safety
+///
+/// `emitter` is the one passed to the running `map` call (on this thread); `file_index` and
+/// `offset` are valid for writes.
+#[allow(unsafe_code)]
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn spillway_emitter_input(
+    emitter: *const SpillwayEmitter,
+    file_index: *mut u32,
+    offset: *mut u64,
+) -> SpillwayStatus {
+    entry(|| {
+        // SAFETY: the caller's contract: this call's live emitter.
+        let emitter = unsafe { emitter.as_ref() }.ok_or_else(|| Failure::null("emitter"))?;
+        if file_index.is_null() || offset.is_null() {
+            return Err(Failure::null("file_index or offset"));
+        }
+        // SAFETY: both are valid for writes (the caller's contract) and not NULL.
+        unsafe {
+            file_index.write(emitter.input.0);
+            offset.write(emitter.input.1);
+        }
+        Ok(())
+    })
+}
+
 /// Gives the next value of the key in `*value` and `*value_len` and returns `SPILLWAY_STATUS_OK`, or
 /// returns `SPILLWAY_STATUS_END` when there are no more. A value's bytes belong to Spillway and stay
 /// valid until `reduce` returns; they are not aligned.
@@ -821,7 +854,7 @@ impl<const COMBINE: bool> Job for CJob<'_, COMBINE> {
 
     #[allow(unsafe_code)]
     fn map(&self, split: &Split<'_>, emit: &mut Emitter<'_, Vec<u8>>) -> Result<(), JobError> {
-        let mut emitter = SpillwayEmitter { inner: emit };
+        let mut emitter = SpillwayEmitter { inner: emit, input: (split.file.index, split.offset) };
         // SAFETY: the callback's contract (the header): it reads `split_len` bytes at `split`
         // and uses the emitter only during this call.
         let code = unsafe { (self.0.map)(self.0.user.0, split.data.as_ptr(), split.data.len(), &mut emitter) };

@@ -60,3 +60,18 @@ fn misuse_gives_error_codes_and_messages() {
     assert!(stdout.contains("out is NULL"), "{stdout}");
     assert!(stdout.contains("/nonexistent/spillway-input"), "{stdout}");
 }
+
+#[test]
+fn cxx_index_matches_spillway_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = Compiler::Gxx.build(&["examples/index.cpp"], dir.path(), "index");
+    let out = dir.path().join("index.tsv");
+    let files = common::gutenberg_files();
+    let mut args = vec![out.as_os_str()];
+    args.extend(files.iter().map(|f| f.as_os_str()));
+    let (code, _stdout, stderr) = run(&exe, args);
+    assert_eq!(code, 0, "the C++ index failed: {stderr}");
+    let expected = common::engine_index(dir.path());
+    let got = std::fs::read(&out).unwrap();
+    assert!(got == expected, "the C++ index differs from spillway index ({} vs {} bytes)", got.len(), expected.len());
+}

@@ -16,18 +16,19 @@ pub fn gutenberg() -> PathBuf {
     crate_dir().join("../testdata/gutenberg")
 }
 
-/// The directory holding `libspillway_capi.so`: the target profile directory, the parent of
-/// the `deps/` directory this test binary runs from (cargo builds the library's every crate
-/// type before the integration tests).
+/// The directory holding `libspillway_capi.so` as built for this test run: `target/<profile>/
+/// deps/`, where this test binary is too (`cargo test` builds the library's every crate type
+/// there before the integration tests, and copies it up to `target/<profile>/` only on
+/// `cargo build`).
 pub fn lib_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
-    let profile = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
+    let deps = exe.parent().expect("target/<profile>/deps/<test>");
     assert!(
-        profile.join("libspillway_capi.so").exists(),
-        "no libspillway_capi.so in {}: build the crate (cargo build -p spillway-capi)",
-        profile.display()
+        deps.join("libspillway_capi.so").exists(),
+        "no libspillway_capi.so beside the test binary in {}",
+        deps.display()
     );
-    profile.to_path_buf()
+    deps.to_path_buf()
 }
 
 /// A compiler the tests use.
@@ -94,9 +95,11 @@ impl Compiler {
     }
 }
 
-/// Runs `exe` with `args`: its exit code, standard output and standard error.
+/// Runs `exe` with `args`: its exit code, standard output and standard error. The library
+/// is loaded from [`lib_dir`] (cargo's `LD_LIBRARY_PATH`, which would win over the rpath,
+/// also names `target/<profile>/`, where an older copy may lie).
 pub fn run<'a>(exe: &Path, args: impl IntoIterator<Item = &'a OsStr>) -> (i32, String, String) {
-    let out = Command::new(exe).args(args).output().expect("running the program");
+    let out = Command::new(exe).args(args).env("LD_LIBRARY_PATH", lib_dir()).output().expect("running the program");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -112,5 +115,22 @@ pub fn engine_wordcount(dir: &Path) -> Vec<u8> {
     let engine = Engine::builder().threads(2).partitions(4).memory_budget(64 << 20).build().unwrap();
     let inputs = Inputs::new([gutenberg()]).unwrap();
     engine.run(&WordCount { mode: WordMode::Unicode }, &inputs, &OutputSpec::File(out.clone())).unwrap();
+    std::fs::read(out).unwrap()
+}
+
+/// The corpus' text files, as the engine names them when given the directory.
+pub fn gutenberg_files() -> Vec<PathBuf> {
+    let inputs = spillway_engine::Inputs::new([gutenberg()]).unwrap();
+    inputs.files().iter().map(|f| f.path.clone()).collect()
+}
+
+/// What `spillway index testdata/gutenberg -o FILE` writes: the engine's `InvertedIndex`.
+pub fn engine_index(dir: &Path) -> Vec<u8> {
+    use spillway_engine::{Engine, Inputs, OutputSpec, jobs::InvertedIndex, text::WordMode};
+    let out = dir.join("reference-index.tsv");
+    let engine = Engine::builder().threads(2).partitions(4).memory_budget(64 << 20).build().unwrap();
+    let inputs = Inputs::new([gutenberg()]).unwrap();
+    let job = InvertedIndex::new(&inputs, WordMode::Unicode);
+    engine.run(&job, &inputs, &OutputSpec::File(out.clone())).unwrap();
     std::fs::read(out).unwrap()
 }
