@@ -1,6 +1,8 @@
-//! Real C programs compiled against `include/spillway.h` and linked with the shared library
-//! this crate builds: a word count byte-identical to the engine's (`spillway wordcount`), and
-//! failing callbacks and misuse answered with an error code and a message, never a crash.
+//! Real C, C++ and Fortran programs compiled against `include/spillway.h` (or, in Fortran,
+//! `iso_c_binding` interfaces) and linked with the shared library this crate builds: word
+//! counts (C, Fortran) byte-identical to `spillway wordcount`, an inverted index (C++)
+//! byte-identical to `spillway index`, and failing callbacks and misuse answered with an error
+//! code and a message, never a crash. A missing compiler fails its test, naming the package.
 
 mod common;
 
@@ -74,4 +76,16 @@ fn cxx_index_matches_spillway_index() {
     let expected = common::engine_index(dir.path());
     let got = std::fs::read(&out).unwrap();
     assert!(got == expected, "the C++ index differs from spillway index ({} vs {} bytes)", got.len(), expected.len());
+}
+
+#[test]
+fn fortran_wordcount_matches_spillway_wordcount() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = Compiler::Gfortran.build(&["examples/wordcount.f90"], dir.path(), "wordcount_f");
+    let out = dir.path().join("counts.tsv");
+    let (code, stdout, stderr) = run(&exe, [out.as_os_str(), gutenberg().as_os_str()]);
+    assert_eq!(code, 0, "the Fortran word count failed: {stdout}{stderr}");
+    let expected = engine_wordcount(dir.path());
+    let got = std::fs::read(&out).unwrap();
+    assert!(got == expected, "the Fortran word count differs from spillway wordcount ({} vs {} bytes)", got.len(), expected.len());
 }

@@ -74,7 +74,11 @@ impl Compiler {
         match self {
             Compiler::Gcc => cmd.args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic"]),
             Compiler::Gxx => cmd.args(["-std=c++17", "-Wall", "-Wextra", "-Werror"]),
-            Compiler::Gfortran => cmd.args(["-std=f2008", "-Wall", "-Werror", "-Wno-c-binding-type"]),
+            // `-J`: the module files go beside the program, not into the working directory.
+            Compiler::Gfortran => {
+                cmd.args(["-std=f2008", "-Wall", "-Werror", "-Wno-c-binding-type", "-Wno-unused-dummy-argument"]);
+                cmd.arg("-J").arg(dir)
+            }
         };
         cmd.arg("-I").arg(crate_dir().join("include"));
         for source in sources {
