@@ -79,7 +79,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 
 use spillway_engine::shuffle::rkyv::vec::ArchivedVec;
-use spillway_engine::{Emitter, Engine, EngineBuilder, Error, Inputs, Job, JobError, OutputSpec, Split, SplitMode, Values};
+use spillway_engine::{
+    Emitter, Engine, EngineBuilder, Error, Inputs, Job, JobError, OutputSpec, Split, SplitMode, Values,
+};
 
 /// The result of every call. `SPILLWAY_STATUS_OK` is 0; every failure is at least 2, with its message
 /// from `spillway_last_error()`.
@@ -193,7 +195,12 @@ impl std::fmt::Debug for SpillwayWriter<'_> {
 /// `spillway_emit`. Returns 0, or non-zero to fail the split (message: `spillway_fail`).
 /// Runs concurrently on the worker threads.
 pub type SpillwayMapFn = Option<
-    unsafe extern "C" fn(user: *mut c_void, split: *const u8, split_len: usize, emitter: *mut SpillwayEmitter) -> c_int,
+    unsafe extern "C" fn(
+        user: *mut c_void,
+        split: *const u8,
+        split_len: usize,
+        emitter: *mut SpillwayEmitter,
+    ) -> c_int,
 >;
 
 /// `combine(user, acc, acc_len, value, value_len, out)`: writes the combination of two values
@@ -201,13 +208,13 @@ pub type SpillwayMapFn = Option<
 /// commutative. Returns 0, or non-zero to fail. Runs concurrently on the worker threads.
 pub type SpillwayCombineFn = Option<
     unsafe extern "C" fn(
-    user: *mut c_void,
-    acc: *const u8,
-    acc_len: usize,
-    value: *const u8,
-    value_len: usize,
-    out: *mut SpillwayWriter,
-) -> c_int,
+        user: *mut c_void,
+        acc: *const u8,
+        acc_len: usize,
+        value: *const u8,
+        value_len: usize,
+        out: *mut SpillwayWriter,
+    ) -> c_int,
 >;
 
 /// `reduce(user, key, key_len, values, out)`: reads the key's values with
@@ -216,18 +223,19 @@ pub type SpillwayCombineFn = Option<
 /// on the worker threads (one partition per thread at a time).
 pub type SpillwayReduceFn = Option<
     unsafe extern "C" fn(
-    user: *mut c_void,
-    key: *const u8,
-    key_len: usize,
-    values: *mut SpillwayValues,
-    out: *mut SpillwayWriter,
-) -> c_int,
+        user: *mut c_void,
+        key: *const u8,
+        key_len: usize,
+        values: *mut SpillwayValues,
+        out: *mut SpillwayWriter,
+    ) -> c_int,
 >;
 
 /// A map callback that is there.
 type MapFn = unsafe extern "C" fn(*mut c_void, *const u8, usize, *mut SpillwayEmitter) -> c_int;
 /// A reduce callback that is there.
-type ReduceFn = unsafe extern "C" fn(*mut c_void, *const u8, usize, *mut SpillwayValues, *mut SpillwayWriter) -> c_int;
+type ReduceFn =
+    unsafe extern "C" fn(*mut c_void, *const u8, usize, *mut SpillwayValues, *mut SpillwayWriter) -> c_int;
 
 /// The caller's `user` pointer, handed to every callback on any worker thread.
 #[derive(Debug, Clone, Copy)]
@@ -440,7 +448,10 @@ fn positive<T: PartialOrd + From<u8>>(n: T, what: &str) -> Result<T, Failure> {
 /// `config` is NULL or a live config not in use by another thread.
 #[allow(unsafe_code)]
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn spillway_config_set_threads(config: *mut SpillwayConfig, threads: usize) -> SpillwayStatus {
+pub unsafe extern "C" fn spillway_config_set_threads(
+    config: *mut SpillwayConfig,
+    threads: usize,
+) -> SpillwayStatus {
     // SAFETY: passed on from the caller.
     unsafe { configure(config, |b| Ok(b.threads(positive(threads, "threads")?))) }
 }
@@ -452,7 +463,10 @@ pub unsafe extern "C" fn spillway_config_set_threads(config: *mut SpillwayConfig
 /// `config` is NULL or a live config not in use by another thread.
 #[allow(unsafe_code)]
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn spillway_config_set_partitions(config: *mut SpillwayConfig, partitions: u32) -> SpillwayStatus {
+pub unsafe extern "C" fn spillway_config_set_partitions(
+    config: *mut SpillwayConfig,
+    partitions: u32,
+) -> SpillwayStatus {
     // SAFETY: passed on from the caller.
     unsafe { configure(config, |b| Ok(b.partitions(positive(partitions, "partitions")?))) }
 }
@@ -465,7 +479,10 @@ pub unsafe extern "C" fn spillway_config_set_partitions(config: *mut SpillwayCon
 /// `config` is NULL or a live config not in use by another thread.
 #[allow(unsafe_code)]
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn spillway_config_set_memory_budget(config: *mut SpillwayConfig, bytes: u64) -> SpillwayStatus {
+pub unsafe extern "C" fn spillway_config_set_memory_budget(
+    config: *mut SpillwayConfig,
+    bytes: u64,
+) -> SpillwayStatus {
     // SAFETY: passed on from the caller.
     unsafe { configure(config, |b| Ok(b.memory_budget(bytes))) }
 }
@@ -477,7 +494,10 @@ pub unsafe extern "C" fn spillway_config_set_memory_budget(config: *mut Spillway
 /// `config` is NULL or a live config not in use by another thread.
 #[allow(unsafe_code)]
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn spillway_config_set_max_open_runs(config: *mut SpillwayConfig, runs: usize) -> SpillwayStatus {
+pub unsafe extern "C" fn spillway_config_set_max_open_runs(
+    config: *mut SpillwayConfig,
+    runs: usize,
+) -> SpillwayStatus {
     // SAFETY: passed on from the caller.
     unsafe { configure(config, |b| Ok(b.max_open_runs(runs))) }
 }
@@ -490,7 +510,10 @@ pub unsafe extern "C" fn spillway_config_set_max_open_runs(config: *mut Spillway
 /// NUL-terminated string.
 #[allow(unsafe_code)]
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn spillway_config_set_spill_dir(config: *mut SpillwayConfig, dir: *const c_char) -> SpillwayStatus {
+pub unsafe extern "C" fn spillway_config_set_spill_dir(
+    config: *mut SpillwayConfig,
+    dir: *const c_char,
+) -> SpillwayStatus {
     // SAFETY: passed on from the caller.
     unsafe {
         configure(config, |b| {
@@ -508,7 +531,10 @@ pub unsafe extern "C" fn spillway_config_set_spill_dir(config: *mut SpillwayConf
 /// `config` is NULL or a live config not in use by another thread.
 #[allow(unsafe_code)]
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn spillway_config_set_max_attempts(config: *mut SpillwayConfig, attempts: u32) -> SpillwayStatus {
+pub unsafe extern "C" fn spillway_config_set_max_attempts(
+    config: *mut SpillwayConfig,
+    attempts: u32,
+) -> SpillwayStatus {
     // SAFETY: passed on from the caller.
     unsafe { configure(config, |b| Ok(b.max_attempts(positive(attempts, "max attempts")?))) }
 }
@@ -521,7 +547,10 @@ pub unsafe extern "C" fn spillway_config_set_max_attempts(config: *mut SpillwayC
 /// `config` is NULL or a live config not in use by another thread.
 #[allow(unsafe_code)]
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn spillway_config_set_resume(config: *mut SpillwayConfig, on: c_int) -> SpillwayStatus {
+pub unsafe extern "C" fn spillway_config_set_resume(
+    config: *mut SpillwayConfig,
+    on: c_int,
+) -> SpillwayStatus {
     // SAFETY: passed on from the caller.
     unsafe { configure(config, |b| Ok(b.resume(on != 0))) }
 }
@@ -709,7 +738,11 @@ pub unsafe extern "C" fn spillway_values_next(
 /// readable bytes (or is NULL with `len` 0).
 #[allow(unsafe_code)]
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn spillway_write(out: *mut SpillwayWriter, data: *const u8, len: usize) -> SpillwayStatus {
+pub unsafe extern "C" fn spillway_write(
+    out: *mut SpillwayWriter,
+    data: *const u8,
+    len: usize,
+) -> SpillwayStatus {
     entry(|| {
         // SAFETY: the caller's contract: this call's live writer.
         let out = unsafe { out.as_mut() }.ok_or_else(|| Failure::null("out"))?;
@@ -857,7 +890,8 @@ impl<const COMBINE: bool> Job for CJob<'_, COMBINE> {
         let mut emitter = SpillwayEmitter { inner: emit, input: (split.file.index, split.offset) };
         // SAFETY: the callback's contract (the header): it reads `split_len` bytes at `split`
         // and uses the emitter only during this call.
-        let code = unsafe { (self.0.map)(self.0.user.0, split.data.as_ptr(), split.data.len(), &mut emitter) };
+        let code =
+            unsafe { (self.0.map)(self.0.user.0, split.data.as_ptr(), split.data.len(), &mut emitter) };
         Self::outcome("map", code)
     }
 
@@ -870,12 +904,18 @@ impl<const COMBINE: bool> Job for CJob<'_, COMBINE> {
     }
 
     #[allow(unsafe_code)]
-    fn reduce(&self, key: &[u8], values: Values<'_, '_, Vec<u8>>, out: &mut dyn Write) -> Result<(), JobError> {
+    fn reduce(
+        &self,
+        key: &[u8],
+        values: Values<'_, '_, Vec<u8>>,
+        out: &mut dyn Write,
+    ) -> Result<(), JobError> {
         let mut values = SpillwayValues { inner: values };
         let mut writer = SpillwayWriter { out, error: None };
         // SAFETY: the callback's contract (the header): it reads `key_len` bytes at `key` and
         // uses `values` and `out` only during this call.
-        let code = unsafe { (self.0.reduce)(self.0.user.0, key.as_ptr(), key.len(), &mut values, &mut writer) };
+        let code =
+            unsafe { (self.0.reduce)(self.0.user.0, key.as_ptr(), key.len(), &mut values, &mut writer) };
         if let Some(e) = writer.error {
             CALLBACK_ERROR.with(|m| m.borrow_mut().take());
             return Err(e.into());

@@ -18,7 +18,12 @@ fn c_wordcount_matches_spillway_wordcount() {
     assert!(stderr.contains("\"map_records\""), "metrics JSON on stderr: {stderr}");
     let expected = engine_wordcount(dir.path());
     let got = std::fs::read(&out).unwrap();
-    assert!(got == expected, "the C word count differs from spillway wordcount ({} vs {} bytes)", got.len(), expected.len());
+    assert!(
+        got == expected,
+        "the C word count differs from spillway wordcount ({} vs {} bytes)",
+        got.len(),
+        expected.len()
+    );
 }
 
 /// Runs `tests/c/fail.c` in `mode`; returns its standard output.
@@ -56,7 +61,9 @@ fn a_failing_reduce_callback_fails_the_job_with_its_code() {
 #[test]
 fn misuse_gives_error_codes_and_messages() {
     let stdout = fail("misuse");
-    for what in ["config_new(NULL)", "set_threads(0)", "run(NULL job)", "run(missing input)", "run(1-byte budget)"] {
+    for what in
+        ["config_new(NULL)", "set_threads(0)", "run(NULL job)", "run(missing input)", "run(1-byte budget)"]
+    {
         assert!(stdout.contains(what), "{what} not answered: {stdout}");
     }
     assert!(stdout.contains("out is NULL"), "{stdout}");
@@ -75,7 +82,12 @@ fn cxx_index_matches_spillway_index() {
     assert_eq!(code, 0, "the C++ index failed: {stderr}");
     let expected = common::engine_index(dir.path());
     let got = std::fs::read(&out).unwrap();
-    assert!(got == expected, "the C++ index differs from spillway index ({} vs {} bytes)", got.len(), expected.len());
+    assert!(
+        got == expected,
+        "the C++ index differs from spillway index ({} vs {} bytes)",
+        got.len(),
+        expected.len()
+    );
 }
 
 #[test]
@@ -87,5 +99,10 @@ fn fortran_wordcount_matches_spillway_wordcount() {
     assert_eq!(code, 0, "the Fortran word count failed: {stdout}{stderr}");
     let expected = engine_wordcount(dir.path());
     let got = std::fs::read(&out).unwrap();
-    assert!(got == expected, "the Fortran word count differs from spillway wordcount ({} vs {} bytes)", got.len(), expected.len());
+    assert!(
+        got == expected,
+        "the Fortran word count differs from spillway wordcount ({} vs {} bytes)",
+        got.len(),
+        expected.len()
+    );
 }

@@ -76,7 +76,13 @@ impl Compiler {
             Compiler::Gxx => cmd.args(["-std=c++17", "-Wall", "-Wextra", "-Werror"]),
             // `-J`: the module files go beside the program, not into the working directory.
             Compiler::Gfortran => {
-                cmd.args(["-std=f2008", "-Wall", "-Werror", "-Wno-c-binding-type", "-Wno-unused-dummy-argument"]);
+                cmd.args([
+                    "-std=f2008",
+                    "-Wall",
+                    "-Werror",
+                    "-Wno-c-binding-type",
+                    "-Wno-unused-dummy-argument",
+                ]);
                 cmd.arg("-J").arg(dir)
             }
         };
@@ -103,7 +109,8 @@ impl Compiler {
 /// is loaded from [`lib_dir`] (cargo's `LD_LIBRARY_PATH`, which would win over the rpath,
 /// also names `target/<profile>/`, where an older copy may lie).
 pub fn run<'a>(exe: &Path, args: impl IntoIterator<Item = &'a OsStr>) -> (i32, String, String) {
-    let out = Command::new(exe).args(args).env("LD_LIBRARY_PATH", lib_dir()).output().expect("running the program");
+    let out =
+        Command::new(exe).args(args).env("LD_LIBRARY_PATH", lib_dir()).output().expect("running the program");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
