@@ -81,6 +81,7 @@ use std::path::PathBuf;
 use spillway_engine::shuffle::rkyv::vec::ArchivedVec;
 use spillway_engine::{
     Emitter, Engine, EngineBuilder, Error, Inputs, Job, JobError, OutputSpec, Split, SplitMode, Values,
+    panic_message,
 };
 
 /// The result of every call. `SPILLWAY_STATUS_OK` is 0; every failure is at least 2, with its message
@@ -277,17 +278,6 @@ impl Failure {
 fn set_last_error(message: &str) {
     let message = CString::new(message.replace('\0', "\\0")).expect("no NUL left");
     LAST_ERROR.with(|e| *e.borrow_mut() = Some(message));
-}
-
-/// `panicked: MESSAGE` for a panic's payload.
-fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        format!("panicked: {s}")
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        format!("panicked: {s}")
-    } else {
-        "panicked".into()
-    }
 }
 
 /// Runs an entry point's body: catches a panic, records a failure's message.

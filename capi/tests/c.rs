@@ -6,24 +6,43 @@
 
 mod common;
 
-use common::{Compiler, engine_wordcount, gutenberg, run};
+use std::path::{Path, PathBuf};
+
+use common::{Compiler, engine_index, engine_wordcount, gutenberg, gutenberg_files, run};
+
+/// Builds `source` with `compiler`, runs it as `PROGRAM OUTPUT INPUT...` and checks that its
+/// output file equals `reference`'s bytes; returns the program's standard error.
+fn same_output(
+    compiler: Compiler,
+    source: &str,
+    inputs: &[PathBuf],
+    reference: fn(&Path) -> Vec<u8>,
+) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = compiler.build(&[source], dir.path(), "program");
+    let out = dir.path().join("out.tsv");
+    let args = std::iter::once(out.as_os_str()).chain(inputs.iter().map(|p| p.as_os_str()));
+    let (code, stdout, stderr) = run(&exe, args);
+    assert_eq!(code, 0, "{source} failed: {stdout}{stderr}");
+    let (got, expected) = (std::fs::read(&out).unwrap(), reference(dir.path()));
+    assert!(got == expected, "{source} differs from spillway ({} vs {} bytes)", got.len(), expected.len());
+    stderr
+}
 
 #[test]
 fn c_wordcount_matches_spillway_wordcount() {
-    let dir = tempfile::tempdir().unwrap();
-    let exe = Compiler::Gcc.build(&["examples/wordcount.c"], dir.path(), "wordcount");
-    let out = dir.path().join("counts.tsv");
-    let (code, _stdout, stderr) = run(&exe, [out.as_os_str(), gutenberg().as_os_str()]);
-    assert_eq!(code, 0, "the C word count failed: {stderr}");
+    let stderr = same_output(Compiler::Gcc, "examples/wordcount.c", &[gutenberg()], engine_wordcount);
     assert!(stderr.contains("\"map_records\""), "metrics JSON on stderr: {stderr}");
-    let expected = engine_wordcount(dir.path());
-    let got = std::fs::read(&out).unwrap();
-    assert!(
-        got == expected,
-        "the C word count differs from spillway wordcount ({} vs {} bytes)",
-        got.len(),
-        expected.len()
-    );
+}
+
+#[test]
+fn cxx_index_matches_spillway_index() {
+    same_output(Compiler::Gxx, "examples/index.cpp", &gutenberg_files(), engine_index);
+}
+
+#[test]
+fn fortran_wordcount_matches_spillway_wordcount() {
+    same_output(Compiler::Gfortran, "examples/wordcount.f90", &[gutenberg()], engine_wordcount);
 }
 
 /// Runs `tests/c/fail.c` in `mode`; returns its standard output.
@@ -68,41 +87,4 @@ fn misuse_gives_error_codes_and_messages() {
     }
     assert!(stdout.contains("out is NULL"), "{stdout}");
     assert!(stdout.contains("/nonexistent/spillway-input"), "{stdout}");
-}
-
-#[test]
-fn cxx_index_matches_spillway_index() {
-    let dir = tempfile::tempdir().unwrap();
-    let exe = Compiler::Gxx.build(&["examples/index.cpp"], dir.path(), "index");
-    let out = dir.path().join("index.tsv");
-    let files = common::gutenberg_files();
-    let mut args = vec![out.as_os_str()];
-    args.extend(files.iter().map(|f| f.as_os_str()));
-    let (code, _stdout, stderr) = run(&exe, args);
-    assert_eq!(code, 0, "the C++ index failed: {stderr}");
-    let expected = common::engine_index(dir.path());
-    let got = std::fs::read(&out).unwrap();
-    assert!(
-        got == expected,
-        "the C++ index differs from spillway index ({} vs {} bytes)",
-        got.len(),
-        expected.len()
-    );
-}
-
-#[test]
-fn fortran_wordcount_matches_spillway_wordcount() {
-    let dir = tempfile::tempdir().unwrap();
-    let exe = Compiler::Gfortran.build(&["examples/wordcount.f90"], dir.path(), "wordcount_f");
-    let out = dir.path().join("counts.tsv");
-    let (code, stdout, stderr) = run(&exe, [out.as_os_str(), gutenberg().as_os_str()]);
-    assert_eq!(code, 0, "the Fortran word count failed: {stdout}{stderr}");
-    let expected = engine_wordcount(dir.path());
-    let got = std::fs::read(&out).unwrap();
-    assert!(
-        got == expected,
-        "the Fortran word count differs from spillway wordcount ({} vs {} bytes)",
-        got.len(),
-        expected.len()
-    );
 }

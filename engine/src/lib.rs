@@ -63,7 +63,7 @@ pub use engine::{
 };
 pub use error::{ConfigError, Error, JobError, Limit, Result};
 pub use input::{InputFile, Inputs, Split, SplitMode};
-pub use job::{Emitter, FnJob, Job, Values, from_fns, in_job_code};
+pub use job::{Emitter, FnJob, Job, Values, from_fns, in_job_code, panic_message};
 pub use metrics::{Metrics, Phase, PhaseTimes, Progress, ResumeStats, Retries, anon_rss, peak_rss};
 pub use output::{
     FileDestination, OutputSpec, TempFile, file_destination, open_in_place, parent_dir, part_name,
