@@ -70,3 +70,8 @@ pub use output::{
     write_whole,
 };
 pub use spillway_shuffle as shuffle;
+/// What a job with its own value type needs, so that it depends on this crate alone: the
+/// [`Value`] bound, the archived form reduce reads, [`to_owned`], and rkyv itself (derive with
+/// `#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]` and
+/// `#[rkyv(crate = spillway_engine::rkyv)]`; see `examples/struct_value.rs`).
+pub use spillway_shuffle::{ArchivedValue, Value, rkyv, to_owned};
