@@ -287,9 +287,9 @@ enum spillway_status spillway_write(struct spillway_writer *out, const uint8_t *
 
 // Runs `job` with the settings of `config` over the files and directories `inputs[0..n]`
 // (NUL-terminated paths), into `output` as `kind` says. The callbacks run on the engine's
-// worker threads (never on the calling thread's stack alone); this call returns when the
-// job is committed or failed. With `metrics_json` not NULL, a successful run stores there
-// the job's metrics as a JSON object, to be freed with `spillway_string_free`.
+// worker threads; this call returns when the job is committed or failed. With
+// `metrics_json` not NULL, a successful run stores there the job's metrics as a JSON object,
+// to be freed with `spillway_string_free`.
 //
 // # Safety
 //
@@ -303,6 +303,26 @@ enum spillway_status spillway_run(const struct spillway_config *config,
                                   enum spillway_output kind,
                                   const char *output,
                                   char **metrics_json);
+
+// As `spillway_run`, over byte buffers instead of files: buffer `i` is `lengths[i]` bytes at
+// `buffers[i]`, named `names[i]` (a NUL-terminated string that stands for its path in
+// messages; `names` may be NULL: then `buffer-<i>`). The buffers are copied before the job
+// starts; the caller keeps them.
+//
+// # Safety
+//
+// As `spillway_run`; `buffers` and `lengths` point to `n` entries each, buffer `i` holding
+// `lengths[i]` readable bytes (NULL when 0); `names` is NULL or points to `n` pointers, each
+// NULL or a NUL-terminated string.
+enum spillway_status spillway_run_buffers(const struct spillway_config *config,
+                                          const struct spillway_job *job,
+                                          const uint8_t *const *buffers,
+                                          const size_t *lengths,
+                                          const char *const *names,
+                                          size_t n,
+                                          enum spillway_output kind,
+                                          const char *output,
+                                          char **metrics_json);
 
 // Frees a string Spillway returned (NULL is ignored).
 //
