@@ -369,6 +369,34 @@ pub unsafe extern "C" fn spillway_fail(message: *const c_char) -> SpillwayStatus
     })
 }
 
+/// Boxes `value` into a new handle in `*out`.
+///
+/// # Safety
+///
+/// `out` is NULL or valid for a write.
+#[allow(unsafe_code)]
+unsafe fn new_handle<T>(out: *mut *mut T, value: T) -> Result<(), Failure> {
+    if out.is_null() {
+        return Err(Failure::null("out"));
+    }
+    // SAFETY: `out` is valid for a write (the caller's contract) and not NULL.
+    unsafe { out.write(Box::into_raw(Box::new(value))) };
+    Ok(())
+}
+
+/// Frees a handle from [`new_handle`] (NULL is ignored).
+///
+/// # Safety
+///
+/// `handle` is NULL or a live handle from `new_handle`, freed once, used by no other thread.
+#[allow(unsafe_code)]
+unsafe fn free_handle<T>(handle: *mut T) {
+    if !handle.is_null() {
+        // SAFETY: the caller's contract: a live handle from `Box::into_raw`, freed once.
+        drop(unsafe { Box::from_raw(handle) });
+    }
+}
+
 /// Makes a config with the engine's defaults (threads: the CPUs; 16 partitions; 1 GiB memory
 /// budget; open-run bound from the open-file limit; spill directory `$TMPDIR`; 3 attempts; no
 /// resume) into `*out`. Free it with `spillway_config_free`.
@@ -380,13 +408,8 @@ pub unsafe extern "C" fn spillway_fail(message: *const c_char) -> SpillwayStatus
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn spillway_config_new(out: *mut *mut SpillwayConfig) -> SpillwayStatus {
     entry(|| {
-        if out.is_null() {
-            return Err(Failure::null("out"));
-        }
-        let config = Box::into_raw(Box::new(SpillwayConfig::default()));
-        // SAFETY: `out` is valid for a write (the caller's contract) and not NULL.
-        unsafe { out.write(config) };
-        Ok(())
+        // SAFETY: passed on from the caller.
+        unsafe { new_handle(out, SpillwayConfig::default()) }
     })
 }
 
@@ -399,10 +422,8 @@ pub unsafe extern "C" fn spillway_config_new(out: *mut *mut SpillwayConfig) -> S
 #[allow(unsafe_code)]
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn spillway_config_free(config: *mut SpillwayConfig) {
-    if !config.is_null() {
-        // SAFETY: the caller's contract: a live config from `Box::into_raw`, freed once.
-        drop(unsafe { Box::from_raw(config) });
-    }
+    // SAFETY: passed on from the caller.
+    unsafe { free_handle(config) }
 }
 
 /// Applies `f` to the builder of `config`.
@@ -563,15 +584,11 @@ pub unsafe extern "C" fn spillway_job_new(
     out: *mut *mut SpillwayJob,
 ) -> SpillwayStatus {
     entry(|| {
-        if out.is_null() {
-            return Err(Failure::null("out"));
-        }
         let map = map.ok_or_else(|| Failure::null("map"))?;
         let reduce = reduce.ok_or_else(|| Failure::null("reduce"))?;
         let job = SpillwayJob { map, combine, reduce, user: UserPtr(user), split: SplitMode::Lines };
-        // SAFETY: `out` is valid for a write (the caller's contract) and not NULL.
-        unsafe { out.write(Box::into_raw(Box::new(job))) };
-        Ok(())
+        // SAFETY: passed on from the caller.
+        unsafe { new_handle(out, job) }
     })
 }
 
@@ -608,10 +625,8 @@ pub unsafe extern "C" fn spillway_job_set_split(
 #[allow(unsafe_code)]
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn spillway_job_free(job: *mut SpillwayJob) {
-    if !job.is_null() {
-        // SAFETY: the caller's contract: a live job from `Box::into_raw`, freed once.
-        drop(unsafe { Box::from_raw(job) });
-    }
+    // SAFETY: passed on from the caller.
+    unsafe { free_handle(job) }
 }
 
 /// Emits one `(key, value)` pair from `map`; both are copied.
