@@ -12,6 +12,8 @@
 #   libclang          libclang-dev     (bindgen in mpi-sys dlopens libclang.so)
 #   pkg-config        pkg-config
 #   cc                gcc              (mpicc wraps it; cc crate builds mpi-sys' shim)
+#   g++               g++              (capi's C++ test program)
+#   gfortran          gfortran         (capi's Fortran test program)
 #   hyperfine         hyperfine        (--bench only)
 set -euo pipefail
 
@@ -116,6 +118,12 @@ check_all() {
 
     if have cc; then report cc gcc 1 "$(command -v cc)"
     else report cc gcc 0 ""; fi
+
+    if have g++; then report g++ g++ 1 "$(command -v g++)"
+    else report g++ g++ 0 ""; fi
+
+    if have gfortran; then report gfortran gfortran 1 "$(command -v gfortran)"
+    else report gfortran gfortran 0 ""; fi
 
     if [[ $want_bench == 1 ]]; then
         if have hyperfine; then report hyperfine hyperfine 1 "$(hyperfine --version 2>/dev/null || true)"

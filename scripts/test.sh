@@ -6,7 +6,8 @@
 #                            sbatch under a one-node SLURM (scripts/slurm-up.sh starts it)
 #
 # Needs only Rust, gcc and Python on a fresh machine: scripts/install-deps.sh installs OpenMPI
-# and libclang (for the `mpi` feature), and scripts/slurm-up.sh SLURM and munge, when they are
+# and libclang (for the `mpi` feature) and g++ and gfortran (capi's tests compile C++ and
+# Fortran), and scripts/slurm-up.sh SLURM and munge, when they are
 # missing and this runs as root; each says exactly what to install otherwise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,11 +23,11 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo doc (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 
+step "system dependencies (OpenMPI and libclang for the mpi feature; g++ and gfortran for capi's tests)"
+scripts/install-deps.sh
+
 step "cargo test (unit, property, integration and CLI tests)"
 cargo test --workspace --locked
-
-step "system dependencies of the mpi feature (OpenMPI, libclang)"
-scripts/install-deps.sh
 
 step "cargo clippy --features mpi"
 cargo clippy --workspace --all-targets --locked --features spillway-tests/mpi -- -D warnings

@@ -31,8 +31,11 @@ pub struct InputFile {
     /// directory follow in byte order of their names.
     pub index: u32,
     bytes: ByteSource,
-    /// What the path named when the file was opened.
+    /// What the path named when the file was opened (for a buffer: its length, and the
+    /// xxh3 digest of its bytes in place of the inode).
     opened: FileState,
+    /// A buffer given by [`Inputs::from_memory`], not a file: never re-checked.
+    in_memory: bool,
 }
 
 /// What a path names, as far as telling a change goes: which file, its size and its
@@ -166,9 +169,57 @@ impl Inputs {
             }
             let index =
                 u32::try_from(index).map_err(|_| unreadable("more than 4 billion input files".into()))?;
-            files.push(InputFile { path, index, bytes, opened });
+            files.push(InputFile { path, index, bytes, opened, in_memory: false });
         }
         Ok(Inputs { files, read: mode })
+    }
+
+    /// Inputs from byte buffers instead of files, each with the name that stands for its path
+    /// (in messages, in the inverted index, in a resumable job's journal). The bytes are
+    /// copied. A resumed job tells a buffer changed since the first session by its length
+    /// and the digest of its bytes.
+    ///
+    /// ```
+    /// use spillway_engine::{Engine, Inputs, OutputSpec, jobs::WordCount, text::WordMode};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let inputs = Inputs::from_memory([("a", &b"b a b\n"[..]), ("b", b"a c\n")])?;
+    /// let dir = tempfile::tempdir()?;
+    /// let out = dir.path().join("counts.tsv");
+    /// let engine = Engine::builder().threads(2).partitions(4).build()?;
+    /// engine.run(&WordCount { mode: WordMode::Unicode }, &inputs, &OutputSpec::File(out.clone()))?;
+    /// assert_eq!(std::fs::read_to_string(out)?, "a\t2\nb\t2\nc\t1\n");
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Input`] when no buffer was given.
+    pub fn from_memory(
+        buffers: impl IntoIterator<Item = (impl Into<PathBuf>, impl AsRef<[u8]>)>,
+    ) -> Result<Self> {
+        let mut files = Vec::new();
+        for (index, (name, data)) in buffers.into_iter().enumerate() {
+            let data = data.as_ref();
+            let path = name.into();
+            let index = u32::try_from(index).map_err(|_| Error::Input {
+                path: path.clone(),
+                what: "more than 4 billion inputs".into(),
+            })?;
+            let mut owned = spillway_shuffle::Aligned::with_capacity(data.len());
+            owned.extend_from_slice(data);
+            let opened = FileState {
+                dev: 0,
+                ino: xxhash_rust::xxh3::xxh3_64(data),
+                len: data.len() as u64,
+                mtime: (0, 0),
+            };
+            files.push(InputFile { path, index, bytes: ByteSource::Owned(owned), opened, in_memory: true });
+        }
+        if files.is_empty() {
+            return Err(Error::Input { path: PathBuf::new(), what: "no input buffers given".into() });
+        }
+        Ok(Inputs { files, read: ReadMode::Pread })
     }
 
     /// Fails if an input changed since it was opened: with [`ReadMode::Mmap`], a file whose
@@ -189,7 +240,7 @@ impl Inputs {
     ///
     /// [`Error::InputChanged`] for the first changed file, with its size before and after.
     pub fn check_unchanged(&self) -> Result<()> {
-        for file in &self.files {
+        for file in self.files.iter().filter(|f| !f.in_memory) {
             if file.bytes.vanished() {
                 return Err(file.opened.changed(&file.path, FileState::of(&file.path).ok()));
             }

@@ -104,8 +104,9 @@ pub(crate) fn catch<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     Ok(out.expect("ran"))
 }
 
-/// `panicked: MESSAGE` for a panic's payload.
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+/// `panicked: MESSAGE` for a panic's payload, as the engine reports a panic in job code (for
+/// front ends that catch panics themselves, such as the C ABI).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         format!("panicked: {s}")
     } else if let Some(s) = payload.downcast_ref::<String>() {

@@ -63,10 +63,15 @@ pub use engine::{
 };
 pub use error::{ConfigError, Error, JobError, Limit, Result};
 pub use input::{InputFile, Inputs, Split, SplitMode};
-pub use job::{Emitter, FnJob, Job, Values, from_fns, in_job_code};
+pub use job::{Emitter, FnJob, Job, Values, from_fns, in_job_code, panic_message};
 pub use metrics::{Metrics, Phase, PhaseTimes, Progress, ResumeStats, Retries, anon_rss, peak_rss};
 pub use output::{
     Destination, FileDestination, OutputSpec, TempFile, file_destination, open_in_place, parent_dir,
     part_name, write_whole,
 };
 pub use spillway_shuffle as shuffle;
+/// What a job with its own value type needs, so that it depends on this crate alone: the
+/// [`Value`] bound, the archived form reduce reads, [`to_owned`], and rkyv itself (derive with
+/// `#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]` and
+/// `#[rkyv(crate = spillway_engine::rkyv)]`; see `examples/struct_value.rs`).
+pub use spillway_shuffle::{ArchivedValue, Value, rkyv, to_owned};

@@ -1,0 +1,90 @@
+//! Real C, C++ and Fortran programs compiled against `include/spillway.h` (or, in Fortran,
+//! `iso_c_binding` interfaces) and linked with the shared library this crate builds: word
+//! counts (C, Fortran) byte-identical to `spillway wordcount`, an inverted index (C++)
+//! byte-identical to `spillway index`, and failing callbacks and misuse answered with an error
+//! code and a message, never a crash. A missing compiler fails its test, naming the package.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{Compiler, engine_index, engine_wordcount, gutenberg, gutenberg_files, run};
+
+/// Builds `source` with `compiler`, runs it as `PROGRAM OUTPUT INPUT...` and checks that its
+/// output file equals `reference`'s bytes; returns the program's standard error.
+fn same_output(
+    compiler: Compiler,
+    source: &str,
+    inputs: &[PathBuf],
+    reference: fn(&Path) -> Vec<u8>,
+) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = compiler.build(&[source], dir.path(), "program");
+    let out = dir.path().join("out.tsv");
+    let args = std::iter::once(out.as_os_str()).chain(inputs.iter().map(|p| p.as_os_str()));
+    let (code, stdout, stderr) = run(&exe, args);
+    assert_eq!(code, 0, "{source} failed: {stdout}{stderr}");
+    let (got, expected) = (std::fs::read(&out).unwrap(), reference(dir.path()));
+    assert!(got == expected, "{source} differs from spillway ({} vs {} bytes)", got.len(), expected.len());
+    stderr
+}
+
+#[test]
+fn c_wordcount_matches_spillway_wordcount() {
+    let stderr = same_output(Compiler::Gcc, "examples/wordcount.c", &[gutenberg()], engine_wordcount);
+    assert!(stderr.contains("\"map_records\""), "metrics JSON on stderr: {stderr}");
+}
+
+#[test]
+fn cxx_index_matches_spillway_index() {
+    same_output(Compiler::Gxx, "examples/index.cpp", &gutenberg_files(), engine_index);
+}
+
+#[test]
+fn fortran_wordcount_matches_spillway_wordcount() {
+    same_output(Compiler::Gfortran, "examples/wordcount.f90", &[gutenberg()], engine_wordcount);
+}
+
+/// Runs `tests/c/fail.c` in `mode`; returns its standard output.
+fn fail(mode: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = Compiler::Gcc.build(&["tests/c/fail.c"], dir.path(), "fail");
+    let input = dir.path().join("in.txt");
+    std::fs::write(&input, "one line\nanother line\n").unwrap();
+    let out = dir.path().join("out");
+    let (code, stdout, stderr) = run(&exe, [mode.as_ref(), out.as_os_str(), input.as_os_str()]);
+    assert_eq!(code, 0, "fail {mode}: {stdout}{stderr}");
+    assert!(!out.exists(), "a failed job left its output");
+    stdout
+}
+
+#[test]
+fn a_failing_map_callback_fails_the_job_with_its_message() {
+    let stdout = fail("map");
+    assert!(stdout.contains("map callback failed: map refuses this split"), "{stdout}");
+    assert!(stdout.contains("2 attempts"), "{stdout}");
+}
+
+#[test]
+fn a_failing_combine_callback_fails_the_job_with_its_message() {
+    let stdout = fail("combine");
+    assert!(stdout.contains("combine callback failed: combine cannot add these"), "{stdout}");
+}
+
+#[test]
+fn a_failing_reduce_callback_fails_the_job_with_its_code() {
+    let stdout = fail("reduce");
+    assert!(stdout.contains("reduce callback returned 42"), "{stdout}");
+}
+
+#[test]
+fn misuse_gives_error_codes_and_messages() {
+    let stdout = fail("misuse");
+    for what in
+        ["config_new(NULL)", "set_threads(0)", "run(NULL job)", "run(missing input)", "run(1-byte budget)"]
+    {
+        assert!(stdout.contains(what), "{what} not answered: {stdout}");
+    }
+    assert!(stdout.contains("out is NULL"), "{stdout}");
+    assert!(stdout.contains("/nonexistent/spillway-input"), "{stdout}");
+}
