@@ -302,7 +302,7 @@ fn status_of(err: &Error) -> SpillwayStatus {
         Error::Output { .. } | Error::OutputExists(_) => SpillwayStatus::Output,
         Error::Job { .. } => SpillwayStatus::Job,
         Error::Config(_) | Error::Resume { .. } => SpillwayStatus::Config,
-        Error::Io { .. } | Error::Shuffle(_) => SpillwayStatus::Io,
+        Error::Shuffle(_) => SpillwayStatus::Io,
         _ => SpillwayStatus::Other,
     }
 }

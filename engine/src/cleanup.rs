@@ -18,7 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, RwLock, TryLockError};
 use std::time::{Duration, Instant};
 
@@ -97,6 +97,8 @@ pub(crate) fn notify(notice: &Notice) {
 struct Registry {
     paths: Mutex<BTreeMap<u64, PathBuf>>,
     next: AtomicU64,
+    /// Set by [`remove_all_for_exit`]: registering waits for the exit.
+    closed: AtomicBool,
 }
 
 static GLOBAL: Registry = Registry::new();
@@ -122,6 +124,14 @@ pub fn remove_all() -> usize {
     GLOBAL.remove_all()
 }
 
+/// As [`remove_all`], for a signal handler whose process exits next: afterwards no path can be
+/// registered any more (a thread that tries, about to create a spill or staging directory,
+/// waits for the exit instead), so that nothing is created between the removal and the exit.
+pub fn remove_all_for_exit() -> usize {
+    GLOBAL.closed.store(true, Ordering::SeqCst);
+    GLOBAL.remove_all()
+}
+
 /// As [`remove_all`], for a process that must exit from wherever it is, such as an allocation
 /// that failed: the calling thread may itself hold the registry's lock (a registration
 /// allocates while holding it), so this waits for the lock at most `patience` and returns
@@ -133,7 +143,11 @@ pub fn try_remove_all(patience: Duration) -> Option<usize> {
 
 impl Registry {
     const fn new() -> Self {
-        Registry { paths: Mutex::new(BTreeMap::new()), next: AtomicU64::new(0) }
+        Registry {
+            paths: Mutex::new(BTreeMap::new()),
+            next: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, BTreeMap<u64, PathBuf>> {
@@ -157,7 +171,14 @@ impl Registry {
 
     fn register(&'static self, path: &Path) -> Registration {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.lock().insert(id, path.to_owned());
+        let mut paths = self.lock();
+        // Closed by a signal handler that removed everything and exits the process now.
+        while self.closed.load(Ordering::SeqCst) {
+            drop(paths);
+            std::thread::sleep(Duration::from_secs(1));
+            paths = self.lock();
+        }
+        paths.insert(id, path.to_owned());
         Registration { registry: self, id }
     }
 

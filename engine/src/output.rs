@@ -509,19 +509,24 @@ impl TempFile {
     pub fn create(target: &Path) -> Result<Self> {
         let base = temp_name(target);
         let mut attempt = 0u32;
-        let (file, temp) = loop {
+        let (file, temp, _cleanup) = loop {
             let mut temp = base.clone().into_os_string();
             if attempt > 0 {
                 temp.push(format!("-{attempt}"));
             }
             let temp = PathBuf::from(temp);
+            // Registered before it exists: a signal handler that removes everything and exits
+            // never misses it (or, having closed the registry, keeps this thread from making it).
+            let registration = crate::cleanup::register(&temp);
             match std::fs::OpenOptions::new().write(true).create_new(true).open(&temp) {
-                Ok(file) => break (file, temp),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 100 => attempt += 1,
+                Ok(file) => break (file, temp, registration),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 100 => {
+                    registration.disarm(); // another temporary file of this process
+                    attempt += 1;
+                }
                 Err(e) => return Err(Error::io("create", &temp, e)),
             }
         };
-        let _cleanup = crate::cleanup::register(&temp);
         keep_permissions(&temp, target);
         Ok(TempFile { file, temp, target: target.to_owned(), synced: false, committed: false, _cleanup })
     }

@@ -49,8 +49,10 @@ impl SpillDir {
             None => format!("spillway-r{rank}-{}-{nanos:x}", std::process::id()),
         };
         let path = parent.join(name);
+        // Registered before it exists (see `cleanup::remove_all_for_exit`).
+        let registration = crate::cleanup::register(&path);
         std::fs::create_dir(&path).map_err(|e| Error::io("create spill directory", &path, e))?;
-        let dir = SpillDir { _cleanup: crate::cleanup::register(&path), path };
+        let dir = SpillDir { _cleanup: registration, path };
         dir.remove_dead_beside(parent);
         Ok(dir)
     }

@@ -122,7 +122,7 @@ fn cleanup_on_signals() {
         .stack_size(256 << 10)
         .spawn(move || {
             if let Some(signal) = signals.forever().next() {
-                let removed = spillway_engine::cleanup::remove_all();
+                let removed = spillway_engine::cleanup::remove_all_for_exit();
                 let name = match signal {
                     SIGINT => "SIGINT",
                     SIGTERM => "SIGTERM",
