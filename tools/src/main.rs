@@ -122,7 +122,6 @@ fn cleanup_on_signals() {
         .stack_size(256 << 10)
         .spawn(move || {
             if let Some(signal) = signals.forever().next() {
-                let removed = spillway_engine::cleanup::remove_all_for_exit();
                 let name = match signal {
                     SIGINT => "SIGINT",
                     SIGTERM => "SIGTERM",
@@ -133,9 +132,12 @@ fn cleanup_on_signals() {
                 } else {
                     name
                 };
+                // The status first: removing everything closes the cleanup registry, and the
+                // status goes through a temporary file, which registers.
                 if let Some(status) = cmd::STATUS.get() {
                     status.finish("interrupted", Some(format!("interrupted by {name}")));
                 }
+                let removed = spillway_engine::cleanup::remove_all_for_exit();
                 match cmd::RESUMABLE.get() {
                     // Every state of a resumable job's directory is one it resumes from.
                     Some(progress) => eprint_line(format_args!(
