@@ -316,9 +316,14 @@ fn sections_in_many_messages_and_in_pieces() {
                 if s == 2 {
                     assert_eq!((chunk(0), chunk(1)), (16, 24 << 10), "each rank receives with its own size");
                 }
-                if s == 1 && job == "index" {
+                // (In memory each rank sends one run's large sections; with spills and F = 2 the
+                // runs that wait at the end of the map phase may all be small.)
+                if s == 1 && job == "index" && budget[1] == "1G" {
                     let pieced = metrics["exchange"]["pieced"].as_u64().unwrap();
-                    assert!(pieced > 0, "some sections are larger than a 32K buffer");
+                    assert!(
+                        pieced > 0,
+                        "some sections are larger than a 32K buffer ({budget:?} np={np}): {metrics}"
+                    );
                 }
             }
         }
