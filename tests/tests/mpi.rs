@@ -375,9 +375,11 @@ fn a_failed_split_or_partition_is_retried_on_its_rank() {
     assert_eq!(spillway_tests::read_parts(&out), expected, "retried on three ranks");
     let success: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("_SUCCESS")).unwrap()).unwrap();
-    assert_eq!(success["retries"]["map"], 2, "{success}");
+    // (Rank 1 maps at least two splits; rank 2, started last, may find none left to map.)
+    let map = success["retries"]["map"].as_u64().unwrap();
+    assert!((1..=2).contains(&map), "{success}");
     assert_eq!(success["retries"]["reduce"], 1, "{success}");
-    assert_eq!(stderr.matches("; trying again").count(), 3, "{stderr}");
+    assert_eq!(stderr.matches("; trying again").count() as u64, map + 1, "{stderr}");
 
     let never = dir.path().join("never");
     let mut args = base.to_vec();
