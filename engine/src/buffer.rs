@@ -8,6 +8,7 @@
 //! never allocates per spill.
 
 use hashbrown::HashTable;
+use spillway_shuffle::merge::key_prefix;
 use spillway_shuffle::{Partitioner, Value};
 
 use spillway_shuffle::RunInfo;
@@ -80,6 +81,9 @@ struct Slot<V> {
     value: V,
 }
 
+/// A slot at spill time: its partition and its key's [`key_prefix`], the sort's first keys.
+type Sorted<V> = (u32, u64, Slot<V>);
+
 /// Keys up to this long are compared by signature alone.
 const INLINE_KEY: usize = 16;
 
@@ -131,8 +135,8 @@ pub(crate) struct CombineBuffer<'j, J: Job> {
     hasher: ahash::RandomState,
     table: HashTable<Slot<J::Value>>,
     arena: Vec<u8>,
-    /// Reused at every spill: the slots with their partitions, sorted.
-    sorted: Vec<(u32, Slot<J::Value>)>,
+    /// Reused at every spill: the slots with their partitions and key prefixes, sorted.
+    sorted: Vec<Sorted<J::Value>>,
     limit: usize,
     error: Option<crate::Error>,
 }
@@ -167,7 +171,7 @@ impl<'j, J: Job> CombineBuffer<'j, J> {
         if self.table.len() == self.table.capacity() {
             let slots = self.table.capacity().max(4);
             growth += slots * (size_of::<Slot<J::Value>>() + 1);
-            growth += (2 * slots).saturating_sub(self.sorted.capacity()) * size_of::<(u32, Slot<J::Value>)>();
+            growth += (2 * slots).saturating_sub(self.sorted.capacity()) * size_of::<Sorted<J::Value>>();
         }
         if self.arena.len() + key_len > self.arena.capacity() {
             growth += grown(&self.arena, key_len) - self.arena.capacity();
@@ -219,9 +223,14 @@ impl<J: Job> SpillBuffer<J::Value> for CombineBuffer<'_, J> {
         let key = |s: &Slot<J::Value>| &arena[s.off as usize..(s.off + s.len) as usize];
         let partitioner = self.partitioner;
         self.sorted.clear();
-        self.sorted.extend(self.table.drain().map(|s| (partitioner.partition(key(&s)), s)));
-        self.sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| key(&a.1).cmp(key(&b.1))));
-        let result = self.spilled.write(self.sorted.iter().map(|(p, s)| (*p, key(s), &s.value)));
+        self.sorted.extend(self.table.drain().map(|s| {
+            let k = key(&s);
+            (partitioner.partition(k), key_prefix(k), s)
+        }));
+        // Integers first; the key bytes only where partition and prefix are equal.
+        self.sorted
+            .sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)).then_with(|| key(&a.2).cmp(key(&b.2))));
+        let result = self.spilled.write(self.sorted.iter().map(|(p, _, s)| (*p, key(s), &s.value)));
         self.sorted.clear();
         self.arena.clear();
         result
@@ -242,7 +251,7 @@ impl<J: Job> SpillBuffer<J::Value> for CombineBuffer<'_, J> {
 
     fn allocated(&self) -> usize {
         self.table.capacity() * (size_of::<Slot<J::Value>>() + 1)
-            + self.sorted.capacity() * size_of::<(u32, Slot<J::Value>)>()
+            + self.sorted.capacity() * size_of::<Sorted<J::Value>>()
             + self.arena.capacity()
     }
 }

@@ -41,7 +41,7 @@ pub type Record<'a, V> = (&'a [u8], &'a ArchivedValue<V>);
 ///
 /// Keys shorter than 8 bytes are assembled from two overlapping loads (no `memcpy` call).
 #[inline(always)]
-pub(crate) fn key_prefix(key: &[u8]) -> u64 {
+pub fn key_prefix(key: &[u8]) -> u64 {
     let len = key.len();
     if let Some(head) = key.first_chunk::<8>() {
         return u64::from_be_bytes(*head);
