@@ -81,9 +81,6 @@ struct Slot<V> {
     value: V,
 }
 
-/// A slot at spill time: its partition and its key's [`key_prefix`], the sort's first keys.
-type Sorted<V> = (u32, u64, Slot<V>);
-
 /// Keys up to this long are compared by signature alone.
 const INLINE_KEY: usize = 16;
 
@@ -127,6 +124,38 @@ fn table_hash(state: &ahash::RandomState, key: &[u8], w0: u64, w1: u64) -> u64 {
     fold(h ^ 0xa409_3822_299f_31d0, 0x082e_fa98_ec4e_6c89)
 }
 
+/// Fills `order` with the records `0..n` in (partition, key) order, each as
+/// `partition << 96 | key_prefix << 32 | index`.
+///
+/// Sorting plain integers moves 16 bytes per element and compares without a call; only
+/// records whose partition and 8-byte [`key_prefix`] are equal are then ordered by their key
+/// bytes (and, for equal keys, by index: the order is stable).
+fn sort_order<'k>(
+    order: &mut Vec<u128>,
+    partitioner: &dyn Partitioner,
+    n: usize,
+    key: impl Fn(usize) -> &'k [u8],
+) {
+    order.clear();
+    order.extend((0..n).map(|i| {
+        let k = key(i);
+        let index = u32::try_from(i).expect("a buffer holds fewer than 2^32 records");
+        u128::from(partitioner.partition(k)) << 96 | u128::from(key_prefix(k)) << 32 | u128::from(index)
+    }));
+    order.sort_unstable();
+    let index = |o: u128| o as u32 as usize;
+    let mut start = 0;
+    while start < order.len() {
+        let head = order[start] >> 32;
+        let end = start + order[start..].iter().take_while(|&&o| o >> 32 == head).count();
+        if end - start > 1 {
+            // Already in index order: a stable sort keeps equal keys in emit order.
+            order[start..end].sort_by(|&a, &b| key(index(a)).cmp(key(index(b))));
+        }
+        start = end;
+    }
+}
+
 /// The combining buffer: key -> value, folding with the job's combiner as pairs are emitted.
 pub(crate) struct CombineBuffer<'j, J: Job> {
     job: &'j J,
@@ -135,8 +164,9 @@ pub(crate) struct CombineBuffer<'j, J: Job> {
     hasher: ahash::RandomState,
     table: HashTable<Slot<J::Value>>,
     arena: Vec<u8>,
-    /// Reused at every spill: the slots with their partitions and key prefixes, sorted.
-    sorted: Vec<Sorted<J::Value>>,
+    /// Reused at every spill: the slots taken from the table, and their order.
+    slots: Vec<Slot<J::Value>>,
+    order: Vec<u128>,
     limit: usize,
     error: Option<crate::Error>,
 }
@@ -155,7 +185,8 @@ impl<'j, J: Job> CombineBuffer<'j, J> {
             hasher: hasher(),
             table: HashTable::new(),
             arena: Vec::new(),
-            sorted: Vec::new(),
+            slots: Vec::new(),
+            order: Vec::new(),
             limit,
             error: None,
         }
@@ -171,7 +202,8 @@ impl<'j, J: Job> CombineBuffer<'j, J> {
         if self.table.len() == self.table.capacity() {
             let slots = self.table.capacity().max(4);
             growth += slots * (size_of::<Slot<J::Value>>() + 1);
-            growth += (2 * slots).saturating_sub(self.sorted.capacity()) * size_of::<Sorted<J::Value>>();
+            growth += (2 * slots).saturating_sub(self.slots.capacity()) * size_of::<Slot<J::Value>>();
+            growth += (2 * slots).saturating_sub(self.order.capacity()) * size_of::<u128>();
         }
         if self.arena.len() + key_len > self.arena.capacity() {
             growth += grown(&self.arena, key_len) - self.arena.capacity();
@@ -221,17 +253,16 @@ impl<J: Job> SpillBuffer<J::Value> for CombineBuffer<'_, J> {
         }
         let arena = &self.arena;
         let key = |s: &Slot<J::Value>| &arena[s.off as usize..(s.off + s.len) as usize];
-        let partitioner = self.partitioner;
-        self.sorted.clear();
-        self.sorted.extend(self.table.drain().map(|s| {
-            let k = key(&s);
-            (partitioner.partition(k), key_prefix(k), s)
+        self.slots.clear();
+        self.slots.extend(self.table.drain());
+        let slots = &self.slots;
+        sort_order(&mut self.order, self.partitioner, slots.len(), |i| key(&slots[i]));
+        let result = self.spilled.write(self.order.iter().map(|&o| {
+            let s = &slots[o as u32 as usize];
+            ((o >> 96) as u32, key(s), &s.value)
         }));
-        // Integers first; the key bytes only where partition and prefix are equal.
-        self.sorted
-            .sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)).then_with(|| key(&a.2).cmp(key(&b.2))));
-        let result = self.spilled.write(self.sorted.iter().map(|(p, _, s)| (*p, key(s), &s.value)));
-        self.sorted.clear();
+        self.slots.clear();
+        self.order.clear();
         self.arena.clear();
         result
     }
@@ -251,7 +282,8 @@ impl<J: Job> SpillBuffer<J::Value> for CombineBuffer<'_, J> {
 
     fn allocated(&self) -> usize {
         self.table.capacity() * (size_of::<Slot<J::Value>>() + 1)
-            + self.sorted.capacity() * size_of::<Sorted<J::Value>>()
+            + self.slots.capacity() * size_of::<Slot<J::Value>>()
+            + self.order.capacity() * size_of::<u128>()
             + self.arena.capacity()
     }
 }
@@ -349,6 +381,29 @@ impl<V: Value> SpillBuffer<V> for AppendBuffer<'_, V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+    use spillway_shuffle::HashPartitioner;
+
+    proptest! {
+        /// The spill order is a stable sort by (partition, key), also for keys that share
+        /// their 8-byte prefix, differ only in trailing zero bytes, or are empty.
+        #[test]
+        fn spill_order_is_a_stable_sort_by_partition_and_key(
+            keys in proptest::collection::vec(
+                proptest::collection::vec(prop_oneof![Just(0u8), Just(b'a'), Just(b'b'), Just(0xff)], 0..12),
+                0..200,
+            ),
+            partitions in 1u32..5,
+        ) {
+            let partitioner = HashPartitioner::new(partitions).unwrap();
+            let mut order = Vec::new();
+            sort_order(&mut order, &partitioner, keys.len(), |i| &keys[i]);
+            let got: Vec<(u32, usize)> = order.iter().map(|&o| ((o >> 96) as u32, o as u32 as usize)).collect();
+            let mut want: Vec<(u32, usize)> = (0..keys.len()).map(|i| (partitioner.partition(&keys[i]), i)).collect();
+            want.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| keys[a.1].cmp(&keys[b.1])));
+            prop_assert_eq!(got, want);
+        }
+    }
 
     /// Equal signatures (with equal lengths) mean equal keys, for every key up to 16 bytes.
     #[test]

@@ -188,6 +188,13 @@ fn a_resumable_job_on_a_full_disk_fails_cleanly_and_resumes_once_there_is_room()
             "{what}: the journal begins the job: {:?}",
             parsed.records.first()
         );
+        // No half-written file is left beside them: a failed run write removes its own.
+        let partial: Vec<_> = std::fs::read_dir(job_dir(&out))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.ends_with(".partial"))
+            .collect();
+        assert!(partial.is_empty(), "{what}: left in the job directory: {partial:?}");
         // Every run it names as live is there, whole: the failed write never reached it.
         for run in live_runs(&parsed.records) {
             let path = job_dir(&out).join(&run.name);

@@ -194,10 +194,22 @@ impl<V: Value> RunWriter<V> {
         }
         let trailer = Trailer::encode(self.partitions, self.total_records, &footer);
         let mut sink = self.sink.take().expect("sink present until finish");
-        sink.write_all(&footer)?;
-        sink.write_all(&trailer)?;
-        let bytes = sink.finish(sync)?;
-        std::fs::rename(&self.tmp, &self.path).map_err(|e| Error::io("rename", &self.tmp, e))?;
+        let written = (|| {
+            sink.write_all(&footer)?;
+            sink.write_all(&trailer)?;
+            let bytes = sink.finish(sync)?;
+            std::fs::rename(&self.tmp, &self.path).map_err(|e| Error::io("rename", &self.tmp, e))?;
+            Ok(bytes)
+        })();
+        let bytes = match written {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                // The sink is gone, so `Drop` no longer knows the file is unfinished (a full
+                // disk fails here more often than anywhere else).
+                let _ = std::fs::remove_file(&self.tmp);
+                return Err(e);
+            }
+        };
         Ok(RunInfo {
             path: self.path.clone(),
             bytes,
