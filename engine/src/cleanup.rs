@@ -195,7 +195,7 @@ fn remove_paths<'a>(paths: impl Iterator<Item = (&'a u64, &'a PathBuf)>) -> usiz
             // Workers may still be creating files in it: moved aside first (they then fail to
             // create more), it is removed whole.
             Ok(meta) if meta.is_dir() => {
-                let aside = path.with_file_name(format!(".spillway-removing-{}-{id}", std::process::id()));
+                let aside = path.with_file_name(crate::owner::removing_name(*id));
                 let gone = if std::fs::rename(path, &aside).is_ok() { &aside } else { path };
                 std::fs::remove_dir_all(gone)
             }

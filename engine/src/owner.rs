@@ -77,8 +77,28 @@ impl OwnerTag {
     }
 }
 
+/// Names of directories moved aside to be removed whole (see `cleanup`).
+const REMOVING: &str = ".spillway-removing-";
+
+/// The name a directory takes while this process removes it: [`REMOVING`], this process's
+/// tag (or, where `/proc` gives none, its PID) and `id`. Should the process die before the
+/// removal ends, the next sweep beside it finds the rest by the tag ([`remove_dead`]).
+pub(crate) fn removing_name(id: u64) -> String {
+    match OwnerTag::current() {
+        Some(tag) => format!("{REMOVING}{tag}-{id}"),
+        None => format!("{REMOVING}{}-{id}", std::process::id()),
+    }
+}
+
+/// The owner of a name [`removing_name`] made, if it carries a tag.
+fn removing_owner(name: &str) -> Option<OwnerTag> {
+    let (tag, id) = name.strip_prefix(REMOVING)?.rsplit_once('-')?;
+    (!id.is_empty() && id.bytes().all(|b| b.is_ascii_digit())).then(|| OwnerTag::parse(tag))?
+}
+
 /// Removes every directory in `parent` that a dead job left: its name gives an owner
-/// (`owner_of`) that [`OwnerTag::is_dead_here`], it is a directory (not a link) owned by this
+/// (`owner_of`, or the name is one a dead job's removal moved aside: [`removing_name`]) that
+/// [`OwnerTag::is_dead_here`], it is a directory (not a link) owned by this
 /// user. Each is first moved into `claim_into` (a directory of this job's own), so that of
 /// several jobs sweeping at once exactly one removes it (and reports it, as `notice(path,
 /// bytes)`), and that should this job die too, it goes with this job's directory. Best effort:
@@ -98,7 +118,9 @@ pub(crate) fn remove_dead(
     let dead: Vec<PathBuf> = entries
         .flatten()
         .filter(|entry| {
-            entry.file_name().to_str().and_then(&owner_of).is_some_and(|owner| {
+            let name = entry.file_name();
+            let owner = name.to_str().and_then(|name| owner_of(name).or_else(|| removing_owner(name)));
+            owner.is_some_and(|owner| {
                 std::fs::symlink_metadata(entry.path())
                     .is_ok_and(|meta| meta.is_dir() && meta.uid() == mine.uid())
                     && owner.is_dead_here()

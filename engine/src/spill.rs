@@ -389,6 +389,11 @@ mod tests {
         make_dir(&reused, &[("merge-000001.run", 100), ("deeper/x", 50)]);
         make_dir(&elsewhere, &[("spill-000000.run", 10)]);
         make_dir(&old_format, &[("spill-000000.run", 10)]);
+        // What a dead job's removal moved aside and did not finish; a live job's stays.
+        let aside_dead = spill.join(format!(".spillway-removing-{}-7", tag_here(never, start)));
+        let aside_alive = spill.join(format!(".spillway-removing-{}-8", tag_here(me, start)));
+        make_dir(&aside_dead, &[("spill-000003.run", 77)]);
+        make_dir(&aside_alive, &[("spill-000003.run", 7)]);
         // A dead job's name on a file, and on a link to a directory: neither is touched.
         let file = spill.join(format!("spillway-{}-r1-1b00", tag_here(never, start)));
         std::fs::write(&file, b"not a directory").unwrap();
@@ -413,7 +418,7 @@ mod tests {
 
         let left = names(&spill);
         let expected: Vec<String> = {
-            let mut kept = [&alive, &elsewhere, &old_format, &file, &link]
+            let mut kept = [&alive, &elsewhere, &old_format, &file, &link, &aside_alive]
                 .map(|p| p.file_name().unwrap().to_str().unwrap().to_owned())
                 .to_vec();
             kept.sort();
@@ -432,6 +437,7 @@ mod tests {
         let mut wanted = vec![
             Notice::RemovedDeadSpillDir { path: dead.clone(), bytes: 1234 },
             Notice::RemovedDeadSpillDir { path: reused.clone(), bytes: 150 },
+            Notice::RemovedDeadSpillDir { path: aside_dead.clone(), bytes: 77 },
         ];
         wanted.sort_by_key(|n| n.to_string());
         assert_eq!(notices, wanted);
