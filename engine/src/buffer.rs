@@ -7,7 +7,6 @@
 //! allocations across spills, so a thread never holds more than its share of the budget and
 //! never allocates per spill.
 
-use hashbrown::HashTable;
 use spillway_shuffle::merge::key_prefix;
 use spillway_shuffle::{Partitioner, Value};
 
@@ -16,6 +15,7 @@ use spillway_shuffle::RunInfo;
 use crate::error::Result;
 use crate::job::{Job, MapBuffer};
 use crate::spill::Spiller;
+use crate::table::{INLINE_KEY, Located, Table};
 
 /// Operations the worker needs besides inserting.
 ///
@@ -57,73 +57,6 @@ fn grown<T>(v: &Vec<T>, extra: usize) -> usize {
     want * size_of::<T>()
 }
 
-fn hasher() -> ahash::RandomState {
-    ahash::RandomState::with_seeds(
-        0x5157_11aa,
-        0x9e37_79b9_7f4a_7c15,
-        0xbf58_476d_1ce4_e5b9,
-        0x94d0_49bb_1331_11eb,
-    )
-}
-
-/// A slot of the combining table: the key's inline signature, where its bytes are in the
-/// arena, and the value itself.
-///
-/// For keys of at most 16 bytes `(w0, w1, len)` *is* the key (see [`signature`]), so finding
-/// a key compares three integers and touches neither the arena nor `memcmp`; longer keys
-/// compare their bytes in the arena after the signature matches.
-#[derive(Clone)]
-struct Slot<V> {
-    w0: u64,
-    w1: u64,
-    off: u32,
-    len: u32,
-    value: V,
-}
-
-/// Keys up to this long are compared by signature alone.
-const INLINE_KEY: usize = 16;
-
-#[inline]
-fn read_u64(bytes: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
-}
-
-#[inline]
-fn read_u32(bytes: &[u8], at: usize) -> u64 {
-    u64::from(u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")))
-}
-
-/// Two words that, together with the length, identify a key of at most 16 bytes exactly
-/// (overlapping loads cover every byte); for longer keys, the first and last 8 bytes.
-#[inline]
-fn signature(key: &[u8]) -> (u64, u64) {
-    let n = key.len();
-    match n {
-        0 => (0, 0),
-        1..=3 => (u64::from(key[0]) | u64::from(key[n / 2]) << 8 | u64::from(key[n - 1]) << 16, 0),
-        4..=8 => (read_u32(key, 0) | read_u32(key, n - 4) << 32, 0),
-        _ => (read_u64(key, 0), read_u64(key, n - 8)),
-    }
-}
-
-#[inline]
-fn fold(a: u64, b: u64) -> u64 {
-    let p = u128::from(a) * u128::from(b);
-    (p as u64) ^ ((p >> 64) as u64)
-}
-
-/// The table hash: a folded multiply of the signature (mixing in the length), or ahash over
-/// the bytes for long keys.
-#[inline]
-fn table_hash(state: &ahash::RandomState, key: &[u8], w0: u64, w1: u64) -> u64 {
-    if key.len() > INLINE_KEY {
-        return state.hash_one(key);
-    }
-    let h = fold(w0 ^ 0x243f_6a88_85a3_08d3, w1 ^ 0x1319_8a2e_0370_7344 ^ (key.len() as u64) << 56);
-    fold(h ^ 0xa409_3822_299f_31d0, 0x082e_fa98_ec4e_6c89)
-}
-
 /// Fills `order` with the records `0..n` in (partition, key) order, each as
 /// `partition << 96 | key_prefix << 32 | index`.
 ///
@@ -156,16 +89,26 @@ fn sort_order<'k>(
     }
 }
 
+/// Keys of at most 16 bytes wait this many further keys between the prefetch of their slot
+/// and their lookup (the line arrives meanwhile).
+const AHEAD: usize = 32;
+
 /// The combining buffer: key -> value, folding with the job's combiner as pairs are emitted.
+///
+/// A key of at most 16 bytes is looked up [`AHEAD`] keys after it was emitted (see
+/// [`crate::table`]); longer keys are looked up at once. Either way the values of one key are
+/// combined in the order they were emitted, which is all an associative combiner needs.
 pub(crate) struct CombineBuffer<'j, J: Job> {
     job: &'j J,
     spilled: Spilled<'j>,
     partitioner: &'j dyn Partitioner,
-    hasher: ahash::RandomState,
-    table: HashTable<Slot<J::Value>>,
+    table: Table<J::Value>,
     arena: Vec<u8>,
-    /// Reused at every spill: the slots taken from the table, and their order.
-    slots: Vec<Slot<J::Value>>,
+    /// Short keys whose slot was prefetched: a ring, oldest at `next` once it is full.
+    ahead: Vec<(Located, J::Value)>,
+    next: usize,
+    /// Reused at every spill: the order of the table's keys (reserved when the table grows,
+    /// so that memory is counted before it is used).
     order: Vec<u128>,
     limit: usize,
     error: Option<crate::Error>,
@@ -182,89 +125,156 @@ impl<'j, J: Job> CombineBuffer<'j, J> {
             job,
             spilled: Spilled { spiller, runs: Vec::new() },
             partitioner,
-            hasher: hasher(),
-            table: HashTable::new(),
+            table: Table::new(),
             arena: Vec::new(),
-            slots: Vec::new(),
+            ahead: Vec::with_capacity(AHEAD),
+            next: 0,
             order: Vec::new(),
             limit,
             error: None,
         }
     }
 
-    /// Would adding a new key of `key_len` bytes grow an allocation past the limit? Capacity
-    /// that is already allocated (kept across spills) is free to use.
-    fn must_spill_before_new(&self, key_len: usize) -> bool {
-        if self.table.is_empty() {
-            return false;
-        }
-        let mut growth = 0;
-        if self.table.len() == self.table.capacity() {
-            let slots = self.table.capacity().max(4);
-            growth += slots * (size_of::<Slot<J::Value>>() + 1);
-            growth += (2 * slots).saturating_sub(self.slots.capacity()) * size_of::<Slot<J::Value>>();
-            growth += (2 * slots).saturating_sub(self.order.capacity()) * size_of::<u128>();
-        }
-        if self.arena.len() + key_len > self.arena.capacity() {
-            growth += grown(&self.arena, key_len) - self.arena.capacity();
-        }
-        (growth > 0 && self.allocated() + growth > self.limit)
-            || self.arena.len() + key_len > u32::MAX as usize
+    /// Would `growth` more bytes take the buffer past its limit? Capacity that is already
+    /// allocated (kept across spills) is free to use.
+    fn over_limit(&self, growth: usize) -> bool {
+        growth > 0 && self.allocated() + growth > self.limit
     }
-}
 
-impl<J: Job> MapBuffer<J::Value> for CombineBuffer<'_, J> {
+    /// Makes room for a new key of `key_len` bytes: grows the table while that fits under the
+    /// limit; when it does not, fills the table up to 7/8 (longer probes, but more keys per
+    /// run) and then spills it.
+    fn make_room(&mut self, key_len: usize) -> Result<()> {
+        let arena_growth = if self.arena.len() + key_len > self.arena.capacity() {
+            grown(&self.arena, key_len) - self.arena.capacity()
+        } else {
+            0
+        };
+        if !self.table.is_empty()
+            && (self.over_limit(arena_growth) || self.arena.len() + key_len > u32::MAX as usize)
+        {
+            self.spill_table()?;
+        }
+        let Some(slots) = self.table.growth_for_one_more() else { return Ok(()) };
+        // The new table replaces the old one (freed once its keys moved); the spill's order
+        // vector grows with it.
+        let keys = Table::<J::Value>::max_len(slots);
+        let growth = (slots - self.table.slots()) * Table::<J::Value>::SLOT_BYTES
+            + keys.saturating_sub(self.order.capacity()) * size_of::<u128>();
+        if self.table.is_empty() || !self.over_limit(growth + arena_growth) {
+            self.table.grow(slots, &self.arena);
+            self.order.reserve_exact(keys.saturating_sub(self.order.len()));
+        } else if self.table.is_full() {
+            self.spill_table()?;
+        }
+        Ok(())
+    }
+
+    /// Looks the key located by `at` up and combines `value` into it, or adds it. `long_key`
+    /// holds the bytes of a key longer than [`INLINE_KEY`]; a shorter one is its signature.
     #[inline]
-    fn insert(&mut self, key: &[u8], value: J::Value) {
-        let (w0, w1) = signature(key);
-        let hash = table_hash(&self.hasher, key, w0, w1);
-        let len = key.len() as u32;
-        let arena = &self.arena;
-        let found = self.table.find_mut(hash, |s| {
-            s.len == len
-                && s.w0 == w0
-                && s.w1 == w1
-                && (key.len() <= INLINE_KEY || &arena[s.off as usize..s.off as usize + key.len()] == key)
-        });
-        if let Some(slot) = found {
-            self.job.combine(&mut slot.value, value);
+    fn insert_located(&mut self, at: &Located, long_key: Option<&[u8]>, value: J::Value) {
+        if let Some(acc) = self.table.find_mut(at, long_key.unwrap_or_default(), &self.arena) {
+            self.job.combine(acc, value);
             return;
         }
-        if self.must_spill_before_new(key.len())
-            && let Err(e) = self.spill()
-        {
+        self.insert_new(at, long_key, value);
+    }
+
+    /// Adds a key that is not in the table (spilling the table first if it is full).
+    #[inline(never)]
+    fn insert_new(&mut self, at: &Located, long_key: Option<&[u8]>, value: J::Value) {
+        let short;
+        let key = match long_key {
+            Some(key) => key,
+            None => {
+                short = short_key(at);
+                &short.0[..short.1]
+            }
+        };
+        if let Err(e) = self.make_room(key.len()) {
             self.error.get_or_insert(e);
             return;
         }
         let off = self.arena.len() as u32;
         self.arena.extend_from_slice(key);
-        let (hasher, arena) = (&self.hasher, &self.arena);
-        self.table.insert_unique(hash, Slot { w0, w1, off, len, value }, |s| {
-            let k = &arena[s.off as usize..(s.off + s.len) as usize];
-            table_hash(hasher, k, s.w0, s.w1)
-        });
+        self.table.insert_new(at, off, value);
+    }
+
+    /// Looks up every key still waiting for its slot, oldest first.
+    fn catch_up(&mut self) {
+        let mut waiting = std::mem::take(&mut self.ahead);
+        waiting.rotate_left(self.next);
+        self.next = 0;
+        for (at, value) in waiting.drain(..) {
+            self.insert_located(&at, None, value);
+        }
+        self.ahead = waiting;
+    }
+
+    /// Writes the table as one run (if it holds anything); keys waiting for their slot stay.
+    fn spill_table(&mut self) -> Result<()> {
+        if self.table.is_empty() {
+            return Ok(());
+        }
+        let arena = &self.arena;
+        let keys = self.table.compact();
+        let slot = |i: usize| keys[i].as_ref().expect("compacted keys are all there");
+        sort_order(&mut self.order, self.partitioner, keys.len(), |i| slot(i).key(arena));
+        let result = self.spilled.write(self.order.iter().map(|&o| {
+            let s = slot(o as u32 as usize);
+            ((o >> 96) as u32, s.key(arena), &s.value)
+        }));
+        self.table.clear();
+        self.order.clear();
+        self.arena.clear();
+        result
+    }
+}
+
+/// The bytes of a key of at most 16 bytes, from its signature.
+fn short_key(at: &Located) -> ([u8; INLINE_KEY], usize) {
+    let (w0, w1, n) = (at.w0.to_le_bytes(), at.w1.to_le_bytes(), at.len as usize);
+    let mut key = [0u8; INLINE_KEY];
+    match n {
+        0 => {}
+        1..=3 => {
+            key[0] = w0[0];
+            key[n / 2] = w0[1];
+            key[n - 1] = w0[2];
+        }
+        4..=8 => {
+            key[..4].copy_from_slice(&w0[..4]);
+            key[n - 4..n].copy_from_slice(&w0[4..]);
+        }
+        _ => {
+            key[..8].copy_from_slice(&w0);
+            key[n - 8..n].copy_from_slice(&w1);
+        }
+    }
+    (key, n)
+}
+
+impl<J: Job> MapBuffer<J::Value> for CombineBuffer<'_, J> {
+    #[inline]
+    fn insert(&mut self, key: &[u8], value: J::Value) {
+        let at = self.table.locate(key);
+        if key.len() > INLINE_KEY {
+            self.insert_located(&at, Some(key), value);
+        } else if self.ahead.len() < AHEAD {
+            self.ahead.push((at, value));
+        } else {
+            let (old, old_value) = std::mem::replace(&mut self.ahead[self.next], (at, value));
+            self.next = (self.next + 1) % AHEAD;
+            self.insert_located(&old, None, old_value);
+        }
     }
 }
 
 impl<J: Job> SpillBuffer<J::Value> for CombineBuffer<'_, J> {
     fn spill(&mut self) -> Result<()> {
-        if self.table.is_empty() {
-            return Ok(());
-        }
-        let arena = &self.arena;
-        let key = |s: &Slot<J::Value>| &arena[s.off as usize..(s.off + s.len) as usize];
-        self.slots.clear();
-        self.slots.extend(self.table.drain());
-        let slots = &self.slots;
-        sort_order(&mut self.order, self.partitioner, slots.len(), |i| key(&slots[i]));
-        let result = self.spilled.write(self.order.iter().map(|&o| {
-            let s = &slots[o as u32 as usize];
-            ((o >> 96) as u32, key(s), &s.value)
-        }));
-        self.slots.clear();
-        self.order.clear();
-        self.arena.clear();
-        result
+        self.catch_up();
+        self.spill_table()
     }
 
     fn take_runs(&mut self) -> Vec<RunInfo> {
@@ -272,6 +282,8 @@ impl<J: Job> SpillBuffer<J::Value> for CombineBuffer<'_, J> {
     }
 
     fn discard(&mut self) {
+        self.ahead.clear();
+        self.next = 0;
         self.table.clear();
         self.arena.clear();
     }
@@ -281,10 +293,10 @@ impl<J: Job> SpillBuffer<J::Value> for CombineBuffer<'_, J> {
     }
 
     fn allocated(&self) -> usize {
-        self.table.capacity() * (size_of::<Slot<J::Value>>() + 1)
-            + self.slots.capacity() * size_of::<Slot<J::Value>>()
+        self.table.allocated()
             + self.order.capacity() * size_of::<u128>()
             + self.arena.capacity()
+            + self.ahead.capacity() * size_of::<(Located, J::Value)>()
     }
 }
 
@@ -385,6 +397,16 @@ mod tests {
     use spillway_shuffle::HashPartitioner;
 
     proptest! {
+        /// A key waiting for its slot keeps only its signature: its bytes come back from it.
+        #[test]
+        fn short_keys_come_back_from_their_signature(
+            key in proptest::collection::vec(any::<u8>(), 0..=INLINE_KEY),
+        ) {
+            let at = Table::<u64>::new().locate(&key);
+            let (bytes, len) = short_key(&at);
+            prop_assert_eq!(&bytes[..len], &key[..]);
+        }
+
         /// The spill order is a stable sort by (partition, key), also for keys that share
         /// their 8-byte prefix, differ only in trailing zero bytes, or are empty.
         #[test]
@@ -402,41 +424,6 @@ mod tests {
             let mut want: Vec<(u32, usize)> = (0..keys.len()).map(|i| (partitioner.partition(&keys[i]), i)).collect();
             want.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| keys[a.1].cmp(&keys[b.1])));
             prop_assert_eq!(got, want);
-        }
-    }
-
-    /// Equal signatures (with equal lengths) mean equal keys, for every key up to 16 bytes.
-    #[test]
-    fn signatures_identify_short_keys() {
-        let mut seen = std::collections::HashMap::new();
-        let alphabet = [0u8, 1, b'a', b'b', 0xff];
-        let mut keys: Vec<Vec<u8>> = vec![Vec::new()];
-        for len in 1..=4 {
-            let mut next = Vec::new();
-            for k in keys.iter().filter(|k| k.len() == len - 1) {
-                for &b in &alphabet {
-                    let mut k = k.clone();
-                    k.push(b);
-                    next.push(k);
-                }
-            }
-            keys.extend(next);
-        }
-        // Longer keys: vary each position of a 5..16-byte key.
-        for len in 5..=16usize {
-            for pos in 0..len {
-                for &b in &alphabet {
-                    let mut k = vec![b'x'; len];
-                    k[pos] = b;
-                    keys.push(k);
-                }
-            }
-        }
-        for k in keys {
-            let sig = (signature(&k), k.len());
-            if let Some(other) = seen.insert(sig, k.clone()) {
-                assert_eq!(other, k, "two keys share a signature");
-            }
         }
     }
 }

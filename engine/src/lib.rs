@@ -52,6 +52,7 @@ mod owner;
 mod pool;
 pub mod sort;
 mod spill;
+mod table;
 #[cfg(test)]
 mod testutil;
 pub mod text;

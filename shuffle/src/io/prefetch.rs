@@ -34,6 +34,16 @@ pub fn prefetch_read(data: &[u8], offset: usize) {
     }
 }
 
+/// Asks the CPU to bring the cache line holding the start of `items[index]` into the L1
+/// cache, without waiting for it: a hash table's slot, say. `index` past the end asks for the
+/// last item; an empty slice asks for nothing.
+#[inline(always)]
+pub fn prefetch_item<T>(items: &[T], index: usize) {
+    if let Some(last) = items.len().checked_sub(1) {
+        prefetch_line(items.as_ptr().wrapping_add(index.min(last)).cast());
+    }
+}
+
 /// [`prefetch_read`] of every cache line of `data[offset..offset + len]` (clamped to the
 /// slice). Meant for short ranges (a record): it issues one prefetch per 64 bytes.
 #[inline(always)]
@@ -75,6 +85,8 @@ mod tests {
         prefetch_range(&data, usize::MAX - 3, usize::MAX);
         prefetch_range(&[], 0, 10);
         prefetch_range(&data, 10, 0);
+        prefetch_item(&[1u64, 2, 3], 7);
+        prefetch_item::<u64>(&[], 0);
     }
 
     /// A range's prefetches touch exactly the cache lines its bytes occupy, each about once,
