@@ -167,7 +167,7 @@ impl<V> Table<V> {
     /// Grows to `slots` slots (a power of two), moving every key.
     pub(crate) fn grow(&mut self, slots: usize, arena: &[u8]) {
         debug_assert!(slots.is_power_of_two() && Self::max_len(slots) > self.len);
-        let old = std::mem::replace(&mut self.slots, Vec::new());
+        let old = std::mem::take(&mut self.slots);
         self.slots.resize_with(slots, || None);
         let mask = slots - 1;
         for slot in old.into_iter().flatten() {
