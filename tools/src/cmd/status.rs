@@ -5,9 +5,11 @@
 //! (a [`TempFile`] renamed over it, not `fsync`ed: a status is not worth a disk flush) with
 //! the job's state, folding in the heartbeat files `FILE.rank-N` that every other rank
 //! replaces the same way (no MPI call from a side thread: the ranks share the output's
-//! filesystem). Every rank also polls the control file `FILE.ctl`, which `spillway ctl
-//! --stop` writes; a stop request raises SIGTERM in the process, so the job stops exactly as
-//! on SIGTERM (the signal handler in `main` writes the final state `interrupted`).
+//! filesystem). Every rank also polls the control file `FILE.ctl`, to which `spillway ctl`
+//! appends its requests: a stop request raises SIGTERM in the process, so the job stops
+//! exactly as on SIGTERM (the signal handler in `main` writes the final state
+//! `interrupted`); the last `threads N` line for this rank (or for every rank) sets
+//! [`Progress::set_threads_wanted`].
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -82,10 +84,14 @@ pub struct RankStatus {
     pub phase: String,
     /// Worker threads.
     pub threads: usize,
-    /// Map workers running now (0 outside the map phase).
+    /// Workers working now in the map phase, the planned merges or reduce (0 between
+    /// phases).
     pub threads_active: usize,
-    /// The map workers asked for by `spillway ctl --threads` (0: all).
+    /// The workers asked for by `spillway ctl --threads` (0: the job's -t), as this rank
+    /// read it: the change acknowledged.
     pub threads_wanted: usize,
+    /// The most workers `ctl --threads` can start on this rank.
+    pub threads_max: usize,
     /// Splits it mapped.
     pub splits_done: u64,
     /// Input bytes of those splits.
@@ -96,6 +102,11 @@ pub struct RankStatus {
     pub spills: u64,
     /// Merge steps done.
     pub merges: u64,
+    /// Merge steps planned so far (background merges started, and the planned merge
+    /// phase's steps once it starts).
+    pub merges_planned: u64,
+    /// Runs waiting for a merge or the reduce.
+    pub runs_waiting: u64,
     /// Partitions reduced.
     pub partitions_done: u64,
     /// Failed attempts tried again.
@@ -146,6 +157,10 @@ pub struct Status {
     pub spills: u64,
     /// See [`Status::records`].
     pub merges: u64,
+    /// See [`Status::records`].
+    pub merges_planned: u64,
+    /// See [`Status::records`].
+    pub runs_waiting: u64,
     /// See [`Status::records`].
     pub partitions_done: u64,
     /// See [`Status::records`].
@@ -255,9 +270,11 @@ impl StatusWriter {
             }
             drop(done);
             let _ = self.write("running", None); // a failed write is tried again next time
-            let request = Request::read(&self.job.path);
-            if let Some(threads) = request.threads {
-                self.job.progress.threads_wanted.store(threads, Ordering::Relaxed);
+            let request = Request::read(&self.job.path, self.job.rank);
+            if let Some(threads) = request.threads
+                && threads != self.job.progress.threads_wanted.load(Ordering::Relaxed)
+            {
+                self.job.progress.set_threads_wanted(threads);
             }
             if request.stop && !STOP_REQUESTED.swap(true, Ordering::Relaxed) {
                 // Stops as SIGTERM does: the signal handler cleans up and writes `interrupted`.
@@ -301,11 +318,14 @@ impl StatusWriter {
             threads: job.threads,
             threads_active: p.threads_active.load(Ordering::Relaxed),
             threads_wanted: p.threads_wanted.load(Ordering::Relaxed),
+            threads_max: p.threads_max.load(Ordering::Relaxed),
             splits_done: load(&p.splits_done),
             bytes_mapped: load(&p.bytes_mapped),
             records: load(&p.records),
             spills: load(&p.spills),
             merges: load(&p.merges),
+            merges_planned: load(&p.merges_planned),
+            runs_waiting: load(&p.runs_waiting),
             partitions_done: load(&p.partitions_done),
             retries: load(&p.retries),
             splits_committed: load(&p.splits_committed),
@@ -379,6 +399,8 @@ impl StatusWriter {
             records: sum(|r| r.records),
             spills: sum(|r| r.spills),
             merges: sum(|r| r.merges),
+            merges_planned: sum(|r| r.merges_planned),
+            runs_waiting: sum(|r| r.runs_waiting),
             partitions_done: sum(|r| r.partitions_done),
             retries: sum(|r| r.retries),
             bytes_exchanged: sum(|r| r.bytes_exchanged),
@@ -397,7 +419,9 @@ fn replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// What the control file asks for: lines `stop` and `threads N`.
+/// What the control file asks of one rank. The file is a list of lines that `spillway ctl`
+/// appends: `stop`, `threads N` (every rank) and `threads N rank R` (rank R only); the last
+/// `threads` line that applies wins.
 #[derive(Debug, Default, PartialEq)]
 struct Request {
     stop: bool,
@@ -405,32 +429,41 @@ struct Request {
 }
 
 impl Request {
-    /// The request in the control file beside the status file `path` (none without one).
-    fn read(path: &Path) -> Self {
-        Self::parse(&std::fs::read_to_string(control_path(path)).unwrap_or_default())
+    /// The request for `rank` in the control file beside the status file `path` (none
+    /// without one).
+    fn read(path: &Path, rank: usize) -> Self {
+        Self::parse(&std::fs::read_to_string(control_path(path)).unwrap_or_default(), rank)
     }
 
-    fn parse(text: &str) -> Self {
+    fn parse(text: &str, rank: usize) -> Self {
         let mut request = Request::default();
         for line in text.lines().map(str::trim) {
             if line == "stop" {
                 request.stop = true;
-            } else if let Some(n) = line.strip_prefix("threads ").and_then(|n| n.trim().parse().ok()) {
-                request.threads = Some(n);
+            } else if let Some(rest) = line.strip_prefix("threads ") {
+                let mut words = rest.split_whitespace();
+                let n = words.next().and_then(|n| n.parse().ok());
+                let target = match (words.next(), words.next(), words.next()) {
+                    (None, ..) => Some(None),
+                    (Some("rank"), Some(r), None) => r.parse().ok().map(Some),
+                    _ => None,
+                };
+                if let (Some(n), Some(target)) = (n, target)
+                    && target.is_none_or(|r: usize| r == rank)
+                {
+                    request.threads = Some(n);
+                }
             }
         }
         request
     }
 
-    fn text(&self) -> String {
-        let mut text = String::new();
-        if let Some(n) = self.threads {
-            text.push_str(&format!("threads {n}\n"));
+    /// The line that asks for `threads` on `rank` (every rank: `None`).
+    fn threads_line(threads: usize, rank: Option<usize>) -> String {
+        match rank {
+            Some(rank) => format!("threads {threads} rank {rank}\n"),
+            None => format!("threads {threads}\n"),
         }
-        if self.stop {
-            text.push_str("stop\n");
-        }
-        text
     }
 }
 
@@ -506,7 +539,7 @@ fn summary(status: &Status, now: u64, silent: &[usize]) -> String {
     let state = if silent.is_empty() { status.state.clone() } else { "NOT RESPONDING".into() };
     let _ = writeln!(s, "job        {} ({} rank(s), {} thread(s))", status.job, status.ranks, status.threads);
     if let Some(rank) = status.per_rank.first().filter(|r| r.threads_active > 0) {
-        let _ = writeln!(s, "mapping on {} thread(s) on rank 0", rank.threads_active);
+        let _ = writeln!(s, "working on {} thread(s) on rank 0", rank.threads_active);
     }
     let _ =
         writeln!(s, "state      {state}, phase {}, updated {}", status.phase, age(now, status.updated_ms));
@@ -538,10 +571,13 @@ fn summary(status: &Status, now: u64, silent: &[usize]) -> String {
     let _ = writeln!(s, "elapsed    {:.1}s, map ETA {eta}", status.elapsed_seconds);
     let _ = writeln!(
         s,
-        "counts     {} records, {} spills, {} merges, {} partitions reduced, {} retries, {} exchanged",
+        "counts     {} records, {} spills, {} / {} merges ({} runs waiting), {} partitions reduced, {} \
+         retries, {} exchanged",
         status.records,
         status.spills,
         status.merges,
+        status.merges_planned,
+        status.runs_waiting,
         status.partitions_done,
         status.retries,
         human_bytes(status.bytes_exchanged),
@@ -593,11 +629,17 @@ pub struct CtlArgs {
     /// stops. The status then says `interrupted`.
     #[arg(long, required_unless_present = "threads")]
     stop: bool,
-    /// Map on N worker threads from each one's next split boundary (every rank; at most the
-    /// job's -t, which still divides the memory budget: the others commit what they mapped
-    /// and wait until they are wanted again). The status shows threads_active.
+    /// Run on N worker threads (every rank, or the one of --rank), from each worker's next
+    /// split boundary in the map phase and next work item in merges and reduce. N may be
+    /// above the job's -t: more workers start (as many as each keeps a share of the memory
+    /// budget of at least 16 KiB, at most 1024). The memory budget is divided among the N:
+    /// a worker that leaves spills what it mapped and gives its share back. The status shows
+    /// threads_wanted (the change read) and threads_active.
     #[arg(long, value_name = "N", value_parser = super::common::parse_positive)]
     threads: Option<usize>,
+    /// Apply --threads on rank R only (under mpirun; default: every rank).
+    #[arg(long, value_name = "R", requires = "threads")]
+    rank: Option<usize>,
     /// The job's --status file (the request goes into FILE.ctl beside it, which every rank
     /// reads about once a second).
     #[arg(value_name = "FILE")]
@@ -611,9 +653,29 @@ pub fn ctl(args: &CtlArgs) -> anyhow::Result<ExitCode> {
         eprint_line(format_args!("spillway: the job is not running (it {})", status.state));
         return Ok(ExitCode::from(crate::EXIT_FAILURE));
     }
-    let request = Request { stop: args.stop, threads: args.threads };
-    spillway_engine::write_whole(&control_path(&args.file), request.text().as_bytes())
-        .map_err(|e| InputError(format!("cannot write the control file: {e}")))?;
+    if let Some(rank) = args.rank
+        && rank >= status.ranks.max(1)
+    {
+        return Err(super::common::UsageError(format!(
+            "--rank {rank}: the job has {} rank(s)",
+            status.ranks.max(1)
+        ))
+        .into());
+    }
+    let mut text = String::new();
+    if let Some(threads) = args.threads {
+        text.push_str(&Request::threads_line(threads, args.rank));
+    }
+    if args.stop {
+        text.push_str("stop\n");
+    }
+    // Appended: a request that no rank has read yet is not overwritten by the next one.
+    let appended = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(control_path(&args.file))
+        .and_then(|mut file| file.write_all(text.as_bytes()));
+    appended.map_err(|e| InputError(format!("cannot write the control file: {e}")))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -623,16 +685,16 @@ mod tests {
     use std::time::Duration;
 
     #[test]
-    fn control_requests_round_trip() {
+    fn control_requests_apply_to_their_rank_and_the_last_wins() {
         use super::Request;
-        for request in [
-            Request { stop: true, threads: None },
-            Request { stop: false, threads: Some(3) },
-            Request { stop: true, threads: Some(1) },
-        ] {
-            assert_eq!(Request::parse(&request.text()), request);
-        }
-        assert_eq!(Request::parse("threads x\n"), Request::default());
+        let all = |n| Request::threads_line(n, None);
+        let one = |n, r| Request::threads_line(n, Some(r));
+        let text = [all(3), one(5, 1), "stop\n".into(), one(2, 0)].concat();
+        assert_eq!(Request::parse(&text, 0), Request { stop: true, threads: Some(2) });
+        assert_eq!(Request::parse(&text, 1), Request { stop: true, threads: Some(5) });
+        assert_eq!(Request::parse(&text, 2), Request { stop: true, threads: Some(3) });
+        assert_eq!(Request::parse(&(text + &all(4)), 1).threads, Some(4));
+        assert_eq!(Request::parse("threads x\nthreads 2 rank\nthreads 2 nope 1\n", 0), Request::default());
     }
 
     #[test]
