@@ -102,6 +102,34 @@ mod tests {
         }
     }
 
+    /// A crew that follows the job's progress: the wanted count changes between steps (up
+    /// beyond the base and down to one), every step still runs once, and no worker counts as
+    /// active after.
+    #[test]
+    fn the_threads_change_between_steps() {
+        use crate::metrics::Progress;
+        let progress = Progress::default();
+        let crew = Crew::following(2, 5, &progress);
+        let plan = plan_merges(&[1; 64], 2);
+        let steps = AtomicUsize::new(0);
+        let finals =
+            execute(&plan, (0..64).map(|i| vec![i]).collect(), crew, |_, inputs: Vec<Vec<usize>>| {
+                match steps.fetch_add(1, Ordering::SeqCst) {
+                    3 => progress.set_threads_wanted(5),
+                    20 => progress.set_threads_wanted(1),
+                    40 => progress.set_threads_wanted(3),
+                    _ => {}
+                }
+                Ok(inputs.concat())
+            })
+            .unwrap();
+        let mut all: Vec<usize> = finals.concat();
+        all.sort_unstable();
+        assert_eq!(all, (0..64).collect::<Vec<_>>());
+        assert_eq!(steps.load(Ordering::SeqCst), plan.steps.len());
+        assert_eq!(progress.threads_active.load(Ordering::SeqCst), 0);
+    }
+
     #[test]
     fn the_first_error_stops_the_plan() {
         let plan = plan_merges(&[1; 9], 2);

@@ -1,7 +1,8 @@
 //! Live status of a running job: the writer behind `--status FILE`, `spillway status FILE`
 //! and `spillway ctl FILE` (`docs/status.md` documents the file).
 //!
-//! Every rank runs one writer thread that wakes about once a second. Rank 0 replaces FILE
+//! Every rank runs one writer thread that wakes every tenth of a second to read the control
+//! file and writes about once a second (and right after a change of threads). Rank 0 replaces FILE
 //! (a [`TempFile`] renamed over it, not `fsync`ed: a status is not worth a disk flush) with
 //! the job's state, folding in the heartbeat files `FILE.rank-N` that every other rank
 //! replaces the same way (no MPI call from a side thread: the ranks share the output's
@@ -26,8 +27,12 @@ use super::common::{InputError, eprint_line};
 /// The version of the status file's schema (`schema`); fields are only added within a version.
 pub const SCHEMA: u32 = 1;
 
-/// How often the status and the heartbeats are written, and the control file read.
+/// How often the status and the heartbeats are written.
 const INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often the control file is read (a request that changes the threads is acknowledged in
+/// the status right away).
+const CONTROL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// How far the clocks of the ranks' hosts may differ: a heartbeat file older than the job
 /// by more than this is an earlier job's.
@@ -190,7 +195,8 @@ struct Job {
 }
 
 /// The thread that writes the status (rank 0) or this rank's heartbeat (other ranks) about
-/// once a second and polls the control file, until [`StatusWriter::finish`].
+/// once a second and polls the control file every tenth of a second, until
+/// [`StatusWriter::finish`].
 pub struct StatusWriter {
     job: Job,
     /// The final state once set: nothing is written after it.
@@ -262,23 +268,36 @@ impl StatusWriter {
     }
 
     fn run(&self) {
+        let mut written = Instant::now();
+        let p = &*self.job.progress;
+        let threads = || (p.threads_wanted.load(Ordering::Relaxed), p.threads_active.load(Ordering::Relaxed));
+        let mut threads_written = threads();
         let mut done = self.done.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
-            done = self.wake.wait_timeout(done, INTERVAL).unwrap_or_else(PoisonError::into_inner).0;
+            done = self.wake.wait_timeout(done, CONTROL_INTERVAL).unwrap_or_else(PoisonError::into_inner).0;
             if done.is_some() {
                 return;
             }
             drop(done);
-            let _ = self.write("running", None); // a failed write is tried again next time
             let request = Request::read(&self.job.path, self.job.rank);
+            let mut changed = false;
             if let Some(threads) = request.threads
                 && threads != self.job.progress.threads_wanted.load(Ordering::Relaxed)
             {
                 self.job.progress.set_threads_wanted(threads);
+                changed = true;
             }
             if request.stop && !STOP_REQUESTED.swap(true, Ordering::Relaxed) {
                 // Stops as SIGTERM does: the signal handler cleans up and writes `interrupted`.
                 let _ = signal_hook::low_level::raise(signal_hook::consts::SIGTERM);
+            }
+            // A change of threads is acknowledged at once, and once `ctl --threads` was used
+            // the status follows the workers active; otherwise it is written about once a
+            // second (a failed write is tried again next time).
+            let now = threads();
+            if changed || (now.0 != 0 && now != threads_written) || written.elapsed() >= INTERVAL {
+                let _ = self.write("running", None);
+                (written, threads_written) = (Instant::now(), now);
             }
             done = self.done.lock().unwrap_or_else(PoisonError::into_inner);
         }
@@ -641,7 +660,7 @@ pub struct CtlArgs {
     #[arg(long, value_name = "R", requires = "threads")]
     rank: Option<usize>,
     /// The job's --status file (the request goes into FILE.ctl beside it, which every rank
-    /// reads about once a second).
+    /// reads every tenth of a second).
     #[arg(value_name = "FILE")]
     file: PathBuf,
 }
@@ -695,6 +714,55 @@ mod tests {
         assert_eq!(Request::parse(&text, 2), Request { stop: true, threads: Some(3) });
         assert_eq!(Request::parse(&(text + &all(4)), 1).threads, Some(4));
         assert_eq!(Request::parse("threads x\nthreads 2 rank\nthreads 2 nope 1\n", 0), Request::default());
+    }
+
+    /// docs/status.md documents every field the status file holds, at the top level and in
+    /// `per_rank` (and no field that is not written).
+    #[test]
+    fn the_schema_doc_names_every_field() {
+        let doc = include_str!("../../../docs/status.md");
+        let schema = &doc[doc.find("## Schema").expect("a schema section")..];
+        let (table, rows) = schema.split_at(schema.find("`per_rank[i]`").expect("the per_rank paragraph"));
+        let keys = |value: serde_json::Value| -> Vec<String> {
+            value.as_object().expect("an object").keys().cloned().collect()
+        };
+        let named = |text: &str| -> Vec<String> {
+            let mut names: Vec<String> = text
+                .split('`')
+                .skip(1)
+                .step_by(2)
+                .filter(|n| n.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+                .map(str::to_owned)
+                .collect();
+            names.sort_unstable();
+            names.dedup();
+            names
+        };
+        let status = keys(serde_json::to_value(Status::default()).unwrap());
+        // The first column of the table's rows names the fields.
+        let first_columns: String =
+            table.lines().filter(|l| l.starts_with("| `")).filter_map(|l| l.split('|').nth(1)).collect();
+        let documented = named(&first_columns);
+        for key in &status {
+            assert!(documented.contains(key), "docs/status.md: the table lacks `{key}`");
+        }
+        for name in &documented {
+            assert!(
+                status.contains(name),
+                "docs/status.md documents `{name}`, which the status does not hold"
+            );
+        }
+        let row = keys(serde_json::to_value(RankStatus::default()).unwrap());
+        let in_rows = named(rows.split("\n\n").next().unwrap());
+        for key in &row {
+            assert!(in_rows.contains(key), "docs/status.md: per_rank lacks `{key}`");
+        }
+        for name in in_rows.iter().filter(|n| n.contains('_') || row.contains(n)) {
+            assert!(
+                row.contains(name),
+                "docs/status.md documents per_rank `{name}`, which a row does not hold"
+            );
+        }
     }
 
     #[test]
