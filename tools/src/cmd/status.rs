@@ -557,8 +557,13 @@ fn summary(status: &Status, now: u64, silent: &[usize]) -> String {
     let mut s = String::new();
     let state = if silent.is_empty() { status.state.clone() } else { "NOT RESPONDING".into() };
     let _ = writeln!(s, "job        {} ({} rank(s), {} thread(s))", status.job, status.ranks, status.threads);
-    if let Some(rank) = status.per_rank.first().filter(|r| r.threads_active > 0) {
-        let _ = writeln!(s, "working on {} thread(s) on rank 0", rank.threads_active);
+    if let Some(rank) = status.per_rank.first().filter(|r| r.threads_active > 0 || r.threads_wanted > 0) {
+        let wanted = if rank.threads_wanted == 0 { rank.threads } else { rank.threads_wanted };
+        let _ = writeln!(
+            s,
+            "threads    {} working of {wanted} wanted on rank 0 (-t {}, at most {})",
+            rank.threads_active, rank.threads, rank.threads_max
+        );
     }
     let _ =
         writeln!(s, "state      {state}, phase {}, updated {}", status.phase, age(now, status.updated_ms));
