@@ -131,7 +131,7 @@ impl Engine {
                         retries.fetch_add(worker.done.retries, Ordering::Relaxed);
                         crew.notify(); // a failure, or the end: the waiting workers see it
                     };
-                    if pool::spawn(scope, format!("spillway-map-{t}"), &failure, worker).is_none() {
+                    if pool::spawn(scope, format!("spillway-map-{t}"), failure, worker).is_none() {
                         return;
                     }
                     started += 1;
