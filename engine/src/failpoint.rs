@@ -7,7 +7,9 @@
 //! process ends at once, as if killed: no cleanup, no unwinding), or `stall` (the thread
 //! sleeps for good: a job held at a known point for a signal to reach it), or `slow` (the
 //! thread sleeps 20 ms and goes on: with `N+`, a job slowed down to be watched and changed
-//! while it runs). For example
+//! while it runs), or `hold` (the thread waits, sleeping 20 ms between checks, while the file
+//! `NAME` exists in the directory `SPILLWAY_FAILPOINTS_HOLD` names: a phase held open until a
+//! test has done what it does there, then let go by removing the file). For example
 //! `SPILLWAY_FAILPOINTS=map.split=3:panic,reduce.partition@1=1+:error`.
 //!
 //! Unset, a pass costs one load of an initialized `OnceLock` and an empty-slice check; the
@@ -22,7 +24,10 @@ pub const NAMES: &[(&str, &str)] = &[
     ("map.split", "after the job's map returned for a split, before the worker takes its output"),
     ("map.commit", "at a resumable job's map commit point: runs written and synced, not yet journaled"),
     ("exchange.receive", "with several ranks: a run starts arriving from another rank"),
-    ("merge.step", "a resumable job's merge step: output written and synced, not yet journaled"),
+    (
+        "merge.step",
+        "a merge step (in the map phase or the planned merges): output written (a resumable job's synced), not yet journaled",
+    ),
     ("merge.inputs", "a resumable job's merge step: journaled, its inputs not yet deleted"),
     (
         "reduce.partition",
@@ -46,6 +51,8 @@ pub enum Action {
     Stall,
     /// The thread sleeps 20 ms and goes on.
     Slow,
+    /// The thread waits while `$SPILLWAY_FAILPOINTS_HOLD/NAME` exists.
+    Hold,
 }
 
 #[derive(Debug)]
@@ -81,7 +88,7 @@ fn parse(spec: &str) -> Result<Vec<Rule>, String> {
         .map(str::trim)
         .filter(|r| !r.is_empty())
         .map(|rule| {
-            let bad = || format!("{rule:?} is not NAME[@RANK]=N[+][:error|panic|abort|stall|slow]");
+            let bad = || format!("{rule:?} is not NAME[@RANK]=N[+][:error|panic|abort|stall|slow|hold]");
             let (target, when) = rule.split_once('=').ok_or_else(bad)?;
             let (name, rank) = match target.split_once('@') {
                 Some((name, rank)) => (name, Some(rank.parse().map_err(|_| bad())?)),
@@ -96,6 +103,7 @@ fn parse(spec: &str) -> Result<Vec<Rule>, String> {
                 Some((count, "abort")) => (count, Action::Abort),
                 Some((count, "stall")) => (count, Action::Stall),
                 Some((count, "slow")) => (count, Action::Slow),
+                Some((count, "hold")) => (count, Action::Hold),
                 Some(_) => return Err(bad()),
                 None => (when, Action::Error),
             };
@@ -136,6 +144,13 @@ pub(crate) fn hit(name: &str) -> bool {
                     std::thread::sleep(std::time::Duration::from_secs(3600));
                 },
                 Action::Slow => std::thread::sleep(std::time::Duration::from_millis(20)),
+                Action::Hold => {
+                    let dir = std::env::var_os("SPILLWAY_FAILPOINTS_HOLD").unwrap_or_default();
+                    let file = std::path::Path::new(&dir).join(name);
+                    while !dir.is_empty() && file.exists() {
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                    }
+                }
             }
         }
     }
@@ -153,6 +168,7 @@ mod tests {
 
     #[test]
     fn rules_parse_and_bad_ones_are_named() {
+        assert_eq!(parse("merge.step=2:hold").unwrap()[0].action, Action::Hold);
         let rules = parse("map.split=3:panic, reduce.partition@1=2+").unwrap();
         assert_eq!(rules.len(), 2);
         assert_eq!(

@@ -59,7 +59,7 @@ pub mod text;
 
 pub use cluster::{Agreement, Cluster, Local};
 pub use engine::{
-    DEFAULT_MAX_ATTEMPTS, DEFAULT_MEMORY_BUDGET, DEFAULT_SPLIT_SIZE, Engine, EngineBuilder,
+    DEFAULT_MAX_ATTEMPTS, DEFAULT_MEMORY_BUDGET, DEFAULT_SPLIT_SIZE, Engine, EngineBuilder, MAX_THREADS,
     MIN_MEMORY_BUDGET, job_dir_path,
 };
 pub use error::{ConfigError, Error, JobError, Limit, Result};

@@ -7,15 +7,16 @@
 use spillway_shuffle::{MergePlan, MergeStep};
 
 use crate::error::Result;
-use crate::pool;
+use crate::pool::{self, Crew};
 
 /// Runs the intermediate steps of `plan` over `runs` (the plan's runs `0..N`, in order) and
 /// returns the runs of its final merge, in `plan.final_inputs` order.
 ///
 /// Steps run in waves: every step whose inputs exist, on up to `concurrency` threads of
-/// [`pool`] (named `spillway-merge-i`); then the steps that their outputs made ready. A step
-/// reads its inputs only (at most F of them, as planned), so up to `concurrency` steps are
-/// open at once: a caller whose step is itself parallel passes 1. `merge(output, inputs)`
+/// [`pool`] (named `spillway-merge-i`; a [`Crew`] that follows `spillway ctl --threads`
+/// changes it at each step); then the steps that their outputs made ready. A step reads its
+/// inputs only (at most F of them, as planned), so up to `concurrency` steps are open at
+/// once: a caller whose step is itself parallel passes 1. `merge(output, inputs)`
 /// merges one step's inputs (in `step.inputs` order) into the run numbered `output`; the
 /// first error stops the steps not yet started and is returned.
 ///
@@ -23,12 +24,13 @@ use crate::pool;
 ///
 /// When `runs` does not hold the plan's initial runs, or the plan lists a step before the
 /// steps that make its inputs (as [`plan_merges`](spillway_shuffle::plan_merges) never does).
-pub(crate) fn execute<R: Send>(
+pub(crate) fn execute<'a, R: Send>(
     plan: &MergePlan,
     runs: Vec<R>,
-    concurrency: usize,
+    concurrency: impl Into<Crew<'a>>,
     merge: impl Fn(usize, Vec<R>) -> Result<R> + Sync,
 ) -> Result<Vec<R>> {
+    let crew = concurrency.into();
     let initial = runs.len();
     let mut slots: Vec<Option<R>> = runs.into_iter().map(Some).collect();
     slots.resize_with(initial + plan.steps.len(), || None);
@@ -42,9 +44,13 @@ pub(crate) fn execute<R: Send>(
             .iter()
             .map(|step| (step.output, step.inputs.iter().map(|&i| slots[i].take().expect("ready")).collect()))
             .collect();
-        let done = pool::for_each("spillway-merge", concurrency, work, |(output, inputs)| {
-            merge(output, inputs).map(|run| (output, run))
-        })?;
+        let done = pool::for_each_in(
+            "spillway-merge",
+            crew,
+            work,
+            || (),
+            |(), (output, inputs)| merge(output, inputs).map(|run| (output, run)),
+        )?;
         for (output, run) in done {
             slots[output] = Some(run);
         }
@@ -94,6 +100,34 @@ mod tests {
             order.sort_unstable();
             assert_eq!(order, plan.steps.iter().map(|s| s.output).collect::<Vec<_>>());
         }
+    }
+
+    /// A crew that follows the job's progress: the wanted count changes between steps (up
+    /// beyond the base and down to one), every step still runs once, and no worker counts as
+    /// active after.
+    #[test]
+    fn the_threads_change_between_steps() {
+        use crate::metrics::Progress;
+        let progress = Progress::default();
+        let crew = Crew::following(2, 5, &progress);
+        let plan = plan_merges(&[1; 64], 2);
+        let steps = AtomicUsize::new(0);
+        let finals =
+            execute(&plan, (0..64).map(|i| vec![i]).collect(), crew, |_, inputs: Vec<Vec<usize>>| {
+                match steps.fetch_add(1, Ordering::SeqCst) {
+                    3 => progress.set_threads_wanted(5),
+                    20 => progress.set_threads_wanted(1),
+                    40 => progress.set_threads_wanted(3),
+                    _ => {}
+                }
+                Ok(inputs.concat())
+            })
+            .unwrap();
+        let mut all: Vec<usize> = finals.concat();
+        all.sort_unstable();
+        assert_eq!(all, (0..64).collect::<Vec<_>>());
+        assert_eq!(steps.load(Ordering::SeqCst), plan.steps.len());
+        assert_eq!(progress.threads_active.load(Ordering::SeqCst), 0);
     }
 
     #[test]

@@ -224,18 +224,34 @@ pub struct Progress {
     /// Pairs emitted by map, counted at each worker's commit points (what a failed attempt
     /// emitted is never counted).
     pub records: AtomicU64,
-    /// Bytes of partition sections this rank sent and received, set when its exchange ends
-    /// (0 on one rank).
+    /// Bytes of partition sections this rank received so far while its exchange runs, then,
+    /// once it ended, the bytes it sent and received (0 on one rank).
     pub bytes_exchanged: AtomicU64,
-    /// Set (by another thread, at any time) to run the map phase on this many of the
-    /// engine's worker threads (0, the default: all of them; more than the engine's threads
-    /// counts as all). The others commit at their next split boundary and wait, and come back
-    /// at the next one after it is raised again; the memory budget stays divided among all
-    /// of the engine's threads, so the buffers stay within it whatever it is set to.
+    /// Set (by another thread, at any time, through [`Progress::set_threads_wanted`]) to
+    /// run the job on this many worker threads (0, the default: the engine's
+    /// [`threads`](crate::EngineBuilder::threads)). It may be above the engine's threads:
+    /// more workers start (up to [`Progress::threads_max`]). The map phase applies it at
+    /// each worker's next split boundary (a worker that leaves commits what it mapped and
+    /// gives its buffer back; the memory budget is divided among the wanted workers, each
+    /// buffer rebuilt with the new share), merges and reduce at each worker's next work item
+    /// (a merge step, a partition).
     pub threads_wanted: AtomicUsize,
-    /// Map workers mapping now (neither waiting for [`Progress::threads_wanted`] to rise nor
-    /// finished); 0 outside the map phase.
+    /// Workers working now (neither waiting for [`Progress::threads_wanted`] to rise nor
+    /// finished) in the map phase, the planned merges or reduce; 0 between phases.
     pub threads_active: AtomicUsize,
+    /// The most worker threads [`Progress::threads_wanted`] can start in this job (the memory
+    /// budget's shares and the open-file limit bound it); set when the job starts.
+    pub threads_max: AtomicUsize,
+    /// Merge steps planned: the background merges started plus the planned merge phase's
+    /// steps, known when that phase starts.
+    pub merges_planned: AtomicU64,
+    /// Runs waiting: in the map phase, the runs in the pool (handed on at commit points) that
+    /// no merge has taken; in the planned merges, the runs not yet merged (each step turns
+    /// its inputs into one); in reduce, the runs of the final merge.
+    pub runs_waiting: AtomicU64,
+    /// Wakes the workers waiting for a change of [`Progress::threads_wanted`].
+    changed: std::sync::Condvar,
+    changed_lock: std::sync::Mutex<()>,
     phase: AtomicU8,
     /// Set to ask the job to stop (another thread or rank failed); the job then fails with
     /// [`Error::Cancelled`](crate::Error::Cancelled).
@@ -260,6 +276,31 @@ impl Progress {
 
     pub(crate) fn cancelled(&self) -> bool {
         self.cancel.load(Ordering::Relaxed)
+    }
+
+    /// Asks the job to run on `n` worker threads (0: the engine's own count); see
+    /// [`Progress::threads_wanted`]. Wakes the workers waiting for it.
+    pub fn set_threads_wanted(&self, n: usize) {
+        self.threads_wanted.store(n, Ordering::Relaxed);
+        self.notify();
+    }
+
+    /// Wakes every thread in [`Progress::wait_for_change`].
+    pub(crate) fn notify(&self) {
+        let _guard = self.changed_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.changed.notify_all();
+    }
+
+    /// Blocks (without spinning) until [`Progress::notify`] or a tenth of a second passed,
+    /// unless `done` already holds: the waits of workers for a change of
+    /// [`Progress::threads_wanted`], for work, or for the end of a phase (the timeout only
+    /// bounds a missed wake-up, as a cancellation that does not notify).
+    pub(crate) fn wait_for_change(&self, done: impl Fn() -> bool) {
+        let guard = self.changed_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if done() {
+            return;
+        }
+        let _ = self.changed.wait_timeout(guard, Duration::from_millis(100));
     }
 }
 

@@ -4,10 +4,12 @@
 //! [`lock`]: a panic in job code is caught and reported per work item, so a lock it poisoned
 //! still guards consistent data.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::thread::{Scope, ScopedJoinHandle};
 
 use crate::error::{Error, Result};
+use crate::metrics::Progress;
 
 /// Locks `mutex`, ignoring poison (see the module docs).
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -104,20 +106,87 @@ pub(crate) fn spawn_or_run<'scope, 'env, T: Send + 'scope>(
     }
 }
 
-/// Runs `work` on every item of `items`, taken in order, on up to `threads` threads named
-/// `name-i`; stops at the first error and returns it, otherwise every result (in no
-/// particular order).
-pub(crate) fn for_each<T: Send, R: Send>(
-    name: &str,
-    threads: usize,
-    items: Vec<T>,
-    work: impl Fn(T) -> Result<R> + Sync,
-) -> Result<Vec<R>> {
-    for_each_with(name, threads, items, || (), |(), item| work(item))
+/// How many worker threads a phase runs on: a fixed number, or as many as the job's
+/// [`Progress::threads_wanted`] asks for now (`spillway ctl --threads`), between 1 and
+/// `max`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Crew<'a> {
+    /// The count when nothing else is wanted (the engine's threads).
+    base: usize,
+    /// The most threads it can grow to.
+    max: usize,
+    /// Where a change is asked for; `None`: fixed at `base`.
+    progress: Option<&'a Progress>,
 }
 
-/// As [`for_each`], each thread with its own state made by `init` (buffers reused from item
-/// to item).
+impl<'a> Crew<'a> {
+    /// Always `threads` threads.
+    pub(crate) fn fixed(threads: usize) -> Self {
+        Crew { base: threads.max(1), max: threads.max(1), progress: None }
+    }
+
+    /// `base` threads unless `progress` asks for another count (at most `max`).
+    pub(crate) fn following(base: usize, max: usize, progress: &'a Progress) -> Self {
+        Crew { base: base.max(1), max: max.max(base).max(1), progress: Some(progress) }
+    }
+
+    /// The number of threads wanted now.
+    pub(crate) fn wanted(&self) -> usize {
+        match self.progress {
+            None => self.base,
+            Some(progress) => match progress.threads_wanted.load(Ordering::Relaxed) {
+                0 => self.base,
+                n => n.min(self.max),
+            },
+        }
+    }
+
+    /// The most threads this crew can have.
+    pub(crate) fn max(&self) -> usize {
+        self.max
+    }
+
+    /// The job's progress counters, when the crew follows them.
+    pub(crate) fn progress(&self) -> Option<&'a Progress> {
+        self.progress
+    }
+
+    /// Blocks until something changed or `done` holds (see [`Progress::wait_for_change`]);
+    /// a fixed crew returns at once.
+    pub(crate) fn wait(&self, done: impl Fn() -> bool) {
+        if let Some(progress) = self.progress {
+            progress.wait_for_change(done);
+        }
+    }
+
+    /// Wakes the threads in [`Crew::wait`].
+    pub(crate) fn notify(&self) {
+        if let Some(progress) = self.progress {
+            progress.notify();
+        }
+    }
+
+    /// Counts a worker as active (`+1`) or not (`-1`) in [`Progress::threads_active`].
+    fn active(&self, delta: isize) {
+        if let Some(progress) = self.progress {
+            match delta {
+                1 => progress.threads_active.fetch_add(1, Ordering::Relaxed),
+                _ => progress.threads_active.fetch_sub(1, Ordering::Relaxed),
+            };
+        }
+    }
+}
+
+impl From<usize> for Crew<'_> {
+    fn from(threads: usize) -> Self {
+        Crew::fixed(threads)
+    }
+}
+
+/// Runs `work` on every item of `items`, taken in order, on up to `threads` threads named
+/// `name-i`, each thread with its own state made by `init` (buffers reused from item to
+/// item); stops at the first error and returns it, otherwise every result (in no particular
+/// order).
 pub(crate) fn for_each_with<T: Send, R: Send, S>(
     name: &str,
     threads: usize,
@@ -125,25 +194,73 @@ pub(crate) fn for_each_with<T: Send, R: Send, S>(
     init: impl Fn() -> S + Sync,
     work: impl Fn(&mut S, T) -> Result<R> + Sync,
 ) -> Result<Vec<R>> {
-    let threads = threads.min(items.len());
+    for_each_in(name, Crew::fixed(threads), items, init, work)
+}
+
+/// As [`for_each_with`] on the threads of `crew`: worker `i` takes an item only while `i`
+/// is below the crew's wanted count, and waits (without spinning) otherwise; more workers
+/// start when more are wanted, up to one per item.
+pub(crate) fn for_each_in<T: Send, R: Send, S>(
+    name: &str,
+    crew: Crew<'_>,
+    items: Vec<T>,
+    init: impl Fn() -> S + Sync,
+    work: impl Fn(&mut S, T) -> Result<R> + Sync,
+) -> Result<Vec<R>> {
+    let total = items.len();
     let queue = Mutex::new(items.into_iter());
     let done = Mutex::new(Vec::new());
     let failure = FirstError::default();
+    let empty = || lock(&queue).len() == 0;
+    let over = || empty() || failure.failed() || crew.progress().is_some_and(Progress::cancelled);
     std::thread::scope(|scope| {
-        for i in 0..threads {
-            let (queue, done, failure, init, work) = (&queue, &done, &failure, &init, &work);
-            let worker = move || {
-                let mut state = init();
-                while !failure.failed() {
-                    let Some(item) = lock(queue).next() else { break };
-                    if let Some(result) = failure.keep(work(&mut state, item)) {
-                        lock(done).push(result);
+        let mut started = 0;
+        loop {
+            while started < crew.wanted().min(total) {
+                let i = started;
+                let (queue, done, failure, init, work, over) = (&queue, &done, &failure, &init, &work, &over);
+                let worker = move || {
+                    crew.active(1);
+                    let mut state = None;
+                    while !failure.failed() {
+                        if i >= crew.wanted() {
+                            // Not wanted now: wait until it is, or the work is over.
+                            crew.active(-1);
+                            crew.wait(|| i < crew.wanted() || over());
+                            crew.active(1);
+                            if over() {
+                                break;
+                            }
+                            continue;
+                        }
+                        let item = {
+                            let mut queue = lock(queue);
+                            let item = queue.next();
+                            if queue.len() == 0 {
+                                drop(queue);
+                                crew.notify(); // the waiting workers and the starter see the end
+                            }
+                            item
+                        };
+                        let Some(item) = item else { break };
+                        let state = state.get_or_insert_with(init);
+                        if let Some(result) = failure.keep(work(state, item)) {
+                            lock(done).push(result);
+                        } else {
+                            crew.notify();
+                        }
                     }
+                    crew.active(-1);
+                };
+                if spawn(scope, format!("{name}-{i}"), failure, worker).is_none() {
+                    return;
                 }
-            };
-            if spawn(scope, format!("{name}-{i}"), failure, worker).is_none() {
+                started += 1;
+            }
+            if crew.progress().is_none() || started >= total || over() {
                 break;
             }
+            crew.wait(|| crew.wanted().min(total) > started || over());
         }
     });
     failure.into_result()?;
@@ -154,22 +271,53 @@ pub(crate) fn for_each_with<T: Send, R: Send, S>(
 mod tests {
     use super::*;
 
+    fn for_each<T: Send, R: Send>(
+        threads: usize,
+        items: Vec<T>,
+        work: impl Fn(T) -> Result<R> + Sync,
+    ) -> Result<Vec<R>> {
+        for_each_with("t", threads, items, || (), |(), item| work(item))
+    }
+
     #[test]
     fn every_item_runs_once_and_the_first_error_wins() {
-        let mut got = for_each("t", 3, (0..100).collect(), |i: u32| Ok(i * 2)).unwrap();
+        let mut got = for_each(3, (0..100).collect(), |i: u32| Ok(i * 2)).unwrap();
         got.sort_unstable();
         assert_eq!(got, (0..100).map(|i| i * 2).collect::<Vec<_>>());
 
-        let err = for_each(
+        let err =
+            for_each(2, (0..100).collect(), |i: u32| if i == 50 { Err(Error::Cancelled) } else { Ok(i) })
+                .unwrap_err();
+        assert!(matches!(err, Error::Cancelled));
+        assert!(for_each(4, Vec::<u32>::new(), Ok).unwrap().is_empty());
+    }
+
+    /// The wanted count changes while items run (up beyond the base, then down to one, then
+    /// up): every item still runs exactly once, and no worker counts as active after.
+    #[test]
+    fn a_crew_that_grows_and_shrinks_runs_every_item_once() {
+        let progress = Progress::default();
+        progress.threads_max.store(6, Ordering::Relaxed);
+        let crew = Crew::following(2, 6, &progress);
+        let mut got = for_each_in(
             "t",
-            2,
-            (0..100).collect(),
-            |i: u32| {
-                if i == 50 { Err(Error::Cancelled) } else { Ok(i) }
+            crew,
+            (0..300u32).collect(),
+            || (),
+            |(), i| {
+                match i {
+                    20 => progress.set_threads_wanted(6),
+                    120 => progress.set_threads_wanted(1),
+                    260 => progress.set_threads_wanted(3),
+                    _ => {}
+                }
+                std::thread::sleep(std::time::Duration::from_micros(200));
+                Ok(i)
             },
         )
-        .unwrap_err();
-        assert!(matches!(err, Error::Cancelled));
-        assert!(for_each("t", 4, Vec::<u32>::new(), Ok).unwrap().is_empty());
+        .unwrap();
+        got.sort_unstable();
+        assert_eq!(got, (0..300).collect::<Vec<_>>());
+        assert_eq!(progress.threads_active.load(Ordering::Relaxed), 0);
     }
 }

@@ -224,6 +224,8 @@ impl<'s> Spiller<'s> {
         }
         pool.waiting.sort_by_key(|r| std::cmp::Reverse(r.bytes));
         let at = pool.waiting.len() - self.fan_in;
+        self.progress.runs_waiting.store(at as u64, Ordering::Relaxed);
+        self.progress.merges_planned.fetch_add(1, Ordering::Relaxed);
         Some(pool.waiting.split_off(at))
     }
 
@@ -270,8 +272,8 @@ impl<'s> Spiller<'s> {
                 }
             }
         };
+        crate::failpoint::hit("merge.step");
         if let Some(journal) = self.journal {
-            crate::failpoint::hit("merge.step");
             journal.append(&Record::Merged {
                 inputs: inputs.iter().map(run_name).collect(),
                 output: run_ref(&info),
@@ -294,12 +296,16 @@ impl<'s> Spiller<'s> {
 
     /// Returns a run to the pool.
     pub(crate) fn add(&self, run: RunInfo) {
-        self.lock().waiting.push(run);
+        let mut pool = self.lock();
+        pool.waiting.push(run);
+        self.progress.runs_waiting.store(pool.waiting.len() as u64, Ordering::Relaxed);
     }
 
     /// Puts runs into the pool.
     pub(crate) fn add_all(&self, runs: impl IntoIterator<Item = RunInfo>) {
-        self.lock().waiting.extend(runs);
+        let mut pool = self.lock();
+        pool.waiting.extend(runs);
+        self.progress.runs_waiting.store(pool.waiting.len() as u64, Ordering::Relaxed);
     }
 
     /// Deletes runs that hold a failed attempt's records (they never join the pool).

@@ -542,3 +542,99 @@ fn status_of_every_rank_and_stop_under_mpirun() {
     assert_eq!(spillway_tests::read_parts(&out), spillway_tests::read_parts(&single));
     assert_eq!(read().unwrap()["state"], "succeeded");
 }
+
+/// `ctl --threads` under mpirun, to every rank and to one with `--rank`, up beyond -t and
+/// down, in the map phase and in reduce (each held open by a `hold` failpoint on every rank
+/// until the changes are acknowledged in every rank's row): the bytes of one process.
+#[test]
+fn changing_threads_of_every_rank_and_of_one_under_mpirun() {
+    check_mpi_build();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("big.txt");
+    std::fs::write(&input, messy_text(78, 8 << 20)).unwrap();
+    let base = ["wordcount", "-q", "-t", "1", "-r", "64", "--split-size", "4K", "--memory", "1M"];
+    let single = dir.path().join("single");
+    let mut args = base.to_vec();
+    args.extend(["--out-dir", single.to_str().unwrap(), input.to_str().unwrap()]);
+    assert!(spillway(&args).status.success());
+    let hold = dir.path().join("hold");
+    std::fs::create_dir(&hold).unwrap();
+    for held in ["map.split", "reduce.partition"] {
+        std::fs::write(hold.join(held), b"").unwrap();
+    }
+    let (status, out) = (dir.path().join("status.json"), dir.path().join("out"));
+    let mut args = base.to_vec();
+    args.extend(["--status", status.to_str().unwrap(), "--out-dir", out.to_str().unwrap()]);
+    args.push(input.to_str().unwrap());
+    // Of the 2048 splits at least one rank maps 600 and holds the map phase there; each rank
+    // reduces 32 partitions and holds reduce at its 20th.
+    let failpoints = "map.split=1+:slow,map.split=600:hold,reduce.partition=1+:slow,reduce.partition=20:hold";
+    let mut child = mpirun()
+        .env("SPILLWAY_FAILPOINTS", failpoints)
+        .env("SPILLWAY_FAILPOINTS_HOLD", &hold)
+        .args(["-n", "2"])
+        .arg(spillway_bin())
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let read = || -> Option<serde_json::Value> { serde_json::from_slice(&std::fs::read(&status).ok()?).ok() };
+    let wait = |what: &str, ready: &dyn Fn(&[serde_json::Value]) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            if let Some(s) = read()
+                && let Some(rows) = s["per_rank"].as_array()
+                && rows.len() == 2
+                && ready(rows)
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{what}: {:?}", read());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let ctl = |extra: &[&str]| {
+        let mut args = vec!["ctl", status.to_str().unwrap()];
+        args.extend(extra);
+        assert!(spillway(&args).status.success(), "ctl {extra:?}");
+    };
+    let wanted = |rows: &[serde_json::Value], w: [u64; 2]| {
+        rows.iter().zip(w).all(|(r, w)| r["threads_wanted"].as_u64() == Some(w))
+    };
+    let both_in = |rows: &[serde_json::Value], phase: &str| {
+        rows.iter().any(|r| r["phase"] == phase) && rows.iter().all(|r| r["state"] == "running")
+    };
+    wait("both ranks running, one in the map phase", &|rows| both_in(rows, "map"));
+    for (extra, w) in [
+        (&["--threads", "3"][..], [3, 3]),
+        (&["--threads", "1", "--rank", "1"][..], [3, 1]),
+        (&["--threads", "2", "--rank", "0"][..], [2, 1]),
+    ] {
+        ctl(extra);
+        wait(&format!("map: ctl {extra:?} acknowledged"), &|rows| wanted(rows, w));
+    }
+    std::fs::remove_file(hold.join("map.split")).unwrap();
+    wait("both ranks in reduce", &|rows| rows.iter().all(|r| r["phase"] == "reduce"));
+    for (extra, w) in [(&["--threads", "4"][..], [4, 4]), (&["--threads", "1", "--rank", "0"][..], [1, 4])] {
+        ctl(extra);
+        wait(&format!("reduce: ctl {extra:?} acknowledged"), &|rows| wanted(rows, w));
+    }
+    std::fs::remove_file(hold.join("reduce.partition")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let ended = loop {
+        if let Some(code) = child.try_wait().unwrap() {
+            break code;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the job did not end");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(ended.success(), "{stderr}");
+    assert_eq!(spillway_tests::read_parts(&out), spillway_tests::read_parts(&single));
+    assert_eq!(read().unwrap()["state"], "succeeded");
+}

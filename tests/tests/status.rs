@@ -218,21 +218,48 @@ fn stop_then_resume_gives_the_clean_output() {
     assert_eq!(last["splits_committed"], last["splits_total"], "{last}");
 }
 
-/// `ctl --threads` changes the map phase's workers down and up while the job runs (the status
-/// acknowledges each change); the output is the bytes of a run without changes.
+/// The phases of a job, in order, as the status names them.
+const PHASES: [&str; 3] = ["map", "merge", "reduce"];
+
+/// Whether the status `s` is in `phase` or a later one (or the job is over).
+fn reached(s: &serde_json::Value, phase: &str) -> bool {
+    let at = |p: &str| PHASES.iter().position(|x| *x == p);
+    s["state"] != "running" || s["phase"] == "done" || at(s["phase"].as_str().unwrap_or("")) >= at(phase)
+}
+
+/// `ctl --threads` changes the workers up (beyond -t) and down several times in every phase
+/// while the job runs: the map phase and reduce are held open by `hold` failpoints until the
+/// changes are acknowledged there (merges are slowed, as long as they last); every change
+/// is acknowledged in the status (`threads_wanted`), and the output is the bytes of a run
+/// without changes.
 #[test]
-fn changing_threads_keeps_the_output() {
+fn changing_threads_in_every_phase_keeps_the_output() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("big.txt");
     std::fs::write(&input, spillway_tests::messy_text(77, 8 << 20)).unwrap();
-    let settings = ["wordcount", "-q", "-t", "3", "--split-size", "8K", "--memory", "1M", "-r", "4"];
-    // Every split takes 20 ms more (about 7 s for the job's 1024 splits on 3 threads).
+    let settings = [
+        "wordcount",
+        "-q",
+        "-t",
+        "2",
+        "--split-size",
+        "4K",
+        "--memory",
+        "1M",
+        "-r",
+        "512",
+        "--max-open-runs",
+        "2",
+    ];
+    let hold = dir.path().join("hold");
+    std::fs::create_dir(&hold).unwrap();
     let run = |extra: &[&str], failpoints: &str| {
         Command::new(spillway_bin())
             .args(settings)
             .args(extra)
             .arg(&input)
             .env("SPILLWAY_FAILPOINTS", failpoints)
+            .env("SPILLWAY_FAILPOINTS_HOLD", &hold)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -241,25 +268,62 @@ fn changing_threads_keeps_the_output() {
     let clean = dir.path().join("clean");
     assert!(wait_child(run(&["--out-dir", clean.to_str().unwrap()], "")).status.success());
     let (status, out) = (dir.path().join("st"), dir.path().join("out"));
-    let child =
-        run(&["--status", status.to_str().unwrap(), "--out-dir", out.to_str().unwrap()], "map.split=1+:slow");
-    wait_for(&status, |s| s["phase"] == "map");
-    let mut acknowledged = 0;
-    for wanted in [1u64, 3, 2, 1, 3] {
-        let ctl = spillway(&["ctl", status.to_str().unwrap(), "--threads", &wanted.to_string()]);
-        if !ctl.status.success() {
-            break; // the job is over
+    for held in ["map.split", "reduce.partition"] {
+        std::fs::write(hold.join(held), b"").unwrap();
+    }
+    // Every split, merge step and partition takes 20 ms more; the 1500th of the 2048 splits
+    // and the 400th of the 512 partitions wait until the test lets them go.
+    let failpoints = "map.split=1+:slow,map.split=1500:hold,merge.step=1+:slow,\
+                      reduce.partition=1+:slow,reduce.partition=400:hold";
+    let child = run(&["--status", status.to_str().unwrap(), "--out-dir", out.to_str().unwrap()], failpoints);
+    let mut applied = Vec::new();
+    for phase in PHASES {
+        let seen = wait_for(&status, |s| reached(s, phase));
+        for wanted in [4u64, 1, 3, 2] {
+            if seen["phase"] != phase || seen["state"] != "running" {
+                break; // (the merges may be over before the test sees them)
+            }
+            assert!(
+                spillway(&["ctl", status.to_str().unwrap(), "--threads", &wanted.to_string()])
+                    .status
+                    .success()
+            );
+            let seen = wait_for(&status, |s| {
+                s["phase"] != phase || s["per_rank"][0]["threads_wanted"].as_u64() == Some(wanted)
+            });
+            if seen["phase"] == phase {
+                assert_eq!(seen["per_rank"][0]["threads_max"].as_u64().map(|m| m >= 4), Some(true), "{seen}");
+                // In effect once as many work, unless the phase ran out of work meanwhile.
+                let row = |s: &serde_json::Value, f: &str| s["per_rank"][0][f].as_u64().unwrap_or(0);
+                let out_of_work = |s: &serde_json::Value| match phase {
+                    "map" => row(s, "splits_done") + 1 >= s["splits_total"].as_u64().unwrap(),
+                    "merge" => row(s, "merges") + 1 >= row(s, "merges_planned"),
+                    _ => row(s, "partitions_done") + 1 >= 512,
+                };
+                let active = wait_for(&status, |s| {
+                    s["phase"] != phase || row(s, "threads_active") == wanted || out_of_work(s)
+                });
+                if active["phase"] == phase && row(&active, "threads_active") == wanted {
+                    applied.push((phase, wanted));
+                }
+            } else {
+                assert_ne!(phase, "map", "the map phase is held open: {seen}");
+                assert_ne!(phase, "reduce", "reduce is held open: {seen}");
+            }
         }
-        let seen = wait_for(&status, |s| {
-            s["phase"] != "map" || s["per_rank"][0]["threads_active"].as_u64() == Some(wanted)
-        });
-        if seen["phase"] == "map" && wanted < 3 {
-            acknowledged += 1; // (3, all of them, is what a job that ignored it would show)
-            assert_eq!(seen["per_rank"][0]["threads_wanted"].as_u64(), Some(wanted));
+        match phase {
+            "map" => std::fs::remove_file(hold.join("map.split")).unwrap(),
+            "reduce" => std::fs::remove_file(hold.join("reduce.partition")).unwrap(),
+            _ => {}
         }
     }
     let output = wait_child(child);
     assert!(output.status.success(), "{}", text(&output));
     assert_eq!(spillway_tests::read_parts(&out), spillway_tests::read_parts(&clean));
-    assert!(acknowledged >= 2, "only {acknowledged} of the 3 reductions were seen in the map phase");
+    let last = read_json(&status).unwrap();
+    assert_eq!(last["state"], "succeeded", "{last}");
+    // In the map phase the workers are held by nothing but the one split: every change
+    // takes effect there, including 4 workers on a job started with 2.
+    assert!(applied.contains(&("map", 4)) && applied.contains(&("map", 1)), "{applied:?}");
+    eprintln!("changes seen in effect: {applied:?}");
 }

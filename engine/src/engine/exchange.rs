@@ -2,6 +2,7 @@
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use spillway_shuffle::{ByteSource, ReadMode, RunInfo, RunReader, RunWriter};
@@ -74,6 +75,7 @@ impl Engine {
                 current = Some(((s.source, s.run), writer));
             }
             let (_, writer) = current.as_mut().expect("a writer is open");
+            self.progress.bytes_exchanged.fetch_add(s.bytes.len() as u64, Ordering::Relaxed);
             if s.is_whole() {
                 writer.append_section(s.partition, s.bytes, s.records, s.blocks)?;
                 return Ok(());

@@ -13,15 +13,21 @@
 //! is spilled early.
 //!
 //! The number of workers that map can change while the phase runs
-//! ([`Progress::threads_wanted`]): at a split boundary (its redo queue empty), worker `t` with
-//! `t >= wanted` reaches a commit point (its buffer spilled, its runs in the pool, its splits
-//! done) and waits until it is wanted again or the splits run out. Every worker keeps its
-//! share of the budget, so the buffers stay within it; what a worker maps does not decide the
-//! output, which is the same whichever worker maps which split.
+//! ([`Progress::threads_wanted`], `spillway ctl --threads`), below or above the engine's
+//! threads. The memory budget is divided among the wanted workers: a worker holds a share
+//! ([`Budget`]) while it has a buffer. At a split boundary (its redo queue empty), a worker
+//! that is not wanted (`t >= wanted`) reaches a commit point (its buffer spilled, its runs in
+//! the pool, its splits done), gives its buffer and share back and waits until it is wanted
+//! again or the splits run out; a worker whose share is no longer the budget over the wanted
+//! count does the same and takes a new share, waiting until the budget has it (the workers
+//! that leave give theirs back at their next boundary), so the buffers stay within the budget
+//! whatever the changes. The phase's starting thread starts more workers when more are wanted.
+//! What a worker maps does not decide the output, which is the same whichever worker maps
+//! which split. Every wait is on the job's [`Progress`] condition variable, never a spin.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
 
 use spillway_shuffle::{Partitioner, RunInfo};
 
@@ -35,7 +41,7 @@ use crate::input::{Inputs, SplitRange};
 use crate::job::{self, Emitter, Job};
 use crate::journal::Record;
 use crate::metrics::Progress;
-use crate::pool::{self, FirstError};
+use crate::pool::{self, Crew, FirstError, lock};
 use crate::spill::{Spiller, run_ref};
 
 /// With retry on, a worker commits at the first split boundary after its buffer spilled this
@@ -75,52 +81,66 @@ impl Engine {
         let source: &dyn SplitSource = &*source;
         let (records, mapped, retries) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
         let exhausted = AtomicBool::new(false);
-        self.progress.threads_active.store(self.threads, Ordering::Relaxed);
+        self.progress.threads_active.store(0, Ordering::Relaxed);
         let failure = FirstError::default();
-        let share = usize::try_from(self.memory_budget / self.threads as u64).unwrap_or(usize::MAX);
+        let crew = self.crew();
+        let budget = Budget { total: self.memory_budget, free: Mutex::new(self.memory_budget) };
+        let over = || exhausted.load(Ordering::Relaxed) || failure.failed() || self.progress.cancelled();
         std::thread::scope(|scope| {
             if pool::spawn(scope, "spillway-splits".into(), &failure, || source.serve()).is_none() {
                 return;
             }
-            for t in 0..self.threads {
-                let (records, mapped, retries, failure) = (&records, &mapped, &retries, &failure);
-                let exhausted = &exhausted;
-                let worker = move || {
-                    let buffer: Box<dyn SpillBuffer<J::Value>> = if J::COMBINER {
-                        Box::new(CombineBuffer::new(job, spiller, partitioner, share))
-                    } else {
-                        Box::new(AppendBuffer::new(spiller, partitioner, share))
+            let mut started = 0;
+            loop {
+                while started < crew.wanted() && !over() {
+                    let t = started;
+                    let (records, mapped, retries, failure) = (&records, &mapped, &retries, &failure);
+                    let (exhausted, budget) = (&exhausted, &budget);
+                    let worker = move || {
+                        self.progress.threads_active.fetch_add(1, Ordering::Relaxed);
+                        let mut worker = Worker {
+                            index: t,
+                            job,
+                            inputs,
+                            splits,
+                            todo,
+                            spiller,
+                            partitioner,
+                            progress: &self.progress,
+                            crew,
+                            budget,
+                            max_attempts: self.max_attempts,
+                            commit_bytes,
+                            buffer: None,
+                            share: 0,
+                            open: Vec::new(),
+                            open_bytes: 0,
+                            open_records: 0,
+                            runs: Vec::new(),
+                            redo: VecDeque::new(),
+                            failed: HashMap::new(),
+                            done: Mapped::default(),
+                        };
+                        if let Err(e) = worker.run(source, failure, exhausted) {
+                            failure.set(e);
+                        }
+                        worker.give_back();
+                        self.progress.threads_active.fetch_sub(1, Ordering::Relaxed);
+                        records.fetch_add(worker.done.records, Ordering::Relaxed);
+                        mapped.fetch_add(worker.done.splits, Ordering::Relaxed);
+                        retries.fetch_add(worker.done.retries, Ordering::Relaxed);
+                        crew.notify(); // a failure, or the end: the waiting workers see it
                     };
-                    let mut worker = Worker {
-                        index: t,
-                        job,
-                        inputs,
-                        splits,
-                        todo,
-                        spiller,
-                        progress: &self.progress,
-                        max_attempts: self.max_attempts,
-                        commit_bytes,
-                        buffer,
-                        open: Vec::new(),
-                        open_bytes: 0,
-                        open_records: 0,
-                        runs: Vec::new(),
-                        redo: VecDeque::new(),
-                        failed: HashMap::new(),
-                        done: Mapped::default(),
-                    };
-                    if let Err(e) = worker.run(source, failure, exhausted) {
-                        failure.set(e);
+                    if pool::spawn(scope, format!("spillway-map-{t}"), failure, worker).is_none() {
+                        return;
                     }
-                    self.progress.threads_active.fetch_sub(1, Ordering::Relaxed);
-                    records.fetch_add(worker.done.records, Ordering::Relaxed);
-                    mapped.fetch_add(worker.done.splits, Ordering::Relaxed);
-                    retries.fetch_add(worker.done.retries, Ordering::Relaxed);
-                };
-                if pool::spawn(scope, format!("spillway-map-{t}"), failure, worker).is_none() {
+                    started += 1;
+                }
+                if over() || started >= crew.max() {
                     break;
                 }
+                // More workers start when more are wanted (without spinning meanwhile).
+                crew.wait(|| crew.wanted() > started || over());
             }
         });
         self.progress.threads_active.store(0, Ordering::Relaxed);
@@ -148,10 +168,17 @@ struct Worker<'a, J: Job> {
     /// The splits to map: what the split source hands out are indices into this.
     todo: &'a [usize],
     spiller: &'a Spiller<'a>,
+    partitioner: &'a dyn Partitioner,
     progress: &'a Progress,
+    /// How many workers are wanted now.
+    crew: Crew<'a>,
+    /// The shares of the memory budget.
+    budget: &'a Budget,
     max_attempts: u32,
     commit_bytes: u64,
-    buffer: Box<dyn SpillBuffer<J::Value> + 'a>,
+    /// The buffer, while the worker holds a share of the budget (`share` bytes) for it.
+    buffer: Option<Box<dyn SpillBuffer<J::Value> + 'a>>,
+    share: usize,
     /// Splits mapped since the last commit point: their records are in the buffer or `runs`.
     open: Vec<usize>,
     open_bytes: u64,
@@ -167,18 +194,62 @@ struct Worker<'a, J: Job> {
     done: Mapped,
 }
 
-impl<J: Job> Worker<'_, J> {
+/// The map workers' shares of the memory budget: a worker takes one for its buffer and gives
+/// it back when it leaves, so the shares held never add up to more than the budget.
+#[derive(Debug)]
+struct Budget {
+    total: u64,
+    free: Mutex<u64>,
+}
+
+impl Budget {
+    /// The share of each of `wanted` workers.
+    fn share(&self, wanted: usize) -> usize {
+        usize::try_from(self.total / wanted.max(1) as u64).unwrap_or(usize::MAX)
+    }
+
+    /// Takes `share` bytes if the budget has them free.
+    fn try_take(&self, share: usize) -> bool {
+        let mut free = lock(&self.free);
+        let fits = *free >= share as u64;
+        if fits {
+            *free -= share as u64;
+        }
+        fits
+    }
+
+    fn free(&self) -> u64 {
+        *lock(&self.free)
+    }
+
+    fn give(&self, share: usize) {
+        *lock(&self.free) += share as u64;
+    }
+}
+
+impl<'a, J: Job> Worker<'a, J> {
     fn run(&mut self, source: &dyn SplitSource, failure: &FirstError, exhausted: &AtomicBool) -> Result<()> {
         loop {
             if failure.failed() || self.progress.cancelled() {
                 return Ok(());
             }
-            if self.redo.is_empty() && !self.wanted() {
-                self.wait_until_wanted(failure, exhausted)?;
-                if exhausted.load(Ordering::Relaxed) {
-                    break;
+            if self.redo.is_empty() {
+                if !self.wanted() {
+                    self.wait_until_wanted(failure, exhausted)?;
+                    if exhausted.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    continue;
                 }
-                continue;
+                if self.buffer.is_some() && self.share != self.budget.share(self.crew.wanted()) {
+                    self.leave()?; // the wanted count changed: a buffer of the new share
+                }
+                if self.buffer.is_none() && !self.take_share(failure, exhausted) {
+                    if exhausted.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    continue;
+                }
             }
             if let Some(batch) = self.spiller.take_background_batch() {
                 self.spiller.add(self.spiller.merge(self.job, batch)?);
@@ -190,6 +261,7 @@ impl<J: Job> Worker<'_, J> {
                     Some(k) => (self.todo[k], false),
                     None => {
                         exhausted.store(true, Ordering::Relaxed);
+                        self.crew.notify();
                         break;
                     }
                 },
@@ -201,21 +273,63 @@ impl<J: Job> Worker<'_, J> {
 
     /// Whether this worker is among the [`Progress::threads_wanted`] ones.
     fn wanted(&self) -> bool {
-        let wanted = self.progress.threads_wanted.load(Ordering::Relaxed);
-        wanted == 0 || self.index < wanted
+        self.index < self.crew.wanted()
     }
 
-    /// At a split boundary of a worker that is not wanted: a commit point, then a wait (a
-    /// sleep between polls) until it is wanted again, the splits ran out, or the job fails.
-    fn wait_until_wanted(&mut self, failure: &FirstError, exhausted: &AtomicBool) -> Result<()> {
+    /// A commit point, then the buffer and its share go back to the budget.
+    fn leave(&mut self) -> Result<()> {
         self.commit()?;
+        self.give_back();
+        Ok(())
+    }
+
+    /// Drops the buffer (what it holds is spilled or discarded by then) and gives its share
+    /// back.
+    fn give_back(&mut self) {
+        if self.buffer.take().is_some() {
+            self.budget.give(std::mem::take(&mut self.share));
+            self.crew.notify();
+        }
+    }
+
+    /// Takes the share of the budget of the workers wanted now and makes a buffer of it,
+    /// waiting until the budget has it free (the workers that leave or shrink give theirs
+    /// back at their next split boundary). `false`: the wait ended because this worker is
+    /// not wanted any more, the splits ran out, or the job fails.
+    fn take_share(&mut self, failure: &FirstError, exhausted: &AtomicBool) -> bool {
+        let over = || exhausted.load(Ordering::Relaxed) || failure.failed() || self.progress.cancelled();
+        loop {
+            let share = self.budget.share(self.crew.wanted());
+            if self.budget.try_take(share) {
+                let (job, spiller, partitioner) = (self.job, self.spiller, self.partitioner);
+                let buffer: Box<dyn SpillBuffer<J::Value> + 'a> = if J::COMBINER {
+                    Box::new(CombineBuffer::new(job, spiller, partitioner, share))
+                } else {
+                    Box::new(AppendBuffer::new(spiller, partitioner, share))
+                };
+                (self.buffer, self.share) = (Some(buffer), share);
+                return true;
+            }
+            self.progress.threads_active.fetch_sub(1, Ordering::Relaxed);
+            self.crew.wait(|| {
+                self.budget.free() >= self.budget.share(self.crew.wanted()) as u64 || !self.wanted() || over()
+            });
+            self.progress.threads_active.fetch_add(1, Ordering::Relaxed);
+            if !self.wanted() || over() {
+                return false;
+            }
+        }
+    }
+
+    /// At a split boundary of a worker that is not wanted: a commit point, its buffer given
+    /// back, then a wait (without spinning) until it is wanted again, the splits ran out, or
+    /// the job fails.
+    fn wait_until_wanted(&mut self, failure: &FirstError, exhausted: &AtomicBool) -> Result<()> {
+        self.leave()?;
         self.progress.threads_active.fetch_sub(1, Ordering::Relaxed);
-        while !self.wanted()
-            && !exhausted.load(Ordering::Relaxed)
-            && !failure.failed()
-            && !self.progress.cancelled()
-        {
-            std::thread::sleep(Duration::from_millis(20));
+        let over = || exhausted.load(Ordering::Relaxed) || failure.failed() || self.progress.cancelled();
+        while !self.wanted() && !over() {
+            self.crew.wait(|| self.wanted() || over());
         }
         self.progress.threads_active.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -226,7 +340,8 @@ impl<J: Job> Worker<'_, J> {
     fn map_split(&mut self, i: usize, counted: bool) -> Result<()> {
         let range = self.splits[i];
         let split = self.inputs.split(range);
-        let mut emitter = Emitter { buffer: &mut *self.buffer, records: 0 };
+        let buffer = self.buffer.as_deref_mut().expect("a worker maps with a buffer");
+        let mut emitter = Emitter { buffer, records: 0 };
         let outcome = job::call(|| {
             self.job.map(&split, &mut emitter)?;
             match failpoint::hit("map.split") {
@@ -236,10 +351,10 @@ impl<J: Job> Worker<'_, J> {
         });
         let emitted = emitter.records;
         // A spill that failed (a full disk) is the machine's failure, whatever the job did.
-        if let Some(e) = self.buffer.take_error() {
+        if let Some(e) = self.buffer.as_deref_mut().expect("a worker maps with a buffer").take_error() {
             return Err(e);
         }
-        self.runs.extend(self.buffer.take_runs());
+        self.runs.extend(self.buffer.as_deref_mut().expect("a worker maps with a buffer").take_runs());
         let bytes = split.data.len() as u64;
         if let Err(message) = outcome {
             let attempts = self.failed.entry(i).or_default();
@@ -257,7 +372,7 @@ impl<J: Job> Worker<'_, J> {
             self.progress.retries.fetch_add(1, Ordering::Relaxed);
             // What the open splits emitted is in the buffer and in `runs`, mixed with this
             // attempt's records: all of it goes, and they are mapped again.
-            self.buffer.discard();
+            self.buffer.as_deref_mut().expect("a worker maps with a buffer").discard();
             self.spiller.discard(self.runs.drain(..));
             let again = self.open.drain(..).map(|j| (j, true)).chain([(i, counted)]);
             let mut redo: VecDeque<_> = again.collect();
@@ -287,8 +402,10 @@ impl<J: Job> Worker<'_, J> {
     /// A commit point: spills the buffer and hands every run since the last one to the pool;
     /// the open splits are done. A resumable job journals them (the runs are `fsync`ed).
     fn commit(&mut self) -> Result<()> {
-        self.buffer.spill()?;
-        self.runs.extend(self.buffer.take_runs());
+        if let Some(buffer) = self.buffer.as_deref_mut() {
+            buffer.spill()?;
+            self.runs.extend(buffer.take_runs());
+        }
         if let Some(journal) = self.spiller.journal()
             && !self.open.is_empty()
         {

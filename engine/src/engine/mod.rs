@@ -29,12 +29,16 @@ use crate::job::Job;
 use crate::journal::Begin;
 use crate::metrics::{AnonSampler, Metrics, Phase, PhaseTimes, Progress, ResumeStats, Retries, peak_rss};
 use crate::output::{Destination, OutputFile, OutputSpec, StagedDir, commit_with_metrics, fresh_token};
+use crate::pool::Crew;
 use crate::spill::{SpillDir, Spiller};
+
+/// The most worker threads `spillway ctl --threads` can grow a job to.
+pub const MAX_THREADS: usize = 1024;
 
 pub use self::builder::{
     DEFAULT_MAX_ATTEMPTS, DEFAULT_MEMORY_BUDGET, DEFAULT_SPLIT_SIZE, EngineBuilder, MIN_MEMORY_BUDGET,
 };
-use self::builder::{RUN_INDEX_PER_PARTITION, human_bytes};
+use self::builder::{MIN_THREAD_SHARE, RUN_INDEX_PER_PARTITION, human_bytes};
 use self::reduce::reduce_all;
 pub use self::resume::job_dir_path;
 use self::resume::{JobDir, Resumed};
@@ -79,6 +83,32 @@ impl Engine {
     /// between them ([`limits::default_max_open_runs`](spillway_shuffle::limits::default_max_open_runs)).
     pub(crate) fn max_open_runs_for(&self, concurrent: usize) -> usize {
         self.max_open_runs_set.unwrap_or_else(|| spillway_shuffle::limits::default_max_open_runs(concurrent))
+    }
+
+    /// The threads a phase runs on: the engine's, or as many as
+    /// [`Progress::threads_wanted`] asks for (at most [`Progress::threads_max`]).
+    pub(crate) fn crew(&self) -> Crew<'_> {
+        let max = self.progress.threads_max.load(Ordering::Relaxed).max(self.threads);
+        Crew::following(self.threads, max, &self.progress)
+    }
+
+    /// The most worker threads a job with `partitions` part files (0: one output) can grow
+    /// to: each keeps a share of the memory budget of at least `MIN_THREAD_SHARE` (and of
+    /// its runs' partition index), the planned F still fits the open-file limit shared by
+    /// that many concurrent merges (unless F was set), and never more than [`MAX_THREADS`].
+    fn threads_max(&self, partitions: u32) -> usize {
+        let index = u64::from(partitions) * RUN_INDEX_PER_PARTITION;
+        let by_budget = self.memory_budget / index.max(MIN_THREAD_SHARE);
+        let mut most = usize::try_from(by_budget).unwrap_or(usize::MAX).clamp(1, MAX_THREADS);
+        if self.max_open_runs_set.is_none() {
+            let fits = |c: usize| spillway_shuffle::limits::default_max_open_runs(c) >= self.max_open_runs;
+            let mut c = self.threads;
+            while c < most && fits(c + 1) {
+                c += 1;
+            }
+            most = c;
+        }
+        most.max(self.threads)
     }
 
     /// The live progress counters of this engine's jobs.
@@ -131,6 +161,8 @@ impl Engine {
         let (rank, ranks) = (self.cluster.rank(), self.cluster.size());
         crate::failpoint::set_rank(rank);
         progress.set_phase(Phase::Starting);
+        let indexed = if matches!(output, OutputSpec::Dir(_)) { partitioner.partitions() } else { 0 };
+        progress.threads_max.store(self.threads_max(indexed), Ordering::Relaxed);
         let split_size = self.split_size.unwrap_or_else(|| {
             let per_split = inputs.total_bytes() / (8 * (self.threads * ranks) as u64);
             usize::try_from(per_split).unwrap_or(usize::MAX).clamp(1 << 20, DEFAULT_SPLIT_SIZE)
@@ -248,6 +280,7 @@ impl Engine {
         let merge_done = Instant::now();
 
         progress.set_phase(Phase::Reduce);
+        progress.runs_waiting.store(finals.len() as u64, Ordering::Relaxed);
         let gauge = OpenRunGauge::new();
         let readers = finals
             .iter()
@@ -333,6 +366,7 @@ impl Engine {
             crate::failpoint::hit("commit.finish");
             dir.finish()?;
         }
+        progress.runs_waiting.store(0, Ordering::Relaxed);
         progress.set_phase(Phase::Done);
         Ok(metrics)
     }

@@ -28,34 +28,42 @@ impl Engine {
         resumable: Option<(&JobDir, &Resumed)>,
     ) -> Result<(u64, u64, u64)> {
         let progress = &*self.progress;
-        let parts = pool::for_each("spillway-reduce", self.threads, owned.to_vec(), |p| {
-            if progress.cancelled() {
-                return Err(Error::Cancelled);
-            }
-            let path = dir.join(part_name(p));
-            // A part file an earlier session of a resumable job completed is linked in.
-            if let Some((_, resumed)) = resumable
-                && let Some(kept) = resumed.reduced.get(&p)
-                && kept.is_intact()
-                && std::fs::hard_link(&kept.path, &path).is_ok()
-            {
-                resumed.parts_kept.fetch_add(1, Ordering::Relaxed);
+        let parts = pool::for_each_in(
+            "spillway-reduce",
+            self.crew(),
+            owned.to_vec(),
+            || (),
+            |(), p| {
+                if progress.cancelled() {
+                    return Err(Error::Cancelled);
+                }
+                let path = dir.join(part_name(p));
+                // A part file an earlier session of a resumable job completed is linked in.
+                if let Some((_, resumed)) = resumable
+                    && let Some(kept) = resumed.reduced.get(&p)
+                    && kept.is_intact()
+                    && std::fs::hard_link(&kept.path, &path).is_ok()
+                {
+                    resumed.parts_kept.fetch_add(1, Ordering::Relaxed);
+                    progress.partitions_done.fetch_add(1, Ordering::Relaxed);
+                    return Ok((kept.keys, kept.bytes));
+                }
+                let (keys, bytes, _) = self.with_retries(retries, || {
+                    // A failed attempt's part file is written again from its start.
+                    let out = OutputFile::create_staged(&path, self.io)?;
+                    let merge = Merge::new(readers.iter().map(|r| r.iter(p)).collect());
+                    reduce_merge(job, merge, out, &format!("reduce of partition {p}"), self.sync)
+                })?;
+                if let Some((job_dir, _)) = resumable {
+                    job_dir.reduced(p, &path, keys)?;
+                }
                 progress.partitions_done.fetch_add(1, Ordering::Relaxed);
-                return Ok((kept.keys, kept.bytes));
-            }
-            let (keys, bytes, _) = self.with_retries(retries, || {
-                // A failed attempt's part file is written again from its start.
-                let out = OutputFile::create_staged(&path, self.io)?;
-                let merge = Merge::new(readers.iter().map(|r| r.iter(p)).collect());
-                reduce_merge(job, merge, out, &format!("reduce of partition {p}"), self.sync)
-            })?;
-            if let Some((job_dir, _)) = resumable {
-                job_dir.reduced(p, &path, keys)?;
-            }
-            progress.partitions_done.fetch_add(1, Ordering::Relaxed);
-            Ok((keys, bytes))
-        })?;
+                Ok((keys, bytes))
+            },
+        );
+        progress.threads_active.store(0, Ordering::Relaxed);
         // (On failure the staging directory goes, with every part file written into it.)
+        let parts = parts?;
         let (keys, bytes) = parts.iter().fold((0, 0), |(k, b), &(keys, bytes)| (k + keys, b + bytes));
         Ok((keys, bytes, parts.len() as u64))
     }

@@ -1,13 +1,16 @@
 //! Live status of a running job: the writer behind `--status FILE`, `spillway status FILE`
 //! and `spillway ctl FILE` (`docs/status.md` documents the file).
 //!
-//! Every rank runs one writer thread that wakes about once a second. Rank 0 replaces FILE
+//! Every rank runs one writer thread that wakes every tenth of a second to read the control
+//! file and writes about once a second (and right after a change of threads). Rank 0 replaces FILE
 //! (a [`TempFile`] renamed over it, not `fsync`ed: a status is not worth a disk flush) with
 //! the job's state, folding in the heartbeat files `FILE.rank-N` that every other rank
 //! replaces the same way (no MPI call from a side thread: the ranks share the output's
-//! filesystem). Every rank also polls the control file `FILE.ctl`, which `spillway ctl
-//! --stop` writes; a stop request raises SIGTERM in the process, so the job stops exactly as
-//! on SIGTERM (the signal handler in `main` writes the final state `interrupted`).
+//! filesystem). Every rank also polls the control file `FILE.ctl`, to which `spillway ctl`
+//! appends its requests: a stop request raises SIGTERM in the process, so the job stops
+//! exactly as on SIGTERM (the signal handler in `main` writes the final state
+//! `interrupted`); the last `threads N` line for this rank (or for every rank) sets
+//! [`Progress::set_threads_wanted`].
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -24,8 +27,12 @@ use super::common::{InputError, eprint_line};
 /// The version of the status file's schema (`schema`); fields are only added within a version.
 pub const SCHEMA: u32 = 1;
 
-/// How often the status and the heartbeats are written, and the control file read.
+/// How often the status and the heartbeats are written.
 const INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often the control file is read (a request that changes the threads is acknowledged in
+/// the status right away).
+const CONTROL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// How far the clocks of the ranks' hosts may differ: a heartbeat file older than the job
 /// by more than this is an earlier job's.
@@ -82,10 +89,14 @@ pub struct RankStatus {
     pub phase: String,
     /// Worker threads.
     pub threads: usize,
-    /// Map workers running now (0 outside the map phase).
+    /// Workers working now in the map phase, the planned merges or reduce (0 between
+    /// phases).
     pub threads_active: usize,
-    /// The map workers asked for by `spillway ctl --threads` (0: all).
+    /// The workers asked for by `spillway ctl --threads` (0: the job's -t), as this rank
+    /// read it: the change acknowledged.
     pub threads_wanted: usize,
+    /// The most workers `ctl --threads` can start on this rank.
+    pub threads_max: usize,
     /// Splits it mapped.
     pub splits_done: u64,
     /// Input bytes of those splits.
@@ -96,6 +107,11 @@ pub struct RankStatus {
     pub spills: u64,
     /// Merge steps done.
     pub merges: u64,
+    /// Merge steps planned so far (background merges started, and the planned merge
+    /// phase's steps once it starts).
+    pub merges_planned: u64,
+    /// Runs waiting for a merge or the reduce.
+    pub runs_waiting: u64,
     /// Partitions reduced.
     pub partitions_done: u64,
     /// Failed attempts tried again.
@@ -147,6 +163,10 @@ pub struct Status {
     /// See [`Status::records`].
     pub merges: u64,
     /// See [`Status::records`].
+    pub merges_planned: u64,
+    /// See [`Status::records`].
+    pub runs_waiting: u64,
+    /// See [`Status::records`].
     pub partitions_done: u64,
     /// See [`Status::records`].
     pub retries: u64,
@@ -175,7 +195,8 @@ struct Job {
 }
 
 /// The thread that writes the status (rank 0) or this rank's heartbeat (other ranks) about
-/// once a second and polls the control file, until [`StatusWriter::finish`].
+/// once a second and polls the control file every tenth of a second, until
+/// [`StatusWriter::finish`].
 pub struct StatusWriter {
     job: Job,
     /// The final state once set: nothing is written after it.
@@ -247,21 +268,36 @@ impl StatusWriter {
     }
 
     fn run(&self) {
+        let mut written = Instant::now();
+        let p = &*self.job.progress;
+        let threads = || (p.threads_wanted.load(Ordering::Relaxed), p.threads_active.load(Ordering::Relaxed));
+        let mut threads_written = threads();
         let mut done = self.done.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
-            done = self.wake.wait_timeout(done, INTERVAL).unwrap_or_else(PoisonError::into_inner).0;
+            done = self.wake.wait_timeout(done, CONTROL_INTERVAL).unwrap_or_else(PoisonError::into_inner).0;
             if done.is_some() {
                 return;
             }
             drop(done);
-            let _ = self.write("running", None); // a failed write is tried again next time
-            let request = Request::read(&self.job.path);
-            if let Some(threads) = request.threads {
-                self.job.progress.threads_wanted.store(threads, Ordering::Relaxed);
+            let request = Request::read(&self.job.path, self.job.rank);
+            let mut changed = false;
+            if let Some(threads) = request.threads
+                && threads != self.job.progress.threads_wanted.load(Ordering::Relaxed)
+            {
+                self.job.progress.set_threads_wanted(threads);
+                changed = true;
             }
             if request.stop && !STOP_REQUESTED.swap(true, Ordering::Relaxed) {
                 // Stops as SIGTERM does: the signal handler cleans up and writes `interrupted`.
                 let _ = signal_hook::low_level::raise(signal_hook::consts::SIGTERM);
+            }
+            // A change of threads is acknowledged at once, and once `ctl --threads` was used
+            // the status follows the workers active; otherwise it is written about once a
+            // second (a failed write is tried again next time).
+            let now = threads();
+            if changed || (now.0 != 0 && now != threads_written) || written.elapsed() >= INTERVAL {
+                let _ = self.write("running", None);
+                (written, threads_written) = (Instant::now(), now);
             }
             done = self.done.lock().unwrap_or_else(PoisonError::into_inner);
         }
@@ -301,11 +337,14 @@ impl StatusWriter {
             threads: job.threads,
             threads_active: p.threads_active.load(Ordering::Relaxed),
             threads_wanted: p.threads_wanted.load(Ordering::Relaxed),
+            threads_max: p.threads_max.load(Ordering::Relaxed),
             splits_done: load(&p.splits_done),
             bytes_mapped: load(&p.bytes_mapped),
             records: load(&p.records),
             spills: load(&p.spills),
             merges: load(&p.merges),
+            merges_planned: load(&p.merges_planned),
+            runs_waiting: load(&p.runs_waiting),
             partitions_done: load(&p.partitions_done),
             retries: load(&p.retries),
             splits_committed: load(&p.splits_committed),
@@ -379,6 +418,8 @@ impl StatusWriter {
             records: sum(|r| r.records),
             spills: sum(|r| r.spills),
             merges: sum(|r| r.merges),
+            merges_planned: sum(|r| r.merges_planned),
+            runs_waiting: sum(|r| r.runs_waiting),
             partitions_done: sum(|r| r.partitions_done),
             retries: sum(|r| r.retries),
             bytes_exchanged: sum(|r| r.bytes_exchanged),
@@ -397,7 +438,9 @@ fn replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// What the control file asks for: lines `stop` and `threads N`.
+/// What the control file asks of one rank. The file is a list of lines that `spillway ctl`
+/// appends: `stop`, `threads N` (every rank) and `threads N rank R` (rank R only); the last
+/// `threads` line that applies wins.
 #[derive(Debug, Default, PartialEq)]
 struct Request {
     stop: bool,
@@ -405,32 +448,41 @@ struct Request {
 }
 
 impl Request {
-    /// The request in the control file beside the status file `path` (none without one).
-    fn read(path: &Path) -> Self {
-        Self::parse(&std::fs::read_to_string(control_path(path)).unwrap_or_default())
+    /// The request for `rank` in the control file beside the status file `path` (none
+    /// without one).
+    fn read(path: &Path, rank: usize) -> Self {
+        Self::parse(&std::fs::read_to_string(control_path(path)).unwrap_or_default(), rank)
     }
 
-    fn parse(text: &str) -> Self {
+    fn parse(text: &str, rank: usize) -> Self {
         let mut request = Request::default();
         for line in text.lines().map(str::trim) {
             if line == "stop" {
                 request.stop = true;
-            } else if let Some(n) = line.strip_prefix("threads ").and_then(|n| n.trim().parse().ok()) {
-                request.threads = Some(n);
+            } else if let Some(rest) = line.strip_prefix("threads ") {
+                let mut words = rest.split_whitespace();
+                let n = words.next().and_then(|n| n.parse().ok());
+                let target = match (words.next(), words.next(), words.next()) {
+                    (None, ..) => Some(None),
+                    (Some("rank"), Some(r), None) => r.parse().ok().map(Some),
+                    _ => None,
+                };
+                if let (Some(n), Some(target)) = (n, target)
+                    && target.is_none_or(|r: usize| r == rank)
+                {
+                    request.threads = Some(n);
+                }
             }
         }
         request
     }
 
-    fn text(&self) -> String {
-        let mut text = String::new();
-        if let Some(n) = self.threads {
-            text.push_str(&format!("threads {n}\n"));
+    /// The line that asks for `threads` on `rank` (every rank: `None`).
+    fn threads_line(threads: usize, rank: Option<usize>) -> String {
+        match rank {
+            Some(rank) => format!("threads {threads} rank {rank}\n"),
+            None => format!("threads {threads}\n"),
         }
-        if self.stop {
-            text.push_str("stop\n");
-        }
-        text
     }
 }
 
@@ -505,8 +557,13 @@ fn summary(status: &Status, now: u64, silent: &[usize]) -> String {
     let mut s = String::new();
     let state = if silent.is_empty() { status.state.clone() } else { "NOT RESPONDING".into() };
     let _ = writeln!(s, "job        {} ({} rank(s), {} thread(s))", status.job, status.ranks, status.threads);
-    if let Some(rank) = status.per_rank.first().filter(|r| r.threads_active > 0) {
-        let _ = writeln!(s, "mapping on {} thread(s) on rank 0", rank.threads_active);
+    if let Some(rank) = status.per_rank.first().filter(|r| r.threads_active > 0 || r.threads_wanted > 0) {
+        let wanted = if rank.threads_wanted == 0 { rank.threads } else { rank.threads_wanted };
+        let _ = writeln!(
+            s,
+            "threads    {} working of {wanted} wanted on rank 0 (-t {}, at most {})",
+            rank.threads_active, rank.threads, rank.threads_max
+        );
     }
     let _ =
         writeln!(s, "state      {state}, phase {}, updated {}", status.phase, age(now, status.updated_ms));
@@ -538,10 +595,13 @@ fn summary(status: &Status, now: u64, silent: &[usize]) -> String {
     let _ = writeln!(s, "elapsed    {:.1}s, map ETA {eta}", status.elapsed_seconds);
     let _ = writeln!(
         s,
-        "counts     {} records, {} spills, {} merges, {} partitions reduced, {} retries, {} exchanged",
+        "counts     {} records, {} spills, {} / {} merges ({} runs waiting), {} partitions reduced, {} \
+         retries, {} exchanged",
         status.records,
         status.spills,
         status.merges,
+        status.merges_planned,
+        status.runs_waiting,
         status.partitions_done,
         status.retries,
         human_bytes(status.bytes_exchanged),
@@ -593,13 +653,19 @@ pub struct CtlArgs {
     /// stops. The status then says `interrupted`.
     #[arg(long, required_unless_present = "threads")]
     stop: bool,
-    /// Map on N worker threads from each one's next split boundary (every rank; at most the
-    /// job's -t, which still divides the memory budget: the others commit what they mapped
-    /// and wait until they are wanted again). The status shows threads_active.
+    /// Run on N worker threads (every rank, or the one of --rank), from each worker's next
+    /// split boundary in the map phase and next work item in merges and reduce. N may be
+    /// above the job's -t: more workers start (as many as each keeps a share of the memory
+    /// budget of at least 16 KiB, at most 1024). The memory budget is divided among the N:
+    /// a worker that leaves spills what it mapped and gives its share back. The status shows
+    /// threads_wanted (the change read) and threads_active.
     #[arg(long, value_name = "N", value_parser = super::common::parse_positive)]
     threads: Option<usize>,
+    /// Apply --threads on rank R only (under mpirun; default: every rank).
+    #[arg(long, value_name = "R", requires = "threads")]
+    rank: Option<usize>,
     /// The job's --status file (the request goes into FILE.ctl beside it, which every rank
-    /// reads about once a second).
+    /// reads every tenth of a second).
     #[arg(value_name = "FILE")]
     file: PathBuf,
 }
@@ -611,9 +677,29 @@ pub fn ctl(args: &CtlArgs) -> anyhow::Result<ExitCode> {
         eprint_line(format_args!("spillway: the job is not running (it {})", status.state));
         return Ok(ExitCode::from(crate::EXIT_FAILURE));
     }
-    let request = Request { stop: args.stop, threads: args.threads };
-    spillway_engine::write_whole(&control_path(&args.file), request.text().as_bytes())
-        .map_err(|e| InputError(format!("cannot write the control file: {e}")))?;
+    if let Some(rank) = args.rank
+        && rank >= status.ranks.max(1)
+    {
+        return Err(super::common::UsageError(format!(
+            "--rank {rank}: the job has {} rank(s)",
+            status.ranks.max(1)
+        ))
+        .into());
+    }
+    let mut text = String::new();
+    if let Some(threads) = args.threads {
+        text.push_str(&Request::threads_line(threads, args.rank));
+    }
+    if args.stop {
+        text.push_str("stop\n");
+    }
+    // Appended: a request that no rank has read yet is not overwritten by the next one.
+    let appended = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(control_path(&args.file))
+        .and_then(|mut file| file.write_all(text.as_bytes()));
+    appended.map_err(|e| InputError(format!("cannot write the control file: {e}")))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -623,16 +709,65 @@ mod tests {
     use std::time::Duration;
 
     #[test]
-    fn control_requests_round_trip() {
+    fn control_requests_apply_to_their_rank_and_the_last_wins() {
         use super::Request;
-        for request in [
-            Request { stop: true, threads: None },
-            Request { stop: false, threads: Some(3) },
-            Request { stop: true, threads: Some(1) },
-        ] {
-            assert_eq!(Request::parse(&request.text()), request);
+        let all = |n| Request::threads_line(n, None);
+        let one = |n, r| Request::threads_line(n, Some(r));
+        let text = [all(3), one(5, 1), "stop\n".into(), one(2, 0)].concat();
+        assert_eq!(Request::parse(&text, 0), Request { stop: true, threads: Some(2) });
+        assert_eq!(Request::parse(&text, 1), Request { stop: true, threads: Some(5) });
+        assert_eq!(Request::parse(&text, 2), Request { stop: true, threads: Some(3) });
+        assert_eq!(Request::parse(&(text + &all(4)), 1).threads, Some(4));
+        assert_eq!(Request::parse("threads x\nthreads 2 rank\nthreads 2 nope 1\n", 0), Request::default());
+    }
+
+    /// docs/status.md documents every field the status file holds, at the top level and in
+    /// `per_rank` (and no field that is not written).
+    #[test]
+    fn the_schema_doc_names_every_field() {
+        let doc = include_str!("../../../docs/status.md");
+        let schema = &doc[doc.find("## Schema").expect("a schema section")..];
+        let (table, rows) = schema.split_at(schema.find("`per_rank[i]`").expect("the per_rank paragraph"));
+        let keys = |value: serde_json::Value| -> Vec<String> {
+            value.as_object().expect("an object").keys().cloned().collect()
+        };
+        let named = |text: &str| -> Vec<String> {
+            let mut names: Vec<String> = text
+                .split('`')
+                .skip(1)
+                .step_by(2)
+                .filter(|n| n.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+                .map(str::to_owned)
+                .collect();
+            names.sort_unstable();
+            names.dedup();
+            names
+        };
+        let status = keys(serde_json::to_value(Status::default()).unwrap());
+        // The first column of the table's rows names the fields.
+        let first_columns: String =
+            table.lines().filter(|l| l.starts_with("| `")).filter_map(|l| l.split('|').nth(1)).collect();
+        let documented = named(&first_columns);
+        for key in &status {
+            assert!(documented.contains(key), "docs/status.md: the table lacks `{key}`");
         }
-        assert_eq!(Request::parse("threads x\n"), Request::default());
+        for name in &documented {
+            assert!(
+                status.contains(name),
+                "docs/status.md documents `{name}`, which the status does not hold"
+            );
+        }
+        let row = keys(serde_json::to_value(RankStatus::default()).unwrap());
+        let in_rows = named(rows.split("\n\n").next().unwrap());
+        for key in &row {
+            assert!(in_rows.contains(key), "docs/status.md: per_rank lacks `{key}`");
+        }
+        for name in in_rows.iter().filter(|n| n.contains('_') || row.contains(n)) {
+            assert!(
+                row.contains(name),
+                "docs/status.md documents per_rank `{name}`, which a row does not hold"
+            );
+        }
     }
 
     #[test]
