@@ -8,6 +8,7 @@
 //! - `merge` — the planned intermediate merges;
 //! - `reduce` — reduce into part files or one output.
 
+mod budget;
 mod builder;
 mod exchange;
 mod map;
@@ -31,6 +32,7 @@ use crate::metrics::{AnonSampler, Metrics, Phase, PhaseTimes, Progress, ResumeSt
 use crate::output::{Destination, OutputFile, OutputSpec, StagedDir, commit_with_metrics, fresh_token};
 use crate::spill::{SpillDir, Spiller};
 
+pub use self::budget::{DEFAULT_BUDGET_CAP, DEFAULT_BUDGET_FLOOR, MemoryBudget, MemoryFacts, MemoryLimit};
 pub use self::builder::{
     DEFAULT_MAX_ATTEMPTS, DEFAULT_MEMORY_BUDGET, DEFAULT_SPLIT_SIZE, EngineBuilder, MIN_MEMORY_BUDGET,
 };
@@ -46,6 +48,8 @@ pub struct Engine {
     pub(crate) threads: usize,
     pub(crate) partitions: u32,
     pub(crate) memory_budget: u64,
+    /// Where the budget came from (the metrics' `memory_budget_source`).
+    pub(crate) memory_budget_source: String,
     /// F for merges running on every thread at once (the default shares the open-file
     /// limit between them).
     max_open_runs: usize,
@@ -278,6 +282,7 @@ impl Engine {
             threads: self.threads,
             partitions,
             memory_budget: self.memory_budget,
+            memory_budget_source: self.memory_budget_source.clone(),
             max_open_runs: self.max_open_runs,
             io_backend: self.io.name().to_owned(),
             input_files: inputs.files().len() as u64,
