@@ -238,7 +238,7 @@ pub fn stacked_bars(title: &str, bars: &[(String, Vec<(String, f64)>)], parts: &
 /// The SVG of grouped (`parts` empty: each inner pair is one bar) or stacked bars (each inner
 /// pair is a segment, named by `parts`, of the group's one bar).
 fn bar_svg(title: &str, groups: &[(String, Vec<(String, f64)>)], parts: &[&str]) -> String {
-    let (label_w, chart_w, bar_h, gap) = (300.0, 420.0, 18.0, 4.0);
+    let (label_w, chart_w, bar_h, gap) = (390.0, 420.0, 18.0, 4.0);
     let stacked = !parts.is_empty();
     let max =
         groups

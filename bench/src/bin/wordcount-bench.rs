@@ -64,6 +64,10 @@ struct Args {
     /// Skip the coreutils pipeline (by far the slowest).
     #[arg(long)]
     no_coreutils: bool,
+    /// Only render the results directory again (RESULTS.md, index.html, throughput.svg) from
+    /// the JSON files there; run nothing.
+    #[arg(long)]
+    render: bool,
     /// Internal: the single-threaded baseline word count of INPUTs into OUT.
     #[arg(long, num_args = 2.., value_names = ["OUT", "INPUT"], hide = true)]
     baseline_wc: Option<Vec<PathBuf>>,
@@ -202,6 +206,11 @@ fn run() -> Result<()> {
     if let Some(paths) = &args.baseline_wc {
         let out = baseline::wordcount_files(&paths[1..])?;
         return fs::write(&paths[0], out).with_context(|| format!("writing {}", paths[0].display()));
+    }
+    if args.render {
+        spillway_bench::report::render_dir(&args.results)?;
+        println!("rendered {}", args.results.display());
+        return Ok(());
     }
     if args.runs == 0 {
         bail!("--runs must be at least 1");
