@@ -185,7 +185,7 @@ impl MemoryBudget {
     /// least of `MemAvailable`, the control group's limit and SLURM's allocation, the node's
     /// share divided among the job's ranks on the node; at least [`DEFAULT_BUDGET_FLOOR`]
     /// (but never more than half of a hard limit: cgroup or SLURM), at most
-    /// [`DEFAULT_BUDGET_CAP`], and never under 16 KiB per thread. [`FALLBACK_BUDGET`] when
+    /// [`DEFAULT_BUDGET_CAP`], and never under 16 KiB per thread. [`DEFAULT_MEMORY_BUDGET`](crate::DEFAULT_MEMORY_BUDGET) (1 GiB) when
     /// nothing is known.
     pub fn from_facts(facts: &MemoryFacts, threads: usize) -> MemoryBudget {
         let ranks = facts.local_ranks.map_or(1, |(n, _)| n.max(1));
