@@ -10,12 +10,17 @@
 //!   canonical, byte-comparable form.
 //! * [`table`]: aligned Markdown tables ([`Table`]).
 //! * [`scaling`]: the model of the exchange at P ranks; binary `scale-model`.
+//! * [`peers`]: the systems the benchmarks compare with (MR-MPI, Polars, DuckDB), found or
+//!   built, or skipped with a note.
+//! * [`report`]: the results directory: Markdown tables, an HTML page with SVG charts.
 //!
 //! The driver is the binary `wordcount-bench`.
 
 pub mod baseline;
 pub mod corpus;
 pub mod normalize;
+pub mod peers;
+pub mod report;
 pub mod runner;
 pub mod scaling;
 pub mod table;
@@ -24,7 +29,63 @@ pub use corpus::{CorpusSpec, write_corpus};
 pub use runner::{Measurement, run_measured};
 pub use table::Table;
 
-use anyhow::{Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, Result, bail};
+
+/// Runs a benchmark's `main`: an error is one line on standard error (`NAME: error: ...`, the
+/// causes joined by `: `, never a backtrace) and exit status 1.
+pub fn run_main(name: &str, body: impl FnOnce() -> Result<()>) -> ExitCode {
+    match body() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A binary of this workspace beside the running executable (`target/release/NAME`).
+pub fn sibling_binary(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating the current executable")?;
+    Ok(exe.parent().map_or_else(|| PathBuf::from(name), |d| d.join(name)))
+}
+
+/// The spillway binary: `given`, or `spillway` beside this executable, built with cargo (in
+/// the profile of this executable) when it is missing, as on a fresh clone after
+/// `cargo run -p spillway-bench --bin ...`.
+pub fn find_spillway(given: Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(path) = given {
+        if !path.is_file() {
+            bail!("no spillway binary at {}", path.display());
+        }
+        return Ok(path);
+    }
+    let bin = sibling_binary("spillway")?;
+    if !bin.exists() {
+        eprintln!("building the spillway binary (cargo build -p spillway-tools) ...");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-q", "-p", "spillway-tools", "--bin", "spillway"]);
+        if bin.parent().and_then(Path::file_name).is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        if let Some(target) = bin.parent().and_then(Path::parent) {
+            cmd.env("CARGO_TARGET_DIR", target);
+        }
+        cmd.current_dir(env!("CARGO_MANIFEST_DIR"));
+        let status = cmd.status().context("running cargo build for the spillway binary")?;
+        if !status.success() || !bin.exists() {
+            bail!(
+                "no spillway binary at {} (build it with `cargo build --release -p spillway-tools`, \
+                 or pass --spillway PATH)",
+                bin.display()
+            );
+        }
+    }
+    Ok(bin)
+}
 
 /// Parses a byte size: a plain number of bytes, or a number with a binary
 /// suffix `K`, `M`, `G` or `T` (powers of 1024; `KiB`, `MB`, `k`... are

@@ -144,6 +144,24 @@ pub fn median(values: &[Duration]) -> Duration {
     v[v.len() / 2]
 }
 
+/// The 1-minute load average from /proc/loadavg ("?" if unavailable): the numbers mean
+/// something only on an otherwise idle machine.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".to_string())
+}
+
+/// The date and time now (UTC), from `date`.
+pub fn date() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
 /// `mpirun` set up for one small host: consent to run as root, oversubscription (more ranks
 /// than cores), no binding (a rank bound to one core starves its threads), shared memory only.
 pub fn mpirun() -> Command {

@@ -59,8 +59,9 @@ pub mod text;
 
 pub use cluster::{Agreement, Cluster, Local};
 pub use engine::{
-    DEFAULT_MAX_ATTEMPTS, DEFAULT_MEMORY_BUDGET, DEFAULT_SPLIT_SIZE, Engine, EngineBuilder, MAX_THREADS,
-    MIN_MEMORY_BUDGET, job_dir_path,
+    DEFAULT_BUDGET_CAP, DEFAULT_BUDGET_FLOOR, DEFAULT_MAX_ATTEMPTS, DEFAULT_MEMORY_BUDGET,
+    DEFAULT_SPLIT_SIZE, Engine, EngineBuilder, MAX_THREADS, MIN_MEMORY_BUDGET, MemoryBudget, MemoryFacts,
+    MemoryLimit, job_dir_path,
 };
 pub use error::{ConfigError, Error, JobError, Limit, Result};
 pub use input::{InputFile, Inputs, Split, SplitMode};

@@ -19,6 +19,11 @@ pub struct Metrics {
     pub partitions: u32,
     /// Memory budget for map-side buffers, in bytes.
     pub memory_budget: u64,
+    /// Where the budget came from: the flag or call that set it (`"--memory"`), or how the
+    /// default was computed (`"half of cgroup memory.max (4.0 GiB)"`, see
+    /// [`MemoryBudget::from_facts`](crate::MemoryBudget::from_facts)).
+    #[serde(default)]
+    pub memory_budget_source: String,
     /// The open-run threshold F.
     pub max_open_runs: usize,
     /// The I/O backend actually used ("std" or "uring").

@@ -103,6 +103,10 @@ fn out_dir_commits_parts_and_success_with_metrics() {
         assert!(metrics.get(field).is_some(), "_SUCCESS lacks {field}: {metrics}");
     }
     assert_eq!(metrics["output_files"], 4);
+    // No --memory: the budget comes from the machine, and the metrics say how.
+    let source = metrics["memory_budget_source"].as_str().unwrap();
+    assert!(source.starts_with("half of ") || source.starts_with("1 GiB: nothing known"), "{source}");
+    assert!(metrics["memory_budget"].as_u64().unwrap() >= 64 << 10);
     let names: Vec<String> =
         std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     assert_eq!(names.len(), 5, "4 parts and _SUCCESS, no temporary files: {names:?}");
@@ -280,6 +284,34 @@ fn help_explains_every_flag() {
     ] {
         assert!(text.contains(flag), "wordcount --help lacks {flag}");
     }
+    // The default budget is explained, with what it gives on this machine.
+    for command in ["wordcount", "sort"] {
+        let text = String::from_utf8(spillway(&[command, "--help"]).stdout).unwrap().replace('\n', " ");
+        let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(text.contains("[default: half of the memory this process may use"), "{command}: {text}");
+        assert!(text.contains("; here "), "{command} --help shows no computed default: {text}");
+    }
+    // --memory given: the metrics name it.
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = dir.path().join("m.json");
+    let file = gutenberg_files()[0].display().to_string();
+    let out = spillway(&[
+        "wordcount",
+        "-q",
+        "-m",
+        "8M",
+        "--metrics",
+        metrics.to_str().unwrap(),
+        "-o",
+        "/dev/null",
+        &file,
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&metrics).unwrap()).unwrap();
+    assert_eq!(
+        (json["memory_budget"].as_u64(), json["memory_budget_source"].as_str()),
+        (Some(8 << 20), Some("--memory"))
+    );
 }
 
 #[test]

@@ -37,7 +37,11 @@ struct Args {
     stats: bool,
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    spillway_bench::run_main("gen-corpus", run)
+}
+
+fn run() -> Result<()> {
     let args = Args::parse();
     let spec =
         CorpusSpec { total_bytes: args.size, files: args.files, seed: args.seed, vocab_size: args.vocab };

@@ -78,6 +78,12 @@ const LAYOUTS: [Layout; 2] = [
 ];
 
 fn check_binary(spillway: &Path) -> Result<()> {
+    if !spillway.is_file() {
+        bail!(
+            "no spillway binary at {}: cargo build --release -p spillway-tools --features mpi (or pass --spillway PATH)",
+            spillway.display()
+        );
+    }
     let version = Command::new(spillway).arg("--version").output().context("running spillway --version")?;
     if !String::from_utf8_lossy(&version.stdout).contains("(mpi)") {
         bail!(
@@ -149,7 +155,11 @@ fn rates(m: &Value) -> (f64, f64) {
     (slowest, if longest > 0.0 { bytes / longest / 1e9 } else { 0.0 })
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    spillway_bench::run_main("mpi-bench", run)
+}
+
+fn run() -> Result<()> {
     let args = Args::parse();
     let exe = std::env::current_exe()?;
     let spillway = args.spillway.clone().unwrap_or_else(|| exe.with_file_name("spillway"));

@@ -393,7 +393,11 @@ fn print_calibration(runs: &[Run], fit: &Fit, args: &MeasureArgs, cores: usize) 
     t.print();
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    spillway_bench::run_main("scale-model", run)
+}
+
+fn run() -> Result<()> {
     match Args::parse().command {
         Cmd::Predict(model) => {
             println!(

@@ -1,67 +1,72 @@
-//! Sort macro benchmark: `spillway sort` in memory and out of core against GNU sort, a
-//! competent in-memory Rust sort, and `cp`, on gensort ASCII records.
+//! Sort macro benchmark: `spillway sort` with its default memory (in memory) and out of core
+//! against MR-MPI, Polars, DuckDB, GNU sort, a competent in-memory Rust sort, and `cp`, on
+//! gensort ASCII records; every output is checked byte-identical to spillway's.
 //!
-//! `cargo run -p spillway-bench --release --bin sort-bench -- --size 4G --data DIR [--quick] [--runs 3]`
+//! `cargo run -p spillway-bench --release --bin sort-bench -- [--size 256M] [--data DIR] [--runs 1]`
 //!
 //! 1. Generates `DIR/gensort-a-N.dat` (N = size / 100 records) with `spillway gen records -a`
 //!    unless a file of that length is already there, and takes its valsort checksum.
 //! 2. Warms the page cache by reading the input once.
 //! 3. Runs each program once per round, rotating the order every round, each writing a fresh
 //!    output file (removed before the run; nothing is fsynced, spillway runs with
-//!    `--no-sync`): `spillway sort` with memory for everything, `spillway sort --memory
-//!    SIZE/4` (out of core), `LC_ALL=C sort -S 50% --parallel=T` (gensort ASCII records are
-//!    lines: each ends with `\r\n`, and all have the same length, so line order is record
-//!    order), the in-memory Rust sort below (this executable, `--baseline-sort IN OUT`), and
-//!    `cp`.
-//! 4. Checks every output with `spillway valsort`: in order, and the input's checksum.
-//! 5. Prints a Markdown table: median wall time, throughput (input bytes / wall time),
-//!    peak RSS (`wait4` rusage), CPU time, passes over the data (spillway's metrics; the
-//!    others read and write everything once), and the ratio to `cp`.
+//!    `--no-sync`): `spillway sort` with the default `--memory` (from the machine: in memory),
+//!    `spillway sort --memory SIZE/4` (out of core), MR-MPI (`mpirun -n T`), Polars and DuckDB
+//!    (T threads), `LC_ALL=C sort -S 50% --parallel=T` (gensort ASCII records are lines: each
+//!    ends with `\r\n`, and all have the same length, so line order is record order), the
+//!    in-memory Rust sort below (this executable, `--baseline-sort IN OUT`), and `cp`. A peer
+//!    that is not installed is skipped with a note (`scripts/install-peers.sh`).
+//! 4. Checks spillway's outputs with `spillway valsort` (in order, the input's checksum) and
+//!    every other sort's output against spillway's, byte for byte (a digest).
+//! 5. Prints a Markdown table (median wall, throughput, user and sys CPU, peak RSS, output
+//!    identical) with spillway's passes over the data, and saves it into `--results`.
 //!
 //! The in-memory Rust sort: read the whole file, build one `u128` per record (10-byte key
 //! above a 48-bit index), sort the two halves on two threads (`sort_unstable`), merge the
 //! halves while gathering records into an 8 MiB buffer, write.
 
 use std::fs;
+use std::hash::{BuildHasher, Hasher};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
+use spillway_bench::peers::{self, MrMpi, Python};
+use spillway_bench::report::{Row, Section};
 use spillway_bench::runner::{self, Measurement};
-use spillway_bench::table::{Align, Table};
-use spillway_bench::{format_size, parse_size, size_label};
+use spillway_bench::{find_spillway, format_size, parse_size, run_main, size_label};
 
-/// Size used by `--quick`.
-const QUICK_SIZE: u64 = 256 << 20;
 const RECORD: usize = 100;
 
-/// Sort macro benchmark (spillway sort vs. GNU sort vs. an in-memory Rust sort vs. cp).
+/// Sort benchmark: spillway sort, MR-MPI, Polars, DuckDB, GNU sort, a Rust sort and cp.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// Input size (bytes or K/M/G suffix, binary), rounded down to whole records
-    /// [default: 4G, or 256M with --quick].
-    #[arg(long, value_parser = parse_size)]
-    size: Option<u64>,
-    /// Smoke run: 256 MiB unless --size is given.
+    /// Input size (bytes or K/M/G suffix, binary), rounded down to whole records; 1G for the
+    /// full comparison.
+    #[arg(long, value_parser = parse_size, default_value = "256M")]
+    size: u64,
+    /// Smoke run: 64 MiB (overrides --size).
     #[arg(long)]
     quick: bool,
     /// Data directory (input, outputs, spill files) [default: bench-data/sort-SIZE].
     #[arg(long)]
     data: Option<PathBuf>,
+    /// Where the results go (`sort.json`, `RESULTS.md`, `index.html`, `throughput.svg`).
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/results"))]
+    results: PathBuf,
     /// The spillway binary [default: `spillway` next to this executable, built if missing].
     #[arg(long)]
     spillway: Option<PathBuf>,
-    /// Measured runs per program.
-    #[arg(long, default_value_t = 3)]
+    /// Measured runs per system (the table gives medians).
+    #[arg(long, default_value_t = 1)]
     runs: usize,
-    /// Threads for every program.
+    /// Threads (ranks for MR-MPI) of every parallel system.
     #[arg(long, default_value_t = 2)]
     threads: usize,
-    /// Skip GNU sort (the slowest by far).
+    /// Skip GNU sort.
     #[arg(long)]
     no_gnu: bool,
     /// Internal: run the in-memory Rust sort on IN, writing OUT.
@@ -69,22 +74,26 @@ struct Args {
     baseline_sort: Option<Vec<PathBuf>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Kind {
-    SpillwayMemory,
+    SpillwayDefault,
     SpillwayExternal,
+    MrMpi(PathBuf),
+    Python(PathBuf, PathBuf),
     GnuSort,
     RustInMemory,
     Cp,
 }
 
 #[derive(Debug)]
-struct Program {
+struct System {
     name: String,
     kind: Kind,
     out: PathBuf,
     runs: Vec<Measurement>,
     passes: Vec<f64>,
+    phases: Vec<(String, f64)>,
+    digest: Option<u64>,
     failure: Option<String>,
 }
 
@@ -98,13 +107,20 @@ struct Setup {
     metrics: PathBuf,
 }
 
-impl Program {
-    fn command(&self, s: &Setup) -> Command {
+impl System {
+    fn is_spillway(&self) -> bool {
+        matches!(self.kind, Kind::SpillwayDefault | Kind::SpillwayExternal)
+    }
+
+    fn command(&self, s: &Setup) -> Result<Command> {
         let threads = s.threads.to_string();
-        let spillway = |memory: u64| {
+        let spillway = |memory: Option<u64>| {
             let mut c = Command::new(&s.spillway);
-            c.args(["sort", "--quiet", "--no-sync", "--threads", &threads, "--memory", &size_label(memory)])
-                .arg("--spill-dir")
+            c.args(["sort", "--quiet", "--no-sync", "--threads", &threads]);
+            if let Some(memory) = memory {
+                c.args(["--memory", &size_label(memory)]);
+            }
+            c.arg("--spill-dir")
                 .arg(&s.spill)
                 .arg("--metrics")
                 .arg(&s.metrics)
@@ -113,10 +129,26 @@ impl Program {
                 .arg(&s.input);
             c
         };
-        let mut cmd = match self.kind {
-            // Room for the records, 16-byte entries and buffers, with a margin.
-            Kind::SpillwayMemory => spillway((s.size * 2).max(1 << 30)),
-            Kind::SpillwayExternal => spillway(external_memory(s.size)),
+        let mut cmd = match &self.kind {
+            Kind::SpillwayDefault => spillway(None),
+            Kind::SpillwayExternal => spillway(Some(external_memory(s.size))),
+            Kind::MrMpi(bin) => {
+                fs::create_dir_all(&self.out)?;
+                let mut c = runner::mpirun();
+                c.args(["-n", &threads]).arg(bin).arg(&self.out).arg(&s.spill).arg("512").arg(&s.input);
+                c
+            }
+            Kind::Python(python, script) => {
+                let mut c = Command::new(python);
+                c.arg(script)
+                    .arg("sort")
+                    .arg(&self.out)
+                    .arg(&s.input)
+                    .env("POLARS_MAX_THREADS", &threads)
+                    .env("DUCKDB_THREADS", &threads)
+                    .env("DUCKDB_TEMP", &s.spill);
+                c
+            }
             Kind::GnuSort => {
                 let mut c = Command::new("sort");
                 c.env("LC_ALL", "C")
@@ -139,20 +171,19 @@ impl Program {
             }
         };
         cmd.stdin(Stdio::null()).stdout(Stdio::null());
-        cmd
+        Ok(cmd)
     }
+}
 
-    /// Passes over the data: from spillway's metrics; one for the others (they hold the
-    /// whole input in memory).
-    fn passes(&self, s: &Setup) -> Result<f64> {
-        match self.kind {
-            Kind::SpillwayMemory | Kind::SpillwayExternal => {
-                let json: serde_json::Value = serde_json::from_slice(&fs::read(&s.metrics)?)?;
-                json["passes"].as_f64().context("no passes in spillway's metrics")
-            }
-            _ => Ok(1.0),
-        }
-    }
+/// Spillway's passes over the data and phase times, from its metrics.
+fn spillway_metrics(path: &Path) -> Result<(f64, Vec<(String, f64)>)> {
+    let json: serde_json::Value = serde_json::from_slice(&fs::read(path)?)?;
+    let passes = json["passes"].as_f64().context("no passes in spillway's metrics")?;
+    let phases = ["map", "merge", "reduce"]
+        .iter()
+        .map(|p| ((*p).to_owned(), json["seconds"][*p].as_f64().unwrap_or(0.0)))
+        .collect();
+    Ok((passes, phases))
 }
 
 /// The out-of-core budget: a quarter of the input, in whole MiB.
@@ -160,30 +191,37 @@ fn external_memory(size: u64) -> u64 {
     ((size / 4) >> 20).max(1) << 20
 }
 
-fn sibling_binary(name: &str) -> Result<PathBuf> {
-    let exe = std::env::current_exe().context("locating the current executable")?;
-    Ok(exe.parent().map_or_else(|| PathBuf::from(name), |d| d.join(name)))
-}
-
-/// The spillway binary: as given, or next to this executable (built with cargo if missing).
-fn find_spillway(given: Option<PathBuf>) -> Result<PathBuf> {
-    if let Some(path) = given {
-        return Ok(path);
+/// A digest of the bytes of `path` (a file, or a directory's files concatenated in name order).
+fn digest(path: &Path) -> Result<u64> {
+    let mut files = vec![path.to_path_buf()];
+    if path.is_dir() {
+        files =
+            fs::read_dir(path)?.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_file()).collect();
+        files.sort();
     }
-    let bin = sibling_binary("spillway")?;
-    if !bin.exists() {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-q", "-p", "spillway-tools", "--bin", "spillway"]);
-        if bin.parent().and_then(Path::file_name).is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().context("running cargo build for the spillway binary")?;
-        if !status.success() || !bin.exists() {
-            bail!("no spillway binary at {} (cargo build -p spillway-tools --release)", bin.display());
+    // Whole blocks of 8 MiB (the last one shorter) whatever the file boundaries: `Hasher::write`
+    // depends on how the bytes are cut.
+    let mut h = ahash::RandomState::with_seeds(1, 2, 3, 4).build_hasher();
+    let mut buf = vec![0u8; 8 << 20];
+    let (mut filled, mut total) = (0, 0u64);
+    for f in files {
+        let mut file = fs::File::open(&f).with_context(|| format!("opening {}", f.display()))?;
+        loop {
+            let n = file.read(&mut buf[filled..])?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+            total += n as u64;
+            if filled == buf.len() {
+                h.write(&buf);
+                filled = 0;
+            }
         }
     }
-    Ok(bin)
+    h.write(&buf[..filled]);
+    h.write_u64(total);
+    Ok(h.finish())
 }
 
 /// `spillway valsort FILE`: (sorted, checksum).
@@ -197,20 +235,22 @@ fn valsort(spillway: &Path, file: &Path) -> Result<(bool, String)> {
     Ok((out.status.success(), checksum.to_owned()))
 }
 
-fn warm_cache(path: &Path) -> Result<Duration> {
-    let start = Instant::now();
+fn warm_cache(path: &Path) -> Result<()> {
     let mut f = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut buf = vec![0u8; 4 << 20];
     while f.read(&mut buf)? > 0 {}
-    Ok(start.elapsed())
+    Ok(())
 }
 
-fn secs(d: Duration) -> String {
-    let s = d.as_secs_f64();
-    if s < 10.0 { format!("{s:.3}") } else { format!("{s:.2}") }
+fn remove_output(path: &Path) {
+    let _ = if path.is_dir() { fs::remove_dir_all(path) } else { fs::remove_file(path) };
 }
 
-fn main() -> Result<()> {
+fn main() -> ExitCode {
+    run_main("sort-bench", run)
+}
+
+fn run() -> Result<()> {
     let args = Args::parse();
     if let Some(paths) = &args.baseline_sort {
         return baseline_sort(&paths[0], &paths[1], args.threads);
@@ -218,7 +258,7 @@ fn main() -> Result<()> {
     if args.runs == 0 {
         bail!("--runs must be at least 1");
     }
-    let size = args.size.unwrap_or(if args.quick { QUICK_SIZE } else { 4 << 30 });
+    let size = if args.quick { 64 << 20 } else { args.size };
     let records = size / RECORD as u64;
     let size = records * RECORD as u64;
     if records == 0 {
@@ -252,125 +292,152 @@ fn main() -> Result<()> {
         if !status.success() {
             bail!("spillway gen records failed");
         }
-        let s = t.elapsed().as_secs_f64();
-        println!("generated {} of gensort -a records in {s:.2} s", format_size(size));
+        println!(
+            "generated {} of gensort -a records in {:.2} s",
+            format_size(size),
+            t.elapsed().as_secs_f64()
+        );
     }
     let (_, input_checksum) = valsort(&spillway, &setup.input)?;
+    warm_cache(&setup.input)?;
+    println!("input: {} ({records} records, checksum {input_checksum})", setup.input.display());
 
-    // 2. Warm cache.
-    let warm = warm_cache(&setup.input)?;
-    println!(
-        "input: {} ({records} records, checksum {input_checksum}); cache warmed in {:.2} s",
-        setup.input.display(),
-        warm.as_secs_f64()
-    );
+    // 2. Systems.
+    let t = args.threads;
+    let mut notes = Vec::new();
+    let mut kinds = vec![
+        (format!("spillway sort -t {t} (default --memory)"), Kind::SpillwayDefault),
+        (
+            format!("spillway sort -t {t} --memory {} (out of core)", size_label(external_memory(size))),
+            Kind::SpillwayExternal,
+        ),
+    ];
+    match peers::mrmpi(MrMpi::Sort) {
+        Ok(bin) => kinds.push((format!("MR-MPI (mpirun -n {t})"), Kind::MrMpi(bin))),
+        Err(note) => notes.push(format!("MR-MPI skipped: {note}")),
+    }
+    for (which, label) in [(Python::Polars, "Polars"), (Python::DuckDb, "DuckDB")] {
+        match peers::python(which) {
+            Ok((python, script, version)) => {
+                kinds.push((format!("{label} {version} ({t} threads)"), Kind::Python(python, script)))
+            }
+            Err(note) => notes.push(format!("{label} skipped: {note}")),
+        }
+    }
+    if !args.no_gnu {
+        kinds.push((format!("LC_ALL=C sort -S 50% --parallel={t}"), Kind::GnuSort));
+    }
+    kinds.push(("in-memory Rust sort (2 threads)".into(), Kind::RustInMemory));
+    kinds.push(("cp (a copy, not a sort: the floor)".into(), Kind::Cp));
+    let mut systems: Vec<System> = kinds
+        .into_iter()
+        .enumerate()
+        .map(|(i, (name, kind))| System {
+            name,
+            kind,
+            out: data.join(format!("out-{i}.dat")),
+            runs: Vec::new(),
+            passes: Vec::new(),
+            phases: Vec::new(),
+            digest: None,
+            failure: None,
+        })
+        .collect();
+    for n in &notes {
+        println!("note: {n}");
+    }
 
     // 3. Rounds.
-    let mut programs: Vec<Program> = [
-        ("spillway sort (in memory)", Kind::SpillwayMemory),
-        (&*format!("spillway sort --memory {}", size_label(external_memory(size))), Kind::SpillwayExternal),
-        ("LC_ALL=C sort -S 50%", Kind::GnuSort),
-        ("in-memory Rust sort", Kind::RustInMemory),
-        ("cp", Kind::Cp),
-    ]
-    .into_iter()
-    .filter(|(_, k)| !(args.no_gnu && *k == Kind::GnuSort))
-    .enumerate()
-    .map(|(i, (name, kind))| Program {
-        name: name.to_owned(),
-        kind,
-        out: data.join(format!("out-{i}.dat")),
-        runs: Vec::new(),
-        passes: Vec::new(),
-        failure: None,
-    })
-    .collect();
-    let n = programs.len();
+    let load_before = runner::load_average();
+    let n = systems.len();
     for round in 0..args.runs {
         for j in 0..n {
-            let p = &mut programs[(j + round) % n];
+            let p = &mut systems[(j + round) % n];
             if p.failure.is_some() {
                 continue;
             }
-            let _ = fs::remove_file(&p.out);
+            remove_output(&p.out);
             let _ = fs::remove_file(&setup.metrics);
-            let m = runner::run_measured(&mut p.command(&setup))?;
+            let m = runner::run_measured(&mut p.command(&setup)?)?;
+            println!(
+                "  round {}: {:<48} {:>8.2} s  {:>8.0} MiB  {}",
+                round + 1,
+                p.name,
+                m.wall.as_secs_f64(),
+                m.max_rss_mib(),
+                m.status
+            );
+            std::io::stdout().flush()?;
             if !m.status.success() {
                 p.failure = Some(format!("exit status {}", m.status));
+                remove_output(&p.out);
                 continue;
             }
-            let (sorted, checksum) = valsort(&spillway, &p.out)?;
-            if p.kind != Kind::Cp && !sorted {
-                p.failure = Some("valsort: not sorted".into());
-            } else if checksum != input_checksum {
-                p.failure = Some(format!("valsort: checksum {checksum}, input {input_checksum}"));
+            if p.is_spillway() {
+                let (sorted, checksum) = valsort(&spillway, &p.out)?;
+                if !sorted {
+                    p.failure = Some("valsort: not sorted".into());
+                } else if checksum != input_checksum {
+                    p.failure = Some(format!("valsort: checksum {checksum}, input {input_checksum}"));
+                }
+                let (passes, phases) = spillway_metrics(&setup.metrics)?;
+                p.passes.push(passes);
+                p.phases = phases;
             }
-            p.passes.push(p.passes(&setup)?);
-            println!("  round {}: {:<28} {:>8} s", round + 1, p.name, secs(m.wall));
-            std::io::stdout().flush()?;
+            if p.kind != Kind::Cp {
+                p.digest = Some(digest(&p.out)?);
+            }
             p.runs.push(m);
-            let _ = fs::remove_file(&p.out);
+            remove_output(&p.out);
         }
     }
 
-    // 4. Table.
-    let cp_wall = programs
-        .iter()
-        .find(|p| p.kind == Kind::Cp && !p.runs.is_empty())
-        .map(|p| runner::median(&p.runs.iter().map(|m| m.wall).collect::<Vec<_>>()));
-    let mut table = Table::new([
-        "program",
-        "wall (s)",
-        "MB/s",
-        "peak RSS (MiB)",
-        "CPU (s)",
-        "passes",
-        "wall / cp",
-        "valsort",
-    ]);
-    for c in 1..7 {
-        table.align(c, Align::Right);
-    }
-    for p in &programs {
+    // 4. Report.
+    let reference = systems[0].digest;
+    let mut rows = Vec::new();
+    for p in &systems {
+        if let Some(f) = &p.failure {
+            notes.push(format!("{}: {f}", p.name));
+        }
         if p.runs.is_empty() {
-            table.row([
-                p.name.clone(),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-                p.failure.clone().unwrap_or_default(),
-            ]);
             continue;
         }
-        let wall = runner::median(&p.runs.iter().map(|m| m.wall).collect::<Vec<_>>());
-        let cpu = runner::median(&p.runs.iter().map(Measurement::cpu).collect::<Vec<_>>());
-        let rss = p.runs.iter().map(|m| m.max_rss_kib).max().unwrap_or(0) as f64 / 1024.0;
-        let passes = p.passes.iter().copied().fold(0.0, f64::max);
-        table.row([
-            p.name.clone(),
-            secs(wall),
-            format!("{:.0}", size as f64 / 1e6 / wall.as_secs_f64().max(1e-9)),
-            format!("{rss:.0}"),
-            secs(cpu),
-            format!("{passes:.2}"),
-            cp_wall.map_or("-".into(), |c| format!("{:.2}", wall.as_secs_f64() / c.as_secs_f64().max(1e-9))),
-            p.failure.clone().unwrap_or_else(|| "ok".into()),
-        ]);
+        let identical = match &p.kind {
+            Kind::SpillwayDefault | Kind::Cp => None,
+            _ => Some(p.digest.is_some() && p.digest == reference),
+        };
+        let mut name = p.name.clone();
+        if let Some(passes) = p.passes.iter().copied().reduce(f64::max) {
+            name.push_str(&format!(", {passes:.0} pass{}", if passes > 1.0 { "es" } else { "" }));
+        }
+        rows.push(Row::from_runs(&name, &p.runs, size, identical, p.phases.clone()));
     }
+    notes.push(format!(
+        "The first spillway row is the reference: its output passed valsort (sorted, checksum {input_checksum}), and \
+         every other sort's output is compared with it byte for byte. Nothing is fsynced (spillway: --no-sync). \
+         Peak RSS is the largest single process (MR-MPI: one rank) and counts mapped input pages."
+    ));
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let section = Section {
+        workload: "sort".into(),
+        title: format!("Sort, {} of gensort -a records ({records} x 100 bytes)", format_size(size)),
+        rows,
+        notes,
+        conditions: format!(
+            "{cpus} CPUs, {t} threads or ranks per system, median of {} run(s), page cache warm; 1-minute load \
+             average {load_before} before, {} after; {}",
+            args.runs,
+            runner::load_average(),
+            runner::date()
+        ),
+    };
     println!();
-    println!(
-        "{} of gensort -a records, {} threads, median of {} runs (peak RSS: max over runs):",
-        format_size(size),
-        args.threads,
-        args.runs
-    );
-    println!();
-    table.print();
-    if programs.iter().any(|p| p.failure.is_some()) {
-        bail!("some outputs failed validation");
+    print!("{}", section.markdown());
+    section.save(&args.results)?;
+    println!("\nresults in {} (RESULTS.md, index.html)", args.results.display());
+    if section.rows.iter().any(|r| r.identical == Some(false)) || systems.iter().any(|p| p.failure.is_some())
+    {
+        bail!("some outputs differ from spillway's or failed (see the notes)");
     }
     Ok(())
 }

@@ -26,7 +26,11 @@ struct Args {
     inputs: Vec<PathBuf>,
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    spillway_bench::run_main("wc-baseline", run)
+}
+
+fn run() -> Result<()> {
     let args = Args::parse();
     let start = Instant::now();
     let inputs = baseline::MappedInputs::open(&args.inputs)?;

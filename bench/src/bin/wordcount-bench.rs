@@ -1,44 +1,43 @@
-//! Word-count macro benchmark: Spillway vs. the single-threaded baseline vs.
-//! a coreutils pipeline.
+//! Word-count macro benchmark: Spillway against what users would otherwise pick, side by side
+//! on the same corpus, each output checked identical to Spillway's after normalization.
 //!
-//! `cargo run -p spillway-bench --release --bin wordcount-bench -- --size 1G --data DIR [--spillway PATH] [--runs 3]`
+//! `cargo run -p spillway-bench --release --bin wordcount-bench -- [--size 256M] [--runs 1]`
 //!
-//! 1. Generates the corpus into `--data` unless a matching one (same size,
-//!    files, seed, generator version; see the manifest) is already there.
+//! 1. Generates the corpus into `--data` unless a matching one (same size, files, seed,
+//!    generator version; see the manifest) is already there.
 //! 2. Warms the page cache by reading every input file once.
-//! 3. Runs each program once per round, rotating the order every round:
-//!    `spillway wordcount --ascii --threads N --quiet --out OUT INPUT...`
-//!    (skipped with a note if the binary is missing), `wc-baseline`, and
-//!    `cat INPUT... | tr -cs A-Za-z '\n' | LC_ALL=C sort | uniq -c`.
-//! 4. Prints a Markdown table (median wall time, throughput, peak RSS, CPU
-//!    time, speedup vs. the baseline) and whether all normalized outputs are
-//!    identical.
+//! 3. Runs each system once per round, rotating the order every round:
+//!    `spillway wordcount --ascii --threads T` (built if missing), the single-threaded
+//!    baseline (this executable, `--baseline-wc`), MR-MPI (`mpirun -n T`), Polars and DuckDB
+//!    (T threads), and `cat | tr -cs A-Za-z '\n' | LC_ALL=C sort | uniq -c`. A peer that is
+//!    not installed is skipped with a note (`scripts/install-peers.sh`).
+//! 4. Prints a Markdown table (median wall, throughput, user and sys CPU, peak RSS, output
+//!    identical) and saves it into `--results` (Markdown, HTML with SVG charts; see
+//!    `spillway_bench::report`).
 
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use spillway_bench::corpus::{self, CorpusSpec};
 use spillway_bench::normalize::{self, CountFormat};
+use spillway_bench::peers::{self, MrMpi, Python};
+use spillway_bench::report::{Row, Section};
 use spillway_bench::runner::{self, Measurement};
-use spillway_bench::table::{Align, Table};
-use spillway_bench::{format_size, parse_size, size_label};
+use spillway_bench::{baseline, find_spillway, format_size, parse_size, run_main, size_label};
 
-/// Size used by `--quick`.
-const QUICK_SIZE: u64 = 64 << 20;
-
-/// Word-count macro benchmark (Spillway vs. baseline vs. coreutils).
+/// Word-count benchmark: Spillway, MR-MPI, Polars, DuckDB, coreutils and a baseline.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// Corpus size (bytes or K/M/G suffix, binary) [default: 1G, or 64M with --quick].
-    #[arg(long, value_parser = parse_size)]
-    size: Option<u64>,
-    /// Smoke run: 64 MiB corpus unless --size is given.
+    /// Corpus size (bytes or K/M/G suffix, binary); 1G for the full comparison.
+    #[arg(long, value_parser = parse_size, default_value = "256M")]
+    size: u64,
+    /// Smoke run: a 64 MiB corpus (overrides --size).
     #[arg(long)]
     quick: bool,
     /// Number of corpus files.
@@ -50,33 +49,42 @@ struct Args {
     /// Corpus directory [default: bench-data/wordcount-SIZE under the current directory].
     #[arg(long)]
     data: Option<PathBuf>,
-    /// The spillway binary [default: `spillway` next to this executable].
+    /// Where the results go (`wordcount.json`, `RESULTS.md`, `index.html`, `throughput.svg`).
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/results"))]
+    results: PathBuf,
+    /// The spillway binary [default: `spillway` next to this executable, built if missing].
     #[arg(long)]
     spillway: Option<PathBuf>,
-    /// The wc-baseline binary [default: `wc-baseline` next to this executable].
-    #[arg(long)]
-    baseline: Option<PathBuf>,
-    /// Measured runs per program.
-    #[arg(long, default_value_t = 3)]
+    /// Measured runs per system (the table gives medians).
+    #[arg(long, default_value_t = 1)]
     runs: usize,
-    /// `--threads` passed to spillway.
+    /// Threads (ranks for MR-MPI) of every parallel system.
     #[arg(long, default_value_t = 2)]
     threads: usize,
-    /// Skip the coreutils pipeline (it is by far the slowest).
+    /// Skip the coreutils pipeline (by far the slowest).
     #[arg(long)]
     no_coreutils: bool,
+    /// Only render the results directory again (RESULTS.md, index.html, throughput.svg) from
+    /// the JSON files there; run nothing.
+    #[arg(long)]
+    render: bool,
+    /// Internal: the single-threaded baseline word count of INPUTs into OUT.
+    #[arg(long, num_args = 2.., value_names = ["OUT", "INPUT"], hide = true)]
+    baseline_wc: Option<Vec<PathBuf>>,
 }
 
 #[derive(Debug)]
 enum Kind {
     Spillway(PathBuf),
-    Baseline(PathBuf),
+    Baseline,
+    MrMpi(PathBuf),
+    Python(PathBuf, PathBuf),
     Coreutils,
 }
 
 #[derive(Debug)]
-struct Program {
-    name: &'static str,
+struct System {
+    name: String,
     kind: Kind,
     format: CountFormat,
     out: PathBuf,
@@ -88,36 +96,63 @@ struct Program {
 const COREUTILS_SCRIPT: &str =
     r#"out=$1; shift; cat -- "$@" | tr -cs A-Za-z '\n' | LC_ALL=C sort | uniq -c > "$out""#;
 
-impl Program {
-    fn command(&self, inputs: &[PathBuf], threads: usize) -> Command {
+struct Setup {
+    inputs: Vec<PathBuf>,
+    threads: usize,
+    spill: PathBuf,
+    metrics: PathBuf,
+}
+
+impl System {
+    fn command(&self, s: &Setup) -> Result<Command> {
+        let threads = s.threads.to_string();
         let mut cmd = match &self.kind {
             Kind::Spillway(bin) => {
                 let mut c = Command::new(bin);
-                c.args(["wordcount", "--ascii", "--threads", &threads.to_string(), "--quiet"])
+                c.args(["wordcount", "--ascii", "--threads", &threads, "--quiet", "--spill-dir"])
+                    .arg(&s.spill)
+                    .arg("--metrics")
+                    .arg(&s.metrics)
                     .arg("--out")
                     .arg(&self.out)
-                    .args(inputs);
+                    .args(&s.inputs);
                 c
             }
-            Kind::Baseline(bin) => {
-                let mut c = Command::new(bin);
-                c.arg("--out").arg(&self.out).args(inputs);
+            Kind::Baseline => {
+                let mut c = Command::new(std::env::current_exe()?);
+                c.arg("--baseline-wc").arg(&self.out).args(&s.inputs);
+                c
+            }
+            Kind::MrMpi(bin) => {
+                fs::create_dir_all(&self.out)?;
+                let mut c = runner::mpirun();
+                c.args(["-n", &threads]).arg(bin).arg(&self.out).arg(&s.spill).arg("512").args(&s.inputs);
+                c
+            }
+            Kind::Python(python, script) => {
+                let mut c = Command::new(python);
+                c.arg(script)
+                    .arg("wordcount")
+                    .arg(&self.out)
+                    .args(&s.inputs)
+                    .env("POLARS_MAX_THREADS", &threads)
+                    .env("DUCKDB_THREADS", &threads)
+                    .env("DUCKDB_TEMP", &s.spill);
                 c
             }
             Kind::Coreutils => {
                 let mut args = vec![self.out.clone()];
-                args.extend(inputs.iter().cloned());
+                args.extend(s.inputs.iter().cloned());
                 let mut c = runner::shell_command(COREUTILS_SCRIPT, args);
                 c.env("LC_ALL", "C");
                 c
             }
         };
-        cmd.stdin(Stdio::null());
-        cmd
+        cmd.stdin(Stdio::null()).stdout(Stdio::null());
+        Ok(cmd)
     }
 
-    /// The program's output; a directory output (e.g. part files) is read as
-    /// the concatenation of its files in name order.
+    /// The output; a directory (part files) is read as the concatenation of its files.
     fn read_output(&self) -> Result<Vec<u8>> {
         let meta = fs::metadata(&self.out)
             .with_context(|| format!("{}: no output at {}", self.name, self.out.display()))?;
@@ -146,13 +181,7 @@ fn remove_output(path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn sibling_binary(name: &str) -> Result<PathBuf> {
-    let exe = std::env::current_exe().context("locating the current executable")?;
-    Ok(exe.parent().map_or_else(|| PathBuf::from(name), |d| d.join(name)))
-}
-
-fn warm_cache(paths: &[PathBuf]) -> Result<(u64, Duration)> {
-    let start = Instant::now();
+fn warm_cache(paths: &[PathBuf]) -> Result<u64> {
     let mut buf = vec![0u8; 4 << 20];
     let mut total = 0u64;
     for p in paths {
@@ -165,268 +194,232 @@ fn warm_cache(paths: &[PathBuf]) -> Result<(u64, Duration)> {
             total += n as u64;
         }
     }
-    Ok((total, start.elapsed()))
+    Ok(total)
 }
 
-fn secs(d: Duration) -> String {
-    let s = d.as_secs_f64();
-    if s < 10.0 { format!("{s:.3}") } else { format!("{s:.2}") }
+fn main() -> ExitCode {
+    run_main("wordcount-bench", run)
 }
 
-fn main() -> Result<()> {
+fn run() -> Result<()> {
     let args = Args::parse();
+    if let Some(paths) = &args.baseline_wc {
+        let out = baseline::wordcount_files(&paths[1..])?;
+        return fs::write(&paths[0], out).with_context(|| format!("writing {}", paths[0].display()));
+    }
+    if args.render {
+        spillway_bench::report::render_dir(&args.results)?;
+        println!("rendered {}", args.results.display());
+        return Ok(());
+    }
     if args.runs == 0 {
         bail!("--runs must be at least 1");
     }
-    let size = args.size.unwrap_or(if args.quick { QUICK_SIZE } else { 1 << 30 });
+    let size = if args.quick { 64 << 20 } else { args.size };
     let spec = CorpusSpec::new(size, args.files, args.seed);
     let data = args
         .data
         .clone()
         .unwrap_or_else(|| PathBuf::from("bench-data").join(format!("wordcount-{}", size_label(size))));
+    let spillway = find_spillway(args.spillway.clone())?;
 
-    // 1. Corpus.
-    let load_before = load_average();
+    // 1. Corpus and page cache.
     let t = Instant::now();
     let (inputs, generated) = corpus::ensure_corpus(&data, &spec)
         .with_context(|| format!("preparing the corpus in {}", data.display()))?;
     if generated {
-        let s = t.elapsed().as_secs_f64();
         println!(
-            "generated {} corpus in {} files in {:.2} s ({:.0} MB/s)",
+            "generated {} corpus in {} files in {:.2} s",
             format_size(size),
             inputs.len(),
-            s,
-            size as f64 / 1e6 / s.max(1e-9)
+            t.elapsed().as_secs_f64()
         );
     } else {
         println!("reusing the {} corpus in {}", format_size(size), data.display());
     }
+    let input_bytes = warm_cache(&inputs)?;
 
-    // 2. Page cache.
-    let (input_bytes, warm) = warm_cache(&inputs)?;
-    println!("page cache warmed: read {} in {:.2} s", format_size(input_bytes), warm.as_secs_f64());
-
-    // 3. Programs.
+    // 2. Systems.
     let out_dir = data.join("out");
+    let setup = Setup {
+        inputs,
+        threads: args.threads,
+        spill: data.join("spill"),
+        metrics: data.join("spillway-metrics.json"),
+    };
     fs::create_dir_all(&out_dir)?;
-    let mut programs = Vec::new();
-    let spillway = match &args.spillway {
-        Some(p) => p.clone(),
-        None => sibling_binary("spillway")?,
-    };
-    if spillway.is_file() {
-        programs.push(Program {
-            name: "spillway",
-            kind: Kind::Spillway(spillway),
-            format: CountFormat::Auto,
-            out: out_dir.join("spillway.out"),
-            runs: Vec::new(),
-            failure: None,
-        });
-    } else {
-        println!(
-            "note: spillway binary not found at {} — skipped (build it with \
-             `cargo build --release -p spillway-tools`, or pass --spillway PATH)",
-            spillway.display()
-        );
+    fs::create_dir_all(&setup.spill)?;
+    let mut notes = Vec::new();
+    let t = args.threads;
+    let mut kinds: Vec<(String, Kind, CountFormat)> = vec![
+        (format!("spillway wordcount --ascii -t {t}"), Kind::Spillway(spillway), CountFormat::Tsv),
+        ("baseline: 1 thread, mmap + HashMap".into(), Kind::Baseline, CountFormat::Tsv),
+    ];
+    match peers::mrmpi(MrMpi::WordCount) {
+        Ok(bin) => kinds.push((format!("MR-MPI (mpirun -n {t})"), Kind::MrMpi(bin), CountFormat::Tsv)),
+        Err(note) => notes.push(format!("MR-MPI skipped: {note}")),
     }
-    let baseline = match &args.baseline {
-        Some(p) => p.clone(),
-        None => sibling_binary("wc-baseline")?,
-    };
-    if !baseline.is_file() {
-        bail!("wc-baseline not found at {} (cargo build --release -p spillway-bench)", baseline.display());
+    for which in [Python::Polars, Python::DuckDb] {
+        match peers::python(which) {
+            Ok((python, script, version)) => {
+                let name = format!(
+                    "{} {version} ({t} threads)",
+                    if which == Python::Polars { "Polars" } else { "DuckDB" }
+                );
+                kinds.push((name, Kind::Python(python, script), CountFormat::Tsv));
+            }
+            Err(note) => notes.push(format!("{which:?} skipped: {note}")),
+        }
     }
-    programs.push(Program {
-        name: "wc-baseline",
-        kind: Kind::Baseline(baseline),
-        format: CountFormat::Tsv,
-        out: out_dir.join("wc-baseline.out"),
-        runs: Vec::new(),
-        failure: None,
-    });
     if !args.no_coreutils {
-        programs.push(Program {
-            name: "coreutils",
-            kind: Kind::Coreutils,
-            format: CountFormat::UniqC,
-            out: out_dir.join("coreutils.out"),
+        kinds.push(("`tr | LC_ALL=C sort | uniq -c`".into(), Kind::Coreutils, CountFormat::UniqC));
+    }
+    let mut systems: Vec<System> = kinds
+        .into_iter()
+        .enumerate()
+        .map(|(i, (name, kind, format))| System {
+            name,
+            kind,
+            format,
+            out: out_dir.join(format!("system-{i}.out")),
             runs: Vec::new(),
             failure: None,
-        });
+        })
+        .collect();
+    for n in &notes {
+        println!("note: {n}");
     }
 
-    // 4. Rounds; each round runs every program once, the order rotates.
-    let n = programs.len();
+    // 3. Rounds; each runs every system once, the order rotates.
+    let load_before = runner::load_average();
+    let mut phases = Vec::new();
+    let n = systems.len();
     for round in 0..args.runs {
         for k in 0..n {
-            let p = &mut programs[(round + k) % n];
+            let p = &mut systems[(round + k) % n];
             if p.failure.is_some() {
                 continue;
             }
             remove_output(&p.out)?;
-            let m = runner::run_measured(&mut p.command(&inputs, args.threads))?;
+            let _ = fs::remove_file(&setup.metrics);
+            let m = runner::run_measured(&mut p.command(&setup)?)?;
             eprintln!(
-                "round {}/{}: {:<12} {:>8} s  {:>8.1} MiB  {}",
+                "round {}/{}: {:<40} {:>8.2} s  {:>8.1} MiB  {}",
                 round + 1,
                 args.runs,
                 p.name,
-                secs(m.wall),
+                m.wall.as_secs_f64(),
                 m.max_rss_mib(),
                 m.status
             );
-            if m.status.success() {
-                p.runs.push(m);
-            } else {
+            if !m.status.success() {
                 p.failure = Some(format!("failed ({})", m.status));
+                continue;
             }
+            if matches!(p.kind, Kind::Spillway(_)) {
+                phases = spillway_phases(&setup.metrics)?;
+            }
+            p.runs.push(m);
         }
     }
 
-    // 5. Outputs.
+    // 4. Outputs, against spillway's.
     let mut canonical: Vec<Option<Vec<u8>>> = Vec::new();
-    for p in &mut programs {
-        if p.failure.is_some() {
-            canonical.push(None);
-            continue;
-        }
-        let raw = p.read_output()?;
-        match normalize::normalize(&raw, p.format) {
-            Ok(c) => {
-                if p.name == "wc-baseline" && c != raw {
-                    println!("warning: wc-baseline output is not in canonical form");
-                }
-                canonical.push(Some(c));
-            }
-            Err(e) => {
-                p.failure = Some(format!("unparsable output: {e:#}"));
+    for p in &mut systems {
+        let c = if p.failure.is_none() {
+            Some(p.read_output().and_then(|raw| normalize::normalize(&raw, p.format)))
+        } else {
+            None
+        };
+        match c {
+            Some(Ok(c)) => canonical.push(Some(c)),
+            Some(Err(e)) => {
+                p.failure = Some(format!("unreadable output: {e:#}"));
                 canonical.push(None);
             }
+            None => canonical.push(None),
         }
     }
-    let base_idx = programs.iter().position(|p| p.name == "wc-baseline").expect("baseline is always present");
-
-    // 6. Report.
-    println!();
-    println!(
-        "Word count, {} in {} files ({} bytes), {} run(s) per program, {} CPUs",
-        format_size(input_bytes),
-        inputs.len(),
-        input_bytes,
-        args.runs,
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+    let reference = canonical[0].clone();
+    let mut rows = Vec::new();
+    for (i, p) in systems.iter().enumerate() {
+        if let Some(f) = &p.failure {
+            notes.push(format!("{}: {f}", p.name));
+        }
+        if p.runs.is_empty() {
+            continue;
+        }
+        let identical = match (&reference, &canonical[i]) {
+            _ if i == 0 => None,
+            (Some(a), Some(b)) => {
+                if let Some(d) = normalize::first_difference(a, b) {
+                    notes.push(format!(
+                        "{} differs from spillway at line {}: {:?} vs {:?}",
+                        p.name, d.line, d.left, d.right
+                    ));
+                }
+                Some(a == b)
+            }
+            _ => Some(false),
+        };
+        rows.push(Row::from_runs(
+            &p.name,
+            &p.runs,
+            input_bytes,
+            identical,
+            if i == 0 { phases.clone() } else { Vec::new() },
+        ));
+    }
+    notes.push(
+        "MB/s = input bytes / 10^6 / median wall; user and sys CPU include every child process; peak RSS is \
+         the largest single process (ru_maxrss of wait4: for MR-MPI one rank, for the pipeline its largest \
+         member; the baseline's includes its mapped input)."
+            .into(),
     );
-    if let Some(base) = &canonical[base_idx] {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut summary = String::new();
+    if let Some(base) = &reference {
         let pairs = normalize::parse_counts(base, CountFormat::Tsv)?;
         let words: u64 = pairs.iter().map(|(_, c)| c).sum();
-        let letters: u64 = pairs.iter().map(|(w, c)| w.len() as u64 * c).sum();
-        println!(
-            "corpus: {} words, {} distinct, mean word length {:.2}",
-            words,
-            pairs.len(),
-            letters as f64 / words.max(1) as f64
-        );
+        summary = format!(" ({words} words, {} distinct)", pairs.len());
     }
+    let section = Section {
+        workload: "wordcount".into(),
+        title: format!(
+            "Word count, {} corpus in {} files{summary}",
+            format_size(input_bytes),
+            setup.inputs.len()
+        ),
+        rows,
+        notes,
+        conditions: format!(
+            "{cpus} CPUs, {t} threads or ranks per system, median of {} run(s), page cache warm; 1-minute load \
+             average {load_before} before, {} after; {}",
+            args.runs,
+            runner::load_average(),
+            runner::date()
+        ),
+    };
     println!();
-    let base_median = programs[base_idx].runs.first().map(|_| runner::median(&walls(&programs[base_idx])));
-    let mut table = Table::new([
-        "program",
-        "median wall (s)",
-        "min–max (s)",
-        "MB/s",
-        "peak RSS (MiB)",
-        "user+sys (s)",
-        "speedup vs wc-baseline",
-    ]);
-    for col in 1..7 {
-        table.align(col, Align::Right);
-    }
-    for p in &programs {
-        if let Some(f) = &p.failure
-            && p.runs.len() < args.runs
-        {
-            table.row([p.name.to_string(), f.clone()]);
-            continue;
-        }
-        let w = walls(p);
-        let med = runner::median(&w);
-        let cpu = runner::median(&p.runs.iter().map(Measurement::cpu).collect::<Vec<_>>());
-        let rss = p.runs.iter().map(|m| m.max_rss_kib).max().unwrap_or(0) as f64 / 1024.0;
-        let speedup =
-            base_median.map_or("-".to_string(), |b| format!("{:.2}×", b.as_secs_f64() / med.as_secs_f64()));
-        let name = match (&p.kind, &p.failure) {
-            (_, Some(_)) => format!("{} (bad output)", p.name),
-            (Kind::Coreutils, _) => "coreutils `tr | sort | uniq -c`".to_string(),
-            (Kind::Spillway(_), _) => format!("spillway ({} threads)", args.threads),
-            _ => p.name.to_string(),
-        };
-        table.row([
-            name,
-            secs(med),
-            format!("{}–{}", secs(*w.iter().min().unwrap()), secs(*w.iter().max().unwrap())),
-            format!("{:.0}", input_bytes as f64 / 1e6 / med.as_secs_f64()),
-            format!("{rss:.1}"),
-            secs(cpu),
-            speedup,
-        ]);
-    }
-    table.print();
-    println!();
+    print!("{}", section.markdown());
+    section.save(&args.results)?;
     println!(
-        "MB/s = input bytes / 10^6 / median wall; user+sys = median CPU time (children included); \
-         peak RSS = max ru_maxrss over the runs: for wc-baseline it includes the mmapped input \
-         (page-cache pages, not heap), for the coreutils pipeline it is its largest single process."
+        "\nresults in {} (RESULTS.md, index.html); outputs in {}",
+        args.results.display(),
+        out_dir.display()
     );
-    println!("1-min load average before/after the runs: {load_before} / {}", load_average());
-    println!();
-
-    // 7. Output equality.
-    let ok: Vec<usize> = (0..programs.len()).filter(|&i| canonical[i].is_some()).collect();
-    let mut differ = Vec::new();
-    for &i in &ok {
-        if i == base_idx {
-            continue;
-        }
-        if let (Some(a), Some(b)) = (&canonical[base_idx], &canonical[i])
-            && let Some(d) = normalize::first_difference(a, b)
-        {
-            differ.push(format!(
-                "{} differs from wc-baseline at line {}: {:?} vs {:?}",
-                programs[i].name, d.line, d.left, d.right
-            ));
-        }
-    }
-    for p in &programs {
-        if let Some(f) = &p.failure {
-            differ.push(format!("{}: {}", p.name, f));
-        }
-    }
-    if differ.is_empty() {
-        let names: Vec<&str> = ok.iter().map(|&i| programs[i].name).collect();
-        println!("outputs identical (after normalization): yes — {}", names.join(", "));
-    } else {
-        println!("outputs identical (after normalization): NO");
-        for d in &differ {
-            println!("  - {d}");
-        }
-    }
-    println!("outputs kept in {}", out_dir.display());
-    if !differ.is_empty() {
-        std::process::exit(1);
+    if section.rows.iter().any(|r| r.identical == Some(false)) || systems.iter().any(|p| p.failure.is_some())
+    {
+        bail!("some outputs differ from spillway's or failed (see the notes)");
     }
     Ok(())
 }
 
-/// The 1-minute load average from /proc/loadavg ("?" if unavailable); the
-/// numbers are only meaningful on an otherwise idle machine.
-fn load_average() -> String {
-    fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().map(str::to_string))
-        .unwrap_or_else(|| "?".to_string())
-}
-
-fn walls(p: &Program) -> Vec<Duration> {
-    p.runs.iter().map(|m| m.wall).collect()
+/// Spillway's phase times from its metrics file.
+fn spillway_phases(metrics: &Path) -> Result<Vec<(String, f64)>> {
+    let json: serde_json::Value = serde_json::from_slice(&fs::read(metrics)?)?;
+    Ok(["map", "exchange", "merge", "reduce"]
+        .iter()
+        .map(|p| (p.to_string(), json["seconds"][p].as_f64().unwrap_or(0.0)))
+        .collect())
 }

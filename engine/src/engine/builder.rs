@@ -6,6 +6,7 @@ use std::sync::Arc;
 use spillway_shuffle::{IoBackend, ReadMode, limits};
 
 use super::Engine;
+use super::budget::MemoryBudget;
 use crate::cluster::{Cluster, Local};
 use crate::error::{ConfigError, Result};
 
@@ -14,8 +15,9 @@ use crate::metrics::Progress;
 /// Largest default split size: 64 MiB. The default is smaller for small inputs, so that every
 /// thread gets several splits: `clamp(input / (8 x threads), 1 MiB, 64 MiB)`.
 pub const DEFAULT_SPLIT_SIZE: usize = 64 << 20;
-/// Default memory budget for map-side buffers: 1 GiB.
-pub const DEFAULT_MEMORY_BUDGET: u64 = 1 << 30;
+/// The memory budget when nothing about the machine's memory can be read: 1 GiB. The default
+/// is computed from the machine ([`MemoryBudget::detect`]).
+pub const DEFAULT_MEMORY_BUDGET: u64 = super::budget::FALLBACK_BUDGET;
 /// Smallest accepted memory budget: 64 KiB.
 pub const MIN_MEMORY_BUDGET: u64 = 64 << 10;
 /// Smallest share of the memory budget one thread may get: 16 KiB (below that a thread spills
@@ -31,7 +33,7 @@ pub(super) const RUN_INDEX_PER_PARTITION: u64 = 32;
 pub struct EngineBuilder {
     threads: usize,
     partitions: u32,
-    memory_budget: u64,
+    memory_budget: Option<MemoryBudget>,
     max_open_runs: Option<usize>,
     spill_dir: Option<PathBuf>,
     split_size: Option<usize>,
@@ -51,7 +53,7 @@ impl Default for EngineBuilder {
         EngineBuilder {
             threads: std::thread::available_parallelism().map_or(1, usize::from),
             partitions: 16,
-            memory_budget: DEFAULT_MEMORY_BUDGET,
+            memory_budget: None,
             max_open_runs: None,
             spill_dir: None,
             split_size: None,
@@ -81,10 +83,18 @@ impl EngineBuilder {
         self
     }
 
-    /// Memory budget of the map-side buffers, in bytes, shared equally by the threads
-    /// (default 1 GiB; at least 64 KiB). A thread spills when its share is used.
-    pub fn memory_budget(mut self, bytes: u64) -> Self {
-        self.memory_budget = bytes;
+    /// Memory budget of the map-side buffers, in bytes, shared equally by the threads (at
+    /// least 64 KiB; default: half of the memory this process may use on its node, see
+    /// [`MemoryBudget::from_facts`]). A thread spills when its share is used. The metrics name
+    /// its source `"EngineBuilder::memory_budget"`; [`EngineBuilder::memory`] names another.
+    pub fn memory_budget(self, bytes: u64) -> Self {
+        self.memory(MemoryBudget::given(bytes, "EngineBuilder::memory_budget"))
+    }
+
+    /// The memory budget with its source, which the metrics report as `memory_budget_source`
+    /// (a front end's own default, or the flag it came from).
+    pub fn memory(mut self, budget: MemoryBudget) -> Self {
+        self.memory_budget = Some(budget);
         self
     }
 
@@ -190,18 +200,17 @@ impl EngineBuilder {
     /// Zero threads, partitions or split size; a budget under 64 KiB, above the memory of the
     /// machine or of the process's control group, or leaving a thread less than 16 KiB
     /// (`MIN_THREAD_SHARE`); F under 2.
-    pub fn build(self) -> Result<Engine, ConfigError> {
+    pub fn build(mut self) -> Result<Engine, ConfigError> {
         if self.threads == 0 {
             return Err(ConfigError("threads must be at least 1".into()));
         }
+        let budget = self.memory_budget.take().unwrap_or_else(|| MemoryBudget::detect(self.threads));
+        let (memory_budget, memory_budget_source) = (budget.bytes, budget.source);
         if self.partitions == 0 {
             return Err(ConfigError("partitions must be at least 1".into()));
         }
-        if self.memory_budget < MIN_MEMORY_BUDGET {
-            return Err(ConfigError(format!(
-                "memory budget {} is below the 64K minimum",
-                self.memory_budget
-            )));
+        if memory_budget < MIN_MEMORY_BUDGET {
+            return Err(ConfigError(format!("memory budget {} is below the 64K minimum", memory_budget)));
         }
         if self.max_attempts == 0 {
             return Err(ConfigError("max attempts must be at least 1".into()));
@@ -210,21 +219,21 @@ impl EngineBuilder {
             return Err(ConfigError("split size must be at least 1 byte".into()));
         }
         if let Some(limit) = memory_limit()
-            && self.memory_budget > limit
+            && memory_budget > limit
         {
             return Err(ConfigError(format!(
                 "a memory budget of {} is more than the {} of memory this process may use: the job \
                  would be killed before it spills (choose a smaller budget)",
-                human_bytes(self.memory_budget),
+                human_bytes(memory_budget),
                 human_bytes(limit),
             )));
         }
-        let share = self.memory_budget / self.threads as u64;
+        let share = memory_budget / self.threads as u64;
         if share < MIN_THREAD_SHARE {
             return Err(ConfigError(format!(
                 "a memory budget of {} shared by {} threads leaves each {share} bytes; each thread needs at \
                  least {} KiB (raise the budget to {} or use fewer threads)",
-                human_bytes(self.memory_budget),
+                human_bytes(memory_budget),
                 self.threads,
                 MIN_THREAD_SHARE >> 10,
                 human_bytes(MIN_THREAD_SHARE * self.threads as u64),
@@ -238,7 +247,8 @@ impl EngineBuilder {
         Ok(Engine {
             threads: self.threads,
             partitions: self.partitions,
-            memory_budget: self.memory_budget,
+            memory_budget,
+            memory_budget_source,
             max_open_runs: self.max_open_runs.unwrap_or_else(|| limits::default_max_open_runs(self.threads)),
             max_open_runs_set: self.max_open_runs,
             spill_dir: self.spill_dir.unwrap_or_else(std::env::temp_dir),

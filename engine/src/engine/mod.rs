@@ -8,6 +8,7 @@
 //! - `merge` — the planned intermediate merges;
 //! - `reduce` — reduce into part files or one output.
 
+mod budget;
 mod builder;
 mod exchange;
 mod map;
@@ -35,6 +36,7 @@ use crate::spill::{SpillDir, Spiller};
 /// The most worker threads `spillway ctl --threads` can grow a job to.
 pub const MAX_THREADS: usize = 1024;
 
+pub use self::budget::{DEFAULT_BUDGET_CAP, DEFAULT_BUDGET_FLOOR, MemoryBudget, MemoryFacts, MemoryLimit};
 pub use self::builder::{
     DEFAULT_MAX_ATTEMPTS, DEFAULT_MEMORY_BUDGET, DEFAULT_SPLIT_SIZE, EngineBuilder, MIN_MEMORY_BUDGET,
 };
@@ -50,6 +52,8 @@ pub struct Engine {
     pub(crate) threads: usize,
     pub(crate) partitions: u32,
     pub(crate) memory_budget: u64,
+    /// Where the budget came from (the metrics' `memory_budget_source`).
+    pub(crate) memory_budget_source: String,
     /// F for merges running on every thread at once (the default shares the open-file
     /// limit between them).
     max_open_runs: usize,
@@ -312,6 +316,7 @@ impl Engine {
             threads: self.threads,
             partitions,
             memory_budget: self.memory_budget,
+            memory_budget_source: self.memory_budget_source.clone(),
             max_open_runs: self.max_open_runs,
             io_backend: self.io.name().to_owned(),
             input_files: inputs.files().len() as u64,

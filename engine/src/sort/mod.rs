@@ -415,6 +415,7 @@ pub fn sort_records(
             threads,
             partitions: engine.partitions,
             memory_budget: budget,
+            memory_budget_source: engine.memory_budget_source.clone(),
             max_open_runs: plan.max_open_runs,
             io_backend: "pwrite".into(),
             input_files: inputs.files().len() as u64,

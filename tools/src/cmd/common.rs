@@ -11,7 +11,7 @@ use std::time::Duration;
 use spillway_engine::shuffle::{IoBackend, Partitioner, ReadMode};
 use spillway_engine::{
     ConfigError, DEFAULT_MAX_ATTEMPTS, Engine, EngineBuilder, FileDestination, Inputs, Job,
-    MIN_MEMORY_BUDGET, OutputSpec, Progress, TempFile, parent_dir,
+    MIN_MEMORY_BUDGET, MemoryBudget, OutputSpec, Progress, TempFile, parent_dir,
 };
 
 use super::status::StatusWriter;
@@ -105,6 +105,20 @@ pub fn parse_attempts(s: &str) -> Result<u32, String> {
     parse_in(s, 1, u32::MAX.into())
 }
 
+/// The default of `--memory` for `--help`: the rule, and what it gives on this machine.
+pub fn memory_default_help() -> String {
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let here = MemoryBudget::detect(threads);
+    format!(
+        "[default: half of the memory this process may use: the least of MemAvailable, the \
+         cgroup's memory.max (v1: memory.limit_in_bytes) and SLURM_MEM_PER_NODE (or \
+         SLURM_MEM_PER_CPU x SLURM_CPUS_ON_NODE), divided among the job's ranks on the node; \
+         64M to 64G; here {}M: {}]",
+        here.bytes >> 20,
+        here.source
+    )
+}
+
 /// Parses `--memory`: a size of at least the engine's minimum budget (64K).
 pub fn parse_memory(s: &str) -> Result<u64, String> {
     let size = parse_size(s)?;
@@ -153,8 +167,14 @@ pub struct JobOptions {
     pub partitions: Option<u32>,
     /// Memory budget of the map-side buffers (e.g. 1M, 512M, 2G; at least 64K), shared by the
     /// threads. A thread spills a sorted run to --spill-dir when its share is full.
-    #[arg(long, short = 'm', value_name = "SIZE", default_value = "1G", value_parser = parse_memory)]
-    pub memory: u64,
+    #[arg(long, short = 'm', value_name = "SIZE", value_parser = parse_memory,
+          help = format!("Memory budget of the map-side buffers (e.g. 1M, 512M, 2G; at least 64K), shared by \
+                          the threads. A thread spills a sorted run to --spill-dir when its share is full \
+                          {}", memory_default_help()))]
+    pub memory: Option<u64>,
+    /// The budget, once decided (`--memory`, or the default from the machine).
+    #[arg(skip)]
+    pub budget: std::sync::OnceLock<MemoryBudget>,
     /// The open-file threshold F (at least 2): no merge reads more than F runs at once; more
     /// runs are merged in several passes [default: from the open-file limit].
     #[arg(long, value_name = "F", value_parser = parse_fan_in)]
@@ -224,9 +244,18 @@ impl JobOptions {
         self.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
     }
 
+    /// The memory budget: `--memory`, or the default computed from this machine
+    /// ([`MemoryBudget::detect`]), decided once.
+    pub fn budget(&self) -> &MemoryBudget {
+        self.budget.get_or_init(|| match self.memory {
+            Some(bytes) => MemoryBudget::given(bytes, "--memory"),
+            None => MemoryBudget::detect(self.threads()),
+        })
+    }
+
     /// Partitions R for a job across `ranks` ranks: `-r`, or [`default_partitions`].
     pub fn partitions(&self, ranks: usize) -> u32 {
-        self.partitions.unwrap_or_else(|| default_partitions(ranks, self.threads(), self.memory))
+        self.partitions.unwrap_or_else(|| default_partitions(ranks, self.threads(), self.budget().bytes))
     }
 
     /// Opens the inputs (failing before any work if one is missing or unreadable).
@@ -267,7 +296,7 @@ impl JobOptions {
         let mut builder = Engine::builder()
             .partitions(partitions)
             .threads(self.threads())
-            .memory_budget(self.memory)
+            .memory(self.budget().clone())
             .io(self.io)
             .read_mode(self.read)
             .sample_memory(true) // for peak_anon_bytes in the metrics

@@ -18,11 +18,12 @@ use super::common::{JobOptions, ProgressBar, UsageError, finish_status, parse_po
         "Number of part files R (1 to 1048576) with --out-dir, range-partitioned so that they \
          concatenate in order; with --generic also the reduce parallelism"
     )),
-    mut_arg("memory", |a| a.help(
+    mut_arg("memory", |a| a.help(format!(
         "Memory budget (e.g. 1M, 512M, 2G; at least 64K): the input is sorted in memory when its \
          records fit (record size + 18 bytes each, plus write buffers), otherwise in sorted runs \
-         under --spill-dir that are then merged"
-    )),
+         under --spill-dir that are then merged {}",
+        super::common::memory_default_help()
+    ))),
     mut_arg("split_size", |a| a.help(
         "With --generic only: the target split size of the engine's map phase [default: input / \
          (8 x threads), between 1M and 64M]"
