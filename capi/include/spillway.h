@@ -11,8 +11,10 @@
  * caller's, freed with spillway_string_free. spillway_last_error's string is Spillway's.
  *
  * Threads: map, combine and reduce run concurrently on the engine's worker threads, all with
- * the same `user` pointer: what it points to must be read-only or synchronized. spillway_run
- * blocks until the job is committed or failed. Handles may be used by one thread at a time.
+ * the same `user` pointer: what it points to must be read-only or synchronized. The output
+ * callback (SPILLWAY_OUTPUT_CALLBACK) is called from one thread, one key at a time, in byte
+ * order of the keys. spillway_run blocks until the job is committed or failed. Handles may
+ * be used by one thread at a time.
  *
  * Errors: every call returns a spillway_status; on failure spillway_last_error() gives the
  * message (per thread). A callback returns 0, or non-zero to fail (after calling
@@ -54,7 +56,21 @@ typedef enum spillway_status {
   SPILLWAY_STATUS_OTHER = 10,
 } spillway_status;
 
-// How inputs are cut into the splits that `map` receives.
+// Where `spillway_run` writes its output: the values of its `kind` argument (an `int`, so
+// that any value can be passed and checked: another value gives `SPILLWAY_STATUS_INVALID_ARGUMENT`).
+typedef enum spillway_output {
+  // A directory of `part-NNNNN` files, one per partition, each sorted by key, and `_SUCCESS`
+  // (committed atomically). The directory may exist but must not hold a job's output.
+  SPILLWAY_OUTPUT_DIR = 0,
+  // One file holding every key in byte order (replaced atomically if it exists).
+  SPILLWAY_OUTPUT_FILE = 1,
+  // The config's output callback (`spillway_config_set_output_callback`): each key's
+  // output bytes, in byte order of the keys, from one thread; `output` is not used (NULL).
+  SPILLWAY_OUTPUT_CALLBACK = 2,
+} spillway_output;
+
+// How inputs are cut into the splits that `map` receives: the values of
+// `spillway_job_set_split`'s `split` argument (an `int`, checked).
 typedef enum spillway_split {
   // At line ends (the default): a split is whole lines.
   SPILLWAY_SPLIT_LINES = 0,
@@ -63,15 +79,6 @@ typedef enum spillway_split {
   // Each input file is one split.
   SPILLWAY_SPLIT_WHOLE_FILE = 2,
 } spillway_split;
-
-// Where `spillway_run` writes its output.
-typedef enum spillway_output {
-  // A directory of `part-NNNNN` files, one per partition, each sorted by key, and `_SUCCESS`
-  // (committed atomically). The directory may exist but must not hold a job's output.
-  SPILLWAY_OUTPUT_DIR = 0,
-  // One file holding every key in byte order (replaced atomically if it exists).
-  SPILLWAY_OUTPUT_FILE = 1,
-} spillway_output;
 
 // The engine's settings: an opaque handle from `spillway_config_new`, freed with
 // `spillway_config_free`.
@@ -89,6 +96,18 @@ typedef struct spillway_values spillway_values;
 // Where `reduce` writes its output bytes and `combine` its combined value: valid only during
 // that call.
 typedef struct spillway_writer spillway_writer;
+
+// `output(user, key, key_len, data, data_len)`: receives the output bytes `reduce` wrote for
+// one key (possibly none) when `spillway_run` is given `SPILLWAY_OUTPUT_CALLBACK`. Called once
+// per key, in byte order of the keys, from one thread, never concurrently (nor at the same
+// time as another callback of the job); under MPI on rank 0 only. The bytes belong to
+// Spillway and are valid only during the call. Returns 0, or non-zero to fail the job with
+// `SPILLWAY_STATUS_OUTPUT` (message: `spillway_fail`).
+typedef int (*spillway_output_fn)(void *user,
+                                  const uint8_t *key,
+                                  size_t key_len,
+                                  const uint8_t *data,
+                                  size_t data_len);
 
 // `map(user, split, split_len, emitter)`: emits pairs of the split's bytes with
 // `spillway_emit`. Returns 0, or non-zero to fail the split (message: `spillway_fail`).
@@ -214,6 +233,18 @@ enum spillway_status spillway_config_set_max_attempts(struct spillway_config *co
 // `config` is NULL or a live config not in use by another thread.
 enum spillway_status spillway_config_set_resume(struct spillway_config *config, int on);
 
+// Sets the output callback that `spillway_run` and `spillway_run_buffers` use with
+// `SPILLWAY_OUTPUT_CALLBACK`, and the `user` pointer passed to it (NULL `output` removes it).
+// What `user` points to must stay valid while a job runs.
+//
+// # Safety
+//
+// `config` is NULL or a live config not in use by another thread; `output` keeps the
+// contract of its type.
+enum spillway_status spillway_config_set_output_callback(struct spillway_config *config,
+                                                         spillway_output_fn output,
+                                                         void *user);
+
 // Makes a job from callbacks into `*out`: `map` and `reduce` are required, `combine` may be
 // NULL. `user` is passed to every callback, on any worker thread and concurrently: what it
 // points to must stay valid while the job runs and be safe to use from several threads.
@@ -235,7 +266,7 @@ enum spillway_status spillway_job_new(spillway_map_fn map,
 //
 // `job` is NULL or a live job not in use by another thread.
 enum spillway_status spillway_job_set_split(struct spillway_job *job,
-                                            enum spillway_split split,
+                                            int split,
                                             size_t record_size);
 
 // Frees a job (NULL is ignored).
@@ -293,7 +324,7 @@ enum spillway_status spillway_values_next(struct spillway_values *values,
 enum spillway_status spillway_write(struct spillway_writer *out, const uint8_t *data, size_t len);
 
 // Runs `job` with the settings of `config` over the files and directories `inputs[0..n]`
-// (NUL-terminated paths), into `output` as `kind` says. The callbacks run on the engine's
+// (NUL-terminated paths), into `output` as `kind` says (a `spillway_output` value). The callbacks run on the engine's
 // worker threads; this call returns when the job is committed or failed. With
 // `metrics_json` not NULL, a successful run stores there the job's metrics as a JSON object,
 // to be freed with `spillway_string_free`.
@@ -307,7 +338,7 @@ enum spillway_status spillway_run(const struct spillway_config *config,
                                   const struct spillway_job *job,
                                   const char *const *inputs,
                                   size_t n,
-                                  enum spillway_output kind,
+                                  int kind,
                                   const char *output,
                                   char **metrics_json);
 
@@ -327,7 +358,7 @@ enum spillway_status spillway_run_buffers(const struct spillway_config *config,
                                           const size_t *lengths,
                                           const char *const *names,
                                           size_t n,
-                                          enum spillway_output kind,
+                                          int kind,
                                           const char *output,
                                           char **metrics_json);
 

@@ -7,6 +7,52 @@ use super::*;
 #[derive(Debug, Default)]
 pub struct SpillwayConfig {
     pub(crate) builder: EngineBuilder,
+    /// The output callback and its `user` pointer.
+    pub(crate) output: Option<(OutputFn, UserPtr)>,
+}
+
+/// `output(user, key, key_len, data, data_len)`: receives the output bytes `reduce` wrote for
+/// one key (possibly none) when `spillway_run` is given `SPILLWAY_OUTPUT_CALLBACK`. Called once
+/// per key, in byte order of the keys, from one thread, never concurrently (nor at the same
+/// time as another callback of the job); under MPI on rank 0 only. The bytes belong to
+/// Spillway and are valid only during the call. Returns 0, or non-zero to fail the job with
+/// `SPILLWAY_STATUS_OUTPUT` (message: `spillway_fail`).
+pub type SpillwayOutputFn = Option<
+    unsafe extern "C" fn(
+        user: *mut c_void,
+        key: *const u8,
+        key_len: usize,
+        data: *const u8,
+        data_len: usize,
+    ) -> c_int,
+>;
+
+/// An output callback that is there.
+pub(crate) type OutputFn = unsafe extern "C" fn(*mut c_void, *const u8, usize, *const u8, usize) -> c_int;
+
+impl SpillwayConfig {
+    /// The engine's sink calling the output callback.
+    pub(crate) fn output_sink(&self) -> Result<Sink, Failure> {
+        let (callback, user) = self.output.ok_or_else(|| {
+            Failure::new(
+                SpillwayStatus::InvalidArgument,
+                "SPILLWAY_OUTPUT_CALLBACK needs spillway_config_set_output_callback first",
+            )
+        })?;
+        Ok(Sink::new(move |key: &[u8], data: &[u8]| {
+            let user = user;
+            // SAFETY: the callback's contract (the header): it reads `key_len` bytes at `key`
+            // and `data_len` at `data` during this call only.
+            #[allow(unsafe_code)]
+            let code = unsafe { callback(user.0, key.as_ptr(), key.len(), data.as_ptr(), data.len()) };
+            let message = CALLBACK_ERROR.with(|e| e.borrow_mut().take());
+            match (code, message) {
+                (0, _) => Ok(()),
+                (_, Some(m)) => Err(std::io::Error::other(format!("output callback failed: {m}"))),
+                (code, None) => Err(std::io::Error::other(format!("output callback returned {code}"))),
+            }
+        }))
+    }
 }
 
 /// Makes a config with the engine's defaults (threads: the CPUs; 16 partitions; 1 GiB memory
@@ -176,4 +222,27 @@ pub unsafe extern "C" fn spillway_config_set_resume(
 ) -> SpillwayStatus {
     // SAFETY: passed on from the caller.
     unsafe { configure(config, |b| Ok(b.resume(on != 0))) }
+}
+
+/// Sets the output callback that `spillway_run` and `spillway_run_buffers` use with
+/// `SPILLWAY_OUTPUT_CALLBACK`, and the `user` pointer passed to it (NULL `output` removes it).
+/// What `user` points to must stay valid while a job runs.
+///
+/// # Safety
+///
+/// `config` is NULL or a live config not in use by another thread; `output` keeps the
+/// contract of its type.
+#[allow(unsafe_code)]
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn spillway_config_set_output_callback(
+    config: *mut SpillwayConfig,
+    output: SpillwayOutputFn,
+    user: *mut c_void,
+) -> SpillwayStatus {
+    entry(|| {
+        // SAFETY: the caller's contract: NULL or a live config used by this thread only.
+        let config = unsafe { config.as_mut() }.ok_or_else(|| Failure::null("config"))?;
+        config.output = output.map(|f| (f, UserPtr(user)));
+        Ok(())
+    })
 }

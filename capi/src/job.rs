@@ -3,7 +3,8 @@
 
 use super::*;
 
-/// How inputs are cut into the splits that `map` receives.
+/// How inputs are cut into the splits that `map` receives: the values of
+/// `spillway_job_set_split`'s `split` argument (an `int`, checked).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SpillwaySplit {
@@ -119,16 +120,24 @@ pub unsafe extern "C" fn spillway_job_new(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn spillway_job_set_split(
     job: *mut SpillwayJob,
-    split: SpillwaySplit,
+    split: c_int,
     record_size: usize,
 ) -> SpillwayStatus {
     entry(|| {
         // SAFETY: the caller's contract: NULL or a live job used by this thread only.
         let job = unsafe { job.as_mut() }.ok_or_else(|| Failure::null("job"))?;
         job.split = match split {
-            SpillwaySplit::Lines => SplitMode::Lines,
-            SpillwaySplit::Records => SplitMode::Records(positive(record_size, "record size")?),
-            SpillwaySplit::WholeFile => SplitMode::WholeFile,
+            0 => SplitMode::Lines,
+            1 => SplitMode::Records(positive(record_size, "record size")?),
+            2 => SplitMode::WholeFile,
+            _ => {
+                return Err(Failure::new(
+                    SpillwayStatus::InvalidArgument,
+                    format!(
+                        "split {split} is none of SPILLWAY_SPLIT_LINES (0), _RECORDS (1), _WHOLE_FILE (2)"
+                    ),
+                ));
+            }
         };
         Ok(())
     })

@@ -58,7 +58,7 @@
 //!     assert_eq!(spillway_config_set_threads(config, 2), SpillwayStatus::Ok);
 //!     assert_eq!(spillway_job_new(Some(map), None, Some(reduce), std::ptr::null_mut(), &mut job), SpillwayStatus::Ok);
 //!     let inputs = [input.as_ptr()];
-//!     let status = spillway_run(config, job, inputs.as_ptr(), 1, SpillwayOutput::File, output.as_ptr(), std::ptr::null_mut());
+//!     let status = spillway_run(config, job, inputs.as_ptr(), 1, SpillwayOutput::File as c_int, output.as_ptr(), std::ptr::null_mut());
 //!     assert_eq!(status, SpillwayStatus::Ok);
 //!     spillway_job_free(job);
 //!     spillway_config_free(config);
@@ -93,7 +93,7 @@ use std::path::PathBuf;
 
 use spillway_engine::shuffle::rkyv::vec::ArchivedVec;
 use spillway_engine::{
-    Emitter, Engine, EngineBuilder, Error, Inputs, Job, JobError, OutputSpec, Split, SplitMode, Values,
+    Emitter, Engine, EngineBuilder, Error, Inputs, Job, JobError, OutputSpec, Sink, Split, SplitMode, Values,
     panic_message,
 };
 

@@ -1,8 +1,10 @@
-//! Running a job: inputs from paths or memory buffers, into a directory or one file.
+//! Running a job: inputs from paths or memory buffers, into a directory, one file or the
+//! caller's output callback.
 
 use super::*;
 
-/// Where `spillway_run` writes its output.
+/// Where `spillway_run` writes its output: the values of its `kind` argument (an `int`, so
+/// that any value can be passed and checked: another value gives `SPILLWAY_STATUS_INVALID_ARGUMENT`).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SpillwayOutput {
@@ -11,10 +13,28 @@ pub enum SpillwayOutput {
     Dir = 0,
     /// One file holding every key in byte order (replaced atomically if it exists).
     File = 1,
+    /// The config's output callback (`spillway_config_set_output_callback`): each key's
+    /// output bytes, in byte order of the keys, from one thread; `output` is not used (NULL).
+    Callback = 2,
+}
+
+impl SpillwayOutput {
+    /// The output kind `kind` names.
+    pub(crate) fn from_int(kind: c_int) -> Result<Self, Failure> {
+        match kind {
+            0 => Ok(SpillwayOutput::Dir),
+            1 => Ok(SpillwayOutput::File),
+            2 => Ok(SpillwayOutput::Callback),
+            _ => Err(Failure::new(
+                SpillwayStatus::InvalidArgument,
+                format!("output kind {kind} is none of SPILLWAY_OUTPUT_DIR (0), _FILE (1), _CALLBACK (2)"),
+            )),
+        }
+    }
 }
 
 /// Runs `job` with the settings of `config` over the files and directories `inputs[0..n]`
-/// (NUL-terminated paths), into `output` as `kind` says. The callbacks run on the engine's
+/// (NUL-terminated paths), into `output` as `kind` says (a `spillway_output` value). The callbacks run on the engine's
 /// worker threads; this call returns when the job is committed or failed. With
 /// `metrics_json` not NULL, a successful run stores there the job's metrics as a JSON object,
 /// to be freed with `spillway_string_free`.
@@ -31,7 +51,7 @@ pub unsafe extern "C" fn spillway_run(
     job: *const SpillwayJob,
     inputs: *const *const c_char,
     n: usize,
-    kind: SpillwayOutput,
+    kind: c_int,
     output: *const c_char,
     metrics_json: *mut *mut c_char,
 ) -> SpillwayStatus {
@@ -69,7 +89,7 @@ pub unsafe extern "C" fn spillway_run_buffers(
     lengths: *const usize,
     names: *const *const c_char,
     n: usize,
-    kind: SpillwayOutput,
+    kind: c_int,
     output: *const c_char,
     metrics_json: *mut *mut c_char,
 ) -> SpillwayStatus {
@@ -106,7 +126,7 @@ pub(crate) unsafe fn run(
     config: *const SpillwayConfig,
     job: *const SpillwayJob,
     inputs: impl FnOnce() -> spillway_engine::Result<Inputs>,
-    kind: SpillwayOutput,
+    kind: c_int,
     output: *const c_char,
     metrics_json: *mut *mut c_char,
 ) -> Result<(), Failure> {
@@ -114,11 +134,12 @@ pub(crate) unsafe fn run(
     let config = unsafe { config.as_ref() }.ok_or_else(|| Failure::null("config"))?;
     // SAFETY: as above.
     let job = unsafe { job.as_ref() }.ok_or_else(|| Failure::null("job"))?;
-    // SAFETY: the caller's contract: NULL or a NUL-terminated string.
-    let output = unsafe { path(output, "output")? };
-    let output = match kind {
-        SpillwayOutput::Dir => OutputSpec::Dir(output),
-        SpillwayOutput::File => OutputSpec::File(output),
+    let output = match SpillwayOutput::from_int(kind)? {
+        // SAFETY: the caller's contract: NULL or a NUL-terminated string.
+        SpillwayOutput::Dir => OutputSpec::Dir(unsafe { path(output, "output")? }),
+        // SAFETY: as above.
+        SpillwayOutput::File => OutputSpec::File(unsafe { path(output, "output")? }),
+        SpillwayOutput::Callback => OutputSpec::Sink(config.output_sink()?),
     };
     let engine: Engine =
         config.builder.clone().build().map_err(|e| Failure::new(SpillwayStatus::Config, e.to_string()))?;

@@ -14,11 +14,13 @@ use crate::owner::OwnerTag;
 
 mod destination;
 mod output_file;
+mod sink;
 mod staged_dir;
 mod temp_file;
 
 pub use destination::Destination;
 pub(crate) use output_file::OutputFile;
+pub use sink::{Collected, KeySink, Sink};
 pub(crate) use staged_dir::{StagedDir, commit_with_metrics, fresh_token};
 pub use temp_file::TempFile;
 
@@ -32,6 +34,8 @@ pub enum OutputSpec {
     File(PathBuf),
     /// Standard output, every key in byte order.
     Stdout,
+    /// The caller's [`Sink`]: each key's output in byte order of the keys (see [`Sink`]).
+    Sink(Sink),
 }
 
 impl OutputSpec {
@@ -54,7 +58,7 @@ impl OutputSpec {
                 Ok(_) => check_dir_empty(dir),
                 Err(_) => Ok(()), // created when the job commits
             },
-            OutputSpec::Stdout => Ok(()),
+            OutputSpec::Stdout | OutputSpec::Sink(_) => Ok(()),
         }
     }
 }

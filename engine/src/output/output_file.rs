@@ -11,11 +11,14 @@ enum Target {
     Replace { sink: Box<dyn FileSink>, dest: Destination },
     /// A device, FIFO, descriptor or standard output: written in order, in place.
     InOrder(Destination),
+    /// The caller's sink: each key's bytes, whole, at [`OutputFile::end_key`].
+    Sink(Sink),
 }
 
 /// A buffered output (reduce writes into it): a part file in a staging directory, a file that
 /// replaces its target only once [`OutputFile::finish`] has written it and the returned
-/// [`Destination`] is committed, a device or standard output. It records its own first error,
+/// [`Destination`] is committed, a device, standard output or the caller's [`Sink`] (one call
+/// per key: [`OutputFile::end_key`]). It records its own first error,
 /// so that a failure of the output (a full disk) is told from a failure of the job's code that
 /// wrote into it ([`OutputFile::take_error`]).
 pub(crate) struct OutputFile {
@@ -53,6 +56,25 @@ impl OutputFile {
         Self::new(Target::InOrder(Destination::Stdout))
     }
 
+    /// The caller's sink: the bytes of each key go to it whole at [`OutputFile::end_key`].
+    pub(crate) fn sink(sink: Sink) -> Self {
+        OutputFile { buf: Vec::new(), target: Some(Target::Sink(sink)), bytes: 0, error: None }
+    }
+
+    /// Reduce has written `key`'s output: a sink receives it now (a failure is recorded as
+    /// [`OutputFile::drain`]'s); nothing happens for a file.
+    #[inline]
+    pub(crate) fn end_key(&mut self, key: &[u8]) -> std::io::Result<()> {
+        let Some(Target::Sink(sink)) = &self.target else { return Ok(()) };
+        let result = sink.accept(key, &self.buf);
+        self.buf.clear();
+        result.map_err(|e| {
+            let message = format!("the output sink failed: {e}");
+            self.error.get_or_insert(Error::Output { path: "the output sink".into(), what: e.to_string() });
+            std::io::Error::new(e.kind(), message)
+        })
+    }
+
     /// The output's own first error (writing or finishing it), if it had one.
     pub(crate) fn take_error(&mut self) -> Option<Error> {
         self.error.take()
@@ -66,7 +88,8 @@ impl OutputFile {
                 sink.write_all(&self.buf).map_err(Error::from)
             }
             Some(Target::InOrder(dest)) => dest.write_in_order(&self.buf),
-            None => Ok(()),
+            // Handed over per key by `end_key`: nothing is left between keys.
+            Some(Target::Sink(_)) | None => Ok(()),
         };
         self.buf.clear();
         result.map_err(|e| {
@@ -99,7 +122,7 @@ impl OutputFile {
             }
             // Written in place: nothing to commit (a device or FIFO is closed here).
             Some(Target::InOrder(dest)) => dest.commit(sync).map(|()| None)?,
-            None => None,
+            Some(Target::Sink(_)) | None => None,
         };
         Ok((self.bytes, dest))
     }
@@ -108,16 +131,17 @@ impl OutputFile {
 impl Write for OutputFile {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
         self.bytes += data.len() as u64;
-        if self.buf.len() + data.len() > OUT_BUFFER {
+        // A sink takes each key's bytes whole: they stay in the buffer until `end_key`.
+        if self.buf.len() + data.len() > OUT_BUFFER && !matches!(self.target, Some(Target::Sink(_))) {
             self.drain()?;
+            if data.len() > OUT_BUFFER {
+                let saved = std::mem::replace(&mut self.buf, data.to_vec());
+                self.drain()?;
+                self.buf = saved;
+                return Ok(data.len());
+            }
         }
-        if data.len() > OUT_BUFFER {
-            let saved = std::mem::replace(&mut self.buf, data.to_vec());
-            self.drain()?;
-            self.buf = saved;
-        } else {
-            self.buf.extend_from_slice(data);
-        }
+        self.buf.extend_from_slice(data);
         Ok(data.len())
     }
 
