@@ -155,10 +155,10 @@ pub unsafe extern "C" fn spillway_job_free(job: *mut SpillwayJob) {
     unsafe { free_handle(job) }
 }
 
-/// A C job as the engine's [`Job`], with or without its combiner.
-pub(crate) struct CJob<'j, const COMBINE: bool>(pub(crate) &'j SpillwayJob);
+/// A C job as the engine's [`Job`]: its own [`Combiner`] when it has a combine callback.
+pub(crate) struct CJob<'j>(pub(crate) &'j SpillwayJob);
 
-impl<const COMBINE: bool> CJob<'_, COMBINE> {
+impl CJob<'_> {
     /// The outcome of a callback that returned `code`: its message (set with `spillway_fail`)
     /// on failure; a panic kept by `spillway_emit` is raised again.
     pub(crate) fn outcome(what: &str, code: c_int) -> Result<(), JobError> {
@@ -195,9 +195,13 @@ impl<const COMBINE: bool> CJob<'_, COMBINE> {
     }
 }
 
-impl<const COMBINE: bool> Job for CJob<'_, COMBINE> {
+impl Job for CJob<'_> {
     type Value = Vec<u8>;
-    const COMBINER: bool = COMBINE;
+    type Combiner = Self;
+
+    fn combiner(&self) -> Option<&Self> {
+        self.0.combine.map(|_| self)
+    }
 
     fn split_mode(&self) -> SplitMode {
         self.0.split
@@ -211,14 +215,6 @@ impl<const COMBINE: bool> Job for CJob<'_, COMBINE> {
         let code =
             unsafe { (self.0.map)(self.0.user.0, split.data.as_ptr(), split.data.len(), &mut emitter) };
         Self::outcome("map", code)
-    }
-
-    fn combine(&self, acc: &mut Vec<u8>, value: Vec<u8>) {
-        self.call_combine(acc, &value);
-    }
-
-    fn combine_archived(&self, acc: &mut Vec<u8>, value: &ArchivedVec<u8>) {
-        self.call_combine(acc, value.as_slice());
     }
 
     #[allow(unsafe_code)]
@@ -239,5 +235,15 @@ impl<const COMBINE: bool> Job for CJob<'_, COMBINE> {
             return Err(e.into());
         }
         Self::outcome("reduce", code)
+    }
+}
+
+impl Combiner<Vec<u8>> for CJob<'_> {
+    fn combine(&self, acc: &mut Vec<u8>, value: Vec<u8>) {
+        self.call_combine(acc, &value);
+    }
+
+    fn combine_archived(&self, acc: &mut Vec<u8>, value: &ArchivedVec<u8>) {
+        self.call_combine(acc, value.as_slice());
     }
 }

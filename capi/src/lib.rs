@@ -93,8 +93,8 @@ use std::path::PathBuf;
 
 use spillway_engine::shuffle::rkyv::vec::ArchivedVec;
 use spillway_engine::{
-    Emitter, Engine, EngineBuilder, Error, Inputs, Job, JobError, OutputSpec, Sink, Split, SplitMode, Values,
-    panic_message,
+    Combiner, Emitter, Engine, EngineBuilder, Error, Inputs, Job, JobError, OutputSpec, Sink, Split,
+    SplitMode, Values, panic_message,
 };
 
 pub use callbacks::*;

@@ -144,10 +144,7 @@ pub(crate) unsafe fn run(
     let engine: Engine =
         config.builder.clone().build().map_err(|e| Failure::new(SpillwayStatus::Config, e.to_string()))?;
     let inputs = inputs().map_err(|e| Failure::new(status_of(&e), e.to_string()))?;
-    let result = match job.combine {
-        Some(_) => engine.run(&CJob::<true>(job), &inputs, &output),
-        None => engine.run(&CJob::<false>(job), &inputs, &output),
-    };
+    let result = engine.run(&CJob(job), &inputs, &output);
     let metrics = result.map_err(|e| Failure::new(status_of(&e), e.to_string()))?;
     if !metrics_json.is_null() {
         let json = serde_json::to_string(&metrics)

@@ -58,7 +58,7 @@ fn a_job_over_buffers() {
             lengths.as_ptr(),
             std::ptr::null(),
             texts.len(),
-            SpillwayOutput::File as std::ffi::c_int,
+            SpillwayOutput::File as c_int,
             out.as_ptr(),
             std::ptr::null_mut(),
         );
@@ -71,7 +71,7 @@ fn a_job_over_buffers() {
             std::ptr::null(),
             std::ptr::null(),
             0,
-            SpillwayOutput::File as std::ffi::c_int,
+            SpillwayOutput::File as c_int,
             out.as_ptr(),
             std::ptr::null_mut(),
         );

@@ -64,11 +64,11 @@ pub use engine::{
 };
 pub use error::{ConfigError, Error, JobError, Limit, Result};
 pub use input::{InputFile, Inputs, Split, SplitMode};
-pub use job::{Emitter, FnJob, Job, Values, from_fns, in_job_code, panic_message};
+pub use job::{Combiner, Emitter, FnJob, Job, NoCombiner, Values, from_fns, in_job_code, panic_message};
 pub use metrics::{Metrics, Phase, PhaseTimes, Progress, ResumeStats, Retries, anon_rss, peak_rss};
 pub use output::{
-    Collected, Destination, FileDestination, KeySink, OutputSpec, Sink, TempFile, file_destination,
-    open_in_place, parent_dir, part_name, write_whole,
+    Collected, Destination, FileDestination, KeyOutput, KeySink, OutputSpec, Sink, TempFile,
+    file_destination, open_in_place, parent_dir, part_name, write_whole,
 };
 pub use spillway_shuffle as shuffle;
 /// What a job with its own value type needs, so that it depends on this crate alone: the

@@ -32,7 +32,7 @@ use crate::cluster::SplitSource;
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::input::{Inputs, SplitRange};
-use crate::job::{self, Emitter, Job};
+use crate::job::{self, Combining, Emitter, Job};
 use crate::journal::Record;
 use crate::metrics::Progress;
 use crate::pool::{self, FirstError};
@@ -86,7 +86,7 @@ impl Engine {
                 let (records, mapped, retries, failure) = (&records, &mapped, &retries, &failure);
                 let exhausted = &exhausted;
                 let worker = move || {
-                    let buffer: Box<dyn SpillBuffer<J::Value>> = if J::COMBINER {
+                    let buffer: Box<dyn SpillBuffer<J::Value>> = if job.combines() {
                         Box::new(CombineBuffer::new(job, spiller, partitioner, share))
                     } else {
                         Box::new(AppendBuffer::new(spiller, partitioner, share))

@@ -20,7 +20,7 @@ mod temp_file;
 
 pub use destination::Destination;
 pub(crate) use output_file::OutputFile;
-pub use sink::{Collected, KeySink, Sink};
+pub use sink::{Collected, KeyOutput, KeySink, Sink};
 pub(crate) use staged_dir::{StagedDir, commit_with_metrics, fresh_token};
 pub use temp_file::TempFile;
 

@@ -83,11 +83,14 @@ impl Eq for Sink {}
 
 /// The `(key, output bytes)` pairs a [`Sink::collect`] sink received, in key order.
 #[derive(Debug, Clone, Default)]
-pub struct Collected(Arc<Mutex<Vec<(Vec<u8>, Vec<u8>)>>>);
+pub struct Collected(Arc<Mutex<Vec<KeyOutput>>>);
+
+/// A key and the output bytes reduce wrote for it.
+pub type KeyOutput = (Vec<u8>, Vec<u8>);
 
 impl Collected {
     /// Takes the pairs received so far (leaving none).
-    pub fn take(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+    pub fn take(&self) -> Vec<KeyOutput> {
         std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
     }
 }
