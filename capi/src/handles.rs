@@ -15,6 +15,14 @@ pub(crate) unsafe fn bytes<'a>(ptr: *const u8, len: usize) -> Result<&'a [u8], F
     if ptr.is_null() {
         return Err(Failure::new(SpillwayStatus::NullArgument, format!("a NULL pointer with length {len}")));
     }
+    // No buffer is larger (a negative length cast to `size_t`, say): making a slice of it
+    // would abort the process.
+    if len > isize::MAX as usize {
+        return Err(Failure::new(
+            SpillwayStatus::InvalidArgument,
+            format!("a length of {len} bytes is larger than any buffer"),
+        ));
+    }
     // SAFETY: the caller's contract: `ptr` points to `len` readable bytes living for `'a`.
     Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
 }

@@ -92,6 +92,19 @@ fn a_failing_reduce_callback_fails_the_job_with_its_code() {
     assert!(stdout.contains("reduce callback returned 42"), "{stdout}");
 }
 
+/// A length no buffer has (`(size_t)-8`) passed to `spillway_emit`: an error code and a
+/// message, where a slice of it would abort the process.
+#[test]
+fn an_impossible_length_is_an_error_not_a_crash() {
+    let stdout = fail("huge");
+    assert!(
+        stdout.contains(
+            "map callback failed: a length of 18446744073709551608 bytes is larger than any buffer"
+        ),
+        "{stdout}"
+    );
+}
+
 #[test]
 fn a_failing_output_callback_fails_the_job_with_its_message() {
     let stdout = fail("output");

@@ -1,6 +1,7 @@
 /*
  * Failures through the C ABI: `fail MODE OUTPUT INPUT` where MODE is `map`, `combine` or
- * `reduce` (that callback fails, with a message), `output` (the output callback fails, with a
+ * `reduce` (that callback fails, with a message), `huge` (map emits a key of length SIZE_MAX - 7),
+ * `output` (the output callback fails, with a
  * message), or `misuse` (NULL handles and bad
  * arguments, each must give an error code and a message). Prints "status=N message=M" for
  * the run and exits 0 when everything answered as an error should.
@@ -18,6 +19,15 @@ static int map(void *user, const uint8_t *text, size_t len, spillway_emitter *em
     if (strcmp(mode, "map") == 0) {
         spillway_fail("map refuses this split");
         return 7;
+    }
+    if (strcmp(mode, "huge") == 0) {
+        /* A length no buffer has (a negative length cast to size_t): made into a slice it
+         * would abort the process; it must come back as an error code and a message. */
+        const uint8_t one = 1;
+        spillway_status status = spillway_emit(emitter, text, (size_t)-8, &one, 1);
+        if (status != SPILLWAY_STATUS_INVALID_ARGUMENT) return 99;
+        spillway_fail(spillway_last_error());
+        return 1;
     }
     const uint8_t one = 1;
     for (size_t i = 0; i < len; i++) {
