@@ -124,7 +124,10 @@ int main(int argc, char **argv) {
     spillway_job *job = NULL;
     char *metrics = NULL;
     int status = spillway_config_new(&config);
-    if (status == SPILLWAY_STATUS_OK) status = spillway_config_set_threads(config, 2);
+    /* 2 worker threads, or SPILLWAY_THREADS (the benchmark sets it). */
+    const char *threads = getenv("SPILLWAY_THREADS");
+    if (status == SPILLWAY_STATUS_OK)
+        status = spillway_config_set_threads(config, threads ? (size_t)strtoul(threads, NULL, 10) : 2);
     if (status == SPILLWAY_STATUS_OK) status = spillway_config_set_memory_budget(config, 64u << 20);
     if (status == SPILLWAY_STATUS_OK) status = spillway_job_new(map, combine, reduce, NULL, &job);
     if (status == SPILLWAY_STATUS_OK && collecting) {

@@ -155,6 +155,11 @@ pub unsafe extern "C" fn spillway_job_free(job: *mut SpillwayJob) {
     unsafe { free_handle(job) }
 }
 
+thread_local! {
+    /// The buffer a combine callback writes into (see `CJob::call_combine`).
+    static COMBINED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
 /// A C job as the engine's [`Job`]: its own [`Combiner`] when it has a combine callback.
 pub(crate) struct CJob<'j>(pub(crate) &'j SpillwayJob);
 
@@ -179,19 +184,29 @@ impl CJob<'_> {
     #[allow(unsafe_code)]
     pub(crate) fn call_combine(&self, acc: &mut Vec<u8>, value: &[u8]) {
         let combine = self.0.combine.expect("a combining job has a combiner");
-        let mut combined = Vec::with_capacity(acc.len());
-        let mut writer = SpillwayWriter { out: &mut combined, error: None };
-        // SAFETY: the callback's contract (the header): it reads `acc_len` bytes at `acc` and
-        // `value_len` at `value`, writes through `out` only during this call.
-        let code = unsafe {
-            combine(self.0.user.0, acc.as_ptr(), acc.len(), value.as_ptr(), value.len(), &mut writer)
-        };
+        // The combined value is written into this thread's spare buffer, which then trades
+        // places with `acc`: no allocation per combine once the buffers have grown (the map
+        // side combines on every emit of a key already buffered).
+        let code = COMBINED.with_borrow_mut(|combined| {
+            combined.clear();
+            let mut writer = SpillwayWriter { out: combined, error: None };
+            // SAFETY: the callback's contract (the header): it reads `acc_len` bytes at `acc`
+            // and `value_len` at `value`, writes through `out` only during this call.
+            let code = unsafe {
+                combine(self.0.user.0, acc.as_ptr(), acc.len(), value.as_ptr(), value.len(), &mut writer)
+            };
+            if code == 0 {
+                std::mem::swap(acc, combined);
+            }
+            code
+        });
         // `Job::combine` has no error: a failure is a panic, which the engine catches for the
         // split, merge or partition, and reports with this message.
-        if let Err(e) = Self::outcome("combine", code) {
+        if code != 0
+            && let Err(e) = Self::outcome("combine", code)
+        {
             panic!("{e}");
         }
-        *acc = combined;
     }
 }
 
