@@ -14,6 +14,8 @@
 #   cc                gcc              (mpicc wraps it; cc crate builds mpi-sys' shim)
 #   g++               g++              (capi's C++ test program)
 #   gfortran          gfortran         (capi's Fortran test program)
+#   valgrind          valgrind         (capi's memcheck test)
+#   make              make             (capi's Makefile example)
 #   hyperfine         hyperfine        (--bench only)
 set -euo pipefail
 
@@ -23,7 +25,7 @@ for arg in "$@"; do
     case "$arg" in
         --bench) want_bench=1 ;;
         --check) check_only=1 ;;
-        -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "install-deps: unknown argument: $arg (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -124,6 +126,12 @@ check_all() {
 
     if have gfortran; then report gfortran gfortran 1 "$(command -v gfortran)"
     else report gfortran gfortran 0 ""; fi
+
+    if have valgrind; then report valgrind valgrind 1 "$(command -v valgrind)"
+    else report valgrind valgrind 0 ""; fi
+
+    if have make; then report make make 1 "$(command -v make)"
+    else report make make 0 ""; fi
 
     if [[ $want_bench == 1 ]]; then
         if have hyperfine; then report hyperfine hyperfine 1 "$(hyperfine --version 2>/dev/null || true)"

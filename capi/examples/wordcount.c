@@ -2,7 +2,11 @@
  * Word count through Spillway's C ABI: every maximal run of ASCII letters with the number of
  * its occurrences, "word<TAB>count", in byte order, as `spillway wordcount` writes it.
  *
- *   wordcount OUTPUT_FILE INPUT...      (inputs: files or directories)
+ *   wordcount [--collect] OUTPUT_FILE INPUT...      (inputs: files or directories)
+ *
+ * With --collect the output comes back to this program through an output callback
+ * (SPILLWAY_OUTPUT_CALLBACK: each key's line, in key order, from one thread), is collected in
+ * memory, and written to OUTPUT_FILE at the end: the same bytes.
  *
  * Build (from the workspace, after `cargo build --release -p spillway-capi`):
  *   cc -Icapi/include capi/examples/wordcount.c -Ltarget/release -lspillway_capi \
@@ -10,6 +14,7 @@
  */
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "spillway.h"
@@ -67,22 +72,84 @@ static int reduce(void *user, const uint8_t *key, size_t key_len, spillway_value
     return 0;
 }
 
+/* What the output callback collects into (its `user` pointer). */
+struct collected {
+    uint8_t *bytes;
+    size_t len, cap;
+    uint8_t last_key[256];
+    size_t last_key_len;
+    size_t keys;
+};
+
+static int collect(void *user, const uint8_t *key, size_t key_len, const uint8_t *data, size_t len) {
+    struct collected *c = user;
+    /* Keys arrive in byte order: check it (a key longer than 256 bytes is not checked). */
+    size_t common = key_len < c->last_key_len ? key_len : c->last_key_len;
+    int order = memcmp(key, c->last_key, common);
+    if (c->keys > 0 && (order < 0 || (order == 0 && key_len <= c->last_key_len))) {
+        spillway_fail("keys out of order");
+        return 1;
+    }
+    if (key_len <= sizeof c->last_key) {
+        memcpy(c->last_key, key, key_len);
+        c->last_key_len = key_len;
+    }
+    c->keys++;
+    if (c->len + len > c->cap) {
+        size_t cap = c->cap ? c->cap : 4096;
+        while (cap < c->len + len) cap *= 2;
+        uint8_t *bytes = realloc(c->bytes, cap);
+        if (bytes == NULL) {
+            spillway_fail("out of memory");
+            return 1;
+        }
+        c->bytes = bytes;
+        c->cap = cap;
+    }
+    if (len > 0) memcpy(c->bytes + c->len, data, len);
+    c->len += len;
+    return 0;
+}
+
 int main(int argc, char **argv) {
+    int collecting = argc > 1 && strcmp(argv[1], "--collect") == 0;
+    argv += collecting;
+    argc -= collecting;
     if (argc < 3) {
-        fprintf(stderr, "usage: %s OUTPUT_FILE INPUT...\n", argv[0]);
+        fprintf(stderr, "usage: wordcount [--collect] OUTPUT_FILE INPUT...\n");
         return 2;
     }
+    struct collected collected = {0};
     spillway_config *config = NULL;
     spillway_job *job = NULL;
     char *metrics = NULL;
     int status = spillway_config_new(&config);
-    if (status == SPILLWAY_STATUS_OK) status = spillway_config_set_threads(config, 2);
+    /* 2 worker threads, or SPILLWAY_THREADS (the benchmark sets it). */
+    const char *threads = getenv("SPILLWAY_THREADS");
+    if (status == SPILLWAY_STATUS_OK)
+        status = spillway_config_set_threads(config, threads ? (size_t)strtoul(threads, NULL, 10) : 2);
     if (status == SPILLWAY_STATUS_OK) status = spillway_config_set_memory_budget(config, 64u << 20);
     if (status == SPILLWAY_STATUS_OK) status = spillway_job_new(map, combine, reduce, NULL, &job);
+    if (status == SPILLWAY_STATUS_OK && collecting) {
+        status = spillway_config_set_output_callback(config, collect, &collected);
+    }
     if (status == SPILLWAY_STATUS_OK) {
         status = spillway_run(config, job, (const char *const *)(argv + 2), (size_t)(argc - 2),
-                              SPILLWAY_OUTPUT_FILE, argv[1], &metrics);
+                              collecting ? SPILLWAY_OUTPUT_CALLBACK : SPILLWAY_OUTPUT_FILE,
+                              collecting ? NULL : argv[1], &metrics);
     }
+    if (status == SPILLWAY_STATUS_OK && collecting) {
+        FILE *out = fopen(argv[1], "wb");
+        int written = out != NULL && fwrite(collected.bytes, 1, collected.len, out) == collected.len;
+        if (out != NULL && fclose(out) != 0) written = 0;
+        if (!written) {
+            fprintf(stderr, "wordcount: cannot write %s\n", argv[1]);
+            status = SPILLWAY_STATUS_IO;
+        } else {
+            fprintf(stderr, "wordcount: collected %zu keys\n", collected.keys);
+        }
+    }
+    free(collected.bytes);
     if (status != SPILLWAY_STATUS_OK) {
         fprintf(stderr, "wordcount: error %d: %s\n", status, spillway_last_error());
     } else {

@@ -58,7 +58,7 @@ fn a_job_over_buffers() {
             lengths.as_ptr(),
             std::ptr::null(),
             texts.len(),
-            SpillwayOutput::File,
+            SpillwayOutput::File as c_int,
             out.as_ptr(),
             std::ptr::null_mut(),
         );
@@ -71,7 +71,7 @@ fn a_job_over_buffers() {
             std::ptr::null(),
             std::ptr::null(),
             0,
-            SpillwayOutput::File,
+            SpillwayOutput::File as c_int,
             out.as_ptr(),
             std::ptr::null_mut(),
         );

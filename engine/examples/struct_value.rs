@@ -10,7 +10,8 @@ use std::io::Write;
 
 use spillway_engine::text::{WordMode, for_each_word};
 use spillway_engine::{
-    ArchivedValue, Emitter, Engine, Inputs, Job, JobError, OutputSpec, Split, Values, rkyv, to_owned,
+    ArchivedValue, Combiner, Emitter, Engine, Inputs, Job, JobError, OutputSpec, Split, Values, rkyv,
+    to_owned,
 };
 
 /// The value: a count and a maximum, both folded by `combine`.
@@ -25,7 +26,11 @@ struct Stats;
 
 impl Job for Stats {
     type Value = WordStats;
-    const COMBINER: bool = true;
+    type Combiner = Self;
+
+    fn combiner(&self) -> Option<&Self> {
+        Some(self)
+    }
 
     fn map(&self, split: &Split<'_>, emit: &mut Emitter<'_, WordStats>) -> Result<(), JobError> {
         for line in split.data.split(|&b| b == b'\n') {
@@ -35,11 +40,6 @@ impl Job for Stats {
             });
         }
         Ok(())
-    }
-
-    fn combine(&self, acc: &mut WordStats, value: WordStats) {
-        acc.count += value.count;
-        acc.longest_line = acc.longest_line.max(value.longest_line);
     }
 
     fn reduce(
@@ -56,6 +56,13 @@ impl Job for Stats {
         out.write_all(key)?;
         writeln!(out, "\t{}\t{}", total.count, total.longest_line)?;
         Ok(())
+    }
+}
+
+impl Combiner<WordStats> for Stats {
+    fn combine(&self, acc: &mut WordStats, value: WordStats) {
+        acc.count += value.count;
+        acc.longest_line = acc.longest_line.max(value.longest_line);
     }
 }
 

@@ -13,7 +13,7 @@ use spillway_shuffle::{Partitioner, Value};
 use spillway_shuffle::RunInfo;
 
 use crate::error::Result;
-use crate::job::{Job, MapBuffer};
+use crate::job::{Combining, Job, MapBuffer};
 use crate::spill::Spiller;
 use crate::table::{INLINE_KEY, Located, Table};
 

@@ -11,16 +11,88 @@ use crate::input::{Split, SplitMode};
 /// A MapReduce job.
 ///
 /// `map` runs once per split (its local variables are the per-split state), emitting
-/// `(key, value)` pairs; keys are byte strings and values any rkyv-archivable type. With
-/// [`Job::COMBINER`] set, [`Job::combine`] folds values of equal keys map-side, in merges and
-/// before reduce; it must be associative and commutative. `reduce` sees each key once, in byte
-/// order within its partition, with all its remaining values, and writes output bytes.
+/// `(key, value)` pairs; keys are byte strings and values any rkyv-archivable type. Whether
+/// values of equal keys are combined is one explicit choice that every job states:
+/// [`Job::Combiner`] is a [`Combiner`] (often the job itself) that [`Job::combiner`] returns,
+/// folding values map-side, in merges and before reduce (associative and commutative), or
+/// [`NoCombiner`]. `reduce` sees each key once, in byte order within its partition, with all
+/// its remaining values, and writes output bytes.
+///
+/// ```
+/// use spillway_engine::{Combiner, Emitter, Job, JobError, Split, Values};
+///
+/// struct Count;
+///
+/// impl Job for Count {
+///     type Value = u64;
+///     type Combiner = Self;
+///
+///     fn combiner(&self) -> Option<&Self> {
+///         Some(self)
+///     }
+///
+///     fn map(&self, split: &Split<'_>, emit: &mut Emitter<'_, u64>) -> Result<(), JobError> {
+///         split.data.split(|b| *b == b' ').for_each(|w| emit.emit(w, 1));
+///         Ok(())
+///     }
+///
+///     fn reduce(&self, key: &[u8], values: Values<'_, '_, u64>, out: &mut dyn std::io::Write) -> Result<(), JobError> {
+///         let total: u64 = values.map(|v| v.to_native()).sum();
+///         writeln!(out, "{}\t{total}", String::from_utf8_lossy(key))?;
+///         Ok(())
+///     }
+/// }
+///
+/// impl Combiner<u64> for Count {
+///     fn combine(&self, acc: &mut u64, value: u64) {
+///         *acc += value;
+///     }
+/// }
+/// ```
+///
+/// A job that combines nothing says so: `type Combiner = NoCombiner;` and `fn combiner(&self)
+/// -> Option<&NoCombiner> { None }`. Forgetting the choice does not compile:
+///
+/// ```compile_fail,E0046
+/// use spillway_engine::{Emitter, Job, JobError, Split, Values};
+///
+/// struct Count;
+///
+/// impl Job for Count {
+///     type Value = u64;
+///     fn map(&self, _: &Split<'_>, _: &mut Emitter<'_, u64>) -> Result<(), JobError> { Ok(()) }
+///     fn reduce(&self, _: &[u8], _: Values<'_, '_, u64>, _: &mut dyn std::io::Write) -> Result<(), JobError> { Ok(()) }
+/// }
+/// ```
+///
+/// and neither does a `combine` written on the job itself (once a method the engine called
+/// only when a separate `COMBINER` flag was also set, and silently ignored otherwise):
+///
+/// ```compile_fail,E0407
+/// use spillway_engine::{Emitter, Job, JobError, NoCombiner, Split, Values};
+///
+/// struct Count;
+///
+/// impl Job for Count {
+///     type Value = u64;
+///     type Combiner = NoCombiner;
+///     fn combiner(&self) -> Option<&NoCombiner> { None }
+///     fn map(&self, _: &Split<'_>, _: &mut Emitter<'_, u64>) -> Result<(), JobError> { Ok(()) }
+///     fn combine(&self, acc: &mut u64, value: u64) { *acc += value }
+///     fn reduce(&self, _: &[u8], _: Values<'_, '_, u64>, _: &mut dyn std::io::Write) -> Result<(), JobError> { Ok(()) }
+/// }
+/// ```
 pub trait Job: Send + Sync {
     /// The value type.
     type Value: Value;
 
-    /// Whether [`Job::combine`] may be applied. Defaults to false.
-    const COMBINER: bool = false;
+    /// What folds values of equal keys: a [`Combiner`] of [`Job::Value`]s (often `Self`), or
+    /// [`NoCombiner`]. No default: every job chooses.
+    type Combiner: Combiner<Self::Value>;
+
+    /// The combiner the engine applies, or `None` for none (always `None` with
+    /// [`NoCombiner`]). Asked once per map worker and per merge, not per value.
+    fn combiner(&self) -> Option<&Self::Combiner>;
 
     /// How inputs are cut into splits. Defaults to lines.
     fn split_mode(&self) -> SplitMode {
@@ -42,15 +114,6 @@ pub trait Job: Send + Sync {
     /// Any error fails the job, naming the split.
     fn map(&self, split: &Split<'_>, emit: &mut Emitter<'_, Self::Value>) -> Result<(), JobError>;
 
-    /// Folds `value` into `acc`. Called only when [`Job::COMBINER`] is true.
-    fn combine(&self, _acc: &mut Self::Value, _value: Self::Value) {}
-
-    /// Folds an archived value into `acc` (in merges). Defaults to deserializing it and calling
-    /// [`Job::combine`]; override when the archived form can be folded directly.
-    fn combine_archived(&self, acc: &mut Self::Value, value: &ArchivedValue<Self::Value>) {
-        self.combine(acc, to_owned::<Self::Value>(value));
-    }
-
     /// Reduces one key.
     ///
     /// # Errors
@@ -63,6 +126,57 @@ pub trait Job: Send + Sync {
         out: &mut dyn Write,
     ) -> Result<(), JobError>;
 }
+
+/// Folds values of one key: a job's combiner ([`Job::Combiner`]). It must be associative and
+/// commutative: the engine applies it map-side as pairs are emitted, in merges of runs, and
+/// before reduce, in any grouping.
+pub trait Combiner<V: Value>: Send + Sync {
+    /// Folds `value` into `acc`.
+    fn combine(&self, acc: &mut V, value: V);
+
+    /// Folds an archived value into `acc` (in merges). Defaults to deserializing it and calling
+    /// [`Combiner::combine`]; override when the archived form can be folded directly.
+    fn combine_archived(&self, acc: &mut V, value: &ArchivedValue<V>) {
+        self.combine(acc, to_owned::<V>(value));
+    }
+}
+
+/// The [`Job::Combiner`] of a job that combines nothing (it has no values: its
+/// [`Job::combiner`] returns `None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoCombiner {}
+
+impl<V: Value> Combiner<V> for NoCombiner {
+    fn combine(&self, _: &mut V, _: V) {
+        match *self {}
+    }
+}
+
+/// The engine's view of a job's combiner: whether there is one, and folding through it.
+pub(crate) trait Combining: Job {
+    /// Whether the job has a combiner.
+    fn combines(&self) -> bool {
+        self.combiner().is_some()
+    }
+
+    /// Folds `value` into `acc` with the combiner (nothing without one).
+    #[inline]
+    fn combine(&self, acc: &mut Self::Value, value: Self::Value) {
+        if let Some(c) = self.combiner() {
+            c.combine(acc, value);
+        }
+    }
+
+    /// Folds an archived value into `acc` with the combiner (nothing without one).
+    #[inline]
+    fn combine_archived(&self, acc: &mut Self::Value, value: &ArchivedValue<Self::Value>) {
+        if let Some(c) = self.combiner() {
+            c.combine_archived(acc, value);
+        }
+    }
+}
+
+impl<J: Job + ?Sized> Combining for J {}
 
 thread_local! {
     static IN_JOB_CODE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
@@ -206,15 +320,15 @@ where
     R: Fn(&[u8], V, &mut dyn Write) -> std::io::Result<()> + Send + Sync,
 {
     type Value = V;
-    const COMBINER: bool = true;
+    type Combiner = Self;
+
+    fn combiner(&self) -> Option<&Self> {
+        Some(self)
+    }
 
     fn map(&self, split: &Split<'_>, emit: &mut Emitter<'_, V>) -> Result<(), JobError> {
         (self.map)(split.data, &mut |key, value| emit.emit(key, value));
         Ok(())
-    }
-
-    fn combine(&self, acc: &mut V, value: V) {
-        (self.combine)(acc, value);
     }
 
     fn reduce(&self, key: &[u8], values: Values<'_, '_, V>, out: &mut dyn Write) -> Result<(), JobError> {
@@ -225,5 +339,17 @@ where
         }
         (self.reduce)(key, acc, out)?;
         Ok(())
+    }
+}
+
+impl<V, M, C, R> Combiner<V> for FnJob<V, M, C, R>
+where
+    V: Value,
+    M: Fn(&[u8], &mut dyn FnMut(&[u8], V)) + Send + Sync,
+    C: Fn(&mut V, V) + Send + Sync,
+    R: Fn(&[u8], V, &mut dyn Write) -> std::io::Result<()> + Send + Sync,
+{
+    fn combine(&self, acc: &mut V, value: V) {
+        (self.combine)(acc, value);
     }
 }

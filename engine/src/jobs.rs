@@ -11,7 +11,7 @@ use spillway_shuffle::rkyv::Archived;
 
 use crate::error::JobError;
 use crate::input::{Inputs, Split, SplitMode};
-use crate::job::{Emitter, Job, Values};
+use crate::job::{Combiner, Emitter, Job, NoCombiner, Values};
 use crate::text::{WordMode, for_each_word};
 
 /// Writes `key<TAB>n<LF>`.
@@ -59,7 +59,11 @@ pub struct WordCount {
 
 impl Job for WordCount {
     type Value = u64;
-    const COMBINER: bool = true;
+    type Combiner = Self;
+
+    fn combiner(&self) -> Option<&Self> {
+        Some(self)
+    }
 
     fn parameters(&self) -> String {
         format!("{:?}", self.mode)
@@ -70,6 +74,14 @@ impl Job for WordCount {
         Ok(())
     }
 
+    fn reduce(&self, key: &[u8], values: Values<'_, '_, u64>, out: &mut dyn Write) -> Result<(), JobError> {
+        let total: u64 = values.map(|v| v.to_native()).sum();
+        write_key_value(out, key, total)?;
+        Ok(())
+    }
+}
+
+impl Combiner<u64> for WordCount {
     #[inline]
     fn combine(&self, acc: &mut u64, value: u64) {
         *acc += value;
@@ -78,12 +90,6 @@ impl Job for WordCount {
     #[inline]
     fn combine_archived(&self, acc: &mut u64, value: &Archived<u64>) {
         *acc += value.to_native();
-    }
-
-    fn reduce(&self, key: &[u8], values: Values<'_, '_, u64>, out: &mut dyn Write) -> Result<(), JobError> {
-        let total: u64 = values.map(|v| v.to_native()).sum();
-        write_key_value(out, key, total)?;
-        Ok(())
     }
 }
 
@@ -112,7 +118,11 @@ fn insert_sorted(docs: &mut Vec<u32>, doc: u32) {
 
 impl Job for InvertedIndex {
     type Value = Vec<u32>;
-    const COMBINER: bool = true;
+    type Combiner = Self;
+
+    fn combiner(&self) -> Option<&Self> {
+        Some(self)
+    }
 
     fn parameters(&self) -> String {
         format!("{:?}", self.mode)
@@ -129,18 +139,6 @@ impl Job for InvertedIndex {
             emit.emit(word, vec![doc]);
         }
         Ok(())
-    }
-
-    fn combine(&self, acc: &mut Vec<u32>, value: Vec<u32>) {
-        for doc in value {
-            insert_sorted(acc, doc);
-        }
-    }
-
-    fn combine_archived(&self, acc: &mut Vec<u32>, value: &ArchivedValue<Vec<u32>>) {
-        for doc in value.iter() {
-            insert_sorted(acc, doc.to_native());
-        }
     }
 
     fn reduce(
@@ -168,6 +166,20 @@ impl Job for InvertedIndex {
         }
         out.write_all(b"\n")?;
         Ok(())
+    }
+}
+
+impl Combiner<Vec<u32>> for InvertedIndex {
+    fn combine(&self, acc: &mut Vec<u32>, value: Vec<u32>) {
+        for doc in value {
+            insert_sorted(acc, doc);
+        }
+    }
+
+    fn combine_archived(&self, acc: &mut Vec<u32>, value: &ArchivedValue<Vec<u32>>) {
+        for doc in value.iter() {
+            insert_sorted(acc, doc.to_native());
+        }
     }
 }
 
@@ -199,6 +211,11 @@ pub type GrepLine = (u64, Vec<u8>);
 
 impl Job for Grep {
     type Value = GrepLine;
+    type Combiner = NoCombiner;
+
+    fn combiner(&self) -> Option<&NoCombiner> {
+        None
+    }
 
     fn split_mode(&self) -> SplitMode {
         SplitMode::NumberedLines

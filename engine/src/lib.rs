@@ -7,7 +7,8 @@
 //!   `max_open_runs`, spill directory, I/O backend, `sync`. [`Engine::run`] returns
 //!   [`Metrics`]; [`sort::sort_records`] sorts fixed-size records with the same settings.
 //! - [`Inputs`]: files and directories, memory-mapped before any work starts.
-//! - [`OutputSpec`]: part files plus `_SUCCESS`, one sorted file, or standard output.
+//! - [`OutputSpec`]: part files plus `_SUCCESS`, one sorted file, standard output, or the
+//!   caller's [`Sink`] (each key's output in key order; [`Sink::collect`] keeps the pairs).
 //! - [`jobs`]: word count, inverted index and grep, as the `spillway` tool runs them.
 //!
 //! # Example
@@ -65,11 +66,11 @@ pub use engine::{
 };
 pub use error::{ConfigError, Error, JobError, Limit, Result};
 pub use input::{InputFile, Inputs, Split, SplitMode};
-pub use job::{Emitter, FnJob, Job, Values, from_fns, in_job_code, panic_message};
+pub use job::{Combiner, Emitter, FnJob, Job, NoCombiner, Values, from_fns, in_job_code, panic_message};
 pub use metrics::{Metrics, Phase, PhaseTimes, Progress, ResumeStats, Retries, anon_rss, peak_rss};
 pub use output::{
-    Destination, FileDestination, OutputSpec, TempFile, file_destination, open_in_place, parent_dir,
-    part_name, write_whole,
+    Collected, Destination, FileDestination, KeyOutput, KeySink, OutputSpec, Sink, TempFile,
+    file_destination, open_in_place, parent_dir, part_name, write_whole,
 };
 pub use spillway_shuffle as shuffle;
 /// What a job with its own value type needs, so that it depends on this crate alone: the

@@ -12,7 +12,7 @@ use spillway_shuffle::{
 
 use crate::cleanup::Notice;
 use crate::error::{Error, Result};
-use crate::job::Job;
+use crate::job::{Combining, Job};
 use crate::journal::{JournalWriter, Record, RunRef};
 use crate::metrics::Progress;
 use crate::owner::OwnerTag;
@@ -250,7 +250,7 @@ impl<'s> Spiller<'s> {
         let mut attempts = 0;
         let info = loop {
             attempts += 1;
-            let merged = crate::job::catch(|| match J::COMBINER {
+            let merged = crate::job::catch(|| match job.combines() {
                 true => merge_runs::<J::Value>(&paths, &output, Some(&combine), &options),
                 false => merge_runs::<J::Value>(&paths, &output, None, &options),
             });

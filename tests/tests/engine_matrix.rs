@@ -249,6 +249,12 @@ fn job_errors_and_panics_name_the_split_and_leave_no_success() {
     struct Failing;
     impl Job for Failing {
         type Value = u64;
+        type Combiner = spillway_engine::NoCombiner;
+
+        fn combiner(&self) -> Option<&spillway_engine::NoCombiner> {
+            None
+        }
+
         fn map(
             &self,
             split: &spillway_engine::Split<'_>,

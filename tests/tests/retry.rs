@@ -9,7 +9,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use spillway_engine::{Emitter, Engine, Error, Inputs, Job, JobError, Metrics, OutputSpec, Split, Values};
+use spillway_engine::{
+    Combiner, Emitter, Engine, Error, Inputs, Job, JobError, Metrics, OutputSpec, Split, Values,
+};
 use spillway_tests::{messy_text, names, read_parts, sorted_lines};
 
 /// How a chosen attempt fails.
@@ -57,7 +59,11 @@ impl<const COMBINE: bool> Flaky<COMBINE> {
 
 impl<const COMBINE: bool> Job for Flaky<COMBINE> {
     type Value = u64;
-    const COMBINER: bool = COMBINE;
+    type Combiner = Self;
+
+    fn combiner(&self) -> Option<&Self> {
+        COMBINE.then_some(self)
+    }
 
     fn map(&self, split: &Split<'_>, emit: &mut Emitter<'_, u64>) -> Result<(), JobError> {
         let tokens: Vec<&[u8]> =
@@ -76,10 +82,6 @@ impl<const COMBINE: bool> Job for Flaky<COMBINE> {
         Ok(())
     }
 
-    fn combine(&self, acc: &mut u64, value: u64) {
-        *acc += value;
-    }
-
     fn reduce(&self, key: &[u8], values: Values<'_, '_, u64>, out: &mut dyn Write) -> Result<(), JobError> {
         let total: u64 = values.map(|v| v.to_native()).sum();
         if self.bad_keys.iter().any(|k| k == key) && self.reduced_bad.lock().unwrap().insert(key.to_vec()) {
@@ -90,6 +92,12 @@ impl<const COMBINE: bool> Job for Flaky<COMBINE> {
         out.write_all(key)?;
         writeln!(out, "\t{total}")?;
         Ok(())
+    }
+}
+
+impl<const COMBINE: bool> Combiner<u64> for Flaky<COMBINE> {
+    fn combine(&self, acc: &mut u64, value: u64) {
+        *acc += value;
     }
 }
 
@@ -339,7 +347,11 @@ struct PanickyCombiner(std::sync::atomic::AtomicBool);
 
 impl Job for PanickyCombiner {
     type Value = u64;
-    const COMBINER: bool = true;
+    type Combiner = Self;
+
+    fn combiner(&self) -> Option<&Self> {
+        Some(self)
+    }
 
     fn map(&self, split: &Split<'_>, emit: &mut Emitter<'_, u64>) -> Result<(), JobError> {
         for token in split.data.split(u8::is_ascii_whitespace).filter(|t| !t.is_empty()) {
@@ -348,6 +360,15 @@ impl Job for PanickyCombiner {
         Ok(())
     }
 
+    fn reduce(&self, key: &[u8], values: Values<'_, '_, u64>, out: &mut dyn Write) -> Result<(), JobError> {
+        let total: u64 = values.map(|v| v.to_native()).sum();
+        out.write_all(key)?;
+        writeln!(out, "\t{total}")?;
+        Ok(())
+    }
+}
+
+impl Combiner<u64> for PanickyCombiner {
     fn combine(&self, acc: &mut u64, value: u64) {
         *acc += value;
     }
@@ -357,13 +378,6 @@ impl Job for PanickyCombiner {
             panic!("combiner panicked on purpose");
         }
         *acc += value.to_native();
-    }
-
-    fn reduce(&self, key: &[u8], values: Values<'_, '_, u64>, out: &mut dyn Write) -> Result<(), JobError> {
-        let total: u64 = values.map(|v| v.to_native()).sum();
-        out.write_all(key)?;
-        writeln!(out, "\t{total}")?;
-        Ok(())
     }
 }
 

@@ -1,6 +1,8 @@
 /*
  * Failures through the C ABI: `fail MODE OUTPUT INPUT` where MODE is `map`, `combine` or
- * `reduce` (that callback fails, with a message), or `misuse` (NULL handles and bad
+ * `reduce` (that callback fails, with a message), `huge` (map emits a key of length SIZE_MAX - 7),
+ * `output` (the output callback fails, with a
+ * message), or `misuse` (NULL handles and bad
  * arguments, each must give an error code and a message). Prints "status=N message=M" for
  * the run and exits 0 when everything answered as an error should.
  */
@@ -17,6 +19,15 @@ static int map(void *user, const uint8_t *text, size_t len, spillway_emitter *em
     if (strcmp(mode, "map") == 0) {
         spillway_fail("map refuses this split");
         return 7;
+    }
+    if (strcmp(mode, "huge") == 0) {
+        /* A length no buffer has (a negative length cast to size_t): made into a slice it
+         * would abort the process; it must come back as an error code and a message. */
+        const uint8_t one = 1;
+        spillway_status status = spillway_emit(emitter, text, (size_t)-8, &one, 1);
+        if (status != SPILLWAY_STATUS_INVALID_ARGUMENT) return 99;
+        spillway_fail(spillway_last_error());
+        return 1;
     }
     const uint8_t one = 1;
     for (size_t i = 0; i < len; i++) {
@@ -43,6 +54,17 @@ static int reduce(void *user, const uint8_t *key, size_t key_len, spillway_value
     (void)values;
     if (strcmp(mode, "reduce") == 0) return 42; /* no message: the code is reported */
     return spillway_write(out, key, key_len) != SPILLWAY_STATUS_OK;
+}
+
+static int output(void *user, const uint8_t *key, size_t key_len, const uint8_t *data, size_t len) {
+    (void)user;
+    (void)data;
+    (void)len;
+    if (key_len == 1 && key[0] == 'l') {
+        spillway_fail("the output callback has no room for l");
+        return 1;
+    }
+    return 0;
 }
 
 static int expect(const char *what, spillway_status got, spillway_status want) {
@@ -91,9 +113,36 @@ int main(int argc, char **argv) {
         bad |= expect("run(1-byte budget)",
                       spillway_run(config, job, inputs, 1, SPILLWAY_OUTPUT_FILE, argv[2], NULL),
                       SPILLWAY_STATUS_CONFIG);
+        bad |= expect("run(kind 7)", spillway_run(config, job, inputs, 1, 7, argv[2], NULL),
+                      SPILLWAY_STATUS_INVALID_ARGUMENT);
+        bad |= expect("run(kind -1)", spillway_run(config, job, inputs, 1, -1, argv[2], NULL),
+                      SPILLWAY_STATUS_INVALID_ARGUMENT);
+        bad |= expect("set_split(9)", spillway_job_set_split(job, 9, 0),
+                      SPILLWAY_STATUS_INVALID_ARGUMENT);
+        bad |= expect("run(callback unset)",
+                      spillway_run(config, job, inputs, 1, SPILLWAY_OUTPUT_CALLBACK, NULL, NULL),
+                      SPILLWAY_STATUS_INVALID_ARGUMENT);
+        bad |= expect("set_output_callback(NULL)",
+                      spillway_config_set_output_callback(NULL, output, NULL),
+                      SPILLWAY_STATUS_NULL_ARGUMENT);
+        const uint8_t *value = NULL;
+        size_t value_len = 0;
+        bad |= expect("emit(NULL emitter)", spillway_emit(NULL, (const uint8_t *)"k", 1, NULL, 0),
+                      SPILLWAY_STATUS_NULL_ARGUMENT);
+        bad |= expect("values_next(NULL)", spillway_values_next(NULL, &value, &value_len),
+                      SPILLWAY_STATUS_NULL_ARGUMENT);
+        bad |= expect("write(NULL)", spillway_write(NULL, (const uint8_t *)"x", 1),
+                      SPILLWAY_STATUS_NULL_ARGUMENT);
+        bad |= expect("emitter_input(NULL)", spillway_emitter_input(NULL, NULL, NULL),
+                      SPILLWAY_STATUS_NULL_ARGUMENT);
         spillway_config_free(NULL);
         spillway_job_free(NULL);
         spillway_string_free(NULL);
+    } else if (strcmp(mode, "output") == 0) {
+        if (spillway_config_set_output_callback(config, output, NULL) != SPILLWAY_STATUS_OK) return 3;
+        spillway_status status =
+            spillway_run(config, job, inputs, 1, SPILLWAY_OUTPUT_CALLBACK, NULL, NULL);
+        bad |= expect("run", status, SPILLWAY_STATUS_OUTPUT);
     } else {
         spillway_status status =
             spillway_run(config, job, inputs, 1, SPILLWAY_OUTPUT_FILE, argv[2], NULL);

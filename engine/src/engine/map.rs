@@ -38,7 +38,7 @@ use crate::cluster::SplitSource;
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::input::{Inputs, SplitRange};
-use crate::job::{self, Emitter, Job};
+use crate::job::{self, Combining, Emitter, Job};
 use crate::journal::Record;
 use crate::metrics::Progress;
 use crate::pool::{self, Crew, FirstError, lock};
@@ -302,7 +302,7 @@ impl<'a, J: Job> Worker<'a, J> {
             let share = self.budget.share(self.crew.wanted());
             if self.budget.try_take(share) {
                 let (job, spiller, partitioner) = (self.job, self.spiller, self.partitioner);
-                let buffer: Box<dyn SpillBuffer<J::Value> + 'a> = if J::COMBINER {
+                let buffer: Box<dyn SpillBuffer<J::Value> + 'a> = if self.job.combines() {
                     Box::new(CombineBuffer::new(job, spiller, partitioner, share))
                 } else {
                     Box::new(AppendBuffer::new(spiller, partitioner, share))

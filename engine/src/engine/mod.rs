@@ -305,6 +305,10 @@ impl Engine {
                 pending = file;
                 (keys, bytes, 1)
             }
+            (OutputSpec::Sink(sink), _) => {
+                reduce_all(job, &readers, OutputFile::sink(sink.clone()), self.sync)
+                    .map(|(k, b, _)| (k, b, 0))?
+            }
             _ => reduce_all(job, &readers, OutputFile::stdout(), self.sync).map(|(k, b, _)| (k, b, 1))?,
         };
         drop(readers);

@@ -140,6 +140,7 @@ fn reduce_merge<J: Job>(
     let outcome = job::call(|| {
         while let Some((key, mut group)) = merge.next_group() {
             job.reduce(key, &mut group, &mut out)?;
+            out.end_key(key)?;
             keys += 1;
         }
         match failpoint::hit("reduce.partition") {

@@ -10,7 +10,7 @@ use super::SAMPLE_PER_PARTITION;
 use super::records::Records;
 use crate::error::{ConfigError, JobError, Result};
 use crate::input::{Inputs, Split, SplitMode};
-use crate::job::{Emitter, Job, Values};
+use crate::job::{Emitter, Job, NoCombiner, Values};
 
 /// Sorting records as a generic MapReduce job: map emits every whole record as a key (value
 /// `()`), reduce writes each key once per value. Run it with a range partitioner from
@@ -39,6 +39,11 @@ pub struct RecordSortJob {
 
 impl Job for RecordSortJob {
     type Value = ();
+    type Combiner = NoCombiner;
+
+    fn combiner(&self) -> Option<&NoCombiner> {
+        None
+    }
 
     fn split_mode(&self) -> SplitMode {
         SplitMode::Records(self.record_size)

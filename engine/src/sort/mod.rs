@@ -288,6 +288,13 @@ pub fn sort_records(
         ))
         .into());
     }
+    if let OutputSpec::Sink(_) = output {
+        return Err(ConfigError(
+            "sort_records writes files or standard output, not a sink: run RecordSortJob through the engine"
+                .into(),
+        )
+        .into());
+    }
     let sampler = AnonSampler::start(engine.sample_memory);
     let progress = &*engine.progress;
     progress.set_phase(Phase::Starting);
@@ -344,7 +351,7 @@ pub fn sort_records(
     let dest = match output {
         OutputSpec::File(path) => Some(Destination::create(path)?),
         OutputSpec::Stdout => Some(Destination::Stdout),
-        OutputSpec::Dir(_) => None,
+        OutputSpec::Dir(_) | OutputSpec::Sink(_) => None,
     };
     let sink = match (&dest, &staged, &partitioner) {
         (Some(dest), _, _) => sink::sink(dest),
