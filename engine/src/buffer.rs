@@ -417,7 +417,49 @@ impl<V: Value> SpillBuffer<V> for AppendBuffer<'_, V> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    /// Keys whose order the 8-byte prefix does not decide: empty keys, keys shorter than 8
+    /// bytes, equal 8-byte prefixes, keys that differ only in trailing zero bytes, `0xFF`.
+    fn key_strategy() -> impl Strategy<Value = Vec<u8>> {
+        let stem = prop::sample::select(vec![
+            Vec::new(),
+            b"a".to_vec(),
+            b"ab".to_vec(),
+            b"abcdefgh".to_vec(),
+            vec![0; 8],
+            vec![0xFF; 8],
+        ]);
+        let tail = prop::collection::vec(prop::sample::select(vec![0x00u8, 0x01, b'c', 0xFF]), 0..4);
+        (stem, tail).prop_map(|(mut stem, tail)| {
+            stem.extend(tail);
+            stem
+        })
+    }
+
+    proptest! {
+        /// The entry sort equals a stable sort by (partition, key): equal keys keep emit order.
+        #[test]
+        fn entry_sort_is_a_stable_sort_by_partition_and_key(
+            records in prop::collection::vec((0u32..3, key_strategy()), 0..300),
+        ) {
+            let mut entries: Vec<u128> = records
+                .iter()
+                .enumerate()
+                .map(|(i, (p, k))| entry(*p, key_prefix(k), i as u32))
+                .collect();
+            sort_entries(&mut entries, |i| &records[i].1);
+            let got: Vec<usize> = entries.iter().map(|&e| entry_index(e)).collect();
+            let mut want: Vec<usize> = (0..records.len()).collect();
+            want.sort_by(|&a, &b| (records[a].0, &records[a].1).cmp(&(records[b].0, &records[b].1)));
+            prop_assert_eq!(got, want);
+            for &e in &entries {
+                prop_assert_eq!((e >> 96) as u32, records[entry_index(e)].0);
+            }
+        }
+    }
 
     /// Equal signatures (with equal lengths) mean equal keys, for every key up to 16 bytes.
     #[test]
