@@ -35,6 +35,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod background;
 mod buffer;
 pub mod cleanup;
 pub mod cluster;
