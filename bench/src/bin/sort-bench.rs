@@ -9,14 +9,17 @@
 //! 3. Runs each program once per round, rotating the order every round, each writing a fresh
 //!    output file (removed before the run; nothing is fsynced, spillway runs with
 //!    `--no-sync`): `spillway sort` with memory for everything, `spillway sort --memory
-//!    SIZE/4` (out of core), `LC_ALL=C sort -S 50% --parallel=T` (gensort ASCII records are
+//!    SIZE/4` (out of core), the same two through the engine's generic path (`spillway sort
+//!    --generic`: whole records as keys through map buffers, spill runs, merges and reduce),
+//!    `LC_ALL=C sort -S 50% --parallel=T` (gensort ASCII records are
 //!    lines: each ends with `\r\n`, and all have the same length, so line order is record
 //!    order), the in-memory Rust sort below (this executable, `--baseline-sort IN OUT`), and
 //!    `cp`.
 //! 4. Checks every output with `spillway valsort`: in order, and the input's checksum.
 //! 5. Prints a Markdown table: median wall time, throughput (input bytes / wall time),
 //!    peak RSS (`wait4` rusage), CPU time, passes over the data (spillway's metrics; the
-//!    others read and write everything once), and the ratio to `cp`.
+//!    others read and write everything once), the ratio to `cp`, and for the `--generic` rows
+//!    the ratio to the specialized sort with the same memory.
 //!
 //! The in-memory Rust sort: read the whole file, build one `u128` per record (10-byte key
 //! above a 48-bit index), sort the two halves on two threads (`sort_unstable`), merge the
@@ -73,6 +76,8 @@ struct Args {
 enum Kind {
     SpillwayMemory,
     SpillwayExternal,
+    GenericMemory,
+    GenericExternal,
     GnuSort,
     RustInMemory,
     Cp,
@@ -101,9 +106,13 @@ struct Setup {
 impl Program {
     fn command(&self, s: &Setup) -> Command {
         let threads = s.threads.to_string();
-        let spillway = |memory: u64| {
+        let spillway = |memory: u64, generic: bool| {
             let mut c = Command::new(&s.spillway);
-            c.args(["sort", "--quiet", "--no-sync", "--threads", &threads, "--memory", &size_label(memory)])
+            c.arg("sort");
+            if generic {
+                c.arg("--generic");
+            }
+            c.args(["--quiet", "--no-sync", "--threads", &threads, "--memory", &size_label(memory)])
                 .arg("--spill-dir")
                 .arg(&s.spill)
                 .arg("--metrics")
@@ -115,8 +124,10 @@ impl Program {
         };
         let mut cmd = match self.kind {
             // Room for the records, 16-byte entries and buffers, with a margin.
-            Kind::SpillwayMemory => spillway((s.size * 2).max(1 << 30)),
-            Kind::SpillwayExternal => spillway(external_memory(s.size)),
+            Kind::SpillwayMemory => spillway((s.size * 2).max(1 << 30), false),
+            Kind::SpillwayExternal => spillway(external_memory(s.size), false),
+            Kind::GenericMemory => spillway(generic_memory_for_all(s.size), true),
+            Kind::GenericExternal => spillway(external_memory(s.size), true),
             Kind::GnuSort => {
                 let mut c = Command::new("sort");
                 c.env("LC_ALL", "C")
@@ -146,11 +157,28 @@ impl Program {
     /// whole input in memory).
     fn passes(&self, s: &Setup) -> Result<f64> {
         match self.kind {
-            Kind::SpillwayMemory | Kind::SpillwayExternal => {
+            Kind::SpillwayMemory | Kind::SpillwayExternal | Kind::GenericMemory | Kind::GenericExternal => {
                 let json: serde_json::Value = serde_json::from_slice(&fs::read(&s.metrics)?)?;
                 json["passes"].as_f64().context("no passes in spillway's metrics")
             }
             _ => Ok(1.0),
+        }
+    }
+}
+
+/// The generic path's in-memory budget: its map buffers copy the records (with a 16-byte
+/// entry each) and grow by doubling within each thread's share, so 4x the input.
+fn generic_memory_for_all(size: u64) -> u64 {
+    (size * 4).max(1 << 30)
+}
+
+impl Kind {
+    /// The specialized sort a `--generic` row is compared with.
+    fn specialized(self) -> Option<Kind> {
+        match self {
+            Kind::GenericMemory => Some(Kind::SpillwayMemory),
+            Kind::GenericExternal => Some(Kind::SpillwayExternal),
+            _ => None,
         }
     }
 }
@@ -269,6 +297,11 @@ fn main() -> Result<()> {
     let mut programs: Vec<Program> = [
         ("spillway sort (in memory)", Kind::SpillwayMemory),
         (&*format!("spillway sort --memory {}", size_label(external_memory(size))), Kind::SpillwayExternal),
+        ("spillway sort --generic (in memory)", Kind::GenericMemory),
+        (
+            &*format!("spillway sort --generic --memory {}", size_label(external_memory(size))),
+            Kind::GenericExternal,
+        ),
         ("LC_ALL=C sort -S 50%", Kind::GnuSort),
         ("in-memory Rust sort", Kind::RustInMemory),
         ("cp", Kind::Cp),
@@ -318,6 +351,12 @@ fn main() -> Result<()> {
         .iter()
         .find(|p| p.kind == Kind::Cp && !p.runs.is_empty())
         .map(|p| runner::median(&p.runs.iter().map(|m| m.wall).collect::<Vec<_>>()));
+    let median_wall = |kind: Kind| {
+        programs
+            .iter()
+            .find(|p| p.kind == kind && !p.runs.is_empty())
+            .map(|p| runner::median(&p.runs.iter().map(|m| m.wall).collect::<Vec<_>>()))
+    };
     let mut table = Table::new([
         "program",
         "wall (s)",
@@ -326,15 +365,17 @@ fn main() -> Result<()> {
         "CPU (s)",
         "passes",
         "wall / cp",
+        "wall / specialized",
         "valsort",
     ]);
-    for c in 1..7 {
+    for c in 1..8 {
         table.align(c, Align::Right);
     }
     for p in &programs {
         if p.runs.is_empty() {
             table.row([
                 p.name.clone(),
+                "-".into(),
                 "-".into(),
                 "-".into(),
                 "-".into(),
@@ -357,6 +398,10 @@ fn main() -> Result<()> {
             secs(cpu),
             format!("{passes:.2}"),
             cp_wall.map_or("-".into(), |c| format!("{:.2}", wall.as_secs_f64() / c.as_secs_f64().max(1e-9))),
+            p.kind
+                .specialized()
+                .and_then(median_wall)
+                .map_or("-".into(), |c| format!("{:.2}", wall.as_secs_f64() / c.as_secs_f64().max(1e-9))),
             p.failure.clone().unwrap_or_else(|| "ok".into()),
         ]);
     }
