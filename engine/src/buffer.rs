@@ -86,7 +86,7 @@ struct Slot<V> {
 type Sorted<V> = (u32, u64, Slot<V>);
 
 /// Keys up to this long are compared by signature alone.
-const INLINE_KEY: usize = 16;
+pub(crate) const INLINE_KEY: usize = 16;
 
 #[inline]
 fn read_u64(bytes: &[u8], at: usize) -> u64 {
@@ -101,7 +101,7 @@ fn read_u32(bytes: &[u8], at: usize) -> u64 {
 /// Two words that, together with the length, identify a key of at most 16 bytes exactly
 /// (overlapping loads cover every byte); for longer keys, the first and last 8 bytes.
 #[inline]
-fn signature(key: &[u8]) -> (u64, u64) {
+pub(crate) fn signature(key: &[u8]) -> (u64, u64) {
     let n = key.len();
     match n {
         0 => (0, 0),
@@ -120,7 +120,7 @@ fn fold(a: u64, b: u64) -> u64 {
 /// The table hash: a folded multiply of the signature (mixing in the length), or ahash over
 /// the bytes for long keys.
 #[inline]
-fn table_hash(state: &ahash::RandomState, key: &[u8], w0: u64, w1: u64) -> u64 {
+pub(crate) fn table_hash(state: &ahash::RandomState, key: &[u8], w0: u64, w1: u64) -> u64 {
     if key.len() > INLINE_KEY {
         return state.hash_one(key);
     }
