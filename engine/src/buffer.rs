@@ -7,6 +7,7 @@
 //! allocations across spills, so a thread never holds more than its share of the budget and
 //! never allocates per spill.
 
+use spillway_shuffle::io::{prefetch_index, prefetch_range};
 use spillway_shuffle::merge::key_prefix;
 use spillway_shuffle::{Partitioner, Value};
 
@@ -57,12 +58,8 @@ fn grown<T>(v: &Vec<T>, extra: usize) -> usize {
     want * size_of::<T>()
 }
 
-/// Fills `order` with the records `0..n` in (partition, key) order, each as
-/// `partition << 96 | key_prefix << 32 | index`.
-///
-/// Sorting plain integers moves 16 bytes per element and compares without a call; only
-/// records whose partition and 8-byte [`key_prefix`] are equal are then ordered by their key
-/// bytes (and, for equal keys, by index: the order is stable).
+/// Fills `order` with the sort [`entry`] of each record `0..n` (partition, key prefix,
+/// index) in (partition, key, index) order ([`sort_entries`]).
 fn sort_order<'k>(
     order: &mut Vec<u128>,
     partitioner: &dyn Partitioner,
@@ -73,20 +70,9 @@ fn sort_order<'k>(
     order.extend((0..n).map(|i| {
         let k = key(i);
         let index = u32::try_from(i).expect("a buffer holds fewer than 2^32 records");
-        u128::from(partitioner.partition(k)) << 96 | u128::from(key_prefix(k)) << 32 | u128::from(index)
+        entry(partitioner.partition(k), key_prefix(k), index)
     }));
-    order.sort_unstable();
-    let index = |o: u128| o as u32 as usize;
-    let mut start = 0;
-    while start < order.len() {
-        let head = order[start] >> 32;
-        let end = start + order[start..].iter().take_while(|&&o| o >> 32 == head).count();
-        if end - start > 1 {
-            // Already in index order: a stable sort keeps equal keys in emit order.
-            order[start..end].sort_by(|&a, &b| key(index(a)).cmp(key(index(b))));
-        }
-        start = end;
-    }
+    sort_entries(order, key);
 }
 
 /// Keys of at most 16 bytes wait this many further keys between the prefetch of their slot
@@ -300,21 +286,65 @@ impl<J: Job> SpillBuffer<J::Value> for CombineBuffer<'_, J> {
     }
 }
 
-struct Rec<V> {
-    partition: u32,
-    off: u32,
-    len: u32,
-    value: V,
+/// Records between the one being written and the one whose bytes the spill's gather asks
+/// the CPU for (and twice as far for its bounds).
+const GATHER_AHEAD: usize = 16;
+
+/// An [`AppendBuffer`] record's sort entry: its partition, its key's [`key_prefix`] and its
+/// index in emit order, from the high bits down. Entries sort as their records must be written
+/// except among equal (partition, prefix) pairs, which only the key bytes decide; the index
+/// keeps equal keys in emit order.
+#[inline(always)]
+fn entry(partition: u32, prefix: u64, index: u32) -> u128 {
+    u128::from(partition) << 96 | u128::from(prefix) << 32 | u128::from(index)
+}
+
+#[inline(always)]
+fn entry_index(entry: u128) -> usize {
+    entry as u32 as usize
+}
+
+/// Sorts entries (see [`entry`]) into (partition, key, emit order): by their integer value,
+/// then each group of equal (partition, prefix) stably by the key bytes, which `key` returns
+/// for an index. Stable overall: equal keys keep emit order.
+fn sort_entries<'k>(entries: &mut [u128], key: impl Fn(usize) -> &'k [u8]) {
+    entries.sort_unstable();
+    let mut at = 0;
+    while at < entries.len() {
+        let head = entries[at] >> 32;
+        let len = entries[at..].iter().position(|&e| e >> 32 != head).unwrap_or(entries.len() - at);
+        if len > 1 {
+            // Already in emit order: a stable sort keeps it among equal keys.
+            entries[at..at + len].sort_by(|&a, &b| key(entry_index(a)).cmp(key(entry_index(b))));
+        }
+        at += len;
+    }
 }
 
 /// The append buffer: every pair kept, sorted by (partition, key) at spill time.
+///
+/// Columns in emit order: the key bytes (`arena`, key `i` at `bounds[i]..bounds[i + 1]`), the
+/// values, and one sort [`entry`] per record, made as the pair is emitted (the key is in
+/// cache then). A spill sorts the 16-byte entries, never the keys or values, and gathers the
+/// records through them, prefetching ahead.
 pub(crate) struct AppendBuffer<'j, V: Value> {
     spilled: Spilled<'j>,
     partitioner: &'j dyn Partitioner,
-    recs: Vec<Rec<V>>,
+    entries: Vec<u128>,
+    /// Key bounds in `arena`: one more than records, starting with 0.
+    bounds: Vec<u32>,
+    values: Vec<V>,
     arena: Vec<u8>,
     limit: usize,
     error: Option<crate::Error>,
+}
+
+/// Bytes `v` grows by if one more element does not fit.
+fn growth_for_one<T>(v: &Vec<T>) -> usize {
+    match v.len() == v.capacity() && size_of::<T>() > 0 {
+        true => grown(v, 1) - v.capacity() * size_of::<T>(),
+        false => 0,
+    }
 }
 
 impl<'j, V: Value> AppendBuffer<'j, V> {
@@ -322,28 +352,36 @@ impl<'j, V: Value> AppendBuffer<'j, V> {
         AppendBuffer {
             spilled: Spilled { spiller, runs: Vec::new() },
             partitioner,
-            recs: Vec::new(),
+            entries: Vec::new(),
+            bounds: vec![0],
+            values: Vec::new(),
             arena: Vec::new(),
             limit,
             error: None,
         }
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.bounds.truncate(1);
+        self.values.clear();
+        self.arena.clear();
     }
 }
 
 impl<V: Value> MapBuffer<V> for AppendBuffer<'_, V> {
     #[inline]
     fn insert(&mut self, key: &[u8], value: V) {
-        if !self.recs.is_empty() {
+        if !self.entries.is_empty() {
             // Only growth counts: capacity kept from before the last spill is free to use.
-            let mut growth = 0;
-            if self.recs.len() == self.recs.capacity() {
-                growth += grown(&self.recs, 1) - self.recs.capacity() * size_of::<Rec<V>>();
-            }
+            let mut growth =
+                growth_for_one(&self.entries) + growth_for_one(&self.bounds) + growth_for_one(&self.values);
             if self.arena.len() + key.len() > self.arena.capacity() {
                 growth += grown(&self.arena, key.len()) - self.arena.capacity();
             }
             if ((growth > 0 && self.allocated() + growth > self.limit)
-                || self.arena.len() + key.len() > u32::MAX as usize)
+                || self.arena.len() + key.len() > u32::MAX as usize
+                || self.entries.len() >= u32::MAX as usize)
                 && let Err(e) = self.spill()
             {
                 self.error.get_or_insert(e);
@@ -351,24 +389,38 @@ impl<V: Value> MapBuffer<V> for AppendBuffer<'_, V> {
             }
         }
         let partition = self.partitioner.partition(key);
-        let off = self.arena.len() as u32;
+        self.entries.push(entry(partition, key_prefix(key), self.entries.len() as u32));
         self.arena.extend_from_slice(key);
-        self.recs.push(Rec { partition, off, len: key.len() as u32, value });
+        self.bounds.push(self.arena.len() as u32);
+        self.values.push(value);
     }
 }
 
 impl<V: Value> SpillBuffer<V> for AppendBuffer<'_, V> {
     fn spill(&mut self) -> Result<()> {
-        if self.recs.is_empty() {
+        if self.entries.is_empty() {
             return Ok(());
         }
-        let arena = &self.arena;
-        let key = |r: &Rec<V>| &arena[r.off as usize..(r.off + r.len) as usize];
-        // Stable: equal keys keep emit order.
-        self.recs.sort_by(|a, b| a.partition.cmp(&b.partition).then_with(|| key(a).cmp(key(b))));
-        let result = self.spilled.write(self.recs.iter().map(|r| (r.partition, key(r), &r.value)));
-        self.recs.clear();
-        self.arena.clear();
+        let (arena, bounds, values) = (&self.arena, &self.bounds, &self.values);
+        let key = |i: usize| &arena[bounds[i] as usize..bounds[i + 1] as usize];
+        sort_entries(&mut self.entries, key);
+        let entries = &self.entries;
+        let records = entries.iter().enumerate().map(|(at, &e)| {
+            // A random gather: ask for the bounds, then the bytes and value, ahead of time.
+            if let Some(&ahead) = entries.get(at + 2 * GATHER_AHEAD) {
+                prefetch_index(bounds, entry_index(ahead) + 1);
+            }
+            if let Some(&ahead) = entries.get(at + GATHER_AHEAD) {
+                let i = entry_index(ahead);
+                let start = bounds[i] as usize;
+                prefetch_range(arena, start, bounds[i + 1] as usize - start);
+                prefetch_index(values, i);
+            }
+            let i = entry_index(e);
+            ((e >> 96) as u32, key(i), &values[i])
+        });
+        let result = self.spilled.write(records);
+        self.clear();
         result
     }
 
@@ -377,8 +429,7 @@ impl<V: Value> SpillBuffer<V> for AppendBuffer<'_, V> {
     }
 
     fn discard(&mut self) {
-        self.recs.clear();
-        self.arena.clear();
+        self.clear();
     }
 
     fn take_error(&mut self) -> Option<crate::Error> {
@@ -386,7 +437,10 @@ impl<V: Value> SpillBuffer<V> for AppendBuffer<'_, V> {
     }
 
     fn allocated(&self) -> usize {
-        self.recs.capacity() * size_of::<Rec<V>>() + self.arena.capacity()
+        self.entries.capacity() * size_of::<u128>()
+            + self.bounds.capacity() * size_of::<u32>()
+            + self.values.capacity() * size_of::<V>()
+            + self.arena.capacity()
     }
 }
 
@@ -395,6 +449,46 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use spillway_shuffle::HashPartitioner;
+
+    /// Keys whose order the 8-byte prefix does not decide: empty keys, keys shorter than 8
+    /// bytes, equal 8-byte prefixes, keys that differ only in trailing zero bytes, `0xFF`.
+    fn key_strategy() -> impl Strategy<Value = Vec<u8>> {
+        let stem = prop::sample::select(vec![
+            Vec::new(),
+            b"a".to_vec(),
+            b"ab".to_vec(),
+            b"abcdefgh".to_vec(),
+            vec![0; 8],
+            vec![0xFF; 8],
+        ]);
+        let tail = prop::collection::vec(prop::sample::select(vec![0x00u8, 0x01, b'c', 0xFF]), 0..4);
+        (stem, tail).prop_map(|(mut stem, tail)| {
+            stem.extend(tail);
+            stem
+        })
+    }
+
+    proptest! {
+        /// The entry sort equals a stable sort by (partition, key): equal keys keep emit order.
+        #[test]
+        fn entry_sort_is_a_stable_sort_by_partition_and_key(
+            records in prop::collection::vec((0u32..3, key_strategy()), 0..300),
+        ) {
+            let mut entries: Vec<u128> = records
+                .iter()
+                .enumerate()
+                .map(|(i, (p, k))| entry(*p, key_prefix(k), i as u32))
+                .collect();
+            sort_entries(&mut entries, |i| &records[i].1);
+            let got: Vec<usize> = entries.iter().map(|&e| entry_index(e)).collect();
+            let mut want: Vec<usize> = (0..records.len()).collect();
+            want.sort_by(|&a, &b| (records[a].0, &records[a].1).cmp(&(records[b].0, &records[b].1)));
+            prop_assert_eq!(got, want);
+            for &e in &entries {
+                prop_assert_eq!((e >> 96) as u32, records[entry_index(e)].0);
+            }
+        }
+    }
 
     proptest! {
         /// A key waiting for its slot keeps only its signature: its bytes come back from it.

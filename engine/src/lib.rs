@@ -36,6 +36,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod background;
 mod buffer;
 pub mod cleanup;
 pub mod cluster;

@@ -13,7 +13,7 @@
 
 use std::num::NonZeroU32;
 
-use spillway_shuffle::io::prefetch_item;
+use spillway_shuffle::io::prefetch_index;
 
 /// Keys up to this long are compared by signature alone.
 pub(crate) const INLINE_KEY: usize = 16;
@@ -120,7 +120,7 @@ impl<V> Table<V> {
         let hash = table_hash(&self.hasher, key, w0, w1);
         let at = Located { hash, w0, w1, len };
         if !self.slots.is_empty() {
-            prefetch_item(&self.slots, self.home(hash));
+            prefetch_index(&self.slots, self.home(hash));
         }
         at
     }
@@ -222,7 +222,7 @@ fn read_u32(bytes: &[u8], at: usize) -> u64 {
 /// Two words that, together with the length, identify a key of at most 16 bytes exactly
 /// (overlapping loads cover every byte); for longer keys, the first and last 8 bytes.
 #[inline]
-fn signature(key: &[u8]) -> (u64, u64) {
+pub(crate) fn signature(key: &[u8]) -> (u64, u64) {
     let n = key.len();
     match n {
         0 => (0, 0),
@@ -241,7 +241,7 @@ fn fold(a: u64, b: u64) -> u64 {
 /// The table hash: a folded multiply of the signature (mixing in the length), or ahash over
 /// the bytes for long keys.
 #[inline]
-fn table_hash(state: &ahash::RandomState, key: &[u8], w0: u64, w1: u64) -> u64 {
+pub(crate) fn table_hash(state: &ahash::RandomState, key: &[u8], w0: u64, w1: u64) -> u64 {
     if key.len() > INLINE_KEY {
         return state.hash_one(key);
     }

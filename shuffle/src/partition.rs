@@ -75,6 +75,10 @@ impl Partitioner for HashPartitioner {
 
     #[inline]
     fn partition(&self, key: &[u8]) -> u32 {
+        // One partition (one output file): no key needs hashing.
+        if self.partitions == 1 {
+            return 0;
+        }
         self.partition_of_hash(self.hash(key))
     }
 

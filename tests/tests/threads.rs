@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use spillway_engine::jobs::WordCount;
 use spillway_engine::text::WordMode;
 use spillway_engine::{
-    ArchivedValue, Emitter, Engine, Inputs, Job, JobError, OutputSpec, Phase, Progress, Split, Values,
+    ArchivedValue, Combiner, Emitter, Engine, Inputs, Job, JobError, OutputSpec, Phase, Progress, Split,
+    Values,
 };
 
 /// Word count that asks for other thread counts as it goes: at its 300th split (6, then it
@@ -36,7 +37,11 @@ impl Changing {
 
 impl Job for Changing {
     type Value = u64;
-    const COMBINER: bool = true;
+    type Combiner = Self;
+
+    fn combiner(&self) -> Option<&Self> {
+        Some(self)
+    }
 
     fn map(&self, split: &Split<'_>, emit: &mut Emitter<'_, u64>) -> Result<(), JobError> {
         match self.splits.fetch_add(1, Ordering::SeqCst) + 1 {
@@ -57,6 +62,22 @@ impl Job for Changing {
         self.inner.map(split, emit)
     }
 
+    fn reduce(
+        &self,
+        key: &[u8],
+        values: Values<'_, '_, u64>,
+        out: &mut dyn std::io::Write,
+    ) -> Result<(), JobError> {
+        match self.keys.fetch_add(1, Ordering::SeqCst) + 1 {
+            1000 => self.change(4),
+            20000 => self.change(1),
+            _ => {}
+        }
+        self.inner.reduce(key, values, out)
+    }
+}
+
+impl Combiner<u64> for Changing {
     fn combine(&self, acc: &mut u64, value: u64) {
         self.inner.combine(acc, value);
     }
@@ -70,20 +91,6 @@ impl Job for Changing {
             }
         }
         self.inner.combine_archived(acc, value);
-    }
-
-    fn reduce(
-        &self,
-        key: &[u8],
-        values: Values<'_, '_, u64>,
-        out: &mut dyn std::io::Write,
-    ) -> Result<(), JobError> {
-        match self.keys.fetch_add(1, Ordering::SeqCst) + 1 {
-            1000 => self.change(4),
-            20000 => self.change(1),
-            _ => {}
-        }
-        self.inner.reduce(key, values, out)
     }
 }
 

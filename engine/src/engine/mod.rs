@@ -30,7 +30,7 @@ use crate::job::Job;
 use crate::journal::Begin;
 use crate::metrics::{AnonSampler, Metrics, Phase, PhaseTimes, Progress, ResumeStats, Retries, peak_rss};
 use crate::output::{Destination, OutputFile, OutputSpec, StagedDir, commit_with_metrics, fresh_token};
-use crate::pool::Crew;
+use crate::pool::{self, Crew};
 use crate::spill::{SpillDir, Spiller};
 
 /// The most worker threads `spillway ctl --threads` can grow a job to.
@@ -286,10 +286,17 @@ impl Engine {
         progress.set_phase(Phase::Reduce);
         progress.runs_waiting.store(finals.len() as u64, Ordering::Relaxed);
         let gauge = OpenRunGauge::new();
-        let readers = finals
-            .iter()
-            .map(|run| Ok(RunReader::<J::Value>::open(&run.path, self.read)?.track(&gauge)))
-            .collect::<Result<Vec<_>>>()?;
+        // Opening a run validates (and faults in) every byte of it: on every thread. The
+        // readers keep the runs' order (the merge breaks ties by it).
+        let mut opened = pool::for_each_with(
+            "spillway-open",
+            self.threads,
+            finals.iter().enumerate().collect(),
+            || (),
+            |(), (i, run)| Ok((i, RunReader::<J::Value>::open(&run.path, self.read)?.track(&gauge))),
+        )?;
+        opened.sort_unstable_by_key(|&(i, _)| i);
+        let readers: Vec<_> = opened.into_iter().map(|(_, reader)| reader).collect();
         spiller.note_final_merge(&gauge);
         let owned: Vec<u32> = (0..partitions).filter(|&p| owner(p) == rank).collect();
         let mut pending = None;

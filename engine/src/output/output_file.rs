@@ -1,6 +1,7 @@
 //! [`OutputFile`]: the buffered output reduce writes into.
 
 use super::*;
+use crate::background::BackgroundSink;
 
 /// Where an [`OutputFile`]'s bytes go.
 enum Target {
@@ -35,11 +36,13 @@ impl OutputFile {
         OutputFile { buf: Vec::with_capacity(OUT_BUFFER), target: Some(target), bytes: 0, error: None }
     }
 
-    /// An output replacing `path` (see [`Destination::create`]) when committed.
+    /// An output replacing `path` (see [`Destination::create`]) when committed. A file is
+    /// written from a thread of its own ([`BackgroundSink`]): this is the output of the one
+    /// reduce thread of a single output file.
     pub(crate) fn create(path: &Path, io: IoBackend) -> Result<Self> {
         let target = match Destination::create(path)? {
             Destination::Replace(temp) => {
-                let sink = io.create(temp.path())?;
+                let sink = BackgroundSink::wrap(io.create(temp.path())?);
                 Target::Replace { sink, dest: Destination::Replace(temp) }
             }
             dest => Target::InOrder(dest),

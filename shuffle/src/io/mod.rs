@@ -38,7 +38,7 @@ mod uring;
 
 pub use mmap::{ByteSource, ReadMode, WatchedMap};
 pub(crate) use prefetch::prefetch_line;
-pub use prefetch::{prefetch_item, prefetch_range, prefetch_read};
+pub use prefetch::{prefetch_index, prefetch_range, prefetch_read};
 pub use replace::replace_without_flush;
 pub use std_sink::StdSink;
 

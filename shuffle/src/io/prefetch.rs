@@ -34,13 +34,16 @@ pub fn prefetch_read(data: &[u8], offset: usize) {
     }
 }
 
-/// Asks the CPU to bring the cache line holding the start of `items[index]` into the L1
-/// cache, without waiting for it: a hash table's slot, say. `index` past the end asks for the
-/// last item; an empty slice asks for nothing.
+/// Asks the CPU to bring the cache line holding `data[index]` into the L1 cache, without
+/// waiting for it: for a gather through an index array (a sorted permutation of records).
+/// `index` past the end asks for the last element; an empty slice asks for nothing. Does
+/// nothing on targets other than x86_64.
 #[inline(always)]
-pub fn prefetch_item<T>(items: &[T], index: usize) {
-    if let Some(last) = items.len().checked_sub(1) {
-        prefetch_line(items.as_ptr().wrapping_add(index.min(last)).cast());
+pub fn prefetch_index<T>(data: &[T], index: usize) {
+    if let Some(last) = data.len().checked_sub(1)
+        && size_of::<T>() > 0
+    {
+        prefetch_line(data.as_ptr().wrapping_add(index.min(last)).cast());
     }
 }
 
@@ -85,8 +88,9 @@ mod tests {
         prefetch_range(&data, usize::MAX - 3, usize::MAX);
         prefetch_range(&[], 0, 10);
         prefetch_range(&data, 10, 0);
-        prefetch_item(&[1u64, 2, 3], 7);
-        prefetch_item::<u64>(&[], 0);
+        prefetch_index(&[1u32, 2, 3], 7);
+        prefetch_index::<u64>(&[], 0);
+        prefetch_index(&[(); 4], 1);
     }
 
     /// A range's prefetches touch exactly the cache lines its bytes occupy, each about once,
