@@ -7,6 +7,8 @@
 
 #[cfg(feature = "mpi")]
 mod mpi;
+#[cfg(any(feature = "mpi", test))]
+mod stream;
 
 #[cfg(feature = "mpi")]
 pub use self::mpi::MpiCluster;
