@@ -253,19 +253,44 @@ impl Receiver<'_> {
     }
 }
 
-/// The exchange thread: posts the sends a window at a time (`Sender::next_batch`) and, while a
-/// window is in flight, receives fill after fill into free buffers and passes them on.
+/// The sending thread: posts the sends a window at a time (`Sender::next_batch`), each window
+/// when the previous one has completed. Returns (bytes sent, bytes packed).
+fn send_all(mut sender: Sender<'_>) -> (u64, u64) {
+    let world = SimpleCommunicator::world();
+    let mut sent = 0u64;
+    loop {
+        let batch = sender.next_batch();
+        if batch.is_empty() {
+            break;
+        }
+        mpi::request::scope(|scope| {
+            let posted: Vec<_> = batch
+                .iter()
+                .map(|(d, m)| {
+                    sent += m.bytes().len() as u64;
+                    world.process_at_rank(*d as i32).immediate_send_with_tag(scope, m.bytes(), TAG_DATA)
+                })
+                .collect();
+            posted.into_iter().for_each(wait_yielding);
+        });
+    }
+    (sent, sender.packed)
+}
+
+/// The exchange thread: starts a thread that sends (`send_all`) and meanwhile receives fill
+/// after fill into free buffers and passes them on. Sending and receiving never wait for each
+/// other on one thread: a rank blocked in a receive still posts its next window of sends,
+/// which the rank it waits for may be waiting on.
 fn move_bytes(
-    mut sender: Sender<'_>,
+    sender: Sender<'_>,
     fills: &[Fill],
     chunk: usize,
     free: &mpsc::Receiver<Aligned>,
     full: &mpsc::Sender<(usize, Aligned)>,
-) -> Moved {
+) -> Result<Moved> {
     let started = Instant::now();
     let world = SimpleCommunicator::world();
     let messages = sender.messages();
-    let mut sent = 0u64;
     let mut receiver = Receiver {
         world: &world,
         fills,
@@ -277,44 +302,25 @@ fn move_bytes(
         stalled: Duration::ZERO,
         done: fills.is_empty().then(Instant::now),
     };
-    loop {
-        let batch = sender.next_batch();
-        if batch.is_empty() {
-            while !receiver.finished() {
-                receiver.receive_one();
-            }
-            break;
+    let (sent, packed) = std::thread::scope(|scope| {
+        let sending = std::thread::Builder::new()
+            .name("spillway-send".into())
+            .spawn_scoped(scope, move || send_all(sender))
+            .map_err(|source| Error::Spawn { thread: "spillway-send".into(), source })?;
+        while !receiver.finished() {
+            receiver.receive_one();
         }
-        mpi::request::scope(|scope| {
-            let mut pending: Vec<_> = batch
-                .iter()
-                .map(|(d, m)| {
-                    sent += m.bytes().len() as u64;
-                    world.process_at_rank(*d as i32).immediate_send_with_tag(scope, m.bytes(), TAG_DATA)
-                })
-                .collect();
-            loop {
-                pending = pending.into_iter().filter_map(|r| r.test().err()).collect();
-                if pending.is_empty() {
-                    break;
-                }
-                if receiver.finished() {
-                    std::thread::yield_now();
-                } else {
-                    receiver.receive_one();
-                }
-            }
-        });
-    }
+        Ok::<_, Error>(sending.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+    })?;
     let done = receiver.done.unwrap_or_else(Instant::now);
-    Moved {
+    Ok(Moved {
         sent,
         received: receiver.received,
         messages,
-        packed: sender.packed,
+        packed,
         receiving: done.duration_since(started).saturating_sub(receiver.stalled),
         draining: done.elapsed(),
-    }
+    })
 }
 
 /// Exclusive prefix sums: where each rank's piece starts.
@@ -445,13 +451,12 @@ impl Cluster for MpiCluster {
             .filter(|s| s.desc.len > 0 && s.at / plan.buffer != (s.at + s.desc.len - 1) / plan.buffer)
             .count() as u64;
 
-        // 2. Section bytes. One thread does all the MPI work: it posts the sends a window at a
-        // time, one stream per destination (straight from the mapped runs, packed where a
-        // message spans sections), and while a window is in flight receives fill after fill
-        // into the next free buffer (polled receives that yield the CPU, see `wait_yielding`)
-        // and hands each full buffer over; this thread writes its sections and pieces through
-        // `deliver` meanwhile and gives the buffer back. Two buffers: one filling while the
-        // other is written.
+        // 2. Section bytes. The exchange thread receives fill after fill into the next free
+        // buffer (polled receives that yield the CPU, see `wait_yielding`) and hands each full
+        // buffer over, while a thread of its own posts the sends a window at a time, one stream
+        // per destination (straight from the mapped runs, packed where a message spans
+        // sections); this thread writes the sections and pieces through `deliver` meanwhile and
+        // gives the buffer back. Two buffers: one filling while the other is written.
         let data_started = Instant::now();
         let streams = staggered(self.rank, n, true)
             .map(|d| (d, dest_chunk[d], per_dest[d].iter().map(|s| s.bytes).collect()))
@@ -507,7 +512,7 @@ impl Cluster for MpiCluster {
                 // they are just not written.
                 let _ = free_tx.send(buffer);
             }
-            Ok(mover.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            mover.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         })?;
         let data = data_started.elapsed();
         stats.sent = mover.sent;

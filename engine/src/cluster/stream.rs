@@ -15,8 +15,10 @@
 //! - **Fills.** The receiver receives a stream into buffers of `B` bytes (a multiple of `C`),
 //!   one fill at a time; a fill holds whole sections and the pieces of the sections it cuts.
 //!
-//! Deadlock freedom: a rank always keeps receiving while its batch is in flight, and a rank
-//! waiting for source `s` at step `t` can only be held up by a rank at a smaller step.
+//! Deadlock freedom: sending and receiving run on threads of their own (a rank waiting for a
+//! fill still posts its next window: with both on one thread, two ranks each waiting for the
+//! other's next window hung), and a rank waiting for its source at step `t` can only be held
+//! up by a rank at a smaller step.
 
 use std::ops::Range;
 
