@@ -5,21 +5,25 @@
 //!
 //! - after the map phase a rank holds `k` local runs (each thread spills every `M / T` bytes;
 //!   background merges keep fewer than F waiting), each with R partition sections;
-//! - a section goes to its owner (`p % P`); every non-empty section leaving the rank is at least
-//!   one message, cut into messages of the receiver's chunk (64 MiB), all posted at once;
+//! - a section goes to its owner (`p % P`); the sections of all runs for one destination go
+//!   as one stream, cut into messages of the receiver's chunk (64 MiB): `⌈stream / C⌉`
+//!   messages per destination, a message spanning sections packed (copied) first, at most
+//!   [`WINDOW`] messages in flight;
 //! - descriptors (32 bytes per section) go all-to-all-v first, after an all-to-all of counts;
-//!   the receiver keeps a 56-byte unit per section it will receive;
+//!   the receiver keeps a 48-byte entry per section it will receive;
 //! - each (source rank, source run) that sends this rank a section becomes one received run,
-//!   written with an index of all R partitions (32 bytes each);
+//!   its index holding only the sections it holds (run format version 2, 32 bytes each);
 //! - the received runs and the rank's own are merged under the open-run bound F before reduce;
 //! - rank 0 answers every split request of every worker thread of every rank.
 
 /// Bytes of one section descriptor on the wire (`engine::cluster::mpi`).
 pub const DESCRIPTOR_BYTES: f64 = 32.0;
-/// Bytes the receiver keeps per incoming section besides its descriptor (a `Unit`).
-pub const UNIT_BYTES: f64 = 56.0;
-/// Bytes of run index per partition (every run indexes all R partitions).
+/// Bytes the receiver keeps per incoming section besides its descriptor (an `Incoming`).
+pub const UNIT_BYTES: f64 = 48.0;
+/// Bytes of run index per section a run holds (format version 2 indexes non-empty sections).
 pub const INDEX_BYTES: f64 = 32.0;
+/// Sends in flight at most (`engine::cluster::mpi`'s window).
+pub const WINDOW: f64 = 32.0;
 /// Memory of one posted send (an Open MPI request and rsmpi's handle), an estimate.
 pub const REQUEST_BYTES: f64 = 256.0;
 /// The receiver's default message size (`SPILLWAY_MPI_CHUNK`).
@@ -52,6 +56,8 @@ pub struct Params {
     pub per_message: f64,
     /// Seconds rank 0's server spends on one split request.
     pub request_service: f64,
+    /// Bytes per second one rank copies when packing small sections into a message.
+    pub copy_rate: f64,
 }
 
 impl Default for Params {
@@ -72,6 +78,7 @@ impl Default for Params {
             latency: 2e-6,
             per_message: 2e-6,
             request_service: 3e-6,
+            copy_rate: 5e9,
         }
     }
 }
@@ -93,6 +100,8 @@ pub struct Prediction {
     pub messages_total: f64,
     /// Bytes a rank sends (and receives).
     pub bytes_per_rank: f64,
+    /// Bytes a rank copies into packed messages (messages that span sections).
+    pub packed_bytes: f64,
     /// Descriptor, unit and request memory per rank during the exchange.
     pub descriptor_memory: f64,
     /// The two receive buffers.
@@ -146,15 +155,22 @@ pub fn predict(p: &Params, ranks: f64) -> Prediction {
     let bytes = p.shuffle_per_rank * leaving;
     let sections = k * r * leaving;
     let section_bytes = p.shuffle_per_rank / (k * r);
-    let messages = sections * (section_bytes / CHUNK_BYTES).ceil().max(1.0);
-    let descriptor_memory =
-        sections * (2.0 * DESCRIPTOR_BYTES + UNIT_BYTES) + messages * REQUEST_BYTES + 16.0 * ranks;
-    let buffer_memory = 2.0 * section_bytes.min(CHUNK_BYTES.max(p.memory / 2.0)).min(p.memory / 2.0);
+    // One stream per destination of S / P bytes, in messages of C bytes.
+    let stream = p.shuffle_per_rank / ranks;
+    let messages = (ranks - 1.0) * (stream / CHUNK_BYTES).ceil().max(1.0);
+    // A message that spans sections is packed: every byte when sections are smaller than a
+    // message, else about one message per section boundary.
+    let packed = bytes * (CHUNK_BYTES / section_bytes).min(1.0);
+    let descriptor_memory = sections * (2.0 * DESCRIPTOR_BYTES + UNIT_BYTES)
+        + messages.min(WINDOW) * REQUEST_BYTES
+        + 16.0 * ranks;
+    // Two receive buffers of at most one stream (or M / 2) each.
+    let buffer_memory = 2.0 * stream.min(p.memory / 2.0);
     // Received runs: one per (source, run) with a section here; own runs stay.
     let received_runs = k * (ranks - 1.0);
     let runs_after = received_runs + k;
     let descriptor_time = (ranks - 1.0) * p.latency + sections * DESCRIPTOR_BYTES / p.bandwidth;
-    let data_time = messages * p.per_message + bytes / p.bandwidth + p.latency;
+    let data_time = messages * p.per_message + bytes / p.bandwidth + packed / p.copy_rate + p.latency;
     let requests = ranks * t * p.map_rate / p.split_size;
     Prediction {
         ranks,
@@ -164,10 +180,12 @@ pub fn predict(p: &Params, ranks: f64) -> Prediction {
         messages_per_rank: messages,
         messages_total: messages * ranks,
         bytes_per_rank: bytes,
+        packed_bytes: packed,
         descriptor_memory,
         buffer_memory,
         runs_after,
-        received_index_bytes: received_runs * r * INDEX_BYTES,
+        // Each received run indexes the sections it holds: one entry per section received.
+        received_index_bytes: sections * INDEX_BYTES,
         merge_passes: merge_passes(runs_after, p.fan_in),
         descriptor_time,
         data_time,
@@ -266,16 +284,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn messages_grow_with_the_square_of_the_ranks_under_the_default_partitions() {
+    fn messages_per_rank_follow_the_ranks_not_the_sections() {
         let p = Params::default();
         let a = predict(&p, 1024.0);
         let b = predict(&p, 2048.0);
         assert_eq!(a.partitions, 8192.0);
         assert_eq!(a.runs_per_rank, 8.0);
-        // k R (P-1)/P sections, each one message.
-        assert!((a.messages_per_rank - 8.0 * 8192.0 * 1023.0 / 1024.0).abs() < 1e-6);
+        // One stream per destination, each under one message: P - 1 messages.
+        assert_eq!(a.messages_per_rank, 1023.0);
         let growth = b.messages_total / a.messages_total;
         assert!((3.9..4.1).contains(&growth), "{growth}");
+        // With 1 GiB to 8 ranks, 128 MiB per destination: two 64 MiB messages each.
+        assert_eq!(predict(&p, 8.0).messages_per_rank, 14.0);
+        // The index of received runs: one 32-byte entry per section received, k R (P-1)/P.
+        assert!((a.received_index_bytes - 32.0 * 8.0 * 8192.0 * 1023.0 / 1024.0).abs() < 1e-6);
         assert_eq!(a.runs_after, 8.0 * 1024.0);
         assert_eq!(a.merge_passes, 2.0);
     }

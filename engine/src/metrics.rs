@@ -411,12 +411,15 @@ pub struct ExchangeTimes {
     /// Keeping this rank's own sections: removing runs with nothing left to reduce here, and
     /// copying the own sections into smaller runs when keeping the runs whole would exceed F.
     pub local: f64,
-    /// Messages sent (a section larger than one message takes several).
+    /// Messages sent: one stream per destination, cut into messages of its receiver's size.
     pub messages: u64,
     /// The largest message size in bytes that this rank receives with.
     pub chunk_bytes: u64,
-    /// Sections received in pieces (larger than one receive buffer).
+    /// Sections received in pieces (cut by the end of a receive buffer).
     pub pieced: u64,
+    /// Bytes copied into messages that span several sections (the rest is sent straight from
+    /// the mapped runs).
+    pub packed: u64,
 }
 
 impl ExchangeTimes {
@@ -439,5 +442,6 @@ impl ExchangeTimes {
         self.messages += o.messages;
         self.chunk_bytes = self.chunk_bytes.max(o.chunk_bytes);
         self.pieced += o.pieced;
+        self.packed += o.packed;
     }
 }

@@ -56,7 +56,7 @@ fn unknown_version() {
     let (_, mut bytes) = sample_run(dir.path());
     bytes[8] = 9;
     match open_bytes(dir.path(), "v9.run", &bytes).unwrap_err() {
-        Error::UnsupportedVersion { found: 9, supported: 1, path } => assert!(path.ends_with("v9.run")),
+        Error::UnsupportedVersion { found: 9, supported: 2, path } => assert!(path.ends_with("v9.run")),
         other => panic!("expected UnsupportedVersion, got {other:?}"),
     }
 }

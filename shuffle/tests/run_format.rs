@@ -40,7 +40,7 @@ fn empty_run_has_all_partitions() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("e.run");
     let info = RunWriter::<u64>::create(&path, 5, IoBackend::Std).unwrap().finish(true).unwrap();
-    assert_eq!(info.records, vec![0; 5]);
+    assert!(info.records.is_empty(), "no partition holds records");
     let run = RunReader::<u64>::open(&path, ReadMode::Mmap).unwrap();
     assert_eq!(run.partitions(), 5);
     assert_eq!(run.total_records(), 0);
@@ -109,24 +109,36 @@ fn structured_values_round_trip() {
     assert!(err.contains("wrong value type"), "{err}");
 }
 
-/// The committed v1 fixture: `tests/fixtures/v1-u64.run`, written by `fixture_records` with
-/// block target 64. If this test fails, the format changed: bump `FORMAT_VERSION`, keep a
-/// reader for version 1, and add a new fixture beside this one.
+/// The committed fixtures: `tests/fixtures/v1-u64.run` (written by version 1's writer) and
+/// `tests/fixtures/v2-u64.run`, written by `fixture_records` with block target 64 (v2: into 6
+/// partitions, the last two empty and not indexed). If this test fails, the format changed:
+/// bump `FORMAT_VERSION`, keep a reader for the older versions, and add a new fixture beside
+/// these.
 #[test]
-fn reads_committed_v1_fixture() {
-    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1-u64.run");
+fn reads_committed_fixtures() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let (v1, v2) = (fixtures.join("v1-u64.run"), fixtures.join("v2-u64.run"));
     let expected = fixture_records();
     if std::env::var_os("SPILLWAY_WRITE_FIXTURES").is_some() {
-        write_run(&fixture, 4, expected.clone(), 64);
+        write_run(&v2, 6, expected.clone(), 64);
     }
     let mut sorted = expected;
     sorted.sort();
-    assert_eq!(read_all(&fixture), sorted);
-    // And today's writer still produces exactly the committed bytes.
+    assert_eq!(read_all(&v1), sorted);
+    assert_eq!(read_all(&v2), sorted);
+    let old = RunReader::<u64>::open(&v1, ReadMode::Mmap).unwrap();
+    let new = RunReader::<u64>::open(&v2, ReadMode::Mmap).unwrap();
+    assert_eq!((old.partitions(), old.indexed_sections()), (4, 4));
+    assert_eq!((new.partitions(), new.indexed_sections()), (6, 4));
+    for p in 0..4 {
+        assert_eq!(old.section_bytes(p), new.section_bytes(p), "partition {p}: the same frames");
+    }
+    assert_eq!((new.records(5), new.section(5).records, new.section_bytes(4).len()), (0, 0, 0));
+    // And today's writer still produces exactly the committed v2 bytes.
     let dir = tempfile::tempdir().unwrap();
     let fresh = dir.path().join("fresh.run");
-    write_run(&fresh, 4, fixture_records(), 64);
-    assert_eq!(std::fs::read(&fresh).unwrap(), std::fs::read(&fixture).unwrap());
+    write_run(&fresh, 6, fixture_records(), 64);
+    assert_eq!(std::fs::read(&fresh).unwrap(), std::fs::read(&v2).unwrap());
 }
 
 fn fixture_records() -> Records {

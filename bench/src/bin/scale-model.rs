@@ -152,6 +152,7 @@ fn prediction_table(params: &Params, max_ranks: u32) -> Table {
         "msgs/rank",
         "msgs total",
         "bytes/rank",
+        "packed/rank",
         "descr.+req. mem/rank",
         "recv buffers",
         "runs after",
@@ -171,6 +172,7 @@ fn prediction_table(params: &Params, max_ranks: u32) -> Table {
             count(x.messages_per_rank),
             count(x.messages_total),
             bytes(x.bytes_per_rank),
+            bytes(x.packed_bytes),
             bytes(x.descriptor_memory),
             bytes(x.buffer_memory),
             count(x.runs_after),
@@ -323,6 +325,7 @@ fn print_weak(runs: &[Run], per_rank: u64, cores: usize) {
         "merge",
         "reduce",
         "bytes exchanged",
+        "packed",
         "messages",
         "msgs/rank",
     ]);
@@ -340,6 +343,7 @@ fn print_weak(runs: &[Run], per_rank: u64, cores: usize) {
             secs(r.max(|x| f(&x["seconds"]["merge"]))),
             secs(r.max(|x| f(&x["seconds"]["reduce"]))),
             bytes(f(&m["bytes_sent"])),
+            bytes(f(&m["exchange"]["packed"])),
             count(f(&m["exchange"]["messages"])),
             count(f(&m["exchange"]["messages"]) / r.ranks as f64),
         ]);

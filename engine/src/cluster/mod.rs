@@ -7,6 +7,8 @@
 
 #[cfg(feature = "mpi")]
 mod mpi;
+#[cfg(any(feature = "mpi", test))]
+mod stream;
 
 #[cfg(feature = "mpi")]
 pub use self::mpi::MpiCluster;
@@ -34,7 +36,8 @@ pub struct OutSection<'a> {
 
 /// What arrived: one section from `source`'s run `run`, or one piece of it.
 ///
-/// A section larger than a receive buffer arrives in pieces, in order: `offset` is where
+/// A section that a receive buffer's end cuts (sections travel back to back, one stream per
+/// source) arrives in pieces, in order: `offset` is where
 /// `bytes` starts within the section and `section_len` the whole section's length (a whole
 /// section has `offset == 0` and `bytes.len() == section_len`).
 #[derive(Debug, Clone, Copy)]
@@ -190,7 +193,7 @@ pub trait Cluster: Send + Sync + std::fmt::Debug {
     fn split_source<'a>(&'a self, sizes: &'a [u64], progress: &'a Progress) -> Box<dyn SplitSource + 'a>;
     /// Sends each section to `owner(partition)` when that is another rank, and passes every
     /// section that arrives from another rank to `deliver`, grouped by (source, run),
-    /// partitions ascending; a section larger than one receive buffer comes in pieces, in
+    /// partitions ascending; a section cut by the end of a receive buffer comes in pieces, in
     /// order. Sections this rank owns stay where they are (the caller keeps them). The
     /// receive buffers hold at most `buffer_bytes` in total.
     ///

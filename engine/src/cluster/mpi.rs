@@ -7,13 +7,16 @@
 //!   split is handed out exactly once and a slow rank simply asks less often.
 //! - Exchange: a barrier polled with sleeps (the wait for the slowest map phase, timed on its
 //!   own), then section descriptors all-to-all-v together with each receiver's message size.
-//!   One thread posts every send at once, straight from the mapped runs, in messages of the
-//!   receiver's size (64 MiB by default, below 2 GiB since MPI counts are 32-bit), then
-//!   receives section after section into two reused aligned buffers that together stay within
-//!   the memory budget: while one fills, the caller writes the other. A section larger than a
-//!   buffer arrives in pieces that end on message boundaries. `SPILLWAY_MPI_CHUNK` and
-//!   `SPILLWAY_MPI_BUFFER` override the message size and cap the buffers (for measurements and
-//!   tests).
+//!   One thread sends one stream per destination (the sections of all runs for it, back to
+//!   back: `super::stream`), in messages of the receiver's size (64 MiB by default, below 2 GiB
+//!   since MPI counts are 32-bit), straight from the mapped runs where a message lies in one
+//!   section and packed where it spans several, a window of sends at a time; meanwhile it
+//!   receives each source's stream, a fill at a time, into two reused aligned buffers that
+//!   together stay within the memory budget: while one fills, the caller writes the other's
+//!   sections (a section cut by a buffer's end arrives in pieces). `SPILLWAY_MPI_CHUNK` and
+//!   `SPILLWAY_MPI_BUFFER` override the message size and cap the buffers,
+//!   `SPILLWAY_MPI_WINDOW` and `SPILLWAY_MPI_PACK` the window's messages and packed bytes (for
+//!   measurements and tests).
 //! - Metrics: variable-length gather to rank 0.
 //!
 //! Requires `MPI_THREAD_MULTIPLE` (OpenMPI provides it): worker threads and the split server
@@ -28,6 +31,9 @@ use mpi::topology::SimpleCommunicator;
 use mpi::traits::*;
 use spillway_shuffle::Aligned;
 
+use super::stream::{
+    DESCRIPTOR, Descriptor, Fill, Incoming, RECEIVE_BUFFERS, ReceivePlan, Sender, pieces, staggered,
+};
 use super::{Agreement, Cluster, ExchangeStats, InSection, OutSection, SplitSource};
 use crate::error::{Error, Result};
 use crate::metrics::Progress;
@@ -36,14 +42,10 @@ const TAG_REQUEST: i32 = 101;
 const TAG_REPLY: i32 = 102;
 const TAG_FINISHED: i32 = 103;
 const TAG_DATA: i32 = 104;
-/// Largest message allowed: well below MPI's 2 GiB count limit.
-const MAX_CHUNK: usize = 1 << 30;
 /// Default message size (the receiver's choice). Message sizes from 1 MiB to 1 GiB measured
 /// alike within noise (`bench/README.md`), 64 MiB and up slightly ahead; 64 MiB keeps a large
 /// section in several messages.
 const DEFAULT_CHUNK: usize = 64 << 20;
-/// Receive buffers: one filling while the other is written.
-const RECEIVE_BUFFERS: usize = 2;
 /// Overrides the message size (bytes, K/M/G suffixes), for measurements and for tests that
 /// want sections in many messages.
 const CHUNK_ENV: &str = "SPILLWAY_MPI_CHUNK";
@@ -51,7 +53,13 @@ const CHUNK_ENV: &str = "SPILLWAY_MPI_CHUNK";
 /// tests that want sections larger than a buffer (received in pieces).
 const BUFFER_ENV: &str = "SPILLWAY_MPI_BUFFER";
 const NO_MORE: u64 = u64::MAX;
-const DESCRIPTOR: usize = 32;
+/// Sends in flight at most (the window): messages.
+const WINDOW: usize = 32;
+/// Sends in flight at most (the window): bytes packed from several sections (copies).
+const PACK_CAP: usize = 64 << 20;
+/// Override the window's messages and packed bytes (for measurements and tests).
+const WINDOW_ENV: &str = "SPILLWAY_MPI_WINDOW";
+const PACK_ENV: &str = "SPILLWAY_MPI_PACK";
 
 /// Ranks of one MPI job.
 #[derive(Debug)]
@@ -168,71 +176,6 @@ fn wait_yielding<'a, D: ?Sized, S: mpi::request::Scope<'a>>(mut request: mpi::re
     }
 }
 
-/// One section descriptor as it travels.
-#[derive(Debug, Clone, Copy)]
-struct Descriptor {
-    run: u32,
-    partition: u32,
-    records: u64,
-    blocks: u32,
-    len: usize,
-}
-
-impl Descriptor {
-    fn decode(d: &[u8]) -> Self {
-        let u32_at = |i: usize| u32::from_le_bytes(d[i..i + 4].try_into().expect("4 bytes"));
-        let u64_at = |i: usize| u64::from_le_bytes(d[i..i + 8].try_into().expect("8 bytes"));
-        Descriptor {
-            run: u32_at(0),
-            partition: u32_at(4),
-            records: u64_at(8),
-            blocks: u32_at(16),
-            len: usize::try_from(u64_at(24)).expect("a section fits in memory on its sender"),
-        }
-    }
-}
-
-/// What is received into one buffer: a whole section, or a piece of one that is larger than
-/// a buffer.
-#[derive(Debug, Clone, Copy)]
-struct Unit {
-    source: usize,
-    desc: Descriptor,
-    offset: usize,
-    len: usize,
-}
-
-/// How this rank receives: messages of `chunk` bytes into buffers of at most `buffer` bytes
-/// (a multiple of `chunk`, so pieces of a large section end on message boundaries).
-#[derive(Debug, Clone, Copy)]
-struct ReceivePlan {
-    chunk: usize,
-    buffer: usize,
-}
-
-impl ReceivePlan {
-    /// Buffers that together hold at most `budget` bytes (at least 16 bytes each), messages of
-    /// at most `chunk` bytes.
-    fn new(budget: usize, chunk: usize) -> Self {
-        let per_buffer = (budget / RECEIVE_BUFFERS).max(16);
-        let chunk = (chunk.clamp(16, MAX_CHUNK).min(per_buffer) / 16) * 16;
-        ReceivePlan { chunk, buffer: per_buffer / chunk * chunk }
-    }
-
-    /// Appends the units of one incoming section (at least one, even for an empty section).
-    fn units(&self, source: usize, desc: Descriptor, out: &mut Vec<Unit>) {
-        let mut offset = 0;
-        loop {
-            let len = (desc.len - offset).min(self.buffer);
-            out.push(Unit { source, desc, offset, len });
-            offset += len;
-            if offset >= desc.len {
-                break;
-            }
-        }
-    }
-}
-
 /// A size in bytes (K/M/G suffixes) from the environment variable `name`, if set and valid.
 fn size_setting(name: &str) -> Option<usize> {
     let text = std::env::var(name).ok()?;
@@ -251,81 +194,133 @@ struct Moved {
     sent: u64,
     received: u64,
     messages: u64,
-    /// Time spent receiving: from the start until the last unit arrived, less the stalls
+    /// Bytes copied into messages that span several sections.
+    packed: u64,
+    /// Time spent receiving: from the start until the last fill arrived, less the stalls
     /// waiting for a free buffer (the writer being behind).
     receiving: Duration,
-    /// Time spent afterwards waiting for the other ranks to take this rank's sends.
+    /// Time spent after the last fill arrived waiting for the other ranks to take this
+    /// rank's sends.
     draining: Duration,
 }
 
-/// The exchange thread: posts every send, receives every unit in order into free buffers and
-/// passes them on, then waits for the sends.
+/// The receiving half of the exchange thread: fills in order, into free buffers, handed on.
+struct Receiver<'f> {
+    world: &'f SimpleCommunicator,
+    fills: &'f [Fill],
+    next: usize,
+    chunk: usize,
+    free: &'f mpsc::Receiver<Aligned>,
+    full: &'f mpsc::Sender<(usize, Aligned)>,
+    received: u64,
+    stalled: Duration,
+    /// When the last fill arrived.
+    done: Option<Instant>,
+}
+
+impl Receiver<'_> {
+    fn finished(&self) -> bool {
+        self.next == self.fills.len()
+    }
+
+    /// Receives the next fill: its messages are posted at once (messages from one source
+    /// arrive in the order they were sent, MPI's non-overtaking rule) and polled.
+    fn receive_one(&mut self) {
+        let i = self.next;
+        let fill = self.fills[i];
+        let waited = Instant::now();
+        let mut buffer = self.free.recv().expect("the writer gives every buffer back");
+        self.stalled += waited.elapsed();
+        if buffer.len() < fill.len {
+            buffer.resize(fill.len, 0);
+        }
+        let from = self.world.process_at_rank(fill.source as i32);
+        let chunk = self.chunk;
+        mpi::request::scope(|scope| {
+            let posted: Vec<_> = buffer[..fill.len]
+                .chunks_mut(chunk)
+                .map(|piece| from.immediate_receive_into_with_tag(scope, piece, TAG_DATA))
+                .collect();
+            posted.into_iter().for_each(wait_yielding);
+        });
+        self.received += fill.len as u64;
+        self.next += 1;
+        if self.finished() {
+            self.done = Some(Instant::now());
+        }
+        // The writer only goes away after this thread has finished.
+        let _ = self.full.send((i, buffer));
+    }
+}
+
+/// The sending thread: posts the sends a window at a time (`Sender::next_batch`), each window
+/// when the previous one has completed. Returns (bytes sent, bytes packed).
+fn send_all(mut sender: Sender<'_>) -> (u64, u64) {
+    let world = SimpleCommunicator::world();
+    let mut sent = 0u64;
+    loop {
+        let batch = sender.next_batch();
+        if batch.is_empty() {
+            break;
+        }
+        mpi::request::scope(|scope| {
+            let posted: Vec<_> = batch
+                .iter()
+                .map(|(d, m)| {
+                    sent += m.bytes().len() as u64;
+                    world.process_at_rank(*d as i32).immediate_send_with_tag(scope, m.bytes(), TAG_DATA)
+                })
+                .collect();
+            posted.into_iter().for_each(wait_yielding);
+        });
+    }
+    (sent, sender.packed)
+}
+
+/// The exchange thread: starts a thread that sends (`send_all`) and meanwhile receives fill
+/// after fill into free buffers and passes them on. Sending and receiving never wait for each
+/// other on one thread: a rank blocked in a receive still posts its next window of sends,
+/// which the rank it waits for may be waiting on.
 fn move_bytes(
-    rank: usize,
-    per_dest: &[Vec<&OutSection<'_>>],
-    dest_chunk: &[usize],
-    units: &[Unit],
+    sender: Sender<'_>,
+    fills: &[Fill],
     chunk: usize,
     free: &mpsc::Receiver<Aligned>,
     full: &mpsc::Sender<(usize, Aligned)>,
-) -> Moved {
+) -> Result<Moved> {
     let started = Instant::now();
     let world = SimpleCommunicator::world();
-    let mut moved =
-        Moved { sent: 0, received: 0, messages: 0, receiving: Duration::ZERO, draining: Duration::ZERO };
-    let mut stalled = Duration::ZERO;
-    mpi::request::scope(|scope| {
-        let mut requests = Vec::new();
-        for (d, sections) in per_dest.iter().enumerate() {
-            if d == rank {
-                continue;
-            }
-            let dest = world.process_at_rank(d as i32);
-            for s in sections {
-                for piece in s.bytes.chunks(dest_chunk[d]) {
-                    requests.push(dest.immediate_send_with_tag(scope, piece, TAG_DATA));
-                    moved.sent += piece.len() as u64;
-                    moved.messages += 1;
-                }
-            }
+    let messages = sender.messages();
+    let mut receiver = Receiver {
+        world: &world,
+        fills,
+        next: 0,
+        chunk,
+        free,
+        full,
+        received: 0,
+        stalled: Duration::ZERO,
+        done: fills.is_empty().then(Instant::now),
+    };
+    let (sent, packed) = std::thread::scope(|scope| {
+        let sending = std::thread::Builder::new()
+            .name("spillway-send".into())
+            .spawn_scoped(scope, move || send_all(sender))
+            .map_err(|source| Error::Spawn { thread: "spillway-send".into(), source })?;
+        while !receiver.finished() {
+            receiver.receive_one();
         }
-        for (i, u) in units.iter().enumerate() {
-            let waited = Instant::now();
-            let mut buffer = free.recv().expect("the writer gives every buffer back");
-            stalled += waited.elapsed();
-            if buffer.len() < u.len {
-                buffer.resize(u.len, 0);
-            }
-            let from = world.process_at_rank(u.source as i32);
-            // Messages from one source arrive in the order they were sent (MPI's
-            // non-overtaking rule), so every piece of the unit can be posted at once.
-            mpi::request::scope(|pieces| {
-                let posted: Vec<_> = buffer[..u.len]
-                    .chunks_mut(chunk)
-                    .map(|piece| from.immediate_receive_into_with_tag(pieces, piece, TAG_DATA))
-                    .collect();
-                posted.into_iter().for_each(wait_yielding);
-            });
-            moved.received += u.len as u64;
-            // The writer only goes away after this thread has finished.
-            let _ = full.send((i, buffer));
-        }
-        moved.receiving = started.elapsed().saturating_sub(stalled);
-        let draining = Instant::now();
-        requests.into_iter().for_each(wait_yielding);
-        moved.draining = draining.elapsed();
-    });
-    moved
-}
-
-fn encode(s: &OutSection<'_>) -> [u8; DESCRIPTOR] {
-    let mut d = [0u8; DESCRIPTOR];
-    d[..4].copy_from_slice(&s.run.to_le_bytes());
-    d[4..8].copy_from_slice(&s.partition.to_le_bytes());
-    d[8..16].copy_from_slice(&s.records.to_le_bytes());
-    d[16..20].copy_from_slice(&s.blocks.to_le_bytes());
-    d[24..32].copy_from_slice(&(s.bytes.len() as u64).to_le_bytes());
-    d
+        Ok::<_, Error>(sending.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+    })?;
+    let done = receiver.done.unwrap_or_else(Instant::now);
+    Ok(Moved {
+        sent,
+        received: receiver.received,
+        messages,
+        packed,
+        receiving: done.duration_since(started).saturating_sub(receiver.stalled),
+        draining: done.elapsed(),
+    })
 }
 
 /// Exclusive prefix sums: where each rank's piece starts.
@@ -408,7 +403,14 @@ impl Cluster for MpiCluster {
         let mut send_pairs = vec![0i32; 2 * n];
         for (d, sections) in per_dest.iter().enumerate() {
             for s in sections {
-                send_desc.extend_from_slice(&encode(s));
+                let desc = Descriptor {
+                    run: s.run,
+                    partition: s.partition,
+                    records: s.records,
+                    blocks: s.blocks,
+                    len: s.bytes.len(),
+                };
+                send_desc.extend_from_slice(&desc.encode());
             }
             send_counts[d] = to_count(sections.len() * DESCRIPTOR, "descriptor list")?;
             send_pairs[2 * d] = send_counts[d];
@@ -428,65 +430,81 @@ impl Cluster for MpiCluster {
             let mut rp = PartitionMut::new(&mut recv_desc[..], &recv_counts[..], &recv_displs[..]);
             world.all_to_all_varcount_into(&sp, &mut rp);
         }
-        let mut units = Vec::new();
-        for source in (0..n).filter(|&s| s != self.rank) {
+        // Each source's sections, at their places in its stream, in receiving order.
+        let mut incoming = Vec::new();
+        for source in staggered(self.rank, n, false) {
             let start = recv_displs[source] as usize;
             let end = start + recv_counts[source] as usize;
+            let mut at = 0;
             for d in recv_desc[start..end].chunks_exact(DESCRIPTOR) {
-                plan.units(source, Descriptor::decode(d), &mut units);
+                let desc = Descriptor::decode(d);
+                incoming.push(Incoming { source, desc, at });
+                at += desc.len;
             }
         }
+        drop(recv_desc);
+        let fills = plan.fills(&incoming);
         stats.times.descriptors = started.elapsed().as_secs_f64();
         stats.times.chunk_bytes = plan.chunk as u64;
-        stats.times.pieced = units.iter().filter(|u| u.offset == 0 && u.len < u.desc.len).count() as u64;
+        stats.times.pieced = incoming
+            .iter()
+            .filter(|s| s.desc.len > 0 && s.at / plan.buffer != (s.at + s.desc.len - 1) / plan.buffer)
+            .count() as u64;
 
-        // 2. Section bytes. One thread does all the MPI work: it posts every send at once
-        // (straight from the mapped runs), then receives unit after unit into the next free
+        // 2. Section bytes. The exchange thread receives fill after fill into the next free
         // buffer (polled receives that yield the CPU, see `wait_yielding`) and hands each full
-        // buffer over; this thread writes it through `deliver` meanwhile and gives the buffer
-        // back. Two buffers: one filling while the other is written.
+        // buffer over, while a thread of its own posts the sends a window at a time, one stream
+        // per destination (straight from the mapped runs, packed where a message spans
+        // sections); this thread writes the sections and pieces through `deliver` meanwhile and
+        // gives the buffer back. Two buffers: one filling while the other is written.
         let data_started = Instant::now();
+        let streams = staggered(self.rank, n, true)
+            .map(|d| (d, dest_chunk[d], per_dest[d].iter().map(|s| s.bytes).collect()))
+            .collect();
+        let pack_cap = size_setting(PACK_ENV).unwrap_or(PACK_CAP);
+        let window = size_setting(WINDOW_ENV).unwrap_or(WINDOW);
+        let sender = Sender::new(streams, window, pack_cap);
         let (full_tx, full_rx) = mpsc::channel::<(usize, Aligned)>();
         let (free_tx, free_rx) = mpsc::channel::<Aligned>();
-        let largest = units.iter().map(|u| u.len).max().unwrap_or(0);
+        let largest = fills.iter().map(|f| f.len).max().unwrap_or(0);
         let mut outcome = Ok(());
         let mut writing = Duration::ZERO;
         let mover = std::thread::scope(|scope| {
             // Owned by this closure: should it unwind, the exchange thread sees the channel
             // close instead of waiting for a buffer forever.
             let free_tx = free_tx;
-            let units = &units;
-            let per_dest = &per_dest;
-            let dest_chunk = &dest_chunk;
-            let rank = self.rank;
-            let started =
-                std::thread::Builder::new().name("spillway-exchange".into()).spawn_scoped(scope, move || {
-                    move_bytes(rank, per_dest, dest_chunk, units, plan.chunk, &free_rx, &full_tx)
-                });
+            let fills = &fills;
+            let started = std::thread::Builder::new()
+                .name("spillway-exchange".into())
+                .spawn_scoped(scope, move || move_bytes(sender, fills, plan.chunk, &free_rx, &full_tx));
             let mover = match started {
                 Ok(mover) => mover,
                 Err(source) => return Err(Error::Spawn { thread: "spillway-exchange".into(), source }),
             };
             // The buffers are sized (and their pages touched) here, the second one while the
             // first one is filling.
-            for _ in 0..RECEIVE_BUFFERS.min(units.len()) {
+            for _ in 0..RECEIVE_BUFFERS.min(fills.len()) {
                 let mut buffer = Aligned::with_capacity(largest);
                 buffer.resize(largest, 0);
                 let _ = free_tx.send(buffer);
             }
             for (i, buffer) in full_rx {
-                let u = &units[i];
-                if outcome.is_ok() {
+                let fill = &fills[i];
+                for piece in pieces(fill, &incoming) {
+                    if outcome.is_err() {
+                        break;
+                    }
+                    let s = &incoming[piece.index];
                     let started = Instant::now();
                     outcome = deliver(InSection {
-                        source: u.source,
-                        run: u.desc.run,
-                        partition: u.desc.partition,
-                        records: u.desc.records,
-                        blocks: u.desc.blocks,
-                        offset: u.offset as u64,
-                        section_len: u.desc.len as u64,
-                        bytes: &buffer[..u.len],
+                        source: s.source,
+                        run: s.desc.run,
+                        partition: s.desc.partition,
+                        records: s.desc.records,
+                        blocks: s.desc.blocks,
+                        offset: piece.offset as u64,
+                        section_len: s.desc.len as u64,
+                        bytes: &buffer[piece.range],
                     });
                     writing += started.elapsed();
                 }
@@ -494,12 +512,13 @@ impl Cluster for MpiCluster {
                 // they are just not written.
                 let _ = free_tx.send(buffer);
             }
-            Ok(mover.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            mover.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         })?;
         let data = data_started.elapsed();
         stats.sent = mover.sent;
         stats.received = mover.received;
         stats.times.messages = mover.messages;
+        stats.times.packed = mover.packed;
         stats.times.data = data.as_secs_f64();
         stats.times.write = writing.as_secs_f64();
         stats.times.transfer = mover.receiving.as_secs_f64();
@@ -549,49 +568,5 @@ impl Cluster for MpiCluster {
         Ok(Some(
             lens.iter().zip(&displs).map(|(&l, &d)| all[d as usize..(d + l) as usize].to_vec()).collect(),
         ))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn desc(len: usize) -> Descriptor {
-        Descriptor { run: 3, partition: 5, records: 7, blocks: 1, len }
-    }
-
-    #[test]
-    fn plan_keeps_buffers_within_the_budget_and_pieces_on_message_boundaries() {
-        for (budget, chunk) in
-            [(1 << 30, DEFAULT_CHUNK), (1 << 20, 4096), (100_000, 3000), (10, 1), (64 << 10, 1 << 40)]
-        {
-            let plan = ReceivePlan::new(budget, chunk);
-            assert!(plan.chunk >= 16 && plan.chunk.is_multiple_of(16) && plan.chunk <= MAX_CHUNK, "{plan:?}");
-            assert!(plan.buffer >= plan.chunk && plan.buffer.is_multiple_of(plan.chunk), "{plan:?}");
-            assert!(RECEIVE_BUFFERS * plan.buffer <= budget.max(RECEIVE_BUFFERS * 16), "{plan:?}");
-            for len in
-                [0, 16, plan.chunk, plan.buffer - 16, plan.buffer, plan.buffer + 16, 5 * plan.buffer + 32]
-            {
-                let mut units = Vec::new();
-                plan.units(1, desc(len), &mut units);
-                assert!(!units.is_empty());
-                let mut at = 0;
-                for u in &units {
-                    assert_eq!(u.offset, at);
-                    assert!(u.len <= plan.buffer);
-                    assert!(u.offset % plan.chunk == 0, "pieces start on message boundaries");
-                    at += u.len;
-                }
-                assert_eq!(at, len);
-            }
-        }
-    }
-
-    #[test]
-    fn descriptors_round_trip() {
-        let bytes = [7u8; 48];
-        let s = OutSection { run: 9, partition: 4, records: 123, blocks: 2, bytes: &bytes };
-        let d = Descriptor::decode(&encode(&s));
-        assert_eq!((d.run, d.partition, d.records, d.blocks, d.len), (9, 4, 123, 2, 48));
     }
 }

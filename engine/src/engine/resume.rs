@@ -412,7 +412,7 @@ fn check_run<V: Value>(dir: &Path, run: &RunRef, partitions: u32, read: ReadMode
     if reader.partitions() != partitions {
         return None;
     }
-    let records = (0..partitions).map(|p| reader.records(p)).collect();
+    let records = (0..partitions).map(|p| (p, reader.records(p))).filter(|&(_, n)| n > 0).collect();
     Some(RunInfo { path, bytes: len, records })
 }
 

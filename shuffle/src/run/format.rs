@@ -1,19 +1,24 @@
-//! Byte layout of run format version 1: constants, and encoding/decoding of the fixed-size
-//! pieces (file header, frame header, footer entries, trailer). See `run/FORMAT.md`.
+//! Byte layout of run format version 2 (and version 1, still read): constants, and
+//! encoding/decoding of the fixed-size pieces (file header, frame header, footer entries,
+//! trailer). See `run/FORMAT.md`.
 
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 /// Magic bytes at the start of every run file.
 pub const FILE_MAGIC: [u8; 8] = *b"SPILLWAY";
-/// Magic bytes at the very end of every run file.
-pub const END_MAGIC: [u8; 8] = *b"SPWYRUN\x01";
-/// The format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// Magic bytes at the very end of every run file of version 2 (its last byte is the version).
+pub const END_MAGIC: [u8; 8] = *b"SPWYRUN\x02";
+/// Magic bytes at the very end of a run file of version 1.
+pub const END_MAGIC_V1: [u8; 8] = *b"SPWYRUN\x01";
+/// The format version this build writes.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this build reads.
+pub const OLDEST_VERSION: u32 = 1;
 /// Size of the file header.
 pub const FILE_HEADER_LEN: usize = 16;
 /// Size of a frame header (in front of every block).
 pub const FRAME_HEADER_LEN: usize = 16;
-/// Size of one footer entry (one per partition).
+/// Size of one footer entry (one per non-empty section; version 1: one per partition).
 pub const ENTRY_LEN: usize = 32;
 /// Size of the trailer (the last bytes of the file).
 pub const TRAILER_LEN: usize = 32;
@@ -123,6 +128,8 @@ pub struct SectionEntry {
     pub records: u64,
     /// Blocks (frames) in the section.
     pub blocks: u32,
+    /// The partition (version 1 entries hold 0 here: their place in the footer says it).
+    pub partition: u32,
 }
 
 impl SectionEntry {
@@ -133,6 +140,7 @@ impl SectionEntry {
         out[8..16].copy_from_slice(&self.len.to_le_bytes());
         out[16..24].copy_from_slice(&self.records.to_le_bytes());
         out[24..28].copy_from_slice(&self.blocks.to_le_bytes());
+        out[28..32].copy_from_slice(&self.partition.to_le_bytes());
         out
     }
 
@@ -143,16 +151,24 @@ impl SectionEntry {
             len: u64_at(bytes, 8),
             records: u64_at(bytes, 16),
             blocks: u32_at(bytes, 24),
+            partition: u32_at(bytes, 28),
         }
     }
 }
 
 /// The last [`TRAILER_LEN`] bytes of a run.
+///
+/// Version 2: `partitions u32 | entries u32 | total records u64 | footer checksum u64 |
+/// "SPWYRUN\x02"`. Version 1: `partitions u32 | version u32 | ... | "SPWYRUN\x01"`, one entry
+/// per partition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Trailer {
-    /// Number of partitions (footer entries).
+    /// Number of partitions.
     pub partitions: u32,
-    /// Format version (repeated from the header, so a truncated file is told from a foreign one).
+    /// Footer entries: the non-empty sections (version 1: every partition).
+    pub entries: u32,
+    /// Format version (from the end magic, and in version 1 repeated in the trailer, so a
+    /// truncated file is told from a foreign one).
     pub version: u32,
     /// Records in the whole run.
     pub total_records: u64,
@@ -161,11 +177,12 @@ pub struct Trailer {
 }
 
 impl Trailer {
-    /// Encodes the trailer for `entries` (already encoded), computing the footer checksum.
+    /// Encodes a version 2 trailer for `entries` (already encoded), computing the footer
+    /// checksum.
     pub fn encode(partitions: u32, total_records: u64, entries: &[u8]) -> [u8; TRAILER_LEN] {
         let mut out = [0u8; TRAILER_LEN];
         out[..4].copy_from_slice(&partitions.to_le_bytes());
-        out[4..8].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out[4..8].copy_from_slice(&((entries.len() / ENTRY_LEN) as u32).to_le_bytes());
         out[8..16].copy_from_slice(&total_records.to_le_bytes());
         let sum = footer_checksum(entries, &out[..16]);
         out[16..24].copy_from_slice(&sum.to_le_bytes());
@@ -173,14 +190,19 @@ impl Trailer {
         out
     }
 
-    /// Decodes a trailer; `None` when the end magic is wrong.
+    /// Decodes a trailer of either version; `None` when the end magic is neither.
     pub fn decode(bytes: &[u8]) -> Option<Self> {
-        if bytes[24..32] != END_MAGIC {
-            return None;
-        }
+        let partitions = u32_at(bytes, 0);
+        let magic: [u8; 8] = bytes[24..32].try_into().expect("8 bytes");
+        let (entries, version) = match magic {
+            END_MAGIC => (u32_at(bytes, 4), 2),
+            END_MAGIC_V1 => (partitions, u32_at(bytes, 4)),
+            _ => return None,
+        };
         Some(Trailer {
-            partitions: u32_at(bytes, 0),
-            version: u32_at(bytes, 4),
+            partitions,
+            entries,
+            version,
             total_records: u64_at(bytes, 8),
             footer_checksum: u64_at(bytes, 16),
         })
@@ -215,7 +237,8 @@ pub fn repair_checksums(bytes: &mut [u8]) {
     }
     let u32_at = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
     let trailer_at = len - TRAILER_LEN;
-    let footer_at = (u32_at(bytes, trailer_at) as usize)
+    let entries = Trailer::decode(&bytes[trailer_at..]).map_or(u32_at(bytes, trailer_at), |t| t.entries);
+    let footer_at = (entries as usize)
         .checked_mul(ENTRY_LEN)
         .filter(|&n| n <= trailer_at - FILE_HEADER_LEN)
         .map(|n| trailer_at - n);

@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use rkyv::rancor;
 
 use super::format::{
-    ENTRY_LEN, FILE_HEADER_LEN, FORMAT_VERSION, FRAME_HEADER_LEN, FileHeader, FrameHeader, SectionEntry,
-    TRAILER_LEN, Trailer, footer_checksum, frame_checksum,
+    ENTRY_LEN, FILE_HEADER_LEN, FORMAT_VERSION, FRAME_HEADER_LEN, FileHeader, FrameHeader, OLDEST_VERSION,
+    SectionEntry, TRAILER_LEN, Trailer, footer_checksum, frame_checksum,
 };
 use crate::io::{ByteSource, ReadMode, prefetch_line};
 use crate::value::{ArchivedValue, Block, Value};
@@ -65,7 +65,10 @@ impl Drop for GaugeGuard {
 pub struct RunReader<V: Value> {
     path: PathBuf,
     bytes: ByteSource,
+    /// The non-empty sections' entries, partitions ascending (version 1 runs: every
+    /// partition's).
     sections: Vec<SectionEntry>,
+    partitions: u32,
     total_records: u64,
     _guard: Option<GaugeGuard>,
     _value: PhantomData<fn() -> V>,
@@ -76,7 +79,8 @@ impl<V: Value> std::fmt::Debug for RunReader<V> {
         f.debug_struct("RunReader")
             .field("path", &self.path)
             .field("bytes", &self.bytes.len())
-            .field("partitions", &self.sections.len())
+            .field("partitions", &self.partitions)
+            .field("sections", &self.sections.len())
             .field("total_records", &self.total_records)
             .finish()
     }
@@ -102,9 +106,17 @@ impl<V: Value> RunReader<V> {
     ///
     /// As [`RunReader::open`].
     pub fn from_source(name: PathBuf, bytes: ByteSource) -> Result<Self> {
-        let (sections, total_records) = validate::<V>(&name, &bytes)?;
+        let (sections, partitions, total_records) = validate::<V>(&name, &bytes)?;
         bytes.advise_sequential();
-        Ok(RunReader { path: name, bytes, sections, total_records, _guard: None, _value: PhantomData })
+        Ok(RunReader {
+            path: name,
+            bytes,
+            sections,
+            partitions,
+            total_records,
+            _guard: None,
+            _value: PhantomData,
+        })
     }
 
     /// Counts this reader in `gauge` until it is dropped.
@@ -122,12 +134,26 @@ impl<V: Value> RunReader<V> {
 
     /// Number of partitions.
     pub fn partitions(&self) -> u32 {
-        self.sections.len() as u32
+        self.partitions
+    }
+
+    /// Sections the footer indexes: the non-empty ones (every partition in a version 1 run).
+    pub fn indexed_sections(&self) -> usize {
+        self.sections.len()
     }
 
     /// Records in partition `p` (0 when out of range).
     pub fn records(&self, p: u32) -> u64 {
-        self.sections.get(p as usize).map_or(0, |s| s.records)
+        self.find(p).map_or(0, |s| s.records)
+    }
+
+    /// The entry of partition `p`, if the footer indexes it.
+    fn find(&self, p: u32) -> Option<&SectionEntry> {
+        if self.sections.len() == self.partitions as usize {
+            // Every partition indexed (version 1, or no empty section): the entry's place.
+            return self.sections.get(p as usize);
+        }
+        self.sections.binary_search_by_key(&p, |s| s.partition).ok().map(|i| &self.sections[i])
     }
 
     /// Records in the whole run.
@@ -146,7 +172,10 @@ impl<V: Value> RunReader<V> {
     ///
     /// When `p` is out of range.
     pub fn section(&self, p: u32) -> SectionEntry {
-        self.sections[p as usize]
+        assert!(p < self.partitions, "partition {p} out of range (the run has {})", self.partitions);
+        // An empty section: no bytes, at the end of the header.
+        let empty = SectionEntry { offset: FILE_HEADER_LEN as u64, partition: p, ..SectionEntry::default() };
+        self.find(p).copied().unwrap_or(empty)
     }
 
     /// The raw bytes of partition `p`'s section: what is sent to the rank that owns `p`, and
@@ -156,7 +185,7 @@ impl<V: Value> RunReader<V> {
     ///
     /// When `p` is out of range.
     pub fn section_bytes(&self, p: u32) -> &[u8] {
-        let s = self.sections[p as usize];
+        let s = self.section(p);
         &self.bytes[s.offset as usize..(s.offset + s.len) as usize]
     }
 
@@ -334,7 +363,7 @@ const fn value_lines(bytes: usize) -> usize {
 }
 
 /// Validates a whole run: header, trailer, footer, sections, frames, archives, key order.
-fn validate<V: Value>(path: &Path, bytes: &[u8]) -> Result<(Vec<SectionEntry>, u64)> {
+fn validate<V: Value>(path: &Path, bytes: &[u8]) -> Result<(Vec<SectionEntry>, u32, u64)> {
     let corrupt = |offset: usize, what: String| Error::corrupt(path, offset as u64, what);
     let len = bytes.len();
     if len < FILE_HEADER_LEN {
@@ -342,7 +371,7 @@ fn validate<V: Value>(path: &Path, bytes: &[u8]) -> Result<(Vec<SectionEntry>, u
     }
     let header = FileHeader::decode(bytes[..FILE_HEADER_LEN].try_into().expect("16 bytes"))
         .ok_or_else(|| corrupt(0, "not a spillway run (bad magic)".into()))?;
-    if header.version != FORMAT_VERSION {
+    if !(OLDEST_VERSION..=FORMAT_VERSION).contains(&header.version) {
         return Err(Error::UnsupportedVersion {
             path: path.to_owned(),
             found: header.version,
@@ -365,29 +394,45 @@ fn validate<V: Value>(path: &Path, bytes: &[u8]) -> Result<(Vec<SectionEntry>, u
     let trailer_at = len - TRAILER_LEN;
     let trailer = Trailer::decode(&bytes[trailer_at..])
         .ok_or_else(|| corrupt(trailer_at + 24, "truncated or damaged: bad end magic".into()))?;
-    if trailer.version != FORMAT_VERSION {
+    if trailer.version != header.version {
         return Err(corrupt(trailer_at + 4, format!("trailer says version {}", trailer.version)));
     }
-    let footer_len = (trailer.partitions as usize)
+    let footer_len = (trailer.entries as usize)
         .checked_mul(ENTRY_LEN)
         .filter(|&n| n <= trailer_at - FILE_HEADER_LEN)
-        .ok_or_else(|| {
-            corrupt(trailer_at, format!("{} partitions do not fit in the file", trailer.partitions))
-        })?;
+        .ok_or_else(|| corrupt(trailer_at, format!("{} sections do not fit in the file", trailer.entries)))?;
     if trailer.partitions == 0 {
         return Err(corrupt(trailer_at, "zero partitions".into()));
+    }
+    if trailer.entries > trailer.partitions {
+        return Err(corrupt(
+            trailer_at + 4,
+            format!("{} sections for {} partitions", trailer.entries, trailer.partitions),
+        ));
     }
     let footer_at = trailer_at - footer_len;
     let footer = &bytes[footer_at..trailer_at];
     if footer_checksum(footer, &bytes[trailer_at..trailer_at + 16]) != trailer.footer_checksum {
         return Err(corrupt(footer_at, "footer checksum mismatch".into()));
     }
-    let mut sections = Vec::with_capacity(trailer.partitions as usize);
+    let mut sections = Vec::with_capacity(trailer.entries as usize);
     let mut expect_offset = FILE_HEADER_LEN as u64;
     let mut total = 0u64;
-    for (p, raw) in footer.chunks_exact(ENTRY_LEN).enumerate() {
-        let entry = SectionEntry::decode(raw);
-        let entry_at = footer_at + p * ENTRY_LEN;
+    for (i, raw) in footer.chunks_exact(ENTRY_LEN).enumerate() {
+        let mut entry = SectionEntry::decode(raw);
+        let entry_at = footer_at + i * ENTRY_LEN;
+        if header.version == 1 {
+            entry.partition = i as u32;
+        } else if entry.partition >= trailer.partitions
+            || sections.last().is_some_and(|last: &SectionEntry| last.partition >= entry.partition)
+            || entry.len == 0
+        {
+            return Err(corrupt(
+                entry_at + 28,
+                format!("section {i}: partition {} out of order", entry.partition),
+            ));
+        }
+        let p = entry.partition;
         if entry.offset != expect_offset
             || entry.offset.checked_add(entry.len).is_none_or(|end| end > footer_at as u64)
         {
@@ -417,7 +462,7 @@ fn validate<V: Value>(path: &Path, bytes: &[u8]) -> Result<(Vec<SectionEntry>, u
             format!("trailer says {} records, sections hold {total}", trailer.total_records),
         ));
     }
-    Ok((sections, total))
+    Ok((sections, trailer.partitions, total))
 }
 
 /// Validates one section (a sequence of frames) that starts at byte `base` of `path`:

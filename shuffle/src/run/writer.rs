@@ -22,14 +22,16 @@ pub struct RunInfo {
     pub path: PathBuf,
     /// File length in bytes.
     pub bytes: u64,
-    /// Records per partition.
-    pub records: Vec<u64>,
+    /// Records of each non-empty partition, partitions ascending: (partition, records). Only
+    /// the non-empty ones, as in the run's index: a rank holds many received runs of R / P
+    /// partitions each.
+    pub records: Vec<(u32, u64)>,
 }
 
 impl RunInfo {
     /// Records in the whole run.
     pub fn total_records(&self) -> u64 {
-        self.records.iter().sum()
+        self.records.iter().map(|&(_, n)| n).sum()
     }
 }
 
@@ -188,8 +190,10 @@ impl<V: Value> RunWriter<V> {
         while self.entries.len() < self.partitions as usize {
             self.open_section();
         }
+        // The footer indexes the sections that hold something (format version 2): a run
+        // received from another rank holds R / P of the R partitions.
         let mut footer = Vec::with_capacity(self.entries.len() * ENTRY_LEN);
-        for entry in &self.entries {
+        for entry in self.entries.iter().filter(|e| e.len > 0) {
             footer.extend_from_slice(&entry.encode());
         }
         let trailer = Trailer::encode(self.partitions, self.total_records, &footer);
@@ -213,7 +217,12 @@ impl<V: Value> RunWriter<V> {
         Ok(RunInfo {
             path: self.path.clone(),
             bytes,
-            records: self.entries.iter().map(|e| e.records).collect(),
+            records: self
+                .entries
+                .iter()
+                .filter(|e| e.records > 0)
+                .map(|e| (e.partition, e.records))
+                .collect(),
         })
     }
 
@@ -248,7 +257,8 @@ impl<V: Value> RunWriter<V> {
 
     fn open_section(&mut self) {
         let offset = self.sink.as_ref().expect("sink present until finish").position();
-        self.entries.push(SectionEntry { offset, ..SectionEntry::default() });
+        let partition = self.entries.len() as u32;
+        self.entries.push(SectionEntry { offset, partition, ..SectionEntry::default() });
     }
 
     /// Closes sections up to `partition` (which becomes current).
