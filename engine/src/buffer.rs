@@ -82,7 +82,8 @@ const AHEAD: usize = 32;
 /// The combining buffer: key -> value, folding with the job's combiner as pairs are emitted.
 ///
 /// A key of at most 16 bytes is looked up [`AHEAD`] keys after it was emitted (see
-/// [`crate::table`]); longer keys are looked up at once. Either way the values of one key are
+/// [`crate::table`]), at the latest when the split ends (`finish_inserts`, where a panic of
+/// the combiner still fails the split); longer keys are looked up at once. Either way the values of one key are
 /// combined in the order they were emitted, which is all an associative combiner needs.
 pub(crate) struct CombineBuffer<'j, J: Job> {
     job: &'j J,
@@ -254,6 +255,10 @@ impl<J: Job> MapBuffer<J::Value> for CombineBuffer<'_, J> {
             self.next = (self.next + 1) % AHEAD;
             self.insert_located(&old, None, old_value);
         }
+    }
+
+    fn finish_inserts(&mut self) {
+        self.catch_up();
     }
 }
 

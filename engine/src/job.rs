@@ -237,6 +237,11 @@ pub type Values<'i, 'a, V> = &'i mut dyn Iterator<Item = &'a ArchivedValue<V>>;
 pub(crate) trait MapBuffer<V: Value> {
     /// Adds one pair, spilling first when the pair would not fit.
     fn insert(&mut self, key: &[u8], value: V);
+
+    /// Finishes every insert begun (a buffer may defer part of one, such as the combining of
+    /// a value, to later inserts). Called at the end of each split, still under
+    /// [`call`], since it may run the job's combiner.
+    fn finish_inserts(&mut self) {}
 }
 
 /// Where `map` sends its pairs: the worker thread's map-side buffer, which combines, and

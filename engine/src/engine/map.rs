@@ -344,6 +344,7 @@ impl<'a, J: Job> Worker<'a, J> {
         let mut emitter = Emitter { buffer, records: 0 };
         let outcome = job::call(|| {
             self.job.map(&split, &mut emitter)?;
+            emitter.buffer.finish_inserts(); // runs the combiner on what it deferred
             match failpoint::hit("map.split") {
                 true => Err(failpoint::message("map.split").into()),
                 false => Ok(()),
