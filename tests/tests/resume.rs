@@ -286,7 +286,7 @@ fn damaged_runs_and_journals_are_found_and_never_give_wrong_output() {
     for (target, at) in [("run", 0.5), ("run", 0.99), ("journal", 0.3), ("journal", 0.9)] {
         let out = case.path(&format!("damaged-{target}-{at}"));
         let out_arg = out.to_str().unwrap();
-        let killed = case.run("wordcount", &["--out-dir", out_arg], &["--resume"], "map.commit=6:abort");
+        let killed = case.run("wordcount", &["--out-dir", out_arg], &["--resume"], "map.commit=3:abort");
         assert!(!killed.status.success());
         let dir = job_dir(&out);
         // Every run (some are not journaled yet: those go anyway), or the journal.
