@@ -55,9 +55,11 @@ impl SpillwayConfig {
     }
 }
 
-/// Makes a config with the engine's defaults (threads: the CPUs; 16 partitions; 1 GiB memory
-/// budget; open-run bound from the open-file limit; spill directory `$TMPDIR`; 3 attempts; no
-/// resume) into `*out`. Free it with `spillway_config_free`.
+/// Makes a config with the engine's defaults (threads: the CPUs; 16 partitions; a memory
+/// budget from the machine: half of the tightest of available memory, the cgroup limit and
+/// SLURM's allocation, shared by the ranks on the node; open-run bound from the open-file
+/// limit; spill directory `$TMPDIR`; 3 attempts; no resume) into `*out`. Free it with
+/// `spillway_config_free`.
 ///
 /// # Safety
 ///
