@@ -10,7 +10,10 @@
 //! 3. Runs each program once per round, rotating the order every round, each writing a fresh
 //!    output file (removed before the run; nothing is fsynced, spillway runs with
 //!    `--no-sync`): `spillway sort` with the default `--memory` (from the machine: in memory),
-//!    `spillway sort --memory SIZE/4` (out of core), MR-MPI (`mpirun -n T`), Polars and DuckDB
+//!    `spillway sort --memory SIZE/4` (out of core), the same two through the engine's
+//!    generic path (`--generic`: whole records as keys through map buffers, spill runs, merges
+//!    and reduce; in memory with `--memory 4×SIZE`, each row giving its wall time against the
+//!    specialized row's), MR-MPI (`mpirun -n T`), Polars and DuckDB
 //!    (T threads), `LC_ALL=C sort -S 50% --parallel=T` (gensort ASCII records are lines: each
 //!    ends with `\r\n`, and all have the same length, so line order is record order), the
 //!    in-memory Rust sort below (this executable, `--baseline-sort IN OUT`), and `cp`. A peer
@@ -78,6 +81,10 @@ struct Args {
 enum Kind {
     SpillwayDefault,
     SpillwayExternal,
+    /// `spillway sort --generic` (the engine's own path) with memory for everything.
+    SpillwayGeneric,
+    /// `spillway sort --generic` with the out-of-core memory.
+    SpillwayGenericExternal,
     MrMpi(PathBuf),
     Python(PathBuf, PathBuf),
     GnuSort,
@@ -109,16 +116,25 @@ struct Setup {
 
 impl System {
     fn is_spillway(&self) -> bool {
-        matches!(self.kind, Kind::SpillwayDefault | Kind::SpillwayExternal)
+        matches!(
+            self.kind,
+            Kind::SpillwayDefault
+                | Kind::SpillwayExternal
+                | Kind::SpillwayGeneric
+                | Kind::SpillwayGenericExternal
+        )
     }
 
     fn command(&self, s: &Setup) -> Result<Command> {
         let threads = s.threads.to_string();
-        let spillway = |memory: Option<u64>| {
+        let spillway = |memory: Option<u64>, generic: bool| {
             let mut c = Command::new(&s.spillway);
             c.args(["sort", "--quiet", "--no-sync", "--threads", &threads]);
             if let Some(memory) = memory {
                 c.args(["--memory", &size_label(memory)]);
+            }
+            if generic {
+                c.arg("--generic");
             }
             c.arg("--spill-dir")
                 .arg(&s.spill)
@@ -130,8 +146,10 @@ impl System {
             c
         };
         let mut cmd = match &self.kind {
-            Kind::SpillwayDefault => spillway(None),
-            Kind::SpillwayExternal => spillway(Some(external_memory(s.size))),
+            Kind::SpillwayDefault => spillway(None, false),
+            Kind::SpillwayExternal => spillway(Some(external_memory(s.size)), false),
+            Kind::SpillwayGeneric => spillway(Some(generic_memory(s.size)), true),
+            Kind::SpillwayGenericExternal => spillway(Some(external_memory(s.size)), true),
             Kind::MrMpi(bin) => {
                 fs::create_dir_all(&self.out)?;
                 let mut c = runner::mpirun();
@@ -175,15 +193,22 @@ impl System {
     }
 }
 
-/// Spillway's passes over the data and phase times, from its metrics.
-fn spillway_metrics(path: &Path) -> Result<(f64, Vec<(String, f64)>)> {
+/// Spillway's passes over the data (the record sort's metrics give them; the generic path's
+/// do not) and phase times, from its metrics.
+fn spillway_metrics(path: &Path) -> Result<(Option<f64>, Vec<(String, f64)>)> {
     let json: serde_json::Value = serde_json::from_slice(&fs::read(path)?)?;
-    let passes = json["passes"].as_f64().context("no passes in spillway's metrics")?;
+    let passes = json["passes"].as_f64();
     let phases = ["map", "merge", "reduce"]
         .iter()
         .map(|p| ((*p).to_owned(), json["seconds"][*p].as_f64().unwrap_or(0.0)))
         .collect();
     Ok((passes, phases))
+}
+
+/// Memory for `sort --generic` to hold everything: four times the input (keys, values,
+/// sort entries and the runs' blocks), in whole MiB.
+fn generic_memory(size: u64) -> u64 {
+    ((size * 4) >> 20).max(1) << 20
 }
 
 /// The out-of-core budget: a quarter of the input, in whole MiB.
@@ -311,6 +336,20 @@ fn run() -> Result<()> {
             format!("spillway sort -t {t} --memory {} (out of core)", size_label(external_memory(size))),
             Kind::SpillwayExternal,
         ),
+        (
+            format!(
+                "spillway sort --generic -t {t} --memory {} (in memory)",
+                size_label(generic_memory(size))
+            ),
+            Kind::SpillwayGeneric,
+        ),
+        (
+            format!(
+                "spillway sort --generic -t {t} --memory {} (out of core)",
+                size_label(external_memory(size))
+            ),
+            Kind::SpillwayGenericExternal,
+        ),
     ];
     match peers::mrmpi(MrMpi::Sort) {
         Ok(bin) => kinds.push((format!("MR-MPI (mpirun -n {t})"), Kind::MrMpi(bin))),
@@ -381,7 +420,7 @@ fn run() -> Result<()> {
                     p.failure = Some(format!("valsort: checksum {checksum}, input {input_checksum}"));
                 }
                 let (passes, phases) = spillway_metrics(&setup.metrics)?;
-                p.passes.push(passes);
+                p.passes.extend(passes);
                 p.phases = phases;
             }
             if p.kind != Kind::Cp {
@@ -409,6 +448,26 @@ fn run() -> Result<()> {
         let mut name = p.name.clone();
         if let Some(passes) = p.passes.iter().copied().reduce(f64::max) {
             name.push_str(&format!(", {passes:.0} pass{}", if passes > 1.0 { "es" } else { "" }));
+        }
+        // The engine's generic path against the specialized sort with the same memory regime.
+        let specialized = match p.kind {
+            Kind::SpillwayGeneric => Some(Kind::SpillwayDefault),
+            Kind::SpillwayGenericExternal => Some(Kind::SpillwayExternal),
+            _ => None,
+        };
+        if let Some(special) = specialized
+            .and_then(|kind| {
+                systems.iter().find(|q| std::mem::discriminant(&q.kind) == std::mem::discriminant(&kind))
+            })
+            .filter(|q| !q.runs.is_empty())
+        {
+            let wall = |runs: &[Measurement]| {
+                runner::median(&runs.iter().map(|m| m.wall).collect::<Vec<_>>()).as_secs_f64()
+            };
+            name.push_str(&format!(
+                ", {:.2}× the specialized sort's wall",
+                wall(&p.runs) / wall(&special.runs)
+            ));
         }
         rows.push(Row::from_runs(&name, &p.runs, size, identical, p.phases.clone()));
     }
