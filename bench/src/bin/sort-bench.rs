@@ -193,9 +193,12 @@ impl System {
     }
 }
 
+/// Phase names and seconds.
+type Phases = Vec<(String, f64)>;
+
 /// Spillway's passes over the data (the record sort's metrics give them; the generic path's
 /// do not) and phase times, from its metrics.
-fn spillway_metrics(path: &Path) -> Result<(Option<f64>, Vec<(String, f64)>)> {
+fn spillway_metrics(path: &Path) -> Result<(Option<f64>, Phases)> {
     let json: serde_json::Value = serde_json::from_slice(&fs::read(path)?)?;
     let passes = json["passes"].as_f64();
     let phases = ["map", "merge", "reduce"]
