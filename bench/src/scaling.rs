@@ -8,10 +8,13 @@
 //! - a section goes to its owner (`p % P`); the sections of all runs for one destination go
 //!   as one stream, cut into messages of the receiver's chunk (64 MiB): `⌈stream / C⌉`
 //!   messages per destination, a message spanning sections packed (copied) first, at most
-//!   [`WINDOW`] messages in flight;
+//!   [`WINDOW`] messages in flight; a section of at least [`DIRECT_BYTES`] goes in messages of
+//!   its own, never copied;
+//! - a rank with k > 1 runs merges them into one before sending when its receivers would
+//!   otherwise hold more than F runs (k P > F), so that each receiver gets one run from it;
 //! - descriptors (32 bytes per section) go all-to-all-v first, after an all-to-all of counts;
 //!   the receiver keeps a 48-byte entry per section it will receive;
-//! - each (source rank, source run) that sends this rank a section becomes one received run,
+//! - each (source rank, run it sends) that sends this rank a section becomes one received run,
 //!   its index holding only the sections it holds (run format version 2, 32 bytes each);
 //! - the received runs and the rank's own are merged under the open-run bound F before reduce;
 //! - rank 0 answers every split request of every worker thread of every rank.
@@ -28,6 +31,8 @@ pub const WINDOW: f64 = 32.0;
 pub const REQUEST_BYTES: f64 = 256.0;
 /// The receiver's default message size (`SPILLWAY_MPI_CHUNK`).
 pub const CHUNK_BYTES: f64 = (64u64 << 20) as f64;
+/// The receiver's default direct threshold (`SPILLWAY_MPI_DIRECT`): `C / 64`, at least 64 KiB.
+pub const DIRECT_BYTES: f64 = (1u64 << 20) as f64;
 
 /// What a job and a machine look like to the model.
 #[derive(Debug, Clone, Copy)]
@@ -92,6 +97,10 @@ pub struct Prediction {
     pub partitions: f64,
     /// Local runs per rank when the exchange starts (k).
     pub runs_per_rank: f64,
+    /// Runs a rank sends from: 1 when it merges its k runs first (k P > F), else k.
+    pub runs_sent: f64,
+    /// Bytes a rank merges before sending (its map output, when it merges its runs first).
+    pub premerge_bytes: f64,
     /// Sections a rank sends (non-empty ones; an upper bound).
     pub sections_sent: f64,
     /// Messages a rank sends in the exchange round.
@@ -112,6 +121,9 @@ pub struct Prediction {
     pub received_index_bytes: f64,
     /// Merge passes over the runs after the exchange, under F.
     pub merge_passes: f64,
+    /// Bytes the intermediate merges after the exchange read (an optimal plan merges only the
+    /// smallest runs needed to bring them down to F).
+    pub merged_after: f64,
     /// Descriptor all-to-all time.
     pub descriptor_time: f64,
     /// Section transfer time of a rank.
@@ -143,6 +155,34 @@ pub fn merge_passes(runs: f64, f: f64) -> f64 {
     (runs.ln() / f.max(2.0).ln()).ceil().max(1.0)
 }
 
+/// The share of `runs` equal runs' bytes that the intermediate steps of the engine's merge
+/// plan rewrite under fan-in `f` (`spillway_shuffle::plan_merges`, an F-ary Huffman merge:
+/// the first step folds `1 + (N − 1) mod (F − 1)` runs, every later one F, the smallest
+/// first); 0 within F.
+pub fn rewritten_fraction(runs: f64, f: f64) -> f64 {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    let (n, f) = (runs.round().max(0.0) as u64, f.round().max(2.0) as u64);
+    if n <= f {
+        return 0.0;
+    }
+    let mut heap: BinaryHeap<Reverse<u64>> = (0..n).map(|_| Reverse(1)).collect();
+    let mut written = 0u64;
+    let mut fold = |heap: &mut BinaryHeap<Reverse<u64>>, k: u64| {
+        let size: u64 = (0..k).filter_map(|_| heap.pop()).map(|Reverse(s)| s).sum();
+        written += size;
+        heap.push(Reverse(size));
+    };
+    let first = 1 + (n - 1) % (f - 1);
+    if first > 1 {
+        fold(&mut heap, first);
+    }
+    while heap.len() as u64 > f {
+        fold(&mut heap, f);
+    }
+    written as f64 / n as f64
+}
+
 /// The model at `ranks` ranks.
 pub fn predict(p: &Params, ranks: f64) -> Prediction {
     let t = p.threads;
@@ -151,24 +191,35 @@ pub fn predict(p: &Params, ranks: f64) -> Prediction {
     // start once F runs wait.
     let spills = t * (p.shuffle_per_rank / p.memory).ceil().max(1.0);
     let k = spills.min((p.fan_in - 1.0).max(1.0));
+    // Runs merged into one before sending when the receivers would exceed F.
+    let premerge = k > 1.0 && k * ranks > p.fan_in;
+    let k_sent = if premerge { 1.0 } else { k };
     let leaving = (ranks - 1.0) / ranks;
     let bytes = p.shuffle_per_rank * leaving;
-    let sections = k * r * leaving;
-    let section_bytes = p.shuffle_per_rank / (k * r);
-    // One stream per destination of S / P bytes, in messages of C bytes.
+    let sections = k_sent * r * leaving;
+    let section_bytes = p.shuffle_per_rank / (k_sent * r);
+    // One stream per destination of S / P bytes, in messages of C bytes; sections of at
+    // least D bytes in messages of their own, straight from the mapped run (never copied);
+    // smaller ones packed where a message spans them: every byte when sections are smaller
+    // than a message.
     let stream = p.shuffle_per_rank / ranks;
-    let messages = (ranks - 1.0) * (stream / CHUNK_BYTES).ceil().max(1.0);
-    // A message that spans sections is packed: every byte when sections are smaller than a
-    // message, else about one message per section boundary.
-    let packed = bytes * (CHUNK_BYTES / section_bytes).min(1.0);
+    let (messages, packed) = if section_bytes >= DIRECT_BYTES {
+        (sections * (section_bytes / CHUNK_BYTES).ceil(), 0.0)
+    } else {
+        (
+            (ranks - 1.0) * (stream / CHUNK_BYTES).ceil().max(1.0),
+            bytes * (CHUNK_BYTES / section_bytes).min(1.0),
+        )
+    };
     let descriptor_memory = sections * (2.0 * DESCRIPTOR_BYTES + UNIT_BYTES)
         + messages.min(WINDOW) * REQUEST_BYTES
         + 16.0 * ranks;
     // Two receive buffers of at most one stream (or M / 2) each.
     let buffer_memory = 2.0 * stream.min(p.memory / 2.0);
-    // Received runs: one per (source, run) with a section here; own runs stay.
-    let received_runs = k * (ranks - 1.0);
-    let runs_after = received_runs + k;
+    // Received runs: one per (source, run sent) with a section here; own runs stay.
+    let received_runs = k_sent * (ranks - 1.0);
+    let runs_after = received_runs + k_sent;
+    let merged_after = p.shuffle_per_rank * rewritten_fraction(runs_after, p.fan_in);
     let descriptor_time = (ranks - 1.0) * p.latency + sections * DESCRIPTOR_BYTES / p.bandwidth;
     let data_time = messages * p.per_message + bytes / p.bandwidth + packed / p.copy_rate + p.latency;
     let requests = ranks * t * p.map_rate / p.split_size;
@@ -176,6 +227,8 @@ pub fn predict(p: &Params, ranks: f64) -> Prediction {
         ranks,
         partitions: r,
         runs_per_rank: k,
+        runs_sent: k_sent,
+        premerge_bytes: if premerge { p.shuffle_per_rank } else { 0.0 },
         sections_sent: sections,
         messages_per_rank: messages,
         messages_total: messages * ranks,
@@ -187,6 +240,7 @@ pub fn predict(p: &Params, ranks: f64) -> Prediction {
         // Each received run indexes the sections it holds: one entry per section received.
         received_index_bytes: sections * INDEX_BYTES,
         merge_passes: merge_passes(runs_after, p.fan_in),
+        merged_after,
         descriptor_time,
         data_time,
         requests_per_second: requests,
@@ -290,16 +344,31 @@ mod tests {
         let b = predict(&p, 2048.0);
         assert_eq!(a.partitions, 8192.0);
         assert_eq!(a.runs_per_rank, 8.0);
+        // k P > F: every rank sends from one run, so each receives P − 1 runs.
+        assert_eq!(a.runs_sent, 1.0);
+        assert_eq!(a.premerge_bytes, p.shuffle_per_rank);
         // One stream per destination, each under one message: P - 1 messages.
         assert_eq!(a.messages_per_rank, 1023.0);
         let growth = b.messages_total / a.messages_total;
         assert!((3.9..4.1).contains(&growth), "{growth}");
-        // With 1 GiB to 8 ranks, 128 MiB per destination: two 64 MiB messages each.
-        assert_eq!(predict(&p, 8.0).messages_per_rank, 14.0);
-        // The index of received runs: one 32-byte entry per section received, k R (P-1)/P.
-        assert!((a.received_index_bytes - 32.0 * 8.0 * 8192.0 * 1023.0 / 1024.0).abs() < 1e-6);
-        assert_eq!(a.runs_after, 8.0 * 1024.0);
+        // With 1 GiB to 8 ranks in 8 runs of 64 partitions, sections of 2 MiB, above the
+        // direct threshold: one message each, k R (P − 1) / P, none copied.
+        let eight = predict(&p, 8.0);
+        assert_eq!((eight.runs_sent, eight.premerge_bytes), (8.0, 0.0));
+        assert_eq!(eight.messages_per_rank, 8.0 * 64.0 * 7.0 / 8.0);
+        assert_eq!(eight.packed_bytes, 0.0);
+        // Smaller sections (~0.9 MiB at 1024 ranks... here 128 KiB): packed.
+        assert!(a.packed_bytes > 0.0);
+        // The index of received runs: one 32-byte entry per section received, R (P-1)/P.
+        assert!((a.received_index_bytes - 32.0 * 8192.0 * 1023.0 / 1024.0).abs() < 1e-6);
+        assert_eq!(a.runs_after, 1024.0);
+        // 1024 runs against F = 1000: a second pass, over the 25 smallest runs only.
         assert_eq!(a.merge_passes, 2.0);
+        assert!((a.merged_after / p.shuffle_per_rank - 25.0 / 1024.0).abs() < 1e-9);
+        // Before (k = 8 runs from each source): 8192 runs, nearly everything rewritten once.
+        assert!(rewritten_fraction(8192.0, 1000.0) > 0.9);
+        assert_eq!(rewritten_fraction(1000.0, 1000.0), 0.0);
+        assert_eq!(rewritten_fraction(5.0, 2.0), 7.0 / 5.0);
     }
 
     #[test]

@@ -376,7 +376,7 @@ impl Drop for AnonSampler {
 
 /// Wall-clock seconds of the parts of the exchange on one rank, and what moved.
 ///
-/// `wait`, `prepare`, `descriptors`, `data`, `finish` and `local` follow each other and add
+/// `premerge`, `wait`, `prepare`, `descriptors`, `data`, `finish` and `local` follow each other and add
 /// up to [`PhaseTimes::exchange`](crate::PhaseTimes::exchange); `transfer`, `drain` and
 /// `write` are parts of `data` that overlap (received bytes are written while the next ones
 /// arrive).
@@ -420,6 +420,15 @@ pub struct ExchangeTimes {
     /// Bytes copied into messages that span several sections (the rest is sent straight from
     /// the mapped runs).
     pub packed: u64,
+    /// Merging this rank's runs into one before sending (see `premerged`).
+    pub premerge: f64,
+    /// Local runs merged into one before sending, so that each receiver gets one run from this
+    /// rank (0: sent as they were; done when the receivers' runs would exceed F).
+    pub premerged: u64,
+    /// Runs this rank received (one per source run that held sections for it).
+    pub runs_received: u64,
+    /// Ranks whose sections this rank received.
+    pub sources: u64,
 }
 
 impl ExchangeTimes {
@@ -443,5 +452,9 @@ impl ExchangeTimes {
         self.chunk_bytes = self.chunk_bytes.max(o.chunk_bytes);
         self.pieced += o.pieced;
         self.packed += o.packed;
+        self.premerge = self.premerge.max(o.premerge);
+        self.premerged += o.premerged;
+        self.runs_received += o.runs_received;
+        self.sources += o.sources;
     }
 }

@@ -638,3 +638,108 @@ fn changing_threads_of_every_rank_and_of_one_under_mpirun() {
     assert_eq!(spillway_tests::read_parts(&out), spillway_tests::read_parts(&single));
     assert_eq!(read().unwrap()["state"], "succeeded");
 }
+
+/// Runs `spillway args` as `np` ranks with the environment settings `env` (`NAME=value`).
+fn run_ranks_with(np: usize, env: &[&str], args: &[&str]) -> std::process::Output {
+    let mut cmd = mpirun();
+    cmd.args(["-n", &np.to_string(), "env"]).args(env).arg(spillway_bin()).args(args);
+    cmd.output().unwrap()
+}
+
+/// The part files and the metrics of `args` run as `np` ranks (with `env`) into `out_dir`,
+/// after checking that the run succeeded.
+fn parts_and_metrics(
+    np: usize,
+    env: &[&str],
+    args: &[&str],
+    out_dir: &std::path::Path,
+) -> (Vec<Vec<u8>>, serde_json::Value) {
+    let mut args = args.to_vec();
+    args.extend(["--out-dir", out_dir.to_str().unwrap()]);
+    let out = run_ranks_with(np, env, &args);
+    assert!(out.status.success(), "np={np} {env:?} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let metrics = serde_json::from_slice(&std::fs::read(out_dir.join("_SUCCESS")).unwrap()).unwrap();
+    (spillway_tests::read_parts(out_dir), metrics)
+}
+
+/// One received run per source rank: with spills, two threads and F = 3, a rank that holds
+/// two runs at the exchange merges them into one before sending (its receivers would hold
+/// about 2 P > F runs), so every rank receives exactly one run from each rank that sent it
+/// sections (the metrics' `runs_received` against `sources`); the bytes are one process's,
+/// at 2, 3 and 8 ranks, with F = 3 and with F = 2.
+#[test]
+fn every_rank_receives_one_run_per_source_rank() {
+    check_mpi_build();
+    let dir = tempfile::tempdir().unwrap();
+    let files = text_inputs(dir.path());
+    let mut premerged = 0;
+    for f in ["3", "2"] {
+        let mut base =
+            vec!["wordcount", "-q", "-r", "9", "--memory", "1M", "--max-open-runs", f, "--split-size", "64K"];
+        base.extend(files.iter().map(String::as_str));
+        let single = dir.path().join(format!("single-{f}"));
+        let mut args = base.clone();
+        args.extend(["--out-dir", single.to_str().unwrap()]);
+        assert!(spillway(&args).status.success());
+        let expected = spillway_tests::read_parts(&single);
+        base.extend(["-t", "2"]);
+        for np in [2, 3, 8] {
+            let out_dir = dir.path().join(format!("f{f}-np{np}"));
+            let (parts, metrics) = parts_and_metrics(np, &[], &base, &out_dir);
+            assert!(parts == expected, "F={f} np={np}: output differs");
+            for r in 0..np {
+                let exchange = &metrics["per_rank"][r]["exchange"];
+                let runs = exchange["runs_received"].as_u64().unwrap();
+                let sources = exchange["sources"].as_u64().unwrap();
+                assert!(sources > 0, "F={f} np={np}: rank {r} received nothing: {metrics}");
+                assert_eq!(runs, sources, "F={f} np={np}: rank {r}'s received runs: {exchange}");
+                premerged += exchange["premerged"].as_u64().unwrap();
+            }
+        }
+    }
+    assert!(premerged > 0, "no rank had two runs to merge before sending: the test needs more spills");
+}
+
+/// Zero copy for large sections: sections of at least the receiver's direct threshold go in
+/// messages of their own, straight from the mapped runs. With every section direct nothing is
+/// packed (copied); with none direct and small messages some are; either way the bytes are one
+/// process's, each rank receiving with its own threshold.
+#[test]
+fn sections_above_the_direct_threshold_are_never_copied() {
+    check_mpi_build();
+    let dir = tempfile::tempdir().unwrap();
+    let files = text_inputs(dir.path());
+    for budget in [&["--memory", "1G"][..], &SPILLS] {
+        let mut base = vec!["index", "-q", "-r", "6", "-t", "1"];
+        base.extend_from_slice(budget);
+        base.extend(files.iter().map(String::as_str));
+        let single = dir.path().join(format!("single-{}", budget.len()));
+        let mut args = base.clone();
+        args.extend(["--out-dir", single.to_str().unwrap()]);
+        assert!(spillway(&args).status.success());
+        let expected = spillway_tests::read_parts(&single);
+        for np in [2, 3] {
+            let cases: [(&[&str], bool); 3] = [
+                (&["SPILLWAY_MPI_CHUNK=4K", "SPILLWAY_MPI_DIRECT=1"], false),
+                (&["SPILLWAY_MPI_CHUNK=4K", "SPILLWAY_MPI_DIRECT=1G"], true),
+                (&["SPILLWAY_MPI_CHUNK=16K", "SPILLWAY_MPI_DIRECT=2K", "SPILLWAY_MPI_BUFFER=40K"], false),
+            ];
+            for (i, (env, copies)) in cases.iter().enumerate() {
+                let out_dir = dir.path().join(format!("np{np}-{i}-{}", budget.len()));
+                let (parts, metrics) = parts_and_metrics(np, env, &base, &out_dir);
+                assert!(parts == expected, "np={np} {env:?} {budget:?}: output differs");
+                let packed = metrics["exchange"]["packed"].as_u64().unwrap();
+                let sent = metrics["bytes_sent"].as_u64().unwrap();
+                let messages = metrics["exchange"]["messages"].as_u64().unwrap();
+                assert!(sent > 0 && messages >= sent / (16 << 10), "{env:?}: {metrics}");
+                if *copies {
+                    assert!(packed > 0 && packed <= sent, "np={np} {env:?}: packed {packed} of {sent}");
+                } else if env.contains(&"SPILLWAY_MPI_DIRECT=1") {
+                    assert_eq!(packed, 0, "np={np} {env:?}: every section is direct");
+                } else {
+                    assert!(packed < sent, "np={np} {env:?}: packed {packed} of {sent}");
+                }
+            }
+        }
+    }
+}

@@ -148,7 +148,7 @@ fn prediction_table(params: &Params, max_ranks: u32) -> Table {
     let mut t = numbers_table([
         "P",
         "R",
-        "runs/rank",
+        "runs/rank (sent)",
         "msgs/rank",
         "msgs total",
         "bytes/rank",
@@ -158,6 +158,7 @@ fn prediction_table(params: &Params, max_ranks: u32) -> Table {
         "runs after",
         "recv index/rank",
         "passes (F)",
+        "merged before/after",
         "descr. time",
         "data time",
         "split req/s (cap)",
@@ -168,7 +169,7 @@ fn prediction_table(params: &Params, max_ranks: u32) -> Table {
         t.row([
             p.to_string(),
             count(x.partitions),
-            count(x.runs_per_rank),
+            format!("{} ({})", count(x.runs_per_rank), count(x.runs_sent)),
             count(x.messages_per_rank),
             count(x.messages_total),
             bytes(x.bytes_per_rank),
@@ -178,6 +179,7 @@ fn prediction_table(params: &Params, max_ranks: u32) -> Table {
             count(x.runs_after),
             bytes(x.received_index_bytes),
             format!("{}", x.merge_passes),
+            format!("{} / {}", bytes(x.premerge_bytes), bytes(x.merged_after)),
             secs(x.descriptor_time),
             secs(x.data_time),
             format!("{} ({})", count(x.requests_per_second), count(x.server_capacity)),

@@ -8,13 +8,15 @@
 //! - Exchange: a barrier polled with sleeps (the wait for the slowest map phase, timed on its
 //!   own), then section descriptors all-to-all-v together with each receiver's message size.
 //!   One thread sends one stream per destination (the sections of all runs for it, back to
-//!   back: `super::stream`), in messages of the receiver's size (64 MiB by default, below 2 GiB
-//!   since MPI counts are 32-bit), straight from the mapped runs where a message lies in one
-//!   section and packed where it spans several, a window of sends at a time; meanwhile it
+//!   back: `super::stream`), in messages of at most the receiver's size (64 MiB by default,
+//!   below 2 GiB since MPI counts are 32-bit), straight from the mapped runs where a message
+//!   lies in one section (always for a section of at least the receiver's direct threshold,
+//!   1 MiB by default) and packed where it spans several, a window of sends at a time; meanwhile it
 //!   receives each source's stream, a fill at a time, into two reused aligned buffers that
 //!   together stay within the memory budget: while one fills, the caller writes the other's
-//!   sections (a section cut by a buffer's end arrives in pieces). `SPILLWAY_MPI_CHUNK` and
-//!   `SPILLWAY_MPI_BUFFER` override the message size and cap the buffers,
+//!   sections (a section cut by a buffer's end arrives in pieces). `SPILLWAY_MPI_CHUNK`,
+//!   `SPILLWAY_MPI_DIRECT` and `SPILLWAY_MPI_BUFFER` override the message size and the direct
+//!   threshold and cap the buffers,
 //!   `SPILLWAY_MPI_WINDOW` and `SPILLWAY_MPI_PACK` the window's messages and packed bytes (for
 //!   measurements and tests).
 //! - Metrics: variable-length gather to rank 0.
@@ -32,7 +34,7 @@ use mpi::traits::*;
 use spillway_shuffle::Aligned;
 
 use super::stream::{
-    DESCRIPTOR, Descriptor, Fill, Incoming, RECEIVE_BUFFERS, ReceivePlan, Sender, pieces, staggered,
+    Cut, DESCRIPTOR, Descriptor, Fill, Incoming, RECEIVE_BUFFERS, ReceivePlan, Sender, pieces, staggered,
 };
 use super::{Agreement, Cluster, ExchangeStats, InSection, OutSection, SplitSource};
 use crate::error::{Error, Result};
@@ -52,6 +54,9 @@ const CHUNK_ENV: &str = "SPILLWAY_MPI_CHUNK";
 /// Caps the receive buffers below the memory budget (bytes in total, K/M/G suffixes), for
 /// tests that want sections larger than a buffer (received in pieces).
 const BUFFER_ENV: &str = "SPILLWAY_MPI_BUFFER";
+/// Overrides the direct threshold (bytes, K/M/G suffixes): sections of at least this many bytes
+/// go in messages of their own, never copied (`stream::Cut::default_direct` by default).
+const DIRECT_ENV: &str = "SPILLWAY_MPI_DIRECT";
 const NO_MORE: u64 = u64::MAX;
 /// Sends in flight at most (the window): messages.
 const WINDOW: usize = 32;
@@ -209,7 +214,6 @@ struct Receiver<'f> {
     world: &'f SimpleCommunicator,
     fills: &'f [Fill],
     next: usize,
-    chunk: usize,
     free: &'f mpsc::Receiver<Aligned>,
     full: &'f mpsc::Sender<(usize, Aligned)>,
     received: u64,
@@ -227,7 +231,7 @@ impl Receiver<'_> {
     /// arrive in the order they were sent, MPI's non-overtaking rule) and polled.
     fn receive_one(&mut self) {
         let i = self.next;
-        let fill = self.fills[i];
+        let fill = &self.fills[i];
         let waited = Instant::now();
         let mut buffer = self.free.recv().expect("the writer gives every buffer back");
         self.stalled += waited.elapsed();
@@ -235,12 +239,14 @@ impl Receiver<'_> {
             buffer.resize(fill.len, 0);
         }
         let from = self.world.process_at_rank(fill.source as i32);
-        let chunk = self.chunk;
         mpi::request::scope(|scope| {
-            let posted: Vec<_> = buffer[..fill.len]
-                .chunks_mut(chunk)
-                .map(|piece| from.immediate_receive_into_with_tag(scope, piece, TAG_DATA))
-                .collect();
+            let mut rest = &mut buffer[..fill.len];
+            let mut posted = Vec::with_capacity(fill.messages.len());
+            for &len in &fill.messages {
+                let (piece, tail) = std::mem::take(&mut rest).split_at_mut(len);
+                posted.push(from.immediate_receive_into_with_tag(scope, piece, TAG_DATA));
+                rest = tail;
+            }
             posted.into_iter().for_each(wait_yielding);
         });
         self.received += fill.len as u64;
@@ -284,7 +290,6 @@ fn send_all(mut sender: Sender<'_>) -> (u64, u64) {
 fn move_bytes(
     sender: Sender<'_>,
     fills: &[Fill],
-    chunk: usize,
     free: &mpsc::Receiver<Aligned>,
     full: &mpsc::Sender<(usize, Aligned)>,
 ) -> Result<Moved> {
@@ -295,7 +300,6 @@ fn move_bytes(
         world: &world,
         fills,
         next: 0,
-        chunk,
         free,
         full,
         received: 0,
@@ -384,11 +388,15 @@ impl Cluster for MpiCluster {
         stats.times.wait = started.elapsed().as_secs_f64();
 
         // 1. Descriptors, all-to-all-v, after one all-to-all of (descriptor bytes, the
-        // receiver's message size): each sender cuts its sections into the messages that the
-        // receiver posts.
+        // receiver's message size and direct threshold): each sender cuts its sections into the
+        // messages that the receiver posts.
         let started = Instant::now();
         let buffer_bytes = size_setting(BUFFER_ENV).map_or(buffer_bytes, |cap| cap.min(buffer_bytes));
-        let plan = ReceivePlan::new(buffer_bytes, size_setting(CHUNK_ENV).unwrap_or(DEFAULT_CHUNK));
+        let plan = ReceivePlan::new(
+            buffer_bytes,
+            size_setting(CHUNK_ENV).unwrap_or(DEFAULT_CHUNK),
+            size_setting(DIRECT_ENV),
+        );
         let mut per_dest: Vec<Vec<&OutSection<'_>>> = vec![Vec::new(); n];
         for s in outgoing {
             let d = owner(s.partition);
@@ -400,7 +408,7 @@ impl Cluster for MpiCluster {
         // dangling pointer, and MPI refuses a send buffer equal to the receive buffer.
         let mut send_desc = Vec::with_capacity(DESCRIPTOR);
         let mut send_counts = vec![0i32; n];
-        let mut send_pairs = vec![0i32; 2 * n];
+        let mut send_triples = vec![0i32; 3 * n];
         for (d, sections) in per_dest.iter().enumerate() {
             for s in sections {
                 let desc = Descriptor {
@@ -413,14 +421,20 @@ impl Cluster for MpiCluster {
                 send_desc.extend_from_slice(&desc.encode());
             }
             send_counts[d] = to_count(sections.len() * DESCRIPTOR, "descriptor list")?;
-            send_pairs[2 * d] = send_counts[d];
-            send_pairs[2 * d + 1] = to_count(plan.chunk, "message size")?;
+            send_triples[3 * d] = send_counts[d];
+            send_triples[3 * d + 1] = to_count(plan.chunk, "message size")?;
+            send_triples[3 * d + 2] = to_count(plan.direct, "direct threshold")?;
         }
-        let mut recv_pairs = vec![0i32; 2 * n];
-        world.all_to_all_into(&send_pairs[..], &mut recv_pairs[..]);
-        let recv_counts: Vec<i32> = (0..n).map(|r| recv_pairs[2 * r]).collect();
-        // What each destination receives in one message.
-        let dest_chunk: Vec<usize> = (0..n).map(|r| (recv_pairs[2 * r + 1].max(16)) as usize).collect();
+        let mut recv_triples = vec![0i32; 3 * n];
+        world.all_to_all_into(&send_triples[..], &mut recv_triples[..]);
+        let recv_counts: Vec<i32> = (0..n).map(|r| recv_triples[3 * r]).collect();
+        // How each destination receives: its message size and direct threshold.
+        let dest_cut: Vec<Cut> = (0..n)
+            .map(|r| Cut {
+                chunk: recv_triples[3 * r + 1].max(16) as usize,
+                direct: recv_triples[3 * r + 2].max(0) as usize,
+            })
+            .collect();
         let send_displs = displacements(&send_counts);
         let recv_displs = displacements(&recv_counts);
         let total: i32 = recv_counts.iter().sum();
@@ -446,10 +460,14 @@ impl Cluster for MpiCluster {
         let fills = plan.fills(&incoming);
         stats.times.descriptors = started.elapsed().as_secs_f64();
         stats.times.chunk_bytes = plan.chunk as u64;
-        stats.times.pieced = incoming
+        // Sections that a fill's end cuts: the first piece of the next fill, when it is not a
+        // section's start.
+        let mut cut_sections: Vec<usize> = fills
             .iter()
-            .filter(|s| s.desc.len > 0 && s.at / plan.buffer != (s.at + s.desc.len - 1) / plan.buffer)
-            .count() as u64;
+            .filter_map(|f| pieces(f, &incoming).next().filter(|p| p.offset > 0).map(|p| p.index))
+            .collect();
+        cut_sections.dedup();
+        stats.times.pieced = cut_sections.len() as u64;
 
         // 2. Section bytes. The exchange thread receives fill after fill into the next free
         // buffer (polled receives that yield the CPU, see `wait_yielding`) and hands each full
@@ -459,7 +477,7 @@ impl Cluster for MpiCluster {
         // gives the buffer back. Two buffers: one filling while the other is written.
         let data_started = Instant::now();
         let streams = staggered(self.rank, n, true)
-            .map(|d| (d, dest_chunk[d], per_dest[d].iter().map(|s| s.bytes).collect()))
+            .map(|d| (d, dest_cut[d], per_dest[d].iter().map(|s| s.bytes).collect()))
             .collect();
         let pack_cap = size_setting(PACK_ENV).unwrap_or(PACK_CAP);
         let window = size_setting(WINDOW_ENV).unwrap_or(WINDOW);
@@ -476,7 +494,7 @@ impl Cluster for MpiCluster {
             let fills = &fills;
             let started = std::thread::Builder::new()
                 .name("spillway-exchange".into())
-                .spawn_scoped(scope, move || move_bytes(sender, fills, plan.chunk, &free_rx, &full_tx));
+                .spawn_scoped(scope, move || move_bytes(sender, fills, &free_rx, &full_tx));
             let mover = match started {
                 Ok(mover) => mover,
                 Err(source) => return Err(Error::Spawn { thread: "spillway-exchange".into(), source }),

@@ -277,7 +277,7 @@ impl Engine {
         };
         progress.set_phase(Phase::Merge);
         let exchanged =
-            if ranks > 1 { self.exchange::<J>(&spiller, &owner)? } else { ExchangeStats::default() };
+            if ranks > 1 { self.exchange(job, &spiller, &owner)? } else { ExchangeStats::default() };
         progress.bytes_exchanged.store(exchanged.sent + exchanged.received, Ordering::Relaxed);
         let exchange_done = Instant::now();
         let finals = self.merge_phase(job, &spiller)?;
