@@ -59,6 +59,8 @@ impl Engine {
             // then one step into one run.
             let sizes: Vec<u64> = runs.iter().map(|r| r.bytes).collect();
             let plan = plan_merges(&sizes, self.max_open_runs);
+            let steps = plan.steps.len() + usize::from(plan.final_inputs.len() > 1);
+            self.progress.merges_planned.fetch_add(steps as u64, Ordering::Relaxed);
             let finals =
                 merge_plan::execute(&plan, runs, self.crew(), |_, inputs| spiller.merge(job, inputs))?;
             runs = if finals.len() > 1 { vec![spiller.merge(job, finals)?] } else { finals };
