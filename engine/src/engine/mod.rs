@@ -61,7 +61,7 @@ pub struct Engine {
     max_open_runs_set: Option<usize>,
     pub(crate) spill_dir: PathBuf,
     split_size: Option<usize>,
-    io: IoBackend,
+    pub(crate) io: IoBackend,
     read: ReadMode,
     pub(crate) progress: Arc<Progress>,
     pub(crate) cluster: Arc<dyn Cluster>,

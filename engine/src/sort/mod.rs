@@ -115,7 +115,8 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use serde::Serialize;
-use spillway_shuffle::RangePartitioner;
+use spillway_shuffle::io::direct::DirectFile;
+use spillway_shuffle::{IoBackend, RangePartitioner};
 
 use crate::engine::Engine;
 use crate::error::{ConfigError, Error, Result};
@@ -235,6 +236,16 @@ struct Plan {
     budget: u64,
     max_open_runs: usize,
     count_duplicates: bool,
+    /// Spill runs written and read with `O_DIRECT` through io_uring ([`IoBackend::Direct`]).
+    direct: bool,
+}
+
+impl Plan {
+    /// Buffers of a run's [`DirectFile`]: one per sorter plus two, so that writes are in
+    /// flight while every sorter fills its next buffer.
+    fn direct_buffers(&self) -> usize {
+        self.threads + 2
+    }
 }
 
 /// Sorts the records of `inputs` into `output` with the settings of `engine` (see the module
@@ -319,9 +330,11 @@ pub fn sort_records(
         // One merge at a time opens its runs (its threads share them).
         max_open_runs: engine.max_open_runs_for(1),
         count_duplicates: true,
+        direct: engine.io == IoBackend::Direct,
     };
-    // Each sorter's write buffer, and the writer thread's spare ones.
-    let buffers = (threads + SharedWriter::spare_buffers(threads)) * write_buffer;
+    // Each sorter's write buffer, and the writer thread's spare ones (a direct run's pool).
+    let spare = if plan.direct { plan.direct_buffers() } else { SharedWriter::spare_buffers(threads) };
+    let buffers = (threads + spare) * write_buffer;
     let capacity = ((budget.saturating_sub(buffers as u64)) / (size as u64 + 18)).max(1);
     let capacity = usize::try_from(capacity).unwrap_or(usize::MAX).min(INDEX_MASK as usize);
     let in_memory = n <= capacity;
@@ -364,6 +377,9 @@ pub fn sort_records(
     progress.set_phase(Phase::Map);
     let mut stats = RunStats::default();
     let (pieces_written, sorted_done, merged_done);
+    // The spill directory's filesystem refused O_DIRECT: the direct path went through the
+    // page cache.
+    let mut direct_refused = false;
     if in_memory {
         let mut entries = vec![0u128; n];
         pieces_written = sort_chunk(&plan, &records, &mut entries, &sink, progress)?;
@@ -376,14 +392,24 @@ pub fn sort_records(
         let chunk_len = n.div_ceil(chunks);
         let mut entries = vec![0u128; chunk_len];
         let mut runs = Vec::with_capacity(chunks);
+        let mut page_cached_runs = false;
         for c in 0..chunks {
             let range = c * chunk_len..((c + 1) * chunk_len).min(n);
             let chunk = records.slice(range.clone());
             let path = spill.path().join(format!("run-{c:06}.rec"));
-            let file = File::create(&path).map_err(|e| Error::io("create", &path, e))?;
             let plan = Plan { count_duplicates: false, ..plan };
-            sort_chunk(&plan, &chunk, &mut entries[..range.len()], &Sink::File(&file, &path), progress)?;
-            drop(file);
+            let entries = &mut entries[..range.len()];
+            if plan.direct {
+                let file = DirectFile::create(&path, plan.direct_buffers(), plan.write_buffer)?;
+                sort_chunk(&plan, &chunk, entries, &Sink::Direct(&file), progress)?;
+                if !file.is_direct() {
+                    page_cached_runs = true;
+                }
+                file.finish(false)?;
+            } else {
+                let file = File::create(&path).map_err(|e| Error::io("create", &path, e))?;
+                sort_chunk(&plan, &chunk, entries, &Sink::File(&file, &path), progress)?;
+            }
             chunk.release(inputs);
             progress.spills.fetch_add(1, Ordering::Relaxed);
             stats.run_bytes += chunk.bytes();
@@ -401,6 +427,7 @@ pub fn sort_records(
         stats.max_fan_in = stats.max_fan_in.max(runs.len());
         pieces_written = merge_runs(&plan, &runs, &sink, &splitters, true, progress)?;
         drop(spill);
+        direct_refused = page_cached_runs;
     }
     let duplicate_keys = stitch(&pieces_written);
     let output_files = match output {
@@ -424,7 +451,11 @@ pub fn sort_records(
             memory_budget: budget,
             memory_budget_source: engine.memory_budget_source.clone(),
             max_open_runs: plan.max_open_runs,
-            io_backend: "pwrite".into(),
+            io_backend: match (plan.direct, direct_refused) {
+                (false, _) => "pwrite".into(),
+                (true, false) => "direct".into(),
+                (true, true) => "direct (O_DIRECT refused by the spill directory: page cache)".into(),
+            },
             input_files: inputs.files().len() as u64,
             input_bytes,
             splits: stats.chunks,

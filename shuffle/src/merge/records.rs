@@ -4,7 +4,8 @@
 //! A plain record run is what the record sort spills: records of one size, concatenated in
 //! byte order, nothing else (no header, no framing, no checksum). It is read with `pread`,
 //! from any thread, through a buffer per cursor, so that a merge over F runs holds F buffers
-//! and no mapping.
+//! and no mapping; or, opened with [`RecordRun::open_direct`], with `O_DIRECT` through
+//! io_uring ([`DirectStream`]: several reads in flight per cursor, past the page cache).
 
 use std::cmp::Ordering;
 use std::fs::File;
@@ -13,6 +14,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::MergeSource;
+use crate::io::direct::{self, DirectStream, ReadRing};
 use crate::{Error, Result};
 
 /// An open plain run of fixed-size records in byte order (see the module docs). Cursors over
@@ -23,6 +25,8 @@ pub struct RecordRun {
     path: PathBuf,
     size: usize,
     records: u64,
+    /// Opened by [`RecordRun::open_direct`]: read only through aligned reads.
+    direct: bool,
 }
 
 impl RecordRun {
@@ -37,12 +41,35 @@ impl RecordRun {
             return Err(Error::Config("records of 0 bytes".into()));
         }
         let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
+        Self::with_file(file, path, size, false)
+    }
+
+    /// As [`RecordRun::open`], for reading through [`RecordRun::direct_cursor`]: the file is
+    /// opened with `O_DIRECT` where its filesystem allows it ([`RecordRun::is_direct`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`RecordRun::open`].
+    pub fn open_direct(path: &Path, size: usize) -> Result<Self> {
+        if size == 0 {
+            return Err(Error::Config("records of 0 bytes".into()));
+        }
+        let (file, direct) = direct::open_read(path)?;
+        Self::with_file(file, path, size, direct)
+    }
+
+    fn with_file(file: File, path: &Path, size: usize, direct: bool) -> Result<Self> {
         let len = file.metadata().map_err(|e| Error::io("stat", path, e))?.len();
         let partial = len % size as u64;
         if partial != 0 {
             return Err(Error::corrupt(path, len - partial, format!("a partial record of {partial} bytes")));
         }
-        Ok(RecordRun { file, path: path.to_owned(), size, records: len / size as u64 })
+        Ok(RecordRun { file, path: path.to_owned(), size, records: len / size as u64, direct })
+    }
+
+    /// Whether the run was opened with `O_DIRECT`.
+    pub fn is_direct(&self) -> bool {
+        self.direct
     }
 
     /// The file's path.
@@ -107,6 +134,7 @@ impl RecordRun {
             next: range.start,
             end: range.end,
             buffer,
+            stream: None,
             pos: 0,
             len: 0,
             prefix: u128::MAX,
@@ -116,9 +144,64 @@ impl RecordRun {
         Ok(cursor)
     }
 
+    /// A cursor on the records `range` of this run reading through the slots `stream` of
+    /// `ring` ([`DirectStream`]: [`direct::READ_DEPTH`] reads in flight). The ring's records
+    /// must be at least this run's record size.
+    ///
+    /// # Errors
+    ///
+    /// The first read fails.
+    ///
+    /// # Panics
+    ///
+    /// When `range` reaches past the run's end.
+    pub fn direct_cursor<'r>(
+        &'r self,
+        range: Range<u64>,
+        ring: &'r ReadRing,
+        stream: usize,
+    ) -> Result<RecordCursor<'r>> {
+        assert!(
+            range.start <= range.end && range.end <= self.records,
+            "records {range:?} of {}",
+            self.records
+        );
+        let size = self.size as u64;
+        let mut cursor = RecordCursor {
+            run: self,
+            size: self.size,
+            next: range.end,
+            end: range.end,
+            buffer: Vec::new(),
+            stream: None,
+            pos: 0,
+            len: 0,
+            prefix: u128::MAX,
+            done: range.is_empty(),
+        };
+        if !range.is_empty() {
+            let stream = DirectStream::new(
+                ring,
+                stream,
+                &self.file,
+                &self.path,
+                range.start * size,
+                range.end * size,
+            )?;
+            cursor.len = stream.window().len();
+            cursor.stream = Some(stream);
+            cursor.settle()?;
+        }
+        Ok(cursor)
+    }
+
     /// Reads whole records from record `first` on into `buf`.
     fn read_at(&self, buf: &mut [u8], first: u64) -> Result<()> {
-        self.file.read_exact_at(buf, first * self.size as u64).map_err(|e| Error::io("read", &self.path, e))
+        let offset = first * self.size as u64;
+        if self.direct {
+            return direct::read_exact_at(&self.file, &self.path, offset, buf);
+        }
+        self.file.read_exact_at(buf, offset).map_err(|e| Error::io("read", &self.path, e))
     }
 }
 
@@ -151,7 +234,9 @@ pub struct RecordCursor<'r> {
     next: u64,
     end: u64,
     buffer: Vec<u8>,
-    /// The head's offset in the buffer, and the bytes of records read into it.
+    /// Direct reads: the bytes come from the stream's window instead of `buffer`.
+    stream: Option<DirectStream<'r>>,
+    /// The head's offset in the buffer (or window), and the bytes read into it.
     pos: usize,
     len: usize,
     /// [`head16`] of the head (`u128::MAX` when done).
@@ -164,6 +249,14 @@ impl RecordCursor<'_> {
     #[cold]
     #[inline(never)]
     fn refill(&mut self) -> Result<()> {
+        if let Some(stream) = &mut self.stream {
+            // The window's last, partial record goes in front of the next.
+            let keep = self.len - self.pos;
+            stream.advance(keep)?;
+            self.len = stream.window().len();
+            self.pos = 0;
+            return self.settle();
+        }
         let capacity = (self.buffer.len() / self.size) as u64;
         let n = capacity.min(self.end - self.next) as usize;
         if n == 0 {
@@ -180,13 +273,42 @@ impl RecordCursor<'_> {
         Ok(())
     }
 
+    /// After a direct window moved: the head's prefix, or done when the range has no record
+    /// left.
+    fn settle(&mut self) -> Result<()> {
+        if self.len < self.size {
+            if self.len > 0 {
+                let run = self.run;
+                return Err(Error::corrupt(
+                    &run.path,
+                    0,
+                    format!("a direct read ended inside a record ({} bytes)", self.len),
+                ));
+            }
+            self.done = true;
+            self.prefix = u128::MAX;
+            return Ok(());
+        }
+        self.prefix = head16(&self.bytes()[..self.size]);
+        Ok(())
+    }
+
+    /// The bytes the head is in.
+    #[inline(always)]
+    fn bytes(&self) -> &[u8] {
+        match &self.stream {
+            Some(stream) => stream.window(),
+            None => &self.buffer,
+        }
+    }
+
     /// The head record (meaningless once the cursor is exhausted).
     #[inline(always)]
     pub fn head(&self) -> &[u8] {
-        &self.buffer[self.pos..self.pos + self.size]
+        &self.bytes()[self.pos..self.pos + self.size]
     }
 
-    /// The read buffer, to reuse.
+    /// The read buffer, to reuse (empty for a direct cursor).
     pub fn into_buffer(self) -> Vec<u8> {
         self.buffer
     }
@@ -216,10 +338,10 @@ impl MergeSource for RecordCursor<'_> {
     #[inline(always)]
     fn advance(&mut self) -> Result<()> {
         self.pos += self.size;
-        if self.pos >= self.len {
+        if self.pos + self.size > self.len {
             return self.refill();
         }
-        self.prefix = head16(&self.buffer[self.pos..self.pos + self.size]);
+        self.prefix = head16(&self.bytes()[self.pos..self.pos + self.size]);
         Ok(())
     }
 }
