@@ -237,7 +237,7 @@ pub(super) fn merge_until_fits(
     let finals = merge_plan::execute(&merge_plan, runs, 1, |output, inputs| {
         let path = dir.join(format!("merge-{output:06}.rec"));
         if plan.direct {
-            let file = DirectFile::create(&path, plan.direct_buffers(), plan.write_buffer)?;
+            let file = DirectFile::create(&path, plan.direct_buffers(), plan.direct_capacity())?;
             merge_runs(plan, &inputs, &Sink::Direct(&file), splitters, false, progress)?;
             file.finish(false)?;
         } else {

@@ -84,8 +84,12 @@
 //! [`EngineBuilder::build`] (a thread share under 16 KiB or a budget above the machine's
 //! memory is refused as it is for every job); the records' own shape is a [`RecordShape`].
 //! Some engine settings do not apply: runs and outputs are written with positioned writes from
-//! every thread (`pwrite`), not through the engine's [`IoBackend`](spillway_shuffle::IoBackend);
-//! runs are read with `pread` into buffers of bounded size; inputs are read as [`Inputs`] was
+//! every thread (`pwrite`), not through the engine's [`IoBackend`], except that
+//! [`IoBackend::Direct`] writes the runs (and intermediate merges) with `O_DIRECT` through
+//! io_uring ([`DirectFile`]: aligned registered buffers, the sorters gathering the next while
+//! the kernel writes the previous) and reads them back through direct cursors (one ring per
+//! merging thread, three reads in flight per run), past the page cache; runs are otherwise
+//! read with `pread` into buffers of bounded size; inputs are read as [`Inputs`] was
 //! opened (mmap or pread), whatever the engine's read mode; there are no splits, and no job
 //! code to retry (`max_attempts`). Outputs are the engine's: a file under a temporary name
 //! renamed into place, a device, FIFO or standard output written in order, part files in a
@@ -246,6 +250,14 @@ impl Plan {
     fn direct_buffers(&self) -> usize {
         self.threads + 2
     }
+
+    /// Bytes of each of a [`DirectFile`]'s buffers: together as much as the shared writer's
+    /// spare buffers take ([`SharedWriter::spare_buffers`]), so that the budget cuts the input
+    /// into the same chunks either way.
+    fn direct_capacity(&self) -> usize {
+        let total = SharedWriter::spare_buffers(self.threads) * self.write_buffer;
+        (total / self.direct_buffers()).max(1)
+    }
 }
 
 /// Sorts the records of `inputs` into `output` with the settings of `engine` (see the module
@@ -332,9 +344,9 @@ pub fn sort_records(
         count_duplicates: true,
         direct: engine.io == IoBackend::Direct,
     };
-    // Each sorter's write buffer, and the writer thread's spare ones (a direct run's pool).
-    let spare = if plan.direct { plan.direct_buffers() } else { SharedWriter::spare_buffers(threads) };
-    let buffers = (threads + spare) * write_buffer;
+    // Each sorter's write buffer, and the writer thread's spare ones (or a direct run's pool
+    // of the same size).
+    let buffers = (threads + SharedWriter::spare_buffers(threads)) * write_buffer;
     let capacity = ((budget.saturating_sub(buffers as u64)) / (size as u64 + 18)).max(1);
     let capacity = usize::try_from(capacity).unwrap_or(usize::MAX).min(INDEX_MASK as usize);
     let in_memory = n <= capacity;
@@ -400,7 +412,7 @@ pub fn sort_records(
             let plan = Plan { count_duplicates: false, ..plan };
             let entries = &mut entries[..range.len()];
             if plan.direct {
-                let file = DirectFile::create(&path, plan.direct_buffers(), plan.write_buffer)?;
+                let file = DirectFile::create(&path, plan.direct_buffers(), plan.direct_capacity())?;
                 sort_chunk(&plan, &chunk, entries, &Sink::Direct(&file), progress)?;
                 if !file.is_direct() {
                     page_cached_runs = true;
