@@ -8,11 +8,12 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 
 use spillway_shuffle::RangePartitioner;
+use spillway_shuffle::io::direct::DirectFile;
 use spillway_shuffle::io::{prefetch_range, prefetch_read};
 
 use super::radix::{ENTRY_KEY_BYTES, KeyEq, Order, entry_key, index, sort_entries, split_task, task_slices};
 use super::records::Records;
-use super::sink::{Dest, Piece, SharedWriter, Sink, write_part};
+use super::sink::{Dest, DrainOnExit, Piece, SharedWriter, Sink, write_part};
 use super::{Plan, RECORD_SIZE};
 use crate::error::{Error, Result};
 use crate::metrics::Progress;
@@ -99,13 +100,16 @@ pub(super) fn sort_chunk(
             let failure = FirstError::default();
             let sorted = SharedWriter::run(file, path, plan, &failure, |writer| {
                 let dest = |offset| Dest::Shared { writer, offset };
-                sort_and_write(plan, records, entries, &tasks, &order, dest, &failure, progress, threads)
+                sort_and_write(
+                    plan, records, entries, &tasks, &order, dest, None, &failure, progress, threads,
+                )
             });
             failure.into_result()?; // a write error explains the sorters' cancellation
             sorted
         }
         Sink::Direct(file) => {
             let dest = |offset| Dest::Direct { file, offset };
+            let failure = FirstError::default();
             sort_and_write(
                 plan,
                 records,
@@ -113,7 +117,8 @@ pub(super) fn sort_chunk(
                 &tasks,
                 &order,
                 dest,
-                &FirstError::default(),
+                Some(file),
+                &failure,
                 progress,
                 threads,
             )
@@ -162,22 +167,25 @@ fn sort_and_write<'d>(
     tasks: &[(Range<usize>, usize)],
     order: &Order<'_, '_>,
     dest: impl Fn(u64) -> Dest<'d> + Sync,
+    direct: Option<&DirectFile>,
     failure: &FirstError,
     progress: &Progress,
     threads: usize,
 ) -> Result<Vec<Piece>> {
     let items: Vec<_> = task_slices(entries, tasks).into_iter().zip(tasks).enumerate().collect();
     let mut pieces = vec![Piece::default(); tasks.len()];
-    let buffers = || (Vec::with_capacity(plan.write_buffer + plan.size), Vec::new());
-    let sorted = pool::for_each_with("spillway-sort", threads, items, buffers, |(buffer, scratch), item| {
-        let (i, (slice, (range, byte))) = item;
-        if failure.failed() || progress.cancelled() {
-            return Err(Error::Cancelled);
-        }
-        sort_entries(slice, *byte, order, scratch);
-        let mut dest = dest((range.start * plan.size) as u64);
-        write_entries(plan, records, slice, buffer, &mut dest, progress).map(|piece| (i, piece))
-    })?;
+    // A direct file's writes must end before the thread that submitted them does.
+    let buffers = || (Vec::with_capacity(plan.write_buffer + plan.size), Vec::new(), DrainOnExit(direct));
+    let sorted =
+        pool::for_each_with("spillway-sort", threads, items, buffers, |(buffer, scratch, _), item| {
+            let (i, (slice, (range, byte))) = item;
+            if failure.failed() || progress.cancelled() {
+                return Err(Error::Cancelled);
+            }
+            sort_entries(slice, *byte, order, scratch);
+            let mut dest = dest((range.start * plan.size) as u64);
+            write_entries(plan, records, slice, buffer, &mut dest, progress).map(|piece| (i, piece))
+        })?;
     for (i, piece) in sorted {
         pieces[i] = piece;
     }

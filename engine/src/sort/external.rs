@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use spillway_shuffle::io::direct::{ALIGN, DirectFile, READ_DEPTH, ReadRing};
 use spillway_shuffle::{LoserTree, RecordCursor, RecordRun, plan_merges};
 
-use super::sink::{Dest, Piece, SharedWriter, Sink, write_part};
+use super::sink::{Dest, DrainOnExit, Piece, SharedWriter, Sink, write_part};
 use super::{Plan, RECORD_SIZE};
 use crate::error::{Error, Result};
 use crate::merge_plan;
@@ -152,10 +152,16 @@ pub(super) fn merge_runs(
     // them.
     let failure = FirstError::default();
     let merge_all = |writer: Option<&SharedWriter>| {
-        let buffers = || (Vec::new(), Vec::with_capacity(plan.write_buffer + size), None);
+        // A direct output's writes must end before the thread that submitted them does.
+        let direct = match sink {
+            Sink::Direct(file) => Some(*file),
+            _ => None,
+        };
+        let buffers =
+            || (Vec::new(), Vec::with_capacity(plan.write_buffer + size), None, DrainOnExit(direct));
         // In order: a stream sink (one thread) writes the pieces one after the other.
         let items: Vec<usize> = (0..pieces_total).collect();
-        pool::for_each_with("spillway-merge", threads, items, buffers, |(buffers, out, ring), j| {
+        pool::for_each_with("spillway-merge", threads, items, buffers, |(buffers, out, ring, _), j| {
             if failure.failed() || progress.cancelled() {
                 return Err(Error::Cancelled);
             }

@@ -148,6 +148,19 @@ impl SharedWriter {
     }
 }
 
+/// Waits, when dropped, for every write in flight to a [`DirectFile`]: held in the state of
+/// each worker thread that writes one, because io_uring cancels the requests of a thread that
+/// exits. Errors are left for [`DirectFile::finish`] to report.
+pub(super) struct DrainOnExit<'f>(pub(super) Option<&'f DirectFile>);
+
+impl Drop for DrainOnExit<'_> {
+    fn drop(&mut self) {
+        if let Some(file) = self.0 {
+            let _ = file.drain();
+        }
+    }
+}
+
 /// The output of the whole sort.
 pub(super) enum Sink<'f> {
     /// One file (the output or a run), written at positions by every thread.

@@ -249,12 +249,7 @@ impl RecordCursor<'_> {
     #[cold]
     #[inline(never)]
     fn refill(&mut self) -> Result<()> {
-        if let Some(stream) = &mut self.stream {
-            // The window's last, partial record goes in front of the next.
-            let keep = self.len - self.pos;
-            stream.advance(keep)?;
-            self.len = stream.window().len();
-            self.pos = 0;
+        if self.stream.is_some() {
             return self.settle();
         }
         let capacity = (self.buffer.len() / self.size) as u64;
@@ -273,23 +268,33 @@ impl RecordCursor<'_> {
         Ok(())
     }
 
-    /// After a direct window moved: the head's prefix, or done when the range has no record
-    /// left.
+    /// Direct reads: moves the window on until it holds the head record whole (the window's
+    /// last, partial record going in front of the next read's bytes), then takes its prefix;
+    /// done when the range has no record left.
     fn settle(&mut self) -> Result<()> {
-        if self.len < self.size {
-            if self.len > 0 {
-                let run = self.run;
-                return Err(Error::corrupt(
-                    &run.path,
-                    0,
-                    format!("a direct read ended inside a record ({} bytes)", self.len),
-                ));
+        while self.len - self.pos < self.size {
+            let stream = self.stream.as_mut().expect("a direct cursor");
+            let keep = self.len - self.pos;
+            let more = stream.advance(keep)?;
+            self.len = stream.window().len();
+            self.pos = 0;
+            if !more {
+                if self.len == 0 {
+                    self.done = true;
+                    self.prefix = u128::MAX;
+                    return Ok(());
+                }
+                if self.len < self.size {
+                    let run = self.run;
+                    return Err(Error::corrupt(
+                        &run.path,
+                        0,
+                        format!("the range ends inside a record ({} bytes of it)", self.len),
+                    ));
+                }
             }
-            self.done = true;
-            self.prefix = u128::MAX;
-            return Ok(());
         }
-        self.prefix = head16(&self.bytes()[..self.size]);
+        self.prefix = head16(&self.bytes()[self.pos..self.pos + self.size]);
         Ok(())
     }
 

@@ -2,6 +2,10 @@
 //!
 //! # Memory safety
 //!
+//! The kernel cancels a thread's requests when the thread exits: threads that write call
+//! [`DirectFile::drain`] before they end (the record sort's workers do, from a guard in their
+//! state).
+//!
 //! A buffer handed to the kernel is owned by the write's entry in `ops` until its completion
 //! has been reaped: safe code cannot reach it. Dropping a file waits for every in-flight write
 //! before the buffers are freed; if the ring fails while waiting, they are leaked instead.
@@ -278,6 +282,21 @@ impl DirectFile {
             inner.free.push((index, buf));
             Ok(())
         }
+    }
+
+    /// Waits for every write in flight (the first error).
+    ///
+    /// io_uring cancels a thread's in-flight requests when that thread exits (`ECANCELED`):
+    /// a thread that wrote must call this before it ends, unless another thread that stays
+    /// will call it or [`DirectFile::finish`] first.
+    ///
+    /// # Errors
+    ///
+    /// An earlier or a completed write failed.
+    pub fn drain(&self) -> Result<()> {
+        let mut inner = self.lock();
+        inner.drain(&self.path)?;
+        inner.check(&self.path)
     }
 
     /// Writes the partial blocks left (the file's last one, padded), waits for every write,
