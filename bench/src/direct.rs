@@ -4,7 +4,10 @@
 //! (when allowed: root), reporting wall, user and system time, and the page cache's growth
 //! (`Cached` in `/proc/meminfo`): at its peak during the run (sampled every 50 ms) and at the
 //! end; beside the disk's own direct bandwidth (`dd` with `oflag=direct` / `iflag=direct`) in
-//! the same run. Every output is checked sorted with the input's checksum.
+//! the same run. A *bystander* file (1 GiB, standing for the node's other cached files) is
+//! read into the cache before each run; how much of it is still cached after the run
+//! (`fincore`) shows what the sort evicted. Every output is checked sorted with the input's
+//! checksum.
 
 use std::fs;
 use std::io::Write as _;
@@ -44,6 +47,8 @@ struct RunResult {
     m: Measurement,
     peak_growth_kib: i64,
     end_growth_kib: i64,
+    /// Bytes of the bystander file still cached after the run (None: no `fincore`).
+    bystander_left: Option<u64>,
     spills: u64,
     backend: String,
 }
@@ -56,6 +61,25 @@ fn cached_kib() -> Result<u64> {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .context("no Cached line in /proc/meminfo")
+}
+
+/// Bytes of `file` in the page cache (`fincore`), or None without it.
+fn cached_bytes(file: &Path) -> Option<u64> {
+    let out = Command::new("fincore")
+        .args(["--bytes", "--noheadings", "--output", "RES"])
+        .arg(file)
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+/// Reads `file` whole (into the page cache).
+fn read_through(file: &Path) -> Result<()> {
+    use std::io::Read as _;
+    let mut f = fs::File::open(file)?;
+    let mut buf = vec![0u8; 4 << 20];
+    while f.read(&mut buf)? > 0 {}
+    Ok(())
 }
 
 /// `sync; echo 1 > /proc/sys/vm/drop_caches`; false where not allowed.
@@ -103,6 +127,14 @@ pub fn run(b: &DirectBench, results: &Path) -> Result<()> {
     let load_before = runner::load_average();
     let (dd_write, dd_read) = dd_bandwidth(&b.data, 4 << 30)?;
     println!("dd direct: write {dd_write:.0} MB/s, read {dd_read:.0} MB/s");
+    // The bystander: 1 GiB of the input's bytes, another file.
+    let bystander = b.data.join("bystander.tmp");
+    {
+        let mut from = fs::File::open(&b.input)?;
+        let mut to = fs::File::create(&bystander)?;
+        std::io::copy(&mut std::io::Read::take(&mut from, 1 << 30), &mut to)?;
+    }
+    let bystander_len = fs::metadata(&bystander)?.len();
     let mut runs: Vec<RunResult> = Vec::new();
     let mut dropped = true;
     for round in 0..b.rounds {
@@ -110,6 +142,7 @@ pub fn run(b: &DirectBench, results: &Path) -> Result<()> {
         for io in order {
             let _ = fs::remove_file(&out);
             dropped &= drop_caches();
+            read_through(&bystander)?;
             let before = cached_kib()?;
             // The page cache's peak during the run, sampled.
             let stop = Arc::new(AtomicBool::new(false));
@@ -139,6 +172,7 @@ pub fn run(b: &DirectBench, results: &Path) -> Result<()> {
             let _ = sampler.join();
             let m = m?;
             let after = cached_kib()?;
+            let bystander_left = cached_bytes(&bystander);
             if !m.status.success() {
                 bail!("spillway sort --io {io} failed: {}", m.status);
             }
@@ -156,11 +190,16 @@ pub fn run(b: &DirectBench, results: &Path) -> Result<()> {
                 m,
                 peak_growth_kib: peak.load(Ordering::Relaxed) as i64 - before as i64,
                 end_growth_kib: after as i64 - before as i64,
+                bystander_left,
                 spills,
                 backend,
             };
+            let left = |r: &RunResult| match r.bystander_left {
+                Some(b) => format!("{:.0}%", 100.0 * b as f64 / bystander_len as f64),
+                None => "?".to_owned(),
+            };
             println!(
-                "  round {}: --io {:<6} {:>7.2} s wall, {:>6.2} s user, {:>6.2} s sys, Cached +{} peak, +{} at the end ({} runs, {})",
+                "  round {}: --io {:<6} {:>7.2} s wall, {:>6.2} s user, {:>6.2} s sys, Cached +{} peak, +{} at the end, bystander {} cached ({} runs, {})",
                 round + 1,
                 io,
                 r.m.wall.as_secs_f64(),
@@ -168,6 +207,7 @@ pub fn run(b: &DirectBench, results: &Path) -> Result<()> {
                 r.m.sys.as_secs_f64(),
                 format_size(r.peak_growth_kib.max(0) as u64 * 1024),
                 format_size(r.end_growth_kib.max(0) as u64 * 1024),
+                left(&r),
                 r.spills,
                 r.backend
             );
@@ -177,6 +217,7 @@ pub fn run(b: &DirectBench, results: &Path) -> Result<()> {
     }
     let _ = fs::remove_file(&out);
     let _ = fs::remove_file(&metrics);
+    let _ = fs::remove_file(&bystander);
     let _ = fs::remove_dir(&spill);
     if !dropped {
         notes.push(
@@ -196,10 +237,14 @@ pub fn run(b: &DirectBench, results: &Path) -> Result<()> {
         runner::date(),
     ));
     md.push_str(&format!("Disk's own direct bandwidth (`dd bs=4M`, 4 GiB, same filesystem): write {dd_write:.0} MB/s, read {dd_read:.0} MB/s.\n\n"));
-    md.push_str("| `--io` | round | wall s | user s | sys s | Cached growth, peak | Cached growth, end | runs |\n|---|---|---|---|---|---|---|---|\n");
+    md.push_str("| `--io` | round | wall s | user s | sys s | Cached growth, peak | Cached growth, end | 1 GiB bystander still cached | runs |\n|---|---|---|---|---|---|---|---|---|\n");
     for (i, r) in runs.iter().enumerate() {
+        let left = match r.bystander_left {
+            Some(b) => format!("{:.0}%", 100.0 * b as f64 / bystander_len as f64),
+            None => "? (no fincore)".to_owned(),
+        };
         md.push_str(&format!(
-            "| {} | {} | {:.2} | {:.2} | {:.2} | {} | {} | {} |\n",
+            "| {} | {} | {:.2} | {:.2} | {:.2} | {} | {} | {left} | {} |\n",
             r.io,
             i / 2 + 1,
             r.m.wall.as_secs_f64(),
@@ -227,7 +272,9 @@ pub fn run(b: &DirectBench, results: &Path) -> Result<()> {
     }
     println!("\n{md}");
     fs::create_dir_all(results)?;
-    let path = results.join(format!("sort-direct-{}.md", size_label(input_bytes)));
+    let label =
+        if input_bytes >= 1 << 30 { format!("{}G", input_bytes >> 30) } else { size_label(input_bytes) };
+    let path = results.join(format!("sort-direct-{label}.md"));
     fs::write(&path, &md).with_context(|| format!("writing {}", path.display()))?;
     println!("written to {}", path.display());
     Ok(())

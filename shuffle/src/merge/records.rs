@@ -399,6 +399,33 @@ mod tests {
         out
     }
 
+    /// As [`merge`], through direct cursors (`O_DIRECT` where the filesystem allows it) on
+    /// one ring with reads of `block` bytes; `None` where io_uring is unavailable.
+    fn merge_direct(dir: &Path, runs: &[RecordRun], ranges: &[Range<u64>], block: usize) -> Option<Vec<u8>> {
+        if !direct::uring_available() {
+            return None;
+        }
+        let size = runs.first().map_or(1, RecordRun::record_size);
+        let open: Vec<RecordRun> =
+            runs.iter().map(|r| RecordRun::open_direct(r.path(), size).unwrap()).collect();
+        assert!(open.iter().all(|r| r.path().starts_with(dir)));
+        let ring = ReadRing::new(open.len(), block, size).unwrap();
+        let cursors: Vec<RecordCursor<'_>> = open
+            .iter()
+            .zip(ranges)
+            .enumerate()
+            .map(|(i, (run, range))| run.direct_cursor(range.clone(), &ring, i).unwrap())
+            .collect();
+        let mut tree = LoserTree::new(cursors);
+        let mut out = Vec::new();
+        while let Some(cursor) = tree.peek() {
+            assert_eq!(tree.peek_prefix(), head16(cursor.head()));
+            out.extend_from_slice(cursor.head());
+            tree.advance().unwrap();
+        }
+        Some(out)
+    }
+
     /// The reference: every record of every run, sorted by `Vec::sort`.
     fn reference(runs: &[Vec<Vec<u8>>]) -> Vec<u8> {
         let mut all: Vec<Vec<u8>> = runs.iter().flatten().cloned().collect();
@@ -435,6 +462,29 @@ mod tests {
             prop_assert_eq!(merge(&open, &whole(&open), buffer_records), reference(&runs));
         }
 
+        /// Direct cursors (aligned reads in flight, records cut by a read's end carried over,
+        /// ranges starting anywhere in a block) merge to the same bytes, also piece by piece
+        /// at `lower_bound` cuts found through the direct file.
+        #[test]
+        fn direct_merge_equals_sort((size, runs) in runs_strategy(), cut in record_strategy(100)) {
+            let dir = tempfile::tempdir().unwrap();
+            let open = write_runs(dir.path(), size, &runs);
+            if let Some(got) = merge_direct(dir.path(), &open, &whole(&open), 4096) {
+                prop_assert_eq!(got, reference(&runs));
+                let direct: Vec<RecordRun> =
+                    open.iter().map(|r| RecordRun::open_direct(r.path(), size).unwrap()).collect();
+                let cut = &cut[..size];
+                let bounds: Vec<u64> = direct.iter().map(|r| r.lower_bound(cut).unwrap()).collect();
+                let plain: Vec<u64> = open.iter().map(|r| r.lower_bound(cut).unwrap()).collect();
+                prop_assert_eq!(&bounds, &plain);
+                let low: Vec<Range<u64>> = bounds.iter().map(|&b| 0..b).collect();
+                let high: Vec<Range<u64>> = open.iter().zip(&bounds).map(|(r, &b)| b..r.records()).collect();
+                let mut pieces = merge_direct(dir.path(), &open, &low, 4096).unwrap();
+                pieces.extend(merge_direct(dir.path(), &open, &high, 8192).unwrap());
+                prop_assert_eq!(pieces, reference(&runs));
+            }
+        }
+
         /// Merging the ranges cut at `lower_bound` of a key, piece by piece, gives the same
         /// bytes as one merge.
         #[test]
@@ -468,6 +518,32 @@ mod tests {
             .collect();
         let open = write_runs(dir.path(), size, &runs);
         assert_eq!(merge(&open, &whole(&open), 1), reference(&runs));
+    }
+
+    /// Direct cursors over runs of many blocks (records cut by every read's end), from
+    /// offsets inside blocks, equal the plain cursors' merge.
+    #[test]
+    fn direct_cursors_over_many_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        for size in [17usize, 100, 4097] {
+            let byte = |n: u64| (n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as u8;
+            let runs: Vec<Vec<Vec<u8>>> = (0..3u64)
+                .map(|i| {
+                    (0..(700 + 300 * i))
+                        .map(|j| (0..size as u64).map(|b| byte(i << 40 | j << 16 | b)).collect())
+                        .collect()
+                })
+                .collect();
+            let sub = dir.path().join(format!("s{size}"));
+            std::fs::create_dir(&sub).unwrap();
+            let open = write_runs(&sub, size, &runs);
+            let ranges: Vec<Range<u64>> =
+                open.iter().enumerate().map(|(i, r)| (i as u64 * 41)..r.records()).collect();
+            let expected = merge(&open, &ranges, 7);
+            if let Some(got) = merge_direct(&sub, &open, &ranges, 4096) {
+                assert!(got == expected, "record size {size}");
+            }
+        }
     }
 
     /// One run, empty runs, no runs, and empty ranges.

@@ -11,12 +11,7 @@ fn pattern(len: usize) -> Vec<u8> {
 fn takes_direct(dir: &Path) -> bool {
     use std::os::unix::fs::OpenOptionsExt;
     let probe = dir.join("probe");
-    let ok = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(&probe)
-        .is_ok();
+    let ok = OpenOptions::new().write(true).create(true).custom_flags(libc::O_DIRECT).open(&probe).is_ok();
     let _ = std::fs::remove_file(probe);
     ok && !direct_forced_off()
 }
