@@ -62,6 +62,9 @@ pub struct Engine {
     pub(crate) spill_dir: PathBuf,
     split_size: Option<usize>,
     pub(crate) io: IoBackend,
+    /// The backend asked for, before [`IoBackend::resolve`] (the record sort decides `Auto`
+    /// per input).
+    pub(crate) io_requested: IoBackend,
     read: ReadMode,
     pub(crate) progress: Arc<Progress>,
     pub(crate) cluster: Arc<dyn Cluster>,

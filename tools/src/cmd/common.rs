@@ -213,7 +213,8 @@ pub struct JobOptions {
     /// through io_uring, past the page cache, so a sort larger than memory does not evict the
     /// node's cached files; where the spill filesystem refuses O_DIRECT, or with
     /// SPILLWAY_NO_ODIRECT=1, the same through the page cache; other files as uring), or
-    /// auto (the one that measured faster here: std).
+    /// auto (what measured faster here: std, and for sort direct runs when input, runs and
+    /// output would not fit in MemAvailable).
     #[arg(long, value_name = "BACKEND", default_value = "auto")]
     pub io: IoBackend,
     /// How inputs and runs are read: mmap, or pread (for files that may change while the job

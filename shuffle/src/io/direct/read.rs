@@ -213,7 +213,7 @@ impl ReadRing {
                 let done = done + res as usize;
                 // A short read before the end: read the rest (direct reads stop short only at
                 // the file's end, where the next read returns 0).
-                if done < want && done % 512 == 0 {
+                if done < want && done.is_multiple_of(512) {
                     State::InFlight { fd, offset, want, done, retries: 0 }
                 } else {
                     State::Ready { len: done }

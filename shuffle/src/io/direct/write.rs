@@ -318,7 +318,7 @@ impl DirectFile {
         }
         inner.drain(&self.path)?;
         let end = inner.end;
-        if end % ALIGN as u64 != 0 {
+        if !end.is_multiple_of(ALIGN as u64) {
             inner.file.set_len(end).map_err(|e| Error::io("truncate", &self.path, e))?;
         }
         if sync {
