@@ -265,8 +265,8 @@ impl Plan {
 /// available); with [`IoBackend::Auto`], when the sort's own traffic through the page cache
 /// (input, runs and output: three times the input) would not fit in `MemAvailable`, so that
 /// buffered runs would evict cached data, the sort's own input included. Measured on 8 GiB
-/// with `--memory 1G` (`bench/results/sort-direct-8G.md`): direct runs 18% faster and with a
-/// third less system time; on 100 MB with `--memory 16M` buffered runs are several times
+/// with `--memory 1G` (`bench/results/sort-direct-8G.md`): direct runs 163-167 s wall against
+/// 177-201 s buffered, 15 s of system time against 21; on 100 MB with `--memory 16M` buffered runs are several times
 /// faster, since the page cache absorbs them and small direct writes wait for the device.
 fn direct_runs(engine: &Engine, input_bytes: u64) -> bool {
     match engine.io_requested {

@@ -23,8 +23,8 @@
 //! io_uring ([`direct`]), past the page cache. Under `Auto` the record sort takes it by itself
 //! when its traffic through the page cache (input, runs and output: three times the input)
 //! would not fit in `MemAvailable`: on an 8 GiB sort with a 1 GiB budget (24 GiB machine, disk
-//! 0.9 GB/s direct writes, 1.4 GB/s direct reads) direct runs took 18% less wall time and a
-//! third less system time than buffered ones (`bench/results/sort-direct-8G.md`), while for
+//! 0.9 GB/s direct writes, 1.4 GB/s direct reads) direct runs took 163-167 s against 177-201 s
+//! buffered (2 alternating rounds each, a loaded machine) and 29% less system time (`bench/results/sort-direct-8G.md`), while for
 //! runs that the page cache absorbs (100 MB, `--memory 16M`) buffered runs were several times
 //! faster: the writes never waited for the disk, and small direct writes do. it falls back to `std` when the kernel
 //! refuses io_uring (seccomp filters, old kernels, `io_uring_disabled`), and setting the
