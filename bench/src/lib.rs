@@ -18,6 +18,7 @@
 
 pub mod baseline;
 pub mod corpus;
+pub mod direct;
 pub mod normalize;
 pub mod peers;
 pub mod report;

@@ -72,6 +72,18 @@ struct Args {
     /// Skip GNU sort.
     #[arg(long)]
     no_gnu: bool,
+    /// Instead of the comparison: the out-of-core sort buffered (`--io std`) against O_DIRECT
+    /// (`--io direct`), alternating `--runs` rounds, with `--memory`, page-cache growth and the
+    /// disk's own direct bandwidth (`dd`); writes `sort-direct-SIZE.md` into `--results`.
+    #[arg(long)]
+    direct_vs_buffered: bool,
+    /// `--memory` of the `--direct-vs-buffered` runs.
+    #[arg(long, value_parser = parse_size, default_value = "1G")]
+    memory: u64,
+    /// An existing input of 100-byte records to sort instead of generating one (its size is
+    /// then the file's).
+    #[arg(long)]
+    input: Option<PathBuf>,
     /// Internal: run the in-memory Rust sort on IN, writing OUT.
     #[arg(long, num_args = 2, value_names = ["IN", "OUT"], hide = true)]
     baseline_sort: Option<Vec<PathBuf>>,
@@ -286,7 +298,11 @@ fn run() -> Result<()> {
     if args.runs == 0 {
         bail!("--runs must be at least 1");
     }
-    let size = if args.quick { 64 << 20 } else { args.size };
+    let size = match &args.input {
+        Some(input) => fs::metadata(input).with_context(|| format!("reading {}", input.display()))?.len(),
+        None if args.quick => 64 << 20,
+        None => args.size,
+    };
     let records = size / RECORD as u64;
     let size = records * RECORD as u64;
     if records == 0 {
@@ -301,7 +317,7 @@ fn run() -> Result<()> {
     let setup = Setup {
         spillway: spillway.clone(),
         me: std::env::current_exe()?,
-        input: data.join(format!("gensort-a-{records}.dat")),
+        input: args.input.clone().unwrap_or_else(|| data.join(format!("gensort-a-{records}.dat"))),
         size,
         threads: args.threads,
         spill: data.join("spill"),
@@ -327,6 +343,18 @@ fn run() -> Result<()> {
         );
     }
     let (_, input_checksum) = valsort(&spillway, &setup.input)?;
+    if args.direct_vs_buffered {
+        let bench = spillway_bench::direct::DirectBench {
+            spillway: spillway.clone(),
+            input: setup.input.clone(),
+            data: data.clone(),
+            memory: args.memory,
+            threads: args.threads,
+            rounds: args.runs,
+            checksum: input_checksum,
+        };
+        return spillway_bench::direct::run(&bench, &args.results);
+    }
     warm_cache(&setup.input)?;
     println!("input: {} ({records} records, checksum {input_checksum})", setup.input.display());
 

@@ -254,6 +254,7 @@ impl EngineBuilder {
             spill_dir: self.spill_dir.unwrap_or_else(std::env::temp_dir),
             split_size: self.split_size,
             io: self.io.resolve(),
+            io_requested: self.io,
             read: self.read,
             progress: self.progress.unwrap_or_default(),
             cluster: self.cluster.unwrap_or_else(|| Arc::new(Local)),

@@ -61,7 +61,10 @@ pub struct Engine {
     max_open_runs_set: Option<usize>,
     pub(crate) spill_dir: PathBuf,
     split_size: Option<usize>,
-    io: IoBackend,
+    pub(crate) io: IoBackend,
+    /// The backend asked for, before [`IoBackend::resolve`] (the record sort decides `Auto`
+    /// per input).
+    pub(crate) io_requested: IoBackend,
     read: ReadMode,
     pub(crate) progress: Arc<Progress>,
     pub(crate) cluster: Arc<dyn Cluster>,

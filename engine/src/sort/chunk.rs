@@ -3,17 +3,17 @@
 //! part files, or a stream).
 
 use std::cmp::Ordering as CmpOrdering;
-use std::fs::File;
 use std::ops::Range;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
 use spillway_shuffle::RangePartitioner;
+use spillway_shuffle::io::direct::DirectFile;
 use spillway_shuffle::io::{prefetch_range, prefetch_read};
 
 use super::radix::{ENTRY_KEY_BYTES, KeyEq, Order, entry_key, index, sort_entries, split_task, task_slices};
 use super::records::Records;
-use super::sink::{Dest, Piece, SharedWriter, Sink, write_part};
+use super::sink::{Dest, DrainOnExit, Piece, SharedWriter, Sink, write_part};
 use super::{Plan, RECORD_SIZE};
 use crate::error::{Error, Result};
 use crate::metrics::Progress;
@@ -96,7 +96,32 @@ pub(super) fn sort_chunk(
 
     let pieces = match sink {
         Sink::File(file, path) => {
-            sort_and_write(plan, records, entries, &tasks, &order, file, path, progress, threads)
+            // The writer thread records its own write errors here; the sorters stop on them.
+            let failure = FirstError::default();
+            let sorted = SharedWriter::run(file, path, plan, &failure, |writer| {
+                let dest = |offset| Dest::Shared { writer, offset };
+                sort_and_write(
+                    plan, records, entries, &tasks, &order, dest, None, &failure, progress, threads,
+                )
+            });
+            failure.into_result()?; // a write error explains the sorters' cancellation
+            sorted
+        }
+        Sink::Direct(file) => {
+            let dest = |offset| Dest::Direct { file, offset };
+            let failure = FirstError::default();
+            sort_and_write(
+                plan,
+                records,
+                entries,
+                &tasks,
+                &order,
+                dest,
+                Some(file),
+                &failure,
+                progress,
+                threads,
+            )
         }
         Sink::Parts { dir, partitioner, sync } => {
             sort_tasks(entries, &tasks, &order, threads)?;
@@ -132,37 +157,36 @@ fn sort_tasks(
     .map(drop)
 }
 
-/// Sorts the tasks and writes each at its offset as soon as it is sorted, in parallel.
+/// Sorts the tasks and writes each at its offset (through the destination `dest` makes for
+/// an offset) as soon as it is sorted, in parallel. The sorters stop when `failure` is set.
 #[allow(clippy::too_many_arguments)]
-fn sort_and_write(
+fn sort_and_write<'d>(
     plan: &Plan,
     records: &Records<'_>,
     entries: &mut [u128],
     tasks: &[(Range<usize>, usize)],
     order: &Order<'_, '_>,
-    file: &File,
-    path: &Path,
+    dest: impl Fn(u64) -> Dest<'d> + Sync,
+    direct: Option<&DirectFile>,
+    failure: &FirstError,
     progress: &Progress,
     threads: usize,
 ) -> Result<Vec<Piece>> {
     let items: Vec<_> = task_slices(entries, tasks).into_iter().zip(tasks).enumerate().collect();
     let mut pieces = vec![Piece::default(); tasks.len()];
-    // The writer thread records its own write errors here; the sorters stop on them.
-    let failure = FirstError::default();
-    let sorted = SharedWriter::run(file, path, plan, &failure, |writer| {
-        let buffers = || (Vec::with_capacity(plan.write_buffer + plan.size), Vec::new());
-        pool::for_each_with("spillway-sort", threads, items, buffers, |(buffer, scratch), item| {
+    // A direct file's writes must end before the thread that submitted them does.
+    let buffers = || (Vec::with_capacity(plan.write_buffer + plan.size), Vec::new(), DrainOnExit(direct));
+    let sorted =
+        pool::for_each_with("spillway-sort", threads, items, buffers, |(buffer, scratch, _), item| {
             let (i, (slice, (range, byte))) = item;
             if failure.failed() || progress.cancelled() {
                 return Err(Error::Cancelled);
             }
             sort_entries(slice, *byte, order, scratch);
-            let mut dest = Dest::Shared { writer, offset: (range.start * plan.size) as u64 };
+            let mut dest = dest((range.start * plan.size) as u64);
             write_entries(plan, records, slice, buffer, &mut dest, progress).map(|piece| (i, piece))
-        })
-    });
-    failure.into_result()?; // a write error explains the sorters' cancellation
-    for (i, piece) in sorted? {
+        })?;
+    for (i, piece) in sorted {
         pieces[i] = piece;
     }
     Ok(pieces)

@@ -7,9 +7,10 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
+use spillway_shuffle::io::direct::{ALIGN, DirectFile, READ_DEPTH, ReadRing};
 use spillway_shuffle::{LoserTree, RecordCursor, RecordRun, plan_merges};
 
-use super::sink::{Dest, Piece, SharedWriter, Sink, write_part};
+use super::sink::{Dest, DrainOnExit, Piece, SharedWriter, Sink, write_part};
 use super::{Plan, RECORD_SIZE};
 use crate::error::{Error, Result};
 use crate::merge_plan;
@@ -35,17 +36,24 @@ fn merge_piece(
     ranges: &[Range<u64>],
     read_buffer: usize,
     buffers: &mut Vec<Vec<u8>>,
+    ring: Option<&ReadRing>,
     out: &mut Vec<u8>,
     dest: &mut Dest<'_>,
     count_duplicates: bool,
 ) -> Result<Piece> {
     let size = plan.size;
     let mut cursors = Vec::with_capacity(runs.len());
-    for (run, range) in runs.iter().zip(ranges) {
+    for (r, (run, range)) in runs.iter().zip(ranges).enumerate() {
         if !range.is_empty() {
-            let mut buffer = buffers.pop().unwrap_or_default();
-            buffer.resize(read_buffer, 0);
-            cursors.push(run.cursor(range.clone(), buffer)?);
+            match ring {
+                // Stream slots r of the thread's ring: one per run.
+                Some(ring) => cursors.push(run.direct_cursor(range.clone(), ring, r)?),
+                None => {
+                    let mut buffer = buffers.pop().unwrap_or_default();
+                    buffer.resize(read_buffer, 0);
+                    cursors.push(run.cursor(range.clone(), buffer)?);
+                }
+            }
         }
     }
     let mut piece = Piece::default();
@@ -92,7 +100,7 @@ fn merge_piece(
         dest.write(out)?;
         out.clear();
     }
-    buffers.extend(tree.into_sources().into_iter().map(RecordCursor::into_buffer));
+    buffers.extend(tree.into_sources().into_iter().map(RecordCursor::into_buffer).filter(|b| !b.is_empty()));
     Ok(piece)
 }
 
@@ -107,10 +115,12 @@ pub(super) fn merge_runs(
     progress: &Progress,
 ) -> Result<Vec<Piece>> {
     let size = plan.size;
-    let open: Vec<RecordRun> =
-        runs.iter().map(|run| RecordRun::open(&run.path, size)).collect::<Result<_, _>>()?;
+    let open_run = |run: &Run| {
+        if plan.direct { RecordRun::open_direct(&run.path, size) } else { RecordRun::open(&run.path, size) }
+    };
+    let open: Vec<RecordRun> = runs.iter().map(open_run).collect::<Result<_, _>>()?;
     let cuts: &[Vec<u8>] = match sink {
-        Sink::File(..) => splitters,
+        Sink::File(..) | Sink::Direct(_) => splitters,
         Sink::Parts { partitioner, .. } => partitioner.boundaries(),
         Sink::Stream(_) => &[],
     };
@@ -134,23 +144,50 @@ pub(super) fn merge_runs(
     let read_buffer =
         ((share.saturating_sub(2 * plan.write_buffer) / k).min(MAX_READ_BUFFER) / size).max(1) * size;
 
+    // Direct reads: READ_DEPTH reads of a third of a cursor's buffer each.
+    let block = (read_buffer / READ_DEPTH / ALIGN).max(1) * ALIGN;
+
     let mut pieces = vec![Piece::default(); pieces_total];
     // A shared output's writer thread records its own write errors here; the mergers stop on
     // them.
     let failure = FirstError::default();
     let merge_all = |writer: Option<&SharedWriter>| {
-        let buffers = || (Vec::new(), Vec::with_capacity(plan.write_buffer + size));
+        // A direct output's writes must end before the thread that submitted them does.
+        let direct = match sink {
+            Sink::Direct(file) => Some(*file),
+            _ => None,
+        };
+        let buffers =
+            || (Vec::new(), Vec::with_capacity(plan.write_buffer + size), None, DrainOnExit(direct));
         // In order: a stream sink (one thread) writes the pieces one after the other.
         let items: Vec<usize> = (0..pieces_total).collect();
-        pool::for_each_with("spillway-merge", threads, items, buffers, |(buffers, out), j| {
+        pool::for_each_with("spillway-merge", threads, items, buffers, |(buffers, out, ring, _), j| {
             if failure.failed() || progress.cancelled() {
                 return Err(Error::Cancelled);
             }
+            if plan.direct && ring.is_none() {
+                // One ring per merging thread, for all its pieces, with slots for every run.
+                *ring = Some(ReadRing::new(open.len(), block, size)?);
+            }
             let ranges: Vec<Range<u64>> = bounds.iter().map(|b| b[j]..b[j + 1]).collect();
             let mut merge = |dest: &mut Dest<'_>| {
-                merge_piece(plan, &open, &ranges, read_buffer, buffers, out, dest, count_duplicates)
+                merge_piece(
+                    plan,
+                    &open,
+                    &ranges,
+                    read_buffer,
+                    buffers,
+                    ring.as_ref(),
+                    out,
+                    dest,
+                    count_duplicates,
+                )
             };
             let piece = match sink {
+                Sink::Direct(file) => {
+                    let offset = bounds.iter().map(|b| b[j]).sum::<u64>() * size as u64;
+                    merge(&mut Dest::Direct { file, offset })?
+                }
                 Sink::File(..) => {
                     let offset = bounds.iter().map(|b| b[j]).sum::<u64>() * size as u64;
                     let writer = writer.expect("a file sink has a writer");
@@ -205,9 +242,14 @@ pub(super) fn merge_until_fits(
     let merge_plan = plan_merges(&sizes, plan.max_open_runs);
     let finals = merge_plan::execute(&merge_plan, runs, 1, |output, inputs| {
         let path = dir.join(format!("merge-{output:06}.rec"));
-        let file = File::create(&path).map_err(|e| Error::io("create", &path, e))?;
-        merge_runs(plan, &inputs, &Sink::File(&file, &path), splitters, false, progress)?;
-        drop(file);
+        if plan.direct {
+            let file = DirectFile::create(&path, plan.direct_buffers(), plan.direct_capacity())?;
+            merge_runs(plan, &inputs, &Sink::Direct(&file), splitters, false, progress)?;
+            file.finish(false)?;
+        } else {
+            let file = File::create(&path).map_err(|e| Error::io("create", &path, e))?;
+            merge_runs(plan, &inputs, &Sink::File(&file, &path), splitters, false, progress)?;
+        }
         for input in &inputs {
             let _ = std::fs::remove_file(&input.path);
         }

@@ -8,6 +8,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use spillway_shuffle::RangePartitioner;
+use spillway_shuffle::io::direct::DirectFile;
 
 use super::Plan;
 use crate::error::{Error, Result};
@@ -47,6 +48,8 @@ pub(super) enum Dest<'f> {
     Shared { writer: &'f SharedWriter, offset: u64 },
     /// In order, by one thread.
     Stream(&'f Destination),
+    /// Positioned `O_DIRECT` writes through io_uring (a spill run), from any thread.
+    Direct { file: &'f DirectFile, offset: u64 },
 }
 
 impl Dest<'_> {
@@ -64,6 +67,20 @@ impl Dest<'_> {
                 *offset += len;
             }
             Dest::Stream(dest) => dest.write_in_order(data)?,
+            Dest::Direct { file, offset } => {
+                // Copied into the file's aligned buffers: the kernel writes one while this
+                // thread gathers the next.
+                let mut rest = &data[..];
+                while !rest.is_empty() {
+                    let mut buffer = file.buffer()?;
+                    buffer.reset(*offset);
+                    let n = buffer.extend(rest);
+                    file.write_at(*offset, buffer)?;
+                    *offset += n as u64;
+                    rest = &rest[n..];
+                }
+                data.clear();
+            }
         }
         Ok(())
     }
@@ -131,6 +148,19 @@ impl SharedWriter {
     }
 }
 
+/// Waits, when dropped, for every write in flight to a [`DirectFile`]: held in the state of
+/// each worker thread that writes one, because io_uring cancels the requests of a thread that
+/// exits. Errors are left for [`DirectFile::finish`] to report.
+pub(super) struct DrainOnExit<'f>(pub(super) Option<&'f DirectFile>);
+
+impl Drop for DrainOnExit<'_> {
+    fn drop(&mut self) {
+        if let Some(file) = self.0 {
+            let _ = file.drain();
+        }
+    }
+}
+
 /// The output of the whole sort.
 pub(super) enum Sink<'f> {
     /// One file (the output or a run), written at positions by every thread.
@@ -139,6 +169,8 @@ pub(super) enum Sink<'f> {
     Parts { dir: &'f Path, partitioner: &'f RangePartitioner, sync: bool },
     /// Standard output, or a device or FIFO: in order, by one thread.
     Stream(&'f Destination),
+    /// A spill run written with `O_DIRECT` through io_uring, at positions by every thread.
+    Direct(&'f DirectFile),
 }
 
 /// What writing a piece of the output found: its records and keys at both ends (for

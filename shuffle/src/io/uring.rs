@@ -60,13 +60,22 @@ fn forced_off() -> bool {
 }
 
 fn probe() -> bool {
+    probe_opcodes(&[opcode::Write::CODE])
+}
+
+/// True when [`available`] and the kernel supports every one of `opcodes`.
+pub(super) fn available_with(opcodes: &[u8]) -> bool {
+    available() && probe_opcodes(opcodes)
+}
+
+fn probe_opcodes(opcodes: &[u8]) -> bool {
     let Ok(ring) = IoUring::new(RING_ENTRIES) else {
         return false;
     };
     let mut probe = Probe::new();
     // IORING_REGISTER_PROBE exists since 5.6, as does IORING_OP_WRITE: a kernel without the
     // probe does not have the opcode either.
-    ring.submitter().register_probe(&mut probe).is_ok() && probe.is_supported(opcode::Write::CODE)
+    ring.submitter().register_probe(&mut probe).is_ok() && opcodes.iter().all(|&op| probe.is_supported(op))
 }
 
 /// One write buffer and the state of its write.

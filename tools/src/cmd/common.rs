@@ -209,7 +209,12 @@ pub struct JobOptions {
     pub split_size: Option<u64>,
     /// How spill runs and outputs are written: std (buffered write calls), uring (io_uring
     /// with several writes in flight; falls back to std when the kernel refuses it, or when
-    /// SPILLWAY_NO_URING=1), or auto (the one that measured faster here: std).
+    /// SPILLWAY_NO_URING=1), direct (sort's spill runs written and merged with O_DIRECT
+    /// through io_uring, past the page cache, so a sort larger than memory does not evict the
+    /// node's cached files; where the spill filesystem refuses O_DIRECT, or with
+    /// SPILLWAY_NO_ODIRECT=1, the same through the page cache; other files as uring), or
+    /// auto (what measured faster here: std, and for sort direct runs when input, runs and
+    /// output would not fit in MemAvailable).
     #[arg(long, value_name = "BACKEND", default_value = "auto")]
     pub io: IoBackend,
     /// How inputs and runs are read: mmap, or pread (for files that may change while the job
