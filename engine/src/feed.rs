@@ -124,9 +124,10 @@ impl std::fmt::Debug for InputFeed {
 }
 
 impl InputFeed {
-    /// An empty feed whose files are cut as `mode` says (the job's [`Job::split_mode`]
-    /// (crate::Job::split_mode)) into splits of about `split_size` bytes, and read as `read`
-    /// says. `label` names the list for the ranks' agreement (every rank must give the same).
+    /// An empty feed whose files are cut as `mode` says (the job's
+    /// [`Job::split_mode`](crate::Job::split_mode)) into splits of about `split_size` bytes,
+    /// and read as `read` says. `label` names the list for the ranks' agreement (every rank
+    /// must give the same).
     pub fn new(label: impl Into<String>, mode: SplitMode, split_size: usize, read: ReadMode) -> Self {
         InputFeed {
             label: label.into(),

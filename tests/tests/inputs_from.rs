@@ -78,7 +78,8 @@ fn up_front(dir: &Path, files: &[PathBuf]) -> Vec<u8> {
 #[test]
 fn a_list_appended_with_pauses_gives_the_output_of_the_files_up_front() {
     let dir = tempfile::tempdir().unwrap();
-    let (list, status, out) = (dir.path().join("list"), dir.path().join("status.json"), dir.path().join("out.tsv"));
+    let (list, status, out) =
+        (dir.path().join("list"), dir.path().join("status.json"), dir.path().join("out.tsv"));
     std::fs::write(&list, "# inputs\n\n").unwrap();
     let child = Command::new(spillway_bin())
         .current_dir(dir.path())
@@ -148,7 +149,8 @@ fn standard_input_ends_at_its_end_of_file() {
 #[test]
 fn ctl_end_of_input_ends_the_inputs() {
     let dir = tempfile::tempdir().unwrap();
-    let (list, status, out) = (dir.path().join("list"), dir.path().join("status.json"), dir.path().join("out.tsv"));
+    let (list, status, out) =
+        (dir.path().join("list"), dir.path().join("status.json"), dir.path().join("out.tsv"));
     let mut files = Vec::new();
     for (i, content) in contents().iter().enumerate().take(2) {
         let path = dir.path().join(format!("in{i}.txt"));
@@ -167,7 +169,9 @@ fn ctl_end_of_input_ends_the_inputs() {
     append(&list, &files[1].display().to_string());
     let splits = |k: usize| files[..k].iter().map(|f| std::fs::metadata(f).unwrap().len()).sum::<u64>();
     // Both files are known (their bytes) and mapped before the end is said.
-    wait_for(&status, |s| s["bytes_total"].as_u64() == Some(splits(2)) && s["splits_done"] == s["splits_total"]);
+    wait_for(&status, |s| {
+        s["bytes_total"].as_u64() == Some(splits(2)) && s["splits_done"] == s["splits_total"]
+    });
     let ended = spillway(&["ctl", status.to_str().unwrap(), "--end-of-input"]);
     assert!(ended.status.success(), "{}", text(&ended));
     let done = wait_child(child);
@@ -183,12 +187,15 @@ fn a_missing_listed_file_is_named_with_its_line() {
     let (list, out) = (dir.path().join("list"), dir.path().join("out.tsv"));
     let good = dir.path().join("good.txt");
     std::fs::write(&good, "some words\n").unwrap();
-    std::fs::write(&list, format!("{}\n\n{}/missing.txt\n#end\n", good.display(), dir.path().display())).unwrap();
-    let failed = spillway(&["wordcount", "-q", "--inputs-from", list.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    std::fs::write(&list, format!("{}\n\n{}/missing.txt\n#end\n", good.display(), dir.path().display()))
+        .unwrap();
+    let failed =
+        spillway(&["wordcount", "-q", "--inputs-from", list.to_str().unwrap(), "-o", out.to_str().unwrap()]);
     assert_eq!(failed.status.code(), Some(3), "{}", text(&failed));
     let message = text(&failed);
     assert!(
-        message.contains("missing.txt") && message.contains(&format!("line 3 of --inputs-from {}", list.display())),
+        message.contains("missing.txt")
+            && message.contains(&format!("line 3 of --inputs-from {}", list.display())),
         "{message}"
     );
     assert!(!out.exists());
@@ -208,7 +215,8 @@ fn ranks_map_streamed_inputs_that_rank_0_serves() {
     use spillway_tests::ranks::{check_mpi_build, mpirun};
     check_mpi_build();
     let dir = tempfile::tempdir().unwrap();
-    let (list, out, metrics) = (dir.path().join("list"), dir.path().join("out"), dir.path().join("metrics.json"));
+    let (list, out, metrics) =
+        (dir.path().join("list"), dir.path().join("out"), dir.path().join("metrics.json"));
     std::fs::write(&list, "").unwrap();
     let child = mpirun()
         .args(["-n", "3"])
@@ -241,5 +249,8 @@ fn ranks_map_streamed_inputs_that_rank_0_serves() {
     let m: serde_json::Value = serde_json::from_slice(&std::fs::read(metrics).unwrap()).unwrap();
     assert_eq!(m["input_files"], 4, "{m}");
     let per_rank = m["per_rank"].as_array().unwrap();
-    assert_eq!(per_rank.iter().map(|r| r["splits"].as_u64().unwrap()).sum::<u64>(), m["splits"].as_u64().unwrap());
+    assert_eq!(
+        per_rank.iter().map(|r| r["splits"].as_u64().unwrap()).sum::<u64>(),
+        m["splits"].as_u64().unwrap()
+    );
 }

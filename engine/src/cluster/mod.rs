@@ -14,7 +14,7 @@ mod stream;
 #[cfg(feature = "mpi")]
 pub use self::mpi::MpiCluster;
 pub use self::splits::{
-    BATCH_ENV, Backoff, FixedSplits, Known, ServerCounts, SplitList, batch, batch_cap, decode_reply,
+    BATCH_ENV, Backoff, FixedSplits, Known, SERVED, ServerCounts, SplitList, batch, batch_cap, decode_reply,
     encode_reply,
 };
 
@@ -267,7 +267,7 @@ impl<'a> Cursor<'a> {
         Cursor { next: AtomicUsize::new(0), splits, progress, aborted: AtomicBool::new(false) }
     }
 
-    fn stopped(&self) -> bool {
+    pub(crate) fn stopped(&self) -> bool {
         self.aborted.load(Ordering::Relaxed) || self.progress.cancelled()
     }
 

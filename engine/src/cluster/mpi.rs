@@ -39,8 +39,8 @@ use super::stream::{
     DESCRIPTOR, Descriptor, Fill, Incoming, RECEIVE_BUFFERS, ReceivePlan, Sender, pieces, staggered,
 };
 use super::{
-    Agreement, Backoff, Cluster, Cursor, ExchangeStats, InSection, OutSection, SplitList, SplitSource,
-    batch_cap, decode_reply, encode_reply,
+    Agreement, Backoff, Cluster, Cursor, ExchangeStats, InSection, OutSection, SERVED, SplitList,
+    SplitSource, batch_cap, decode_reply, encode_reply,
 };
 use crate::error::{Error, Result};
 use crate::metrics::Progress;
@@ -131,7 +131,9 @@ impl SplitSource for RootSource<'_> {
             }
             let all: usize = threads.iter().sum();
             while let Some(&(rank, want)) = waiting.front() {
-                let reply = match self.cursor.grant(want, all, self.cap) {
+                // A job that stops ends the waits of the other ranks too.
+                let grant = if self.cursor.stopped() { None } else { self.cursor.grant(want, all, self.cap) };
+                let reply = match grant {
                     Some(range) if range.is_empty() => break, // nothing known yet: later
                     Some(range) => {
                         let p = self.cursor.progress;
@@ -142,12 +144,14 @@ impl SplitSource for RootSource<'_> {
                             })
                             .collect();
                         p.splits_done.fetch_add(splits.len() as u64, Ordering::Relaxed);
+                        SERVED.splits.fetch_add(splits.len(), Ordering::Relaxed);
                         encode_reply(Some(&splits))
                     }
                     None => encode_reply(None),
                 };
                 world.process_at_rank(rank).send_with_tag(&reply[..], TAG_REPLY);
                 waiting.pop_front();
+                SERVED.requests.fetch_add(1, Ordering::Relaxed);
                 busy = true;
             }
             if busy {
@@ -197,6 +201,9 @@ impl RemoteSource<'_> {
         let (msg, status) = loop {
             if let Some(found) = root.immediate_matched_probe_with_tag(TAG_REPLY) {
                 break found;
+            }
+            if self.progress.cancelled() || lock(&self.state).aborted {
+                return Ok(None); // the job stops: a late reply is never read
             }
             pause.pause();
         };

@@ -174,6 +174,9 @@ impl Backoff {
     }
 }
 
+/// What this process's split server answered (for measurements: `split-server-bench`).
+pub static SERVED: ServerCounts = ServerCounts { requests: AtomicUsize::new(0), splits: AtomicUsize::new(0) };
+
 /// Counts of a split server, for measurements.
 #[derive(Debug, Default)]
 pub struct ServerCounts {
