@@ -329,7 +329,7 @@ pub(crate) fn plan_file(
         }
         SplitMode::Records(size) => {
             let size = size.max(1);
-            if len % size != 0 {
+            if !len.is_multiple_of(size) {
                 return Err(Error::Input {
                     path: file.path.clone(),
                     what: format!(

@@ -100,7 +100,7 @@ fn a_list_appended_with_pauses_gives_the_output_of_the_files_up_front() {
         let bytes = contents[..=i].iter().map(|c| c.len() as u64).sum::<u64>();
         let seen = wait_for(&status, |s| s["bytes_total"].as_u64() == Some(bytes));
         assert_eq!(seen["state"], "running");
-        assert!(seen["splits_total"].as_u64().unwrap() >= i as u64 + 1, "{seen}");
+        assert!(seen["splits_total"].as_u64().unwrap() > i as u64, "{seen}");
         std::thread::sleep(Duration::from_millis(150));
     }
     let running = read_json(&status).unwrap();

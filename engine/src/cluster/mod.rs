@@ -284,6 +284,7 @@ impl<'a> Cursor<'a> {
 
     /// Up to `want` indices for another rank (rank 0's workers share the cursor): `Some(empty)`
     /// when none is known yet but more may come, `None` at the end.
+    #[cfg_attr(not(feature = "mpi"), allow(dead_code, reason = "the MPI split server's"))]
     pub(crate) fn grant(&self, want: usize, threads: usize, cap: usize) -> Option<std::ops::Range<usize>> {
         loop {
             let known = self.splits.known();
@@ -350,5 +351,53 @@ impl Cluster for Local {
 
     fn gather(&self, bytes: &[u8]) -> Result<Option<Vec<Vec<u8>>>> {
         Ok(Some(vec![bytes.to_vec()]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A list that grows by one split every call of `wait_beyond`, up to `n`.
+    struct Growing {
+        known: std::sync::Mutex<usize>,
+        n: usize,
+    }
+
+    impl SplitList for Growing {
+        fn known(&self) -> Known {
+            let k = *self.known.lock().unwrap();
+            Known { count: k, complete: k == self.n }
+        }
+
+        fn wait_beyond(&self, _seen: usize, _timeout: Duration) -> Known {
+            let mut k = self.known.lock().unwrap();
+            *k = (*k + 1).min(self.n);
+            Known { count: *k, complete: *k == self.n }
+        }
+
+        fn size(&self, _i: usize) -> u64 {
+            1
+        }
+    }
+
+    #[test]
+    fn a_cursor_hands_out_a_growing_list_once_to_workers_and_grants() {
+        let list = Growing { known: std::sync::Mutex::new(0), n: 500 };
+        let progress = Progress::default();
+        let cursor = Cursor::new(&list, &progress);
+        // Nothing known yet: a grant says later, not the end.
+        assert_eq!(cursor.grant(4, 8, usize::MAX), Some(0..0));
+        let mut seen = Vec::new();
+        while let Some(i) = cursor.take() {
+            seen.push(i);
+            if let Some(range) = cursor.grant(4, 8, usize::MAX) {
+                assert!(range.len() <= 4);
+                seen.extend(range);
+            }
+        }
+        assert_eq!(cursor.grant(4, 8, usize::MAX), None);
+        seen.sort_unstable();
+        assert_eq!(seen, (0..500).collect::<Vec<_>>());
     }
 }

@@ -98,12 +98,15 @@ pub fn encode_reply(splits: Option<&[(usize, Vec<u8>)]>) -> Vec<u8> {
     out
 }
 
+/// One split of a reply: its index and description.
+pub type Granted<'a> = (usize, &'a [u8]);
+
 /// Reads a reply of [`encode_reply`]: `None` for the end.
 ///
 /// # Errors
 ///
 /// [`Error::Cluster`] for a malformed reply.
-pub fn decode_reply(bytes: &[u8]) -> Result<Option<Vec<(usize, &[u8])>>> {
+pub fn decode_reply(bytes: &[u8]) -> Result<Option<Vec<Granted<'_>>>> {
     let bad = || Error::Cluster(format!("malformed split reply of {} bytes from rank 0", bytes.len()));
     let mut at = 0usize;
     let word = |at: &mut usize| -> Result<u64> {
