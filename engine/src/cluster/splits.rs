@@ -129,12 +129,11 @@ pub fn decode_reply(bytes: &[u8]) -> Result<Option<Vec<Granted<'_>>>> {
     Ok(Some(out))
 }
 
-/// Pauses of a thread polling for a message that is not there yet: a few yields, then sleeps
+/// Pauses of a thread polling for a message that is not there yet: yields for 200 µs, then sleeps
 /// that double from 10 µs up to a cap (a longer one once it waited 100 ms: a streamed input
 /// that has nothing yet), so that a waiting rank leaves the cores to the ranks that work.
 #[derive(Debug)]
 pub struct Backoff {
-    polls: u32,
     sleep: Duration,
     since: Option<Instant>,
     caps: (Duration, Duration),
@@ -150,7 +149,7 @@ impl Default for Backoff {
 impl Backoff {
     /// Sleeps of at most `short`, and of at most `long` after 100 ms of waiting.
     pub fn with_caps(short: Duration, long: Duration) -> Self {
-        Backoff { polls: 0, sleep: Duration::from_micros(10), since: None, caps: (short, long) }
+        Backoff { sleep: Duration::from_micros(10), since: None, caps: (short, long) }
     }
 
     /// The split server: sleeps up to 200 µs (a request waits at most that long), then 2 ms.
@@ -160,17 +159,18 @@ impl Backoff {
 
     /// Something arrived: the next wait starts short again.
     pub fn reset(&mut self) {
-        (self.polls, self.sleep, self.since) = (0, Duration::from_micros(10), None);
+        (self.sleep, self.since) = (Duration::from_micros(10), None);
     }
 
     /// One pause.
     pub fn pause(&mut self) {
-        self.polls += 1;
-        if self.polls <= 16 {
+        let since = *self.since.get_or_insert_with(Instant::now);
+        // A reply usually comes within a round trip: yield (the CPU goes to any thread that
+        // wants it) for the first 200 µs, then sleep.
+        if since.elapsed() < Duration::from_micros(200) {
             std::thread::yield_now();
             return;
         }
-        let since = *self.since.get_or_insert_with(Instant::now);
         let cap = if since.elapsed() > Duration::from_millis(100) { self.caps.1 } else { self.caps.0 };
         std::thread::sleep(self.sleep);
         self.sleep = (self.sleep * 2).min(cap);
