@@ -34,7 +34,7 @@ cargo clippy --workspace --all-targets --locked --features spillway-tests/mpi --
 
 step "multi-rank tests under mpirun (feature mpi)"
 cargo build --locked -p spillway-tools --features mpi
-cargo test --locked -p spillway-tests --features mpi --test mpi --test many_ranks
+cargo test --locked -p spillway-tests --features mpi --test mpi --test many_ranks --test inputs_from
 
 step "a one-node SLURM (started if it is not running)"
 scripts/slurm-up.sh

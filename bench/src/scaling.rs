@@ -17,7 +17,9 @@
 //! - each (source rank, run it sends) that sends this rank a section becomes one received run,
 //!   its index holding only the sections it holds (run format version 2, 32 bytes each);
 //! - the received runs and the rank's own are merged under the open-run bound F before reduce;
-//! - rank 0 answers every split request of every worker thread of every rank.
+//! - rank 0 answers the split requests of every rank, each for a batch of splits: as many as
+//!   the rank's threads, but at most the splits left over twice the threads of all ranks
+//!   (guided self-scheduling), counted here as the batch at the start of the map phase.
 
 /// Bytes of one section descriptor on the wire (`engine::cluster::mpi`).
 pub const DESCRIPTOR_BYTES: f64 = 32.0;
@@ -68,7 +70,8 @@ pub struct Params {
 impl Default for Params {
     /// 1 GiB per rank through the exchange, 8 threads, 1 GiB budget, F = 1000, 64 MiB
     /// splits mapped at 250 MB/s per thread, a 100 Gb/s link (12.5 GB/s, 2 µs), 2 µs of CPU
-    /// per message and 3 µs per split request.
+    /// per message and 35 µs per split request (measured by `split-server-bench` at 16
+    /// ranks of 8 threads, batching off, all sharing 2 cores: an upper bound).
     fn default() -> Self {
         Params {
             shuffle_per_rank: (1u64 << 30) as f64,
@@ -82,7 +85,7 @@ impl Default for Params {
             bandwidth: 12.5e9,
             latency: 2e-6,
             per_message: 2e-6,
-            request_service: 3e-6,
+            request_service: 35e-6,
             copy_rate: 5e9,
         }
     }
@@ -222,7 +225,11 @@ pub fn predict(p: &Params, ranks: f64) -> Prediction {
     let merged_after = p.shuffle_per_rank * rewritten_fraction(runs_after, p.fan_in);
     let descriptor_time = (ranks - 1.0) * p.latency + sections * DESCRIPTOR_BYTES / p.bandwidth;
     let data_time = messages * p.per_message + bytes / p.bandwidth + packed / p.copy_rate + p.latency;
-    let requests = ranks * t * p.map_rate / p.split_size;
+    // Each request carries the first batch's splits: guided self-scheduling over the splits
+    // of all ranks, at most one per thread.
+    let splits_per_rank = (p.input_per_rank / p.split_size).ceil();
+    let batch = (splits_per_rank / (2.0 * t)).floor().clamp(1.0, t.max(1.0));
+    let requests = ranks * t * p.map_rate / p.split_size / batch;
     Prediction {
         ranks,
         partitions: r,

@@ -66,6 +66,48 @@ impl FileState {
 }
 
 impl InputFile {
+    /// Opens `path` as input number `index`, mapped or read as `mode` says.
+    pub(crate) fn open(path: PathBuf, index: u32, mode: ReadMode) -> Result<Self> {
+        let unreadable = |what: String| Error::Input { path: path.clone(), what };
+        let opened = FileState::of(&path).map_err(|e| unreadable(e.to_string()))?;
+        let bytes = ByteSource::open_watched(&path, mode).map_err(|e| {
+            unreadable(match &e {
+                spillway_shuffle::Error::Io { source, .. } => source.to_string(),
+                other => other.to_string(),
+            })
+        })?;
+        // The same file, unchanged, before and after it was mapped or read: with pread the
+        // copy is then consistent.
+        let now = FileState::of(&path).ok();
+        if now != Some(opened) || bytes.len() as u64 != opened.len {
+            return Err(opened.changed(&path, now));
+        }
+        Ok(InputFile { path, index, bytes, opened, in_memory: false })
+    }
+
+    /// Fails if the file changed since it was opened (see [`Inputs::check_unchanged`]).
+    pub(crate) fn check_unchanged(&self, read: ReadMode) -> Result<()> {
+        if self.in_memory {
+            return Ok(());
+        }
+        if self.bytes.vanished() {
+            return Err(self.opened.changed(&self.path, FileState::of(&self.path).ok()));
+        }
+        if read == ReadMode::Pread {
+            return Ok(());
+        }
+        let now = FileState::of(&self.path).ok();
+        if now != Some(self.opened) {
+            return Err(self.opened.changed(&self.path, now));
+        }
+        Ok(())
+    }
+
+    /// Releases the pages of `range` (see [`Inputs::release`]).
+    pub(crate) fn release(&self, range: std::ops::Range<usize>) {
+        self.bytes.release(range);
+    }
+
     /// The file's bytes.
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
@@ -153,23 +195,11 @@ impl Inputs {
         }
         let mut files = Vec::with_capacity(found.len());
         for (index, path) in found.into_iter().enumerate() {
-            let unreadable = |what: String| Error::Input { path: path.clone(), what };
-            let opened = FileState::of(&path).map_err(|e| unreadable(e.to_string()))?;
-            let bytes = ByteSource::open_watched(&path, mode).map_err(|e| {
-                unreadable(match &e {
-                    spillway_shuffle::Error::Io { source, .. } => source.to_string(),
-                    other => other.to_string(),
-                })
+            let index = u32::try_from(index).map_err(|_| Error::Input {
+                path: path.clone(),
+                what: "more than 4 billion input files".into(),
             })?;
-            // The same file, unchanged, before and after it was mapped or read: with pread the
-            // copy is then consistent.
-            let now = FileState::of(&path).ok();
-            if now != Some(opened) || bytes.len() as u64 != opened.len {
-                return Err(opened.changed(&path, now));
-            }
-            let index =
-                u32::try_from(index).map_err(|_| unreadable("more than 4 billion input files".into()))?;
-            files.push(InputFile { path, index, bytes, opened, in_memory: false });
+            files.push(InputFile::open(path, index, mode)?);
         }
         Ok(Inputs { files, read: mode })
     }
@@ -240,19 +270,7 @@ impl Inputs {
     ///
     /// [`Error::InputChanged`] for the first changed file, with its size before and after.
     pub fn check_unchanged(&self) -> Result<()> {
-        for file in self.files.iter().filter(|f| !f.in_memory) {
-            if file.bytes.vanished() {
-                return Err(file.opened.changed(&file.path, FileState::of(&file.path).ok()));
-            }
-            if self.read == ReadMode::Pread {
-                continue;
-            }
-            let now = FileState::of(&file.path).ok();
-            if now != Some(file.opened) {
-                return Err(file.opened.changed(&file.path, now));
-            }
-        }
-        Ok(())
+        self.files.iter().try_for_each(|file| file.check_unchanged(self.read))
     }
 
     /// The files, in input order.
@@ -282,62 +300,76 @@ impl Inputs {
 
     /// Cuts every file into splits of about `split_size` bytes.
     pub(crate) fn plan_splits(&self, mode: SplitMode, split_size: usize) -> Result<Vec<SplitRange>> {
-        let split_size = split_size.max(1);
         let mut splits = Vec::new();
         for (i, file) in self.files.iter().enumerate() {
-            let data = file.bytes();
-            let len = data.len();
-            match mode {
-                SplitMode::WholeFile => {
-                    if len > 0 {
-                        splits.push(SplitRange { file: i, start: 0, end: len, first_line: 0 });
-                    }
-                }
-                SplitMode::Records(size) => {
-                    let size = size.max(1);
-                    if len % size != 0 {
-                        return Err(Error::Input {
-                            path: file.path.clone(),
-                            what: format!(
-                                "length {len} is not a whole number of {size}-byte records \
-                                 (partial record of {} bytes at byte {})",
-                                len % size,
-                                len - len % size
-                            ),
-                        });
-                    }
-                    let step = (split_size / size).max(1) * size;
-                    let mut start = 0;
-                    while start < len {
-                        let end = (start + step).min(len);
-                        splits.push(SplitRange { file: i, start, end, first_line: 0 });
-                        start = end;
-                    }
-                }
-                SplitMode::Lines | SplitMode::NumberedLines => {
-                    let numbered = mode == SplitMode::NumberedLines;
-                    let mut line = 0u64;
-                    let mut start = 0;
-                    while start < len {
-                        let mut end = start.saturating_add(split_size).min(len);
-                        if end < len {
-                            // Extend to just past the next newline at or after `end - 1`.
-                            end = match data[end - 1..].iter().position(|&b| b == b'\n') {
-                                Some(nl) => end + nl,
-                                None => len,
-                            };
-                        }
-                        splits.push(SplitRange { file: i, start, end, first_line: line });
-                        if numbered {
-                            line += count_newlines(&data[start..end]);
-                        }
-                        start = end;
-                    }
-                }
-            }
+            plan_file(i, file, mode, split_size, &mut splits)?;
         }
         Ok(splits)
     }
+}
+
+/// Cuts `file` (input number `i`) into splits of about `split_size` bytes, appended to
+/// `splits`. Each file is cut on its own, so a list of files planned one at a time (streamed
+/// inputs) gives the splits of the whole list planned at once.
+pub(crate) fn plan_file(
+    i: usize,
+    file: &InputFile,
+    mode: SplitMode,
+    split_size: usize,
+    splits: &mut Vec<SplitRange>,
+) -> Result<()> {
+    let split_size = split_size.max(1);
+    let data = file.bytes();
+    let len = data.len();
+    match mode {
+        SplitMode::WholeFile => {
+            if len > 0 {
+                splits.push(SplitRange { file: i, start: 0, end: len, first_line: 0 });
+            }
+        }
+        SplitMode::Records(size) => {
+            let size = size.max(1);
+            if !len.is_multiple_of(size) {
+                return Err(Error::Input {
+                    path: file.path.clone(),
+                    what: format!(
+                        "length {len} is not a whole number of {size}-byte records \
+                         (partial record of {} bytes at byte {})",
+                        len % size,
+                        len - len % size
+                    ),
+                });
+            }
+            let step = (split_size / size).max(1) * size;
+            let mut start = 0;
+            while start < len {
+                let end = (start + step).min(len);
+                splits.push(SplitRange { file: i, start, end, first_line: 0 });
+                start = end;
+            }
+        }
+        SplitMode::Lines | SplitMode::NumberedLines => {
+            let numbered = mode == SplitMode::NumberedLines;
+            let mut line = 0u64;
+            let mut start = 0;
+            while start < len {
+                let mut end = start.saturating_add(split_size).min(len);
+                if end < len {
+                    // Extend to just past the next newline at or after `end - 1`.
+                    end = match data[end - 1..].iter().position(|&b| b == b'\n') {
+                        Some(nl) => end + nl,
+                        None => len,
+                    };
+                }
+                splits.push(SplitRange { file: i, start, end, first_line: line });
+                if numbered {
+                    line += count_newlines(&data[start..end]);
+                }
+                start = end;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Counts `\n` bytes (written so that it vectorizes).
@@ -345,7 +377,7 @@ fn count_newlines(data: &[u8]) -> u64 {
     data.chunks(255 * 16).map(|chunk| chunk.iter().map(|&b| u64::from(b == b'\n')).sum::<u64>()).sum()
 }
 
-fn collect(path: &Path, given: bool, out: &mut Vec<PathBuf>) -> Result<()> {
+pub(crate) fn collect(path: &Path, given: bool, out: &mut Vec<PathBuf>) -> Result<()> {
     let meta =
         std::fs::metadata(path).map_err(|e| Error::Input { path: path.to_owned(), what: e.to_string() })?;
     if meta.is_dir() {

@@ -66,6 +66,9 @@ struct ModelArgs {
     /// CPU per message, microseconds (`measure` fits it on this machine).
     #[arg(long, default_value_t = 2.0)]
     per_message_us: f64,
+    /// Rank 0's split server, microseconds per request (`split-server-bench` measures it).
+    #[arg(long, default_value_t = 35.0)]
+    request_us: f64,
     /// Largest P (powers of two from 2).
     #[arg(long, default_value_t = 8192)]
     max_ranks: u32,
@@ -83,6 +86,7 @@ impl ModelArgs {
             bandwidth: self.bandwidth_gbs * 1e9,
             latency: self.latency_us * 1e-6,
             per_message: self.per_message_us * 1e-6,
+            request_service: self.request_us * 1e-6,
             ..Params::default()
         }
     }

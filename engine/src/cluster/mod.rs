@@ -7,13 +7,19 @@
 
 #[cfg(feature = "mpi")]
 mod mpi;
+mod splits;
 #[cfg(any(feature = "mpi", test))]
 mod stream;
 
 #[cfg(feature = "mpi")]
 pub use self::mpi::MpiCluster;
+pub use self::splits::{
+    BATCH_ENV, Backoff, FixedSplits, Known, SERVED, ServerCounts, SplitList, batch, batch_cap, decode_reply,
+    encode_reply,
+};
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use crate::error::Result;
 pub use crate::metrics::ExchangeTimes;
@@ -97,10 +103,14 @@ pub struct ExchangeStats {
     pub times: ExchangeTimes,
 }
 
-/// Hands out split indices `0..n`, each exactly once across all ranks.
+/// Hands out the indices of a [`SplitList`], each exactly once across all ranks.
 pub trait SplitSource: Send + Sync {
-    /// The next split for this thread, or `None` when all are handed out.
+    /// The next split for this thread, or `None` when all are handed out (or the source was
+    /// aborted). With a list that grows, waits (without spinning) until a split is known or
+    /// the list is complete.
     fn next(&self) -> Option<usize>;
+    /// Ends the waits of [`SplitSource::next`] on this rank (the job fails or stops).
+    fn abort(&self) {}
     /// Runs on its own thread during the map phase, serving other ranks if this rank hands
     /// out splits; returns when no rank needs it any more. The default does nothing.
     fn serve(&self) {}
@@ -188,9 +198,14 @@ pub trait Cluster: Send + Sync + std::fmt::Debug {
     ///
     /// [`Error::Cluster`](crate::Error::Cluster) naming what differs.
     fn agree(&self, agreement: &Agreement) -> Result<u64>;
-    /// Starts handing out `splits` split indices (`sizes[i]` bytes each); rank 0's progress
-    /// counts the splits handed to any rank.
-    fn split_source<'a>(&'a self, sizes: &'a [u64], progress: &'a Progress) -> Box<dyn SplitSource + 'a>;
+    /// Starts handing out the indices of `splits` to this rank's `threads` workers; rank 0's
+    /// progress counts the splits handed to any rank.
+    fn split_source<'a>(
+        &'a self,
+        splits: &'a dyn SplitList,
+        threads: usize,
+        progress: &'a Progress,
+    ) -> Box<dyn SplitSource + 'a>;
     /// Sends each section to `owner(partition)` when that is another rank, and passes every
     /// section that arrives from another rank to `deliver`, grouped by (source, run),
     /// partitions ascending; a section cut by the end of a receive buffer comes in pieces, in
@@ -238,16 +253,62 @@ pub trait Cluster: Send + Sync + std::fmt::Debug {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Local;
 
-struct LocalSource<'a> {
-    next: AtomicUsize,
-    count: usize,
-    _progress: &'a Progress,
+/// A cursor over a split list shared by one process's workers (rank 0's too): each takes the
+/// next index, and waits for it when the list has not grown that far yet.
+pub(crate) struct Cursor<'a> {
+    pub(crate) next: AtomicUsize,
+    pub(crate) splits: &'a dyn SplitList,
+    pub(crate) progress: &'a Progress,
+    pub(crate) aborted: AtomicBool,
 }
+
+impl<'a> Cursor<'a> {
+    pub(crate) fn new(splits: &'a dyn SplitList, progress: &'a Progress) -> Self {
+        Cursor { next: AtomicUsize::new(0), splits, progress, aborted: AtomicBool::new(false) }
+    }
+
+    pub(crate) fn stopped(&self) -> bool {
+        self.aborted.load(Ordering::Relaxed) || self.progress.cancelled()
+    }
+
+    /// The next index for one of this process's workers.
+    pub(crate) fn take(&self) -> Option<usize> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut known = self.splits.known();
+        // Woken at least every tenth of a second to see a stop.
+        while known.count <= i && !known.complete && !self.stopped() {
+            known = self.splits.wait_beyond(i, Duration::from_millis(100));
+        }
+        (i < known.count && !self.stopped()).then_some(i)
+    }
+
+    /// Up to `want` indices for another rank (rank 0's workers share the cursor): `Some(empty)`
+    /// when none is known yet but more may come, `None` at the end.
+    #[cfg_attr(not(feature = "mpi"), allow(dead_code, reason = "the MPI split server's"))]
+    pub(crate) fn grant(&self, want: usize, threads: usize, cap: usize) -> Option<std::ops::Range<usize>> {
+        loop {
+            let known = self.splits.known();
+            let at = self.next.load(Ordering::Relaxed);
+            if at >= known.count {
+                return if known.complete { None } else { Some(at..at) };
+            }
+            let n = batch(want, known.count - at, threads, cap);
+            if self.next.compare_exchange(at, at + n, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+                return Some(at..at + n);
+            }
+        }
+    }
+}
+
+struct LocalSource<'a>(Cursor<'a>);
 
 impl SplitSource for LocalSource<'_> {
     fn next(&self) -> Option<usize> {
-        let i = self.next.fetch_add(1, Ordering::Relaxed);
-        (i < self.count).then_some(i)
+        self.0.take()
+    }
+
+    fn abort(&self) {
+        self.0.aborted.store(true, Ordering::Relaxed);
     }
 
     fn finish(&self) -> Result<()> {
@@ -268,8 +329,13 @@ impl Cluster for Local {
         Ok(agreement.token)
     }
 
-    fn split_source<'a>(&'a self, sizes: &'a [u64], progress: &'a Progress) -> Box<dyn SplitSource + 'a> {
-        Box::new(LocalSource { next: AtomicUsize::new(0), count: sizes.len(), _progress: progress })
+    fn split_source<'a>(
+        &'a self,
+        splits: &'a dyn SplitList,
+        _threads: usize,
+        progress: &'a Progress,
+    ) -> Box<dyn SplitSource + 'a> {
+        Box::new(LocalSource(Cursor::new(splits, progress)))
     }
 
     fn exchange(
@@ -285,5 +351,53 @@ impl Cluster for Local {
 
     fn gather(&self, bytes: &[u8]) -> Result<Option<Vec<Vec<u8>>>> {
         Ok(Some(vec![bytes.to_vec()]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A list that grows by one split every call of `wait_beyond`, up to `n`.
+    struct Growing {
+        known: std::sync::Mutex<usize>,
+        n: usize,
+    }
+
+    impl SplitList for Growing {
+        fn known(&self) -> Known {
+            let k = *self.known.lock().unwrap();
+            Known { count: k, complete: k == self.n }
+        }
+
+        fn wait_beyond(&self, _seen: usize, _timeout: Duration) -> Known {
+            let mut k = self.known.lock().unwrap();
+            *k = (*k + 1).min(self.n);
+            Known { count: *k, complete: *k == self.n }
+        }
+
+        fn size(&self, _i: usize) -> u64 {
+            1
+        }
+    }
+
+    #[test]
+    fn a_cursor_hands_out_a_growing_list_once_to_workers_and_grants() {
+        let list = Growing { known: std::sync::Mutex::new(0), n: 500 };
+        let progress = Progress::default();
+        let cursor = Cursor::new(&list, &progress);
+        // Nothing known yet: a grant says later, not the end.
+        assert_eq!(cursor.grant(4, 8, usize::MAX), Some(0..0));
+        let mut seen = Vec::new();
+        while let Some(i) = cursor.take() {
+            seen.push(i);
+            if let Some(range) = cursor.grant(4, 8, usize::MAX) {
+                assert!(range.len() <= 4);
+                seen.extend(range);
+            }
+        }
+        assert_eq!(cursor.grant(4, 8, usize::MAX), None);
+        seen.sort_unstable();
+        assert_eq!(seen, (0..500).collect::<Vec<_>>());
     }
 }

@@ -2,9 +2,12 @@
 //!
 //! - Start-up: `all_gather` of the settings' digests, the partitioner fingerprint and a token
 //!   (rank 0's is the job's).
-//! - Splits: rank 0 runs a server thread answering split requests (one in flight per worker
-//!   thread of every rank), and its own workers take splits from the same atomic cursor, so a
-//!   split is handed out exactly once and a slow rank simply asks less often.
+//! - Splits: rank 0 runs a server thread answering split requests (one in flight per rank, for
+//!   a batch of splits sized by guided self-scheduling: `super::splits`), and its own workers
+//!   take splits from the same atomic cursor, so a split is handed out exactly once and a slow
+//!   rank simply asks less often. A request that finds no split yet (streamed inputs) is
+//!   answered once one arrives; the asking rank polls for its reply with pauses that grow
+//!   (`Backoff`), never a spinning blocking receive.
 //! - Exchange: a barrier polled with sleeps (the wait for the slowest map phase, timed on its
 //!   own), then section descriptors all-to-all-v together with each receiver's message size.
 //!   One thread sends one stream per destination (the sections of all runs for it, back to
@@ -24,8 +27,9 @@
 //! Requires `MPI_THREAD_MULTIPLE` (OpenMPI provides it): worker threads and the split server
 //! each use the world communicator.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::{Condvar, Mutex, PoisonError, mpsc};
 use std::time::{Duration, Instant};
 
 use mpi::datatype::{Partition, PartitionMut};
@@ -36,7 +40,10 @@ use spillway_shuffle::Aligned;
 use super::stream::{
     Cut, DESCRIPTOR, Descriptor, Fill, Incoming, RECEIVE_BUFFERS, ReceivePlan, Sender, pieces, staggered,
 };
-use super::{Agreement, Cluster, ExchangeStats, InSection, OutSection, SplitSource};
+use super::{
+    Agreement, Backoff, Cluster, Cursor, ExchangeStats, InSection, OutSection, SERVED, SplitList,
+    SplitSource, batch_cap, decode_reply, encode_reply,
+};
 use crate::error::{Error, Result};
 use crate::metrics::Progress;
 
@@ -57,7 +64,6 @@ const BUFFER_ENV: &str = "SPILLWAY_MPI_BUFFER";
 /// Overrides the direct threshold (bytes, K/M/G suffixes): sections of at least this many bytes
 /// go in messages of their own, never copied (`stream::Cut::default_direct` by default).
 const DIRECT_ENV: &str = "SPILLWAY_MPI_DIRECT";
-const NO_MORE: u64 = u64::MAX;
 /// Sends in flight at most (the window): messages.
 const WINDOW: usize = 32;
 /// Sends in flight at most (the window): bytes packed from several sections (copies).
@@ -84,43 +90,79 @@ impl MpiCluster {
 
 /// Rank 0's source: its workers and the split server share one cursor.
 struct RootSource<'a> {
-    next: AtomicUsize,
-    sizes: &'a [u64],
-    progress: &'a Progress,
+    cursor: Cursor<'a>,
     others: usize,
+    /// The workers of every rank, as last reported in their requests (rank 0's own: its
+    /// threads), for the size of a batch.
+    threads: Vec<usize>,
+    cap: usize,
 }
 
 impl SplitSource for RootSource<'_> {
     fn next(&self) -> Option<usize> {
         // Rank 0's own workers take from the cursor directly; the engine counts their progress.
-        let i = self.next.fetch_add(1, Ordering::Relaxed);
-        (i < self.sizes.len()).then_some(i)
+        self.cursor.take()
     }
 
-    /// Answers split requests until every other rank has said it is finished.
+    fn abort(&self) {
+        self.cursor.aborted.store(true, Ordering::Relaxed);
+    }
+
+    /// Answers split requests until every other rank has said it is finished. A request that
+    /// finds no split known yet (a list that grows) waits here, unanswered, until one is (or
+    /// the list is complete): the asking rank waits for its reply, not polling rank 0 again.
     fn serve(&self) {
         let world = SimpleCommunicator::world();
+        let mut threads = self.threads.clone();
+        let mut waiting: VecDeque<(i32, usize)> = VecDeque::new();
         let mut finished = 0;
+        let mut idle = Backoff::server();
         while finished < self.others {
+            let mut busy = false;
             if let Some((msg, status)) = world.any_process().immediate_matched_probe_with_tag(TAG_REQUEST) {
-                let mut ignored = 0u64;
-                msg.matched_receive_into(&mut ignored);
-                let i = self.next.fetch_add(1, Ordering::Relaxed);
-                let reply = if i < self.sizes.len() {
-                    self.progress.bytes_mapped.fetch_add(self.sizes[i], Ordering::Relaxed);
-                    self.progress.splits_done.fetch_add(1, Ordering::Relaxed);
-                    i as u64
-                } else {
-                    NO_MORE
-                };
-                world.process_at_rank(status.source_rank()).send_with_tag(&reply, TAG_REPLY);
+                let mut want = 0u64;
+                msg.matched_receive_into(&mut want);
+                let rank = status.source_rank();
+                let want = usize::try_from(want).unwrap_or(usize::MAX).max(1);
+                threads[rank as usize] = want;
+                waiting.push_back((rank, want));
+                busy = true;
             } else if let Some((msg, _)) = world.any_process().immediate_matched_probe_with_tag(TAG_FINISHED)
             {
                 let mut ignored = 0u64;
                 msg.matched_receive_into(&mut ignored);
                 finished += 1;
+                busy = true;
+            }
+            let all: usize = threads.iter().sum();
+            while let Some(&(rank, want)) = waiting.front() {
+                // A job that stops ends the waits of the other ranks too.
+                let grant = if self.cursor.stopped() { None } else { self.cursor.grant(want, all, self.cap) };
+                let reply = match grant {
+                    Some(range) if range.is_empty() => break, // nothing known yet: later
+                    Some(range) => {
+                        let p = self.cursor.progress;
+                        let splits: Vec<_> = range
+                            .map(|i| {
+                                p.bytes_mapped.fetch_add(self.cursor.splits.size(i), Ordering::Relaxed);
+                                (i, self.cursor.splits.describe(i))
+                            })
+                            .collect();
+                        p.splits_done.fetch_add(splits.len() as u64, Ordering::Relaxed);
+                        SERVED.splits.fetch_add(splits.len(), Ordering::Relaxed);
+                        encode_reply(Some(&splits))
+                    }
+                    None => encode_reply(None),
+                };
+                world.process_at_rank(rank).send_with_tag(&reply[..], TAG_REPLY);
+                waiting.pop_front();
+                SERVED.requests.fetch_add(1, Ordering::Relaxed);
+                busy = true;
+            }
+            if busy {
+                idle.reset();
             } else {
-                std::thread::sleep(Duration::from_micros(100));
+                idle.pause();
             }
         }
     }
@@ -130,22 +172,107 @@ impl SplitSource for RootSource<'_> {
     }
 }
 
-struct RemoteSource;
+/// Another rank's source: one worker at a time asks rank 0 for a batch (as many splits as
+/// this rank has workers, or fewer near the end), which the workers then share.
+struct RemoteSource<'a> {
+    splits: &'a dyn SplitList,
+    progress: &'a Progress,
+    threads: usize,
+    state: Mutex<Remote>,
+    arrived: Condvar,
+}
 
-impl SplitSource for RemoteSource {
-    fn next(&self) -> Option<usize> {
+#[derive(Default)]
+struct Remote {
+    queue: VecDeque<usize>,
+    /// A worker is asking rank 0 now.
+    asking: bool,
+    /// Rank 0 said there are no more.
+    ended: bool,
+    aborted: bool,
+    error: Option<Error>,
+}
+
+impl RemoteSource<'_> {
+    /// Asks rank 0 for splits and waits for the reply (polled, pausing between polls: a
+    /// blocking MPI receive spins); takes in each split's description. `None`: no more.
+    fn ask(&self) -> Result<Option<Vec<usize>>> {
         let world = SimpleCommunicator::world();
         let root = world.process_at_rank(0);
-        root.send_with_tag(&0u64, TAG_REQUEST);
-        let mut reply = 0u64;
-        root.receive_into_with_tag(&mut reply, TAG_REPLY);
-        (reply != NO_MORE).then_some(reply as usize)
+        let wanted = self.progress.threads_wanted.load(Ordering::Relaxed);
+        let want = if wanted == 0 { self.threads } else { wanted };
+        root.send_with_tag(&(want as u64), TAG_REQUEST);
+        let mut pause = Backoff::default();
+        let (msg, status) = loop {
+            if let Some(found) = root.immediate_matched_probe_with_tag(TAG_REPLY) {
+                break found;
+            }
+            if self.progress.cancelled() || lock(&self.state).aborted {
+                return Ok(None); // the job stops: a late reply is never read
+            }
+            pause.pause();
+        };
+        let mut bytes = vec![0u8; usize::try_from(status.count(u8::equivalent_datatype())).unwrap_or(0)];
+        msg.matched_receive_into(&mut bytes[..]);
+        let Some(splits) = decode_reply(&bytes)? else { return Ok(None) };
+        for (i, desc) in &splits {
+            self.splits.adopt(*i, desc)?;
+        }
+        Ok(Some(splits.into_iter().map(|(i, _)| i).collect()))
+    }
+}
+
+impl SplitSource for RemoteSource<'_> {
+    fn next(&self) -> Option<usize> {
+        let mut state = lock(&self.state);
+        loop {
+            if state.aborted || self.progress.cancelled() {
+                return None;
+            }
+            if let Some(i) = state.queue.pop_front() {
+                return Some(i);
+            }
+            if state.ended {
+                return None;
+            }
+            if state.asking {
+                state = self
+                    .arrived
+                    .wait_timeout(state, Duration::from_millis(100))
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+                continue;
+            }
+            state.asking = true;
+            drop(state);
+            let reply = self.ask();
+            state = lock(&self.state);
+            state.asking = false;
+            match reply {
+                Ok(Some(splits)) => state.queue.extend(splits),
+                Ok(None) => state.ended = true,
+                Err(e) => {
+                    state.ended = true;
+                    state.error = Some(e);
+                }
+            }
+            self.arrived.notify_all();
+        }
+    }
+
+    fn abort(&self) {
+        lock(&self.state).aborted = true;
+        self.arrived.notify_all();
     }
 
     fn finish(&self) -> Result<()> {
         SimpleCommunicator::world().process_at_rank(0).send_with_tag(&0u64, TAG_FINISHED);
-        Ok(())
+        lock(&self.state).error.take().map_or(Ok(()), Err)
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Returns when every rank has called it; sleeps between polls.
@@ -362,11 +489,27 @@ impl Cluster for MpiCluster {
         agreement.check(self.rank, &records)
     }
 
-    fn split_source<'a>(&'a self, sizes: &'a [u64], progress: &'a Progress) -> Box<dyn SplitSource + 'a> {
+    fn split_source<'a>(
+        &'a self,
+        splits: &'a dyn SplitList,
+        threads: usize,
+        progress: &'a Progress,
+    ) -> Box<dyn SplitSource + 'a> {
         if self.rank == 0 {
-            Box::new(RootSource { next: AtomicUsize::new(0), sizes, progress, others: self.size - 1 })
+            Box::new(RootSource {
+                cursor: Cursor::new(splits, progress),
+                others: self.size - 1,
+                threads: vec![threads.max(1); self.size],
+                cap: batch_cap(),
+            })
         } else {
-            Box::new(RemoteSource)
+            Box::new(RemoteSource {
+                splits,
+                progress,
+                threads: threads.max(1),
+                state: Mutex::new(Remote::default()),
+                arrived: Condvar::new(),
+            })
         }
     }
 

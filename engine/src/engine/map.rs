@@ -34,10 +34,11 @@ use spillway_shuffle::{Partitioner, RunInfo};
 use super::Engine;
 use crate::buffer::{AppendBuffer, CombineBuffer, SpillBuffer};
 use crate::cleanup::{self, Notice};
-use crate::cluster::SplitSource;
+use crate::cluster::{FixedSplits, SplitList, SplitSource};
 use crate::error::{Error, Result};
 use crate::failpoint;
-use crate::input::{Inputs, SplitRange};
+use crate::feed::InputFeed;
+use crate::input::{Inputs, Split, SplitRange};
 use crate::job::{self, Combining, Emitter, Job};
 use crate::journal::Record;
 use crate::metrics::Progress;
@@ -70,14 +71,23 @@ impl Engine {
     pub(super) fn map_phase<J: Job>(
         &self,
         job: &J,
-        inputs: &Inputs,
-        (splits, todo): (&[SplitRange], &[usize]),
+        catalog: Catalog<'_>,
         partitioner: &dyn Partitioner,
         spiller: &Spiller<'_>,
         commit_bytes: u64,
     ) -> Result<Mapped> {
-        let sizes: Vec<u64> = todo.iter().map(|&i| (splits[i].end - splits[i].start) as u64).collect();
-        let source = self.cluster.split_source(&sizes, &self.progress);
+        let sizes: Vec<u64> = match catalog {
+            Catalog::Planned { splits, todo, .. } => {
+                todo.iter().map(|&i| (splits[i].end - splits[i].start) as u64).collect()
+            }
+            Catalog::Fed(_) => Vec::new(),
+        };
+        let fixed = FixedSplits(&sizes);
+        let list: &dyn SplitList = match catalog {
+            Catalog::Planned { .. } => &fixed,
+            Catalog::Fed(feed) => feed,
+        };
+        let source = self.cluster.split_source(list, self.threads, &self.progress);
         let source: &dyn SplitSource = &*source;
         let (records, mapped, retries) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
         let exhausted = AtomicBool::new(false);
@@ -101,9 +111,7 @@ impl Engine {
                         let mut worker = Worker {
                             index: t,
                             job,
-                            inputs,
-                            splits,
-                            todo,
+                            catalog,
                             spiller,
                             partitioner,
                             progress: &self.progress,
@@ -123,6 +131,7 @@ impl Engine {
                         };
                         if let Err(e) = worker.run(source, failure, exhausted) {
                             failure.set(e);
+                            source.abort(); // workers waiting for a split that may never come
                         }
                         worker.give_back();
                         self.progress.threads_active.fetch_sub(1, Ordering::Relaxed);
@@ -157,16 +166,55 @@ impl Engine {
     }
 }
 
+/// The splits of a map phase and their files.
+#[derive(Clone, Copy)]
+pub(super) enum Catalog<'a> {
+    /// Planned up front: the split source hands out indices into `todo`, which are indices
+    /// into `splits`.
+    Planned { inputs: &'a Inputs, splits: &'a [SplitRange], todo: &'a [usize] },
+    /// Streamed: the split source hands out the feed's split indices.
+    Fed(&'a InputFeed),
+}
+
+impl<'a> Catalog<'a> {
+    /// The split index of what the split source handed out as `k`.
+    fn index(&self, k: usize) -> usize {
+        match self {
+            Catalog::Planned { todo, .. } => todo[k],
+            Catalog::Fed(_) => k,
+        }
+    }
+
+    fn range(&self, i: usize) -> SplitRange {
+        match self {
+            Catalog::Planned { splits, .. } => splits[i],
+            Catalog::Fed(feed) => feed.range(i),
+        }
+    }
+
+    fn split(&self, range: SplitRange) -> Split<'a> {
+        match *self {
+            Catalog::Planned { inputs, .. } => inputs.split(range),
+            Catalog::Fed(feed) => feed.split(range),
+        }
+    }
+
+    fn release(&self, range: SplitRange) {
+        match self {
+            Catalog::Planned { inputs, .. } => inputs.release(range),
+            Catalog::Fed(feed) => feed.release(range),
+        }
+    }
+}
+
 /// One map worker thread: its buffer, its open splits and the runs spilled since its last
 /// commit point (see the module docs).
 struct Worker<'a, J: Job> {
     /// Which worker of the phase this is (`0..threads`).
     index: usize,
     job: &'a J,
-    inputs: &'a Inputs,
-    splits: &'a [SplitRange],
-    /// The splits to map: what the split source hands out are indices into this.
-    todo: &'a [usize],
+    /// The splits and their files.
+    catalog: Catalog<'a>,
     spiller: &'a Spiller<'a>,
     partitioner: &'a dyn Partitioner,
     progress: &'a Progress,
@@ -258,7 +306,7 @@ impl<'a, J: Job> Worker<'a, J> {
             let (i, counted) = match self.redo.pop_front() {
                 Some(next) => next,
                 None => match source.next() {
-                    Some(k) => (self.todo[k], false),
+                    Some(k) => (self.catalog.index(k), false),
                     None => {
                         exhausted.store(true, Ordering::Relaxed);
                         self.crew.notify();
@@ -338,8 +386,8 @@ impl<'a, J: Job> Worker<'a, J> {
     /// Maps split `i` once; a failed attempt drops the open splits' records and queues them
     /// again, or fails the job after the last attempt.
     fn map_split(&mut self, i: usize, counted: bool) -> Result<()> {
-        let range = self.splits[i];
-        let split = self.inputs.split(range);
+        let range = self.catalog.range(i);
+        let split = self.catalog.split(range);
         let buffer = self.buffer.as_deref_mut().expect("a worker maps with a buffer");
         let mut emitter = Emitter { buffer, records: 0 };
         let outcome = job::call(|| {
@@ -382,7 +430,7 @@ impl<'a, J: Job> Worker<'a, J> {
             (self.open_bytes, self.open_records) = (0, 0);
             return Ok(());
         }
-        self.inputs.release(range);
+        self.catalog.release(range);
         if !counted {
             self.progress.bytes_mapped.fetch_add(bytes, Ordering::Relaxed);
             self.progress.splits_done.fetch_add(1, Ordering::Relaxed);

@@ -25,6 +25,7 @@ use spillway_shuffle::{HashPartitioner, IoBackend, OpenRunGauge, Partitioner, Re
 
 use crate::cluster::{Agreement, Cluster, ExchangeStats};
 use crate::error::{ConfigError, Error, Result};
+use crate::feed::InputFeed;
 use crate::input::Inputs;
 use crate::job::Job;
 use crate::journal::Begin;
@@ -148,6 +149,62 @@ impl Engine {
         partitioner: &dyn Partitioner,
         output: &OutputSpec,
     ) -> Result<Metrics> {
+        self.run_any(job, Given::Inputs(inputs), partitioner, output)
+    }
+
+    /// Runs `job` over the files pushed into `feed` while it runs (see [`InputFeed`]): the
+    /// map phase ends once the feed has ended and its splits are mapped. The output is that of
+    /// [`Engine::run`] over the same files given up front in the same order. Under MPI only
+    /// rank 0's feed needs a producer (the other ranks get their splits from rank 0).
+    ///
+    /// # Errors
+    ///
+    /// As [`Engine::run`]; a [`ConfigError`] for a resumable engine (the journal records the
+    /// inputs up front) or a feed cut otherwise than the job's split mode; the producer's
+    /// error ([`InputFeed::fail`]).
+    pub fn run_fed<J: Job>(&self, job: &J, feed: &InputFeed, output: &OutputSpec) -> Result<Metrics> {
+        let partitioner = HashPartitioner::new(self.partitions)?;
+        self.run_fed_with(job, feed, &partitioner, output)
+    }
+
+    /// As [`Engine::run_fed`], routing keys with `partitioner`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Engine::run_fed`].
+    pub fn run_fed_with<J: Job>(
+        &self,
+        job: &J,
+        feed: &InputFeed,
+        partitioner: &dyn Partitioner,
+        output: &OutputSpec,
+    ) -> Result<Metrics> {
+        if self.resume {
+            return Err(ConfigError(
+                "a resumable job (--resume) needs its inputs up front: streamed inputs (--inputs-from) \
+                 cannot be journaled"
+                    .into(),
+            )
+            .into());
+        }
+        if feed.split_mode() != job.split_mode() {
+            return Err(ConfigError(format!(
+                "the input feed cuts splits as {:?}, the job needs {:?}",
+                feed.split_mode(),
+                job.split_mode()
+            ))
+            .into());
+        }
+        self.run_any(job, Given::Feed(feed), partitioner, output)
+    }
+
+    fn run_any<J: Job>(
+        &self,
+        job: &J,
+        given: Given<'_>,
+        partitioner: &dyn Partitioner,
+        output: &OutputSpec,
+    ) -> Result<Metrics> {
         let started = Instant::now();
         let sampler = AnonSampler::start(self.sample_memory);
         // One sorted output needs no partitions: the final merge reads every partition of
@@ -170,14 +227,20 @@ impl Engine {
         progress.set_phase(Phase::Starting);
         let indexed = if matches!(output, OutputSpec::Dir(_)) { partitioner.partitions() } else { 0 };
         progress.threads_max.store(self.threads_max(indexed), Ordering::Relaxed);
-        let split_size = self.split_size.unwrap_or_else(|| {
-            let per_split = inputs.total_bytes() / (8 * (self.threads * ranks) as u64);
-            usize::try_from(per_split).unwrap_or(usize::MAX).clamp(1 << 20, DEFAULT_SPLIT_SIZE)
-        });
+        let split_size = match given {
+            Given::Inputs(inputs) => self.split_size.unwrap_or_else(|| {
+                let per_split = inputs.total_bytes() / (8 * (self.threads * ranks) as u64);
+                usize::try_from(per_split).unwrap_or(usize::MAX).clamp(1 << 20, DEFAULT_SPLIT_SIZE)
+            }),
+            Given::Feed(feed) => feed.split_size(),
+        };
         // Every rank must run the same job over the same inputs with the same routing.
-        let agreement = agreement::<J>(job, inputs, partitioner, split_size, output);
+        let agreement = agreement::<J>(job, given, partitioner, split_size, output);
         let token = self.cluster.agree(&agreement)?;
-        let splits = inputs.plan_splits(job.split_mode(), split_size)?;
+        let (inputs, splits) = match given {
+            Given::Inputs(inputs) => (Some(inputs), inputs.plan_splits(job.split_mode(), split_size)?),
+            Given::Feed(_) => (None, Vec::new()),
+        };
         // A resumable job goes on from what its job directory holds.
         let (job_dir, mut resumed) = match self.resume {
             true => {
@@ -185,7 +248,7 @@ impl Engine {
                     version: 1,
                     settings: agreement.settings.iter().map(|(name, d)| ((*name).to_owned(), *d)).collect(),
                     fingerprint: agreement.fingerprint,
-                    inputs: inputs.files().iter().map(|f| f.identity()).collect(),
+                    inputs: inputs.map_or(&[][..], Inputs::files).iter().map(|f| f.identity()).collect(),
                     splits: splits.len() as u64,
                 };
                 let (dir, resumed) = JobDir::open::<J::Value>(
@@ -227,8 +290,13 @@ impl Engine {
                 staged = Some(StagedDir::attach(dir, token)?);
             }
         }
-        progress.splits_total.store(splits.len() as u64, Ordering::Relaxed);
-        progress.bytes_total.store(inputs.total_bytes(), Ordering::Relaxed);
+        match given {
+            Given::Inputs(inputs) => {
+                progress.splits_total.store(splits.len() as u64, Ordering::Relaxed);
+                progress.bytes_total.store(inputs.total_bytes(), Ordering::Relaxed);
+            }
+            Given::Feed(feed) => feed.attach(Arc::clone(&self.progress)),
+        }
         let spill_dir = match &job_dir {
             Some(_) => None,
             None => Some(SpillDir::for_rank(&self.spill_dir, rank)?),
@@ -246,7 +314,7 @@ impl Engine {
             // fill spills little more than it would: each commit spills them, and the reduce
             // then merges one more run per commit (4 per thread cost 3.4% more instructions in
             // an in-memory 1 GiB word count on 2 threads; 3 cost 2.3%).
-            let per_thread = inputs.total_bytes() / (3 * (self.threads * ranks) as u64);
+            let per_thread = given.total_bytes() / (3 * (self.threads * ranks) as u64);
             commit_bytes = per_thread.clamp(32 << 20, 1 << 30);
         }
         let kept_runs = resumed.runs.len() as u64; // this rank's share
@@ -263,8 +331,17 @@ impl Engine {
         progress.bytes_mapped.fetch_add(done_bytes, Ordering::Relaxed);
 
         progress.set_phase(Phase::Map);
-        let mapped = self.map_phase(job, inputs, (&splits, &todo), partitioner, &spiller, commit_bytes);
-        inputs.check_unchanged()?; // also when the map failed: a changed input explains it
+        let catalog = match given {
+            Given::Inputs(inputs) => map::Catalog::Planned { inputs, splits: &splits, todo: &todo },
+            Given::Feed(feed) => map::Catalog::Fed(feed),
+        };
+        let mapped = self.map_phase(job, catalog, partitioner, &spiller, commit_bytes);
+        if let Given::Feed(feed) = given
+            && let Some(e) = feed.take_error()
+        {
+            return Err(e); // a listed file could not be read: what the map failed of follows
+        }
+        given.check_unchanged()?; // also when the map failed: a changed input explains it
         let mapped = mapped?;
         let map_done = Instant::now();
 
@@ -333,8 +410,8 @@ impl Engine {
             memory_budget_source: self.memory_budget_source.clone(),
             max_open_runs: self.max_open_runs,
             io_backend: self.io.name().to_owned(),
-            input_files: inputs.files().len() as u64,
-            input_bytes: inputs.total_bytes(),
+            input_files: given.totals().0,
+            input_bytes: given.totals().1,
             splits: mapped.splits,
             map_records: mapped.records,
             spills: stats.spills,
@@ -462,21 +539,55 @@ impl Engine {
     }
 }
 
+/// The inputs of a run: opened up front, or arriving while it runs.
+#[derive(Clone, Copy)]
+enum Given<'a> {
+    Inputs(&'a Inputs),
+    Feed(&'a InputFeed),
+}
+
+impl Given<'_> {
+    /// (files, bytes): all of them, or those fed so far (on another rank than 0: those seen).
+    fn totals(&self) -> (u64, u64) {
+        match self {
+            Given::Inputs(inputs) => (inputs.files().len() as u64, inputs.total_bytes()),
+            Given::Feed(feed) => feed.totals(),
+        }
+    }
+
+    fn total_bytes(&self) -> u64 {
+        self.totals().1
+    }
+
+    fn check_unchanged(&self) -> Result<()> {
+        match self {
+            Given::Inputs(inputs) => inputs.check_unchanged(),
+            Given::Feed(feed) => feed.check_unchanged(),
+        }
+    }
+}
+
 /// What must be equal on every rank: the job (type, parameters, split mode), the routing,
 /// the split plan, the output and the inputs (paths and sizes), each digested with a fixed
 /// hash (ahash's output may depend on the build, the partitioner fingerprint checks that);
 /// the token is this process's own choice (rank 0's names the job's staging directory).
 fn agreement<J: Job>(
     job: &J,
-    inputs: &Inputs,
+    given: Given<'_>,
     partitioner: &dyn Partitioner,
     split_size: usize,
     output: &OutputSpec,
 ) -> Agreement {
     let digest = |text: &str| xxhash_rust::xxh3::xxh3_64(text.as_bytes());
     let mut files = String::new();
-    for f in inputs.files() {
-        files.push_str(&format!("{}:{}|", f.path.display(), f.bytes().len()));
+    match given {
+        Given::Inputs(inputs) => {
+            for f in inputs.files() {
+                files.push_str(&format!("{}:{}|", f.path.display(), f.bytes().len()));
+            }
+        }
+        // Only rank 0 reads the list: the ranks agree on its name.
+        Given::Feed(feed) => files = format!("streamed from {}", feed.label()),
     }
     Agreement {
         settings: vec![

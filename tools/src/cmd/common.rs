@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use spillway_engine::shuffle::{IoBackend, Partitioner, ReadMode};
 use spillway_engine::{
-    ConfigError, DEFAULT_MAX_ATTEMPTS, Engine, EngineBuilder, FileDestination, Inputs, Job,
-    MIN_MEMORY_BUDGET, MemoryBudget, OutputSpec, Progress, TempFile, parent_dir,
+    ConfigError, DEFAULT_MAX_ATTEMPTS, DEFAULT_SPLIT_SIZE, Engine, EngineBuilder, FileDestination, InputFeed,
+    InputFile, Inputs, Job, MIN_MEMORY_BUDGET, MemoryBudget, OutputSpec, Progress, TempFile, parent_dir,
 };
 
 use super::status::StatusWriter;
@@ -31,6 +31,16 @@ impl From<ConfigError> for UsageError {
     fn from(e: ConfigError) -> Self {
         UsageError(e.0)
     }
+}
+
+/// What a job reads: inputs opened up front, or the list of `--inputs-from` (`-`: standard
+/// input), read while the job runs.
+#[derive(Debug, Clone, Copy)]
+pub enum JobInputs<'a> {
+    /// Opened up front.
+    Given(&'a Inputs),
+    /// Named by this list while the job runs.
+    Listed(&'a Path),
 }
 
 /// Writes `line` and a newline to standard error, ignoring failure: a full or closed
@@ -274,6 +284,12 @@ impl JobOptions {
         self.run_job_with(self.engine_builder(1), job, inputs, None)
     }
 
+    /// As [`JobOptions::run_job`], over the paths that the list `list` names while the job
+    /// runs (`--inputs-from`; `-` is standard input): see [`super::inputs_from`].
+    pub fn run_job_listed<J: Job>(&self, job: &J, list: &Path) -> anyhow::Result<ExitCode> {
+        self.run_inputs(self.engine_builder(1), job, JobInputs::Listed(list), None)
+    }
+
     /// As [`JobOptions::run_job`], with the engine `builder` describes (from
     /// [`JobOptions::engine_builder`]), routing keys with `partitioner` instead of hashing.
     pub fn run_job_with<J: Job>(
@@ -281,6 +297,16 @@ impl JobOptions {
         builder: EngineBuilder,
         job: &J,
         inputs: &Inputs,
+        partitioner: Option<&dyn Partitioner>,
+    ) -> anyhow::Result<ExitCode> {
+        self.run_inputs(builder, job, JobInputs::Given(inputs), partitioner)
+    }
+
+    fn run_inputs<J: Job>(
+        &self,
+        builder: EngineBuilder,
+        job: &J,
+        inputs: JobInputs<'_>,
         partitioner: Option<&dyn Partitioner>,
     ) -> anyhow::Result<ExitCode> {
         #[cfg(feature = "mpi")]
@@ -328,7 +354,7 @@ impl JobOptions {
         &self,
         builder: EngineBuilder,
         job: &J,
-        inputs: &Inputs,
+        inputs: JobInputs<'_>,
         partitioner: Option<&dyn Partitioner>,
         cluster: Arc<dyn spillway_engine::Cluster>,
     ) -> anyhow::Result<ExitCode> {
@@ -345,16 +371,38 @@ impl JobOptions {
             .cluster(cluster)
             .build()
             .map_err(UsageError::from)?;
-        let output = self.check_paths(inputs)?;
+        let given = match inputs {
+            JobInputs::Given(inputs) => Some(inputs),
+            JobInputs::Listed(_) => None,
+        };
+        let output = self.check_paths_of(given)?;
         if let Some(warning) = many_part_files(&output, partitions).filter(|_| !quiet) {
             eprint_line(warning);
         }
+        let feed = match inputs {
+            JobInputs::Given(_) => None,
+            JobInputs::Listed(list) => {
+                let size =
+                    self.split_size.map_or(DEFAULT_SPLIT_SIZE, |s| usize::try_from(s).unwrap_or(usize::MAX));
+                let feed =
+                    Arc::new(InputFeed::new(list.display().to_string(), job.split_mode(), size, self.read));
+                if ranks.0 == 0 {
+                    super::inputs_from::follow(list, Arc::clone(&feed))?;
+                    let ended = Arc::clone(&feed);
+                    super::status::on_end_of_input(Box::new(move || ended.end()));
+                }
+                Some(feed)
+            }
+        };
         let status = self.start_status(&progress, ranks)?;
         let bar =
             (!quiet && std::io::stderr().is_terminal()).then(|| ProgressBar::start(Arc::clone(&progress)));
-        let result = match partitioner {
-            Some(partitioner) => engine.run_with(job, inputs, partitioner, &output),
-            None => engine.run(job, inputs, &output),
+        let result = match (partitioner, given, &feed) {
+            (Some(partitioner), Some(inputs), _) => engine.run_with(job, inputs, partitioner, &output),
+            (None, Some(inputs), _) => engine.run(job, inputs, &output),
+            (Some(partitioner), None, Some(feed)) => engine.run_fed_with(job, feed, partitioner, &output),
+            (None, None, Some(feed)) => engine.run_fed(job, feed, &output),
+            (_, None, None) => unreachable!("listed inputs have a feed"),
         };
         if let Some(bar) = bar {
             bar.finish();
@@ -390,6 +438,12 @@ impl JobOptions {
     ///
     /// An [`InputError`] or an engine input error (exit status 3), naming the path.
     pub fn check_paths(&self, inputs: &Inputs) -> anyhow::Result<OutputSpec> {
+        self.check_paths_of(Some(inputs))
+    }
+
+    /// As [`JobOptions::check_paths`]; `None`: inputs not known yet (`--inputs-from`).
+    fn check_paths_of(&self, inputs: Option<&Inputs>) -> anyhow::Result<OutputSpec> {
+        let files = inputs.map_or(&[][..], Inputs::files);
         if let Some(dir) = &self.spill_dir
             && std::fs::metadata(dir).is_ok_and(|meta| !meta.is_dir())
         {
@@ -408,7 +462,7 @@ impl JobOptions {
         }
         if let (OutputSpec::File(out), false) = (&output, self.out_may_be_input)
             && let Some(id) = FileId::of(out)
-            && let Some(input) = inputs.files().iter().find(|f| FileId::of(&f.path).as_ref() == Some(&id))
+            && let Some(input) = files.iter().find(|f| FileId::of(&f.path).as_ref() == Some(&id))
         {
             return Err(InputError(format!(
                 "--out {} is also the input {}: the output would replace it",
@@ -417,14 +471,14 @@ impl JobOptions {
             ))
             .into());
         }
-        self.check_metrics(inputs)?;
+        self.check_metrics(files)?;
         Ok(output)
     }
 
     /// Checks `--metrics FILE`: its directory exists and takes new files, it is not a
     /// directory, and it is neither the `--out` file, nor inside the `--out-dir` directory,
     /// nor an input (each of which the metrics would overwrite after the job).
-    fn check_metrics(&self, inputs: &Inputs) -> Result<(), InputError> {
+    fn check_metrics(&self, inputs: &[InputFile]) -> Result<(), InputError> {
         let Some(path) = &self.metrics else { return Ok(()) };
         let refuse = |what: &str| Err(InputError(format!("--metrics {}: {what}", path.display())));
         let target = match spillway_engine::file_destination(path) {
@@ -449,7 +503,7 @@ impl JobOptions {
         {
             return refuse("is inside the --out-dir directory");
         }
-        if inputs.files().iter().any(|input| is_metrics(&input.path)) {
+        if inputs.iter().any(|input| is_metrics(&input.path)) {
             return refuse("is also an input");
         }
         Ok(())
@@ -499,8 +553,8 @@ mod mpi_run {
     use std::sync::Arc;
 
     use mpi::traits::Communicator;
+    use spillway_engine::Job;
     use spillway_engine::cluster::MpiCluster;
-    use spillway_engine::{Inputs, Job};
 
     use super::JobOptions;
 
@@ -515,7 +569,7 @@ mod mpi_run {
         options: &JobOptions,
         builder: spillway_engine::EngineBuilder,
         job: &J,
-        inputs: &Inputs,
+        inputs: super::JobInputs<'_>,
         partitioner: Option<&dyn spillway_engine::shuffle::Partitioner>,
     ) -> anyhow::Result<ExitCode> {
         let (universe, level) = mpi::initialize_with_threading(mpi::Threading::Multiple)

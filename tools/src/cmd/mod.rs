@@ -3,6 +3,7 @@
 mod common;
 mod gen_records;
 mod grep;
+mod inputs_from;
 mod launch;
 mod sort;
 mod status;

@@ -48,6 +48,14 @@ pub static STATUS: OnceLock<Arc<StatusWriter>> = OnceLock::new();
 /// Set when this process stops because `spillway ctl --stop` asked it to.
 pub static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
 
+/// What `spillway ctl --end-of-input` does in this process (set by `--inputs-from` on rank 0).
+static END_OF_INPUT: OnceLock<Box<dyn Fn() + Send + Sync>> = OnceLock::new();
+
+/// Sets what `spillway ctl --end-of-input` does in this process.
+pub fn on_end_of_input(end: Box<dyn Fn() + Send + Sync>) {
+    let _ = END_OF_INPUT.set(end);
+}
+
 /// Milliseconds since the Unix epoch.
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -287,6 +295,11 @@ impl StatusWriter {
                 self.job.progress.set_threads_wanted(threads);
                 changed = true;
             }
+            if request.end_of_input
+                && let Some(end) = END_OF_INPUT.get()
+            {
+                end();
+            }
             if request.stop && !STOP_REQUESTED.swap(true, Ordering::Relaxed) {
                 // Stops as SIGTERM does: the signal handler cleans up and writes `interrupted`.
                 let _ = signal_hook::low_level::raise(signal_hook::consts::SIGTERM);
@@ -439,12 +452,13 @@ fn replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// What the control file asks of one rank. The file is a list of lines that `spillway ctl`
-/// appends: `stop`, `threads N` (every rank) and `threads N rank R` (rank R only); the last
-/// `threads` line that applies wins.
+/// appends: `stop`, `end-of-input`, `threads N` (every rank) and `threads N rank R` (rank R
+/// only); the last `threads` line that applies wins.
 #[derive(Debug, Default, PartialEq)]
 struct Request {
     stop: bool,
     threads: Option<usize>,
+    end_of_input: bool,
 }
 
 impl Request {
@@ -459,6 +473,8 @@ impl Request {
         for line in text.lines().map(str::trim) {
             if line == "stop" {
                 request.stop = true;
+            } else if line == "end-of-input" {
+                request.end_of_input = true;
             } else if let Some(rest) = line.strip_prefix("threads ") {
                 let mut words = rest.split_whitespace();
                 let n = words.next().and_then(|n| n.parse().ok());
@@ -651,8 +667,12 @@ pub struct CtlArgs {
     /// Stop the job at the next safe point, as SIGTERM does: a --resume job keeps what is
     /// done (rerun it with --resume), any other removes its temporary files. Every rank
     /// stops. The status then says `interrupted`.
-    #[arg(long, required_unless_present = "threads")]
+    #[arg(long, required_unless_present_any = ["threads", "end_of_input"])]
     stop: bool,
+    /// End the inputs of a job started with `--inputs-from LIST`: its map phase ends once the
+    /// files listed so far are mapped (lines appended to LIST later are not read).
+    #[arg(long)]
+    end_of_input: bool,
     /// Run on N worker threads (every rank, or the one of --rank), from each worker's next
     /// split boundary in the map phase and next work item in merges and reduce. N may be
     /// above the job's -t: more workers start (as many as each keeps a share of the memory
@@ -690,6 +710,9 @@ pub fn ctl(args: &CtlArgs) -> anyhow::Result<ExitCode> {
     if let Some(threads) = args.threads {
         text.push_str(&Request::threads_line(threads, args.rank));
     }
+    if args.end_of_input {
+        text.push_str("end-of-input\n");
+    }
     if args.stop {
         text.push_str("stop\n");
     }
@@ -714,9 +737,9 @@ mod tests {
         let all = |n| Request::threads_line(n, None);
         let one = |n, r| Request::threads_line(n, Some(r));
         let text = [all(3), one(5, 1), "stop\n".into(), one(2, 0)].concat();
-        assert_eq!(Request::parse(&text, 0), Request { stop: true, threads: Some(2) });
-        assert_eq!(Request::parse(&text, 1), Request { stop: true, threads: Some(5) });
-        assert_eq!(Request::parse(&text, 2), Request { stop: true, threads: Some(3) });
+        assert_eq!(Request::parse(&text, 0), Request { stop: true, threads: Some(2), end_of_input: false });
+        assert_eq!(Request::parse(&text, 1), Request { stop: true, threads: Some(5), end_of_input: false });
+        assert_eq!(Request::parse(&text, 2), Request { stop: true, threads: Some(3), end_of_input: false });
         assert_eq!(Request::parse(&(text + &all(4)), 1).threads, Some(4));
         assert_eq!(Request::parse("threads x\nthreads 2 rank\nthreads 2 nope 1\n", 0), Request::default());
     }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use spillway_engine::jobs::{InvertedIndex, WordCount};
 use spillway_engine::text::WordMode;
 
-use super::common::JobOptions;
+use super::common::{JobOptions, UsageError};
 
 /// The help of `wordcount`'s INPUT.
 pub const WORDCOUNT_INPUTS: &str = "Input files or directories (directories are read recursively, skipping \
@@ -25,11 +25,20 @@ pub struct Args {
     /// maximal run of Unicode letters (general category L*); invalid UTF-8 separates words.
     #[arg(long)]
     ascii: bool,
+    /// Read the input paths from LIST while the job runs (`-`: standard input), one per
+    /// line, each naming a finished file (or directory), relative paths from the current
+    /// directory; blank lines and lines starting with '#' are skipped. Standard input or a
+    /// FIFO ends at end of file; a regular LIST, which may still be appended, ends at a line
+    /// '#end' or at `spillway ctl STATUS --end-of-input` (with --status STATUS). Output is
+    /// that of the same files given up front, in list order. Not with --resume; the split
+    /// size defaults to 64M. (wordcount only.)
+    #[arg(long, value_name = "LIST", conflicts_with = "inputs")]
+    inputs_from: Option<PathBuf>,
     #[command(flatten)]
     job: JobOptions,
     /// Input files or directories (each command sets its own help: [`WORDCOUNT_INPUTS`],
     /// [`INDEX_INPUTS`]).
-    #[arg(required = true, value_name = "INPUT")]
+    #[arg(required_unless_present = "inputs_from", value_name = "INPUT")]
     inputs: Vec<PathBuf>,
 }
 
@@ -42,6 +51,17 @@ impl Args {
 /// `spillway wordcount`.
 pub fn wordcount(mut args: Args) -> anyhow::Result<ExitCode> {
     args.job.name = "wordcount";
+    if let Some(list) = &args.inputs_from {
+        if args.job.resume {
+            return Err(UsageError(
+                "--inputs-from cannot be used with --resume: a resumable job's journal records its inputs \
+                 up front"
+                    .into(),
+            )
+            .into());
+        }
+        return args.job.run_job_listed(&WordCount { mode: args.mode() }, list);
+    }
     let inputs = args.job.inputs(&args.inputs)?;
     args.job.run_job(&WordCount { mode: args.mode() }, &inputs)
 }
@@ -49,6 +69,14 @@ pub fn wordcount(mut args: Args) -> anyhow::Result<ExitCode> {
 /// `spillway index`.
 pub fn index(mut args: Args) -> anyhow::Result<ExitCode> {
     args.job.name = "index";
+    if args.inputs_from.is_some() {
+        return Err(UsageError(
+            "--inputs-from works with wordcount only: index names its documents, which must be known \
+             up front"
+                .into(),
+        )
+        .into());
+    }
     let inputs = args.job.inputs(&args.inputs)?;
     args.job.run_job(&InvertedIndex::new(&inputs, args.mode()), &inputs)
 }
