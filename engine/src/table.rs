@@ -13,7 +13,7 @@
 
 use std::num::NonZeroU32;
 
-use spillway_shuffle::io::prefetch_index;
+use spillway_shuffle::io::{advise_huge_pages, prefetch_index};
 
 /// Keys up to this long are compared by signature alone.
 pub(crate) const INLINE_KEY: usize = 16;
@@ -167,7 +167,9 @@ impl<V> Table<V> {
     /// Grows to `slots` slots (a power of two), moving every key.
     pub(crate) fn grow(&mut self, slots: usize, arena: &[u8]) {
         debug_assert!(slots.is_power_of_two() && Self::max_len(slots) > self.len);
-        let old = std::mem::take(&mut self.slots);
+        let old = std::mem::replace(&mut self.slots, Vec::with_capacity(slots));
+        // Probes land on random slots: with 4 KiB pages nearly each one misses the TLB.
+        advise_huge_pages(&self.slots);
         self.slots.resize_with(slots, || None);
         let mask = slots - 1;
         for slot in old.into_iter().flatten() {
