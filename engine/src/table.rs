@@ -120,7 +120,12 @@ impl<V> Table<V> {
         let hash = table_hash(&self.hasher, key, w0, w1);
         let at = Located { hash, w0, w1, len };
         if !self.slots.is_empty() {
-            prefetch_index(&self.slots, self.home(hash));
+            // The slots are only 16-byte aligned, so half of them straddle two cache lines:
+            // ask for the line where the next slot starts too (the rest of this one, and
+            // where a probe goes next).
+            let home = self.home(hash);
+            prefetch_index(&self.slots, home);
+            prefetch_index(&self.slots, home + 1);
         }
         at
     }
