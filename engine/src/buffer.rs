@@ -58,23 +58,6 @@ fn grown<T>(v: &Vec<T>, extra: usize) -> usize {
     want * size_of::<T>()
 }
 
-/// Fills `order` with the sort [`entry`] of each record `0..n` (partition, key prefix,
-/// index) in (partition, key, index) order ([`sort_entries`]).
-fn sort_order<'k>(
-    order: &mut Vec<u128>,
-    partitioner: &dyn Partitioner,
-    n: usize,
-    key: impl Fn(usize) -> &'k [u8],
-) {
-    order.clear();
-    order.extend((0..n).map(|i| {
-        let k = key(i);
-        let index = u32::try_from(i).expect("a buffer holds fewer than 2^32 records");
-        entry(partitioner.partition(k), key_prefix(k), index)
-    }));
-    sort_entries(order, key);
-}
-
 /// Keys of at most 16 bytes wait this many further keys between the prefetch of their slot
 /// and their lookup (the line arrives meanwhile).
 const AHEAD: usize = 32;
@@ -94,9 +77,6 @@ pub(crate) struct CombineBuffer<'j, J: Job> {
     /// Short keys whose slot was prefetched: a ring, oldest at `next` once it is full.
     ahead: Vec<(Located, J::Value)>,
     next: usize,
-    /// Reused at every spill: the order of the table's keys (reserved when the table grows,
-    /// so that memory is counted before it is used).
-    order: Vec<u128>,
     limit: usize,
     error: Option<crate::Error>,
 }
@@ -116,7 +96,6 @@ impl<'j, J: Job> CombineBuffer<'j, J> {
             arena: Vec::new(),
             ahead: Vec::with_capacity(AHEAD),
             next: 0,
-            order: Vec::new(),
             limit,
             error: None,
         }
@@ -143,14 +122,11 @@ impl<'j, J: Job> CombineBuffer<'j, J> {
             self.spill_table()?;
         }
         let Some(slots) = self.table.growth_for_one_more() else { return Ok(()) };
-        // The new table replaces the old one (freed once its keys moved); the spill's order
-        // vector grows with it.
-        let keys = Table::<J::Value>::max_len(slots);
-        let growth = (slots - self.table.slots()) * Table::<J::Value>::SLOT_BYTES
-            + keys.saturating_sub(self.order.capacity()) * size_of::<u128>();
+        // The new table replaces the old one (freed once its keys moved). A spill sorts the
+        // table in place: it needs no memory of its own.
+        let growth = (slots - self.table.slots()) * Table::<J::Value>::SLOT_BYTES;
         if self.table.is_empty() || !self.over_limit(growth + arena_growth) {
             self.table.grow(slots, &self.arena);
-            self.order.reserve_exact(keys.saturating_sub(self.order.len()));
         } else if self.table.is_full() {
             self.spill_table()?;
         }
@@ -204,16 +180,10 @@ impl<'j, J: Job> CombineBuffer<'j, J> {
         if self.table.is_empty() {
             return Ok(());
         }
-        let arena = &self.arena;
-        let keys = self.table.compact();
-        let slot = |i: usize| keys[i].as_ref().expect("compacted keys are all there");
-        sort_order(&mut self.order, self.partitioner, keys.len(), |i| slot(i).key(arena));
-        let result = self.spilled.write(self.order.iter().map(|&o| {
-            let s = slot(o as u32 as usize);
-            ((o >> 96) as u32, s.key(arena), &s.value)
-        }));
+        let partitioner = self.partitioner;
+        let records = self.table.sort_for_spill(&self.arena, |key| partitioner.partition(key));
+        let result = self.spilled.write(records);
         self.table.clear();
-        self.order.clear();
         self.arena.clear();
         result
     }
@@ -285,7 +255,6 @@ impl<J: Job> SpillBuffer<J::Value> for CombineBuffer<'_, J> {
 
     fn allocated(&self) -> usize {
         self.table.allocated()
-            + self.order.capacity() * size_of::<u128>()
             + self.arena.capacity()
             + self.ahead.capacity() * size_of::<(Located, J::Value)>()
     }
@@ -453,7 +422,6 @@ impl<V: Value> SpillBuffer<V> for AppendBuffer<'_, V> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use spillway_shuffle::HashPartitioner;
 
     /// Keys whose order the 8-byte prefix does not decide: empty keys, keys shorter than 8
     /// bytes, equal 8-byte prefixes, keys that differ only in trailing zero bytes, `0xFF`.
@@ -504,25 +472,6 @@ mod tests {
             let at = Table::<u64>::new().locate(&key);
             let (bytes, len) = short_key(&at);
             prop_assert_eq!(&bytes[..len], &key[..]);
-        }
-
-        /// The spill order is a stable sort by (partition, key), also for keys that share
-        /// their 8-byte prefix, differ only in trailing zero bytes, or are empty.
-        #[test]
-        fn spill_order_is_a_stable_sort_by_partition_and_key(
-            keys in proptest::collection::vec(
-                proptest::collection::vec(prop_oneof![Just(0u8), Just(b'a'), Just(b'b'), Just(0xff)], 0..12),
-                0..200,
-            ),
-            partitions in 1u32..5,
-        ) {
-            let partitioner = HashPartitioner::new(partitions).unwrap();
-            let mut order = Vec::new();
-            sort_order(&mut order, &partitioner, keys.len(), |i| &keys[i]);
-            let got: Vec<(u32, usize)> = order.iter().map(|&o| ((o >> 96) as u32, o as u32 as usize)).collect();
-            let mut want: Vec<(u32, usize)> = (0..keys.len()).map(|i| (partitioner.partition(&keys[i]), i)).collect();
-            want.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| keys[a.1].cmp(&keys[b.1])));
-            prop_assert_eq!(got, want);
         }
     }
 }

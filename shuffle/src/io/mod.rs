@@ -34,7 +34,7 @@
 
 // The modules allowed `unsafe` (the crate denies it); each unsafe block has a SAFETY note.
 pub mod direct;
-#[allow(unsafe_code, reason = "creating memory maps and dropping pages from them")]
+#[allow(unsafe_code, reason = "creating memory maps, dropping pages from them, asking for huge pages")]
 mod mmap;
 #[allow(unsafe_code, reason = "the _mm_prefetch intrinsic")]
 mod prefetch;
@@ -46,7 +46,7 @@ mod std_sink;
 #[allow(unsafe_code, reason = "io_uring submissions of buffers the kernel reads asynchronously")]
 mod uring;
 
-pub use mmap::{ByteSource, ReadMode, WatchedMap};
+pub use mmap::{ByteSource, ReadMode, WatchedMap, advise_huge_pages};
 pub(crate) use prefetch::prefetch_line;
 pub use prefetch::{prefetch_index, prefetch_range, prefetch_read};
 pub use replace::replace_without_flush;
