@@ -11,6 +11,7 @@ use super::Engine;
 use crate::cluster::{ExchangeStats, InSection, OutSection};
 use crate::error::{Error, Result};
 use crate::job::Job;
+use crate::report::SpanKind;
 use crate::spill::Spiller;
 
 impl Engine {
@@ -26,6 +27,7 @@ impl Engine {
         owner: &dyn Fn(u32) -> usize,
     ) -> Result<ExchangeStats> {
         let started = Instant::now();
+        let _span = self.progress.span(SpanKind::Exchange); // the report's record (--report)
         let rank = self.cluster.rank();
         let runs = spiller.take_all();
         let readers = runs
@@ -55,6 +57,14 @@ impl Engine {
                     });
                 }
             }
+        }
+        if let Some(recorder) = self.progress.recorder() {
+            // The report's matrix: this rank's row.
+            let mut sent = vec![0u64; self.cluster.size()];
+            for s in &outgoing {
+                sent[owner(s.partition)] += s.bytes.len() as u64;
+            }
+            recorder.note_sent(rank, sent);
         }
         let prepare = started.elapsed().as_secs_f64();
         let partitions = spiller.partitions();
