@@ -214,3 +214,6 @@ impl Report {
         m
     }
 }
+
+#[cfg(test)]
+mod tests;

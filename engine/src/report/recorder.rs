@@ -333,3 +333,51 @@ fn host_name() -> String {
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".to_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_stay_bounded_and_evenly_spaced() {
+        let recorder = Recorder::new();
+        let progress = Progress::default();
+        for i in 0..(3 * MAX_SAMPLES as u64) {
+            progress.bytes_mapped.store(i, Ordering::Relaxed);
+            recorder.sample_now(&progress);
+        }
+        let record = recorder.rank_record();
+        assert!(record.samples.len() <= MAX_SAMPLES && record.samples.len() >= MAX_SAMPLES / 2);
+        // Halved at pushes 2049, 3073, 4097 and 5121 (each time back to MAX / 2 points).
+        assert_eq!(record.sample_interval_ms, 16 * FIRST_INTERVAL.as_millis() as u64);
+        assert_eq!(record.samples.len(), MAX_SAMPLES);
+        assert!(record.samples.windows(2).all(|w| w[0].bytes_mapped < w[1].bytes_mapped));
+    }
+
+    #[test]
+    fn threads_get_their_own_tracks_and_spans_end_after_they_start() {
+        let recorder = Arc::new(Recorder::new());
+        std::thread::scope(|s| {
+            for t in 0..3 {
+                let r = &recorder;
+                std::thread::Builder::new()
+                    .name(format!("worker-{t}"))
+                    .spawn_scoped(s, move || {
+                        for _ in 0..10 {
+                            let _outer = r.span(SpanKind::Map);
+                            let mut inner = r.span(SpanKind::Spill);
+                            inner.bytes(7);
+                        }
+                    })
+                    .unwrap();
+            }
+        });
+        let record = recorder.rank_record();
+        assert_eq!(record.threads.len(), 3);
+        for track in &record.threads {
+            assert_eq!(track.spans.len(), 20);
+            assert_eq!(track.spans.iter().filter(|s| s.kind == SpanKind::Spill && s.bytes == 7).count(), 10);
+        }
+        assert!(page_size().is_power_of_two() && statm_rss() > 0);
+    }
+}

@@ -4,6 +4,7 @@ mod common;
 mod gen_records;
 mod grep;
 mod launch;
+mod report;
 mod sort;
 mod status;
 mod valsort;
@@ -14,6 +15,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub use common::{InputError, RESUMABLE, UsageError, eprint_line};
+pub use report::REPORT;
 pub use status::{STATUS, STOP_REQUESTED};
 
 /// The version, with "(mpi)" when built with the `mpi` feature.
