@@ -47,7 +47,14 @@ fn recorded_job() -> (Report, Metrics, u64) {
 }
 
 fn spans(report: &Report, kind: SpanKind) -> Vec<Span> {
-    report.ranks.iter().flat_map(|r| &r.threads).flat_map(|t| &t.spans).filter(|s| s.kind == kind).copied().collect()
+    report
+        .ranks
+        .iter()
+        .flat_map(|r| &r.threads)
+        .flat_map(|t| &t.spans)
+        .filter(|s| s.kind == kind)
+        .copied()
+        .collect()
 }
 
 #[test]
@@ -86,7 +93,9 @@ fn spans_are_well_nested_per_thread_and_match_the_metrics() {
     let samples = &report.ranks[0].samples;
     assert!(samples.len() >= 2);
     for w in samples.windows(2) {
-        assert!(w[0].t_ms <= w[1].t_ms && w[0].bytes_mapped <= w[1].bytes_mapped && w[0].spills <= w[1].spills);
+        assert!(
+            w[0].t_ms <= w[1].t_ms && w[0].bytes_mapped <= w[1].bytes_mapped && w[0].spills <= w[1].spills
+        );
     }
     let last = samples.last().unwrap();
     assert_eq!(last.bytes_mapped, input_bytes);
