@@ -2,10 +2,10 @@
 //! an interrupted job, a report that cannot be written, and the page loaded in a real browser
 //! engine (headless Chromium, which `scripts/install-deps.sh` installs).
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use spillway_tests::browser::{check_rendered, chromium, report_json, rendered_dom};
 use spillway_tests::{gutenberg_files, spillway, spillway_bin};
 
 /// Small splits, spills and F = 2: every kind of span but the exchange shows.
@@ -24,67 +24,6 @@ fn wordcount(extra: &[&str]) -> std::process::Output {
     let inputs = inputs();
     args.extend(inputs.iter().map(String::as_str));
     spillway(&args)
-}
-
-/// The report JSON inside a page.
-fn report_json(page: &str) -> serde_json::Value {
-    let open = r#"<script type="application/json" id="spillway-report">"#;
-    let start = page.find(open).expect("the page holds its report") + open.len();
-    let end = start + page[start..].find("</script>").unwrap();
-    serde_json::from_str(&page[start..end]).expect("the report is JSON")
-}
-
-/// Headless Chromium, when this machine has it.
-fn chromium() -> Option<PathBuf> {
-    ["chromium", "chromium-browser"].iter().find_map(|name| {
-        let ok = Command::new(name)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then(|| PathBuf::from(name))
-    })
-}
-
-/// The DOM of `page` after Chromium ran its script.
-fn rendered_dom(browser: &Path, page: &Path, profile: &Path) -> String {
-    let out = Command::new(browser)
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions"])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(["--virtual-time-budget=5000", "--dump-dom"])
-        .arg(format!("file://{}", page.display()))
-        .output()
-        .expect("running chromium");
-    assert!(out.status.success(), "chromium failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).expect("the DOM is UTF-8")
-}
-
-/// The attribute `name` of the first element `tag` in `dom`.
-fn attribute(dom: &str, tag: &str, name: &str) -> Option<String> {
-    let at = dom.find(&format!("<{tag}"))?;
-    let element = &dom[at..at + dom[at..].find('>')?];
-    let key = format!(" {name}=\"");
-    let start = element.find(&key)? + key.len();
-    Some(element[start..start + element[start..].find('"')?].to_owned())
-}
-
-/// Checks a browser's DOM of a report page: rendered without errors, each chart laid out.
-pub fn check_rendered(dom: &str, charts: &[&str]) {
-    let errors = dom.split(r#"<pre id="errors">"#).nth(1).and_then(|s| s.split("</pre>").next());
-    assert_eq!(errors, Some(""), "script errors in the page");
-    assert_eq!(
-        attribute(dom, "body", "data-rendered").as_deref(),
-        Some("ok"),
-        "the page's script did not finish"
-    );
-    assert_eq!(attribute(dom, "body", "data-charts"), Some(charts.len().to_string()));
-    for chart in charts {
-        let at = dom.find(&format!(r#"data-chart="{chart}""#)).unwrap_or_else(|| panic!("no {chart} chart"));
-        let svg = &dom[dom[..at].rfind("<svg").unwrap()..];
-        let drawn = attribute(svg, "svg", "data-drawn").unwrap_or_else(|| panic!("{chart} not drawn"));
-        assert!(drawn.parse::<usize>().unwrap() > 0, "{chart} drew nothing");
-    }
 }
 
 #[test]
