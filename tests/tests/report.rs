@@ -5,7 +5,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use spillway_tests::browser::{check_rendered, chromium, report_json, rendered_dom};
+use spillway_tests::browser::{check_rendered, chromium, rendered_dom, report_json};
 use spillway_tests::{gutenberg_files, spillway, spillway_bin};
 
 /// Small splits, spills and F = 2: every kind of span but the exchange shows.
@@ -157,4 +157,44 @@ fn a_report_that_cannot_be_written_is_refused_up_front() {
     // A directory is not a report file.
     let out = wordcount(&["--out-dir", out_dir.to_str().unwrap(), "--report", dir.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(3));
+}
+
+#[test]
+fn the_sort_reports_its_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("records");
+    let page = dir.path().join("sort.html");
+    let out = spillway(&["gen", "records", "20000", input.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let sorted = dir.path().join("sorted");
+    for memory in ["1G", "256K"] {
+        let out = spillway(&[
+            "sort",
+            "-q",
+            "--memory",
+            memory,
+            "-o",
+            sorted.to_str().unwrap(),
+            "--report",
+            page.to_str().unwrap(),
+            input.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let report = report_json(&std::fs::read_to_string(&page).unwrap());
+        assert_eq!(report["state"], "succeeded");
+        assert_eq!(report["job"], "sort");
+        assert_eq!(report["metrics"]["map_records"], 20000);
+        let kinds: Vec<String> = report["ranks"][0]["threads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|t| t["spans"].as_array().unwrap())
+            .map(|s| s["kind"].as_str().unwrap().to_owned())
+            .collect();
+        let expected: &[&str] =
+            if memory == "1G" { &["map", "commit"] } else { &["spill", "merge", "reduce", "commit"] };
+        for kind in expected {
+            assert!(kinds.iter().any(|k| k == kind), "sort --memory {memory}: no {kind} in {kinds:?}");
+        }
+    }
 }

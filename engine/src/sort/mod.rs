@@ -122,6 +122,7 @@ use crate::error::{ConfigError, Error, Result};
 use crate::input::Inputs;
 use crate::metrics::{AnonSampler, Metrics, Phase, PhaseTimes, peak_rss};
 use crate::output::{Destination, OutputSpec, StagedDir, commit_with_metrics, fresh_token};
+use crate::report::SpanKind;
 use crate::spill::SpillDir;
 
 mod chunk;
@@ -364,9 +365,16 @@ pub fn sort_records(
     progress.set_phase(Phase::Map);
     let mut stats = RunStats::default();
     let (pieces_written, sorted_done, merged_done);
+    // The report's record (--report): the driver thread's steps (the sort's own threads are
+    // not recorded).
     if in_memory {
         let mut entries = vec![0u128; n];
+        let mut span = progress.span(SpanKind::Map);
         pieces_written = sort_chunk(&plan, &records, &mut entries, &sink, progress)?;
+        if let Some(span) = &mut span {
+            span.bytes(records.bytes());
+        }
+        drop(span);
         sorted_done = Instant::now();
         merged_done = sorted_done;
         stats.chunks = u64::from(n > 0);
@@ -382,6 +390,10 @@ pub fn sort_records(
             let path = spill.path().join(format!("run-{c:06}.rec"));
             let file = File::create(&path).map_err(|e| Error::io("create", &path, e))?;
             let plan = Plan { count_duplicates: false, ..plan };
+            let mut span = progress.span(SpanKind::Spill);
+            if let Some(span) = &mut span {
+                span.bytes(chunk.bytes());
+            }
             sort_chunk(&plan, &chunk, &mut entries[..range.len()], &Sink::File(&file, &path), progress)?;
             drop(file);
             chunk.release(inputs);
@@ -395,11 +407,15 @@ pub fn sort_records(
         sorted_done = Instant::now();
 
         progress.set_phase(Phase::Merge);
+        let span = progress.span(SpanKind::Merge);
         let runs = merge_until_fits(&plan, runs, spill.path(), &splitters, &mut stats, progress)?;
+        drop(span);
         merged_done = Instant::now();
         progress.set_phase(Phase::Reduce);
         stats.max_fan_in = stats.max_fan_in.max(runs.len());
+        let span = progress.span(SpanKind::Reduce);
         pieces_written = merge_runs(&plan, &runs, &sink, &splitters, true, progress)?;
+        drop(span);
         drop(spill);
     }
     let duplicate_keys = stitch(&pieces_written);
@@ -461,6 +477,7 @@ pub fn sort_records(
     metrics.job.peak_rss_bytes = peak_rss();
     metrics.job.peak_anon_bytes = sampler.finish();
     let json = serde_json::to_vec_pretty(&metrics).expect("metrics serialize");
+    let _span = progress.span(SpanKind::Commit);
     commit_with_metrics(engine.metrics_file.as_deref(), &json, || {
         if let Some(dest) = dest {
             dest.commit(engine.sync)?;
