@@ -116,7 +116,7 @@ pub fn render(report: &Report) -> String {
     keys(&mut out);
     timeline(&mut out, report, time, &offsets);
     out.push_str(
-        "<h2>Throughput</h2><p class=\"note\">Input bytes mapped per second, per sampling interval.</p>",
+        "<h2>Throughput</h2><p class=\"note\">Input bytes mapped per second (each split's bytes spread over the time it was mapped).</p>",
     );
     out.push_str(&throughput(report, time, &offsets));
     out.push_str(
@@ -260,24 +260,44 @@ fn rank_color(rank: &RankRecord) -> String {
     RANK_COLORS[rank.rank % RANK_COLORS.len()].to_owned()
 }
 
-/// Bytes mapped per second over each sampling interval, per rank.
+/// Bins of the throughput chart.
+pub(super) const BINS: usize = 240;
+
+/// The input bytes `rank` mapped in each of [`BINS`] bins over the job (bins of `bin_ms`):
+/// each split's bytes spread evenly over the time it was mapped (its map span).
+pub(super) fn mapped_bins(rank: &RankRecord, offset: f64, bin_ms: f64) -> Vec<f64> {
+    let mut bins = vec![0.0f64; BINS];
+    for s in rank.threads.iter().flat_map(|t| &t.spans).filter(|s| s.kind == SpanKind::Map) {
+        let (start, end) = (offset + s.start_us as f64 / 1000.0, offset + s.end_us as f64 / 1000.0);
+        let first = ((start / bin_ms) as usize).min(BINS - 1);
+        let last = ((end / bin_ms) as usize).min(BINS - 1);
+        if end - start <= 0.0 || first == last {
+            bins[first] += s.bytes as f64;
+            continue;
+        }
+        let per_ms = s.bytes as f64 / (end - start);
+        for (b, bin) in bins.iter_mut().enumerate().take(last + 1).skip(first) {
+            let (lo, hi) = (b as f64 * bin_ms, (b + 1) as f64 * bin_ms);
+            *bin += per_ms * (end.min(hi) - start.max(lo)).max(0.0);
+        }
+    }
+    bins
+}
+
+/// Input bytes mapped per second, per rank ([`mapped_bins`]: the counters the sampler reads
+/// grow a whole split at a time, which would show as spikes).
 fn throughput(report: &Report, time: TimeAxis, offsets: &[f64]) -> String {
+    let bin_ms = time.total_ms / BINS as f64;
     let series: Vec<Series> = report
         .ranks
         .iter()
         .zip(offsets)
         .map(|(r, o)| {
-            let mut points = Vec::with_capacity(r.samples.len() * 2);
-            for w in r.samples.windows(2) {
-                let dt = (w[1].t_ms.saturating_sub(w[0].t_ms)) as f64 / 1000.0;
-                let rate = if dt > 0.0 {
-                    w[1].bytes_mapped.saturating_sub(w[0].bytes_mapped) as f64 / dt
-                } else {
-                    0.0
-                };
-                // A step per interval.
-                points.push((o + w[0].t_ms as f64, rate));
-                points.push((o + w[1].t_ms as f64, rate));
+            let mut points = Vec::with_capacity(2 * BINS);
+            for (b, bytes) in mapped_bins(r, *o, bin_ms).iter().enumerate() {
+                let rate = bytes / (bin_ms / 1000.0);
+                points.push((b as f64 * bin_ms, rate));
+                points.push(((b + 1) as f64 * bin_ms, rate));
             }
             Series { label: format!("rank {} mapped/s", r.rank), color: rank_color(r), dashed: false, points }
         })

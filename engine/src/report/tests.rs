@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use super::render::{BINS, mapped_bins};
 use super::*;
 use crate::{Engine, Inputs, OutputSpec, Progress, jobs::WordCount, text::WordMode};
 
@@ -102,6 +103,10 @@ fn spans_are_well_nested_per_thread_and_match_the_metrics() {
     assert_eq!(last.spills, metrics.spills);
     assert!(last.rss_bytes > 0);
     assert!(samples.iter().any(|s| s.buffer_bytes > 0), "buffer memory sampled");
+    // The throughput chart spreads every split's bytes over its span, losing none.
+    let bins = mapped_bins(&report.ranks[0], 0.0, (report.ranks[0].elapsed_ms as f64 + 1.0) / BINS as f64);
+    assert!((bins.iter().sum::<f64>() - input_bytes as f64).abs() < 1.0);
+    assert!(bins.iter().filter(|&&b| b > 0.0).count() > 1, "spread over several bins");
     // One process: a 1 x 1 matrix of nothing.
     assert_eq!(report.matrix(), vec![vec![0]]);
 }
