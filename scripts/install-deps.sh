@@ -16,6 +16,7 @@
 #   gfortran          gfortran         (capi's Fortran test program)
 #   valgrind          valgrind         (capi's memcheck test)
 #   make              make             (capi's Makefile example)
+#   chromium          chromium         (tests/report.rs loads --report pages headless)
 #   hyperfine         hyperfine        (--bench only)
 set -euo pipefail
 
@@ -132,6 +133,9 @@ check_all() {
 
     if have make; then report make make 1 "$(command -v make)"
     else report make make 0 ""; fi
+
+    if have chromium; then report chromium chromium 1 "$(command -v chromium)"
+    else report chromium chromium 0 ""; fi
 
     if [[ $want_bench == 1 ]]; then
         if have hyperfine; then report hyperfine hyperfine 1 "$(hyperfine --version 2>/dev/null || true)"

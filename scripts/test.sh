@@ -6,9 +6,10 @@
 #                            sbatch under a one-node SLURM (scripts/slurm-up.sh starts it)
 #
 # Needs only Rust, gcc and Python on a fresh machine: scripts/install-deps.sh installs OpenMPI
-# and libclang (for the `mpi` feature) and g++ and gfortran (capi's tests compile C++ and
-# Fortran), and scripts/slurm-up.sh SLURM and munge, when they are
-# missing and this runs as root; each says exactly what to install otherwise.
+# and libclang (for the `mpi` feature), g++ and gfortran (capi's tests compile C++ and
+# Fortran) and Chromium (tests/report.rs loads --report pages headless), and
+# scripts/slurm-up.sh SLURM and munge, when they are missing and this runs as root; each says
+# exactly what to install otherwise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,8 +24,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo doc (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 
-step "system dependencies (OpenMPI and libclang for the mpi feature; g++ and gfortran for capi's tests)"
+step "system dependencies (OpenMPI and libclang for the mpi feature; g++ and gfortran for capi's tests; chromium for the report pages)"
 scripts/install-deps.sh
+# install-deps.sh installed Chromium: the tests that load --report pages in it must run.
+export SPILLWAY_REQUIRE_BROWSER=1
 
 step "cargo test (unit, property, integration and CLI tests)"
 cargo test --workspace --locked
@@ -34,7 +37,7 @@ cargo clippy --workspace --all-targets --locked --features spillway-tests/mpi --
 
 step "multi-rank tests under mpirun (feature mpi)"
 cargo build --locked -p spillway-tools --features mpi
-cargo test --locked -p spillway-tests --features mpi --test mpi --test many_ranks --test inputs_from
+cargo test --locked -p spillway-tests --features mpi --test mpi --test many_ranks --test inputs_from --test report_mpi
 
 step "a one-node SLURM (started if it is not running)"
 scripts/slurm-up.sh

@@ -53,6 +53,7 @@ mod metrics;
 mod output;
 mod owner;
 mod pool;
+pub mod report;
 pub mod sort;
 mod spill;
 mod table;

@@ -261,6 +261,8 @@ pub struct Progress {
     /// Set to ask the job to stop (another thread or rank failed); the job then fails with
     /// [`Error::Cancelled`](crate::Error::Cancelled).
     pub cancel: AtomicBool,
+    /// The record of the run, once [`Progress::record`] asked for one.
+    recorder: std::sync::OnceLock<std::sync::Arc<crate::report::Recorder>>,
 }
 
 impl Progress {
@@ -277,6 +279,23 @@ impl Progress {
 
     pub(crate) fn set_phase(&self, phase: Phase) {
         self.phase.store(phase as u8, Ordering::Relaxed);
+    }
+
+    /// Starts recording the job's timeline ([`report`](crate::report)), if it does not yet;
+    /// the engine records spans only for a `Progress` asked this before the job starts.
+    pub fn record(&self) -> &std::sync::Arc<crate::report::Recorder> {
+        self.recorder.get_or_init(std::sync::Arc::default)
+    }
+
+    /// The recorder, when [`Progress::record`] made one.
+    pub fn recorder(&self) -> Option<&std::sync::Arc<crate::report::Recorder>> {
+        self.recorder.get()
+    }
+
+    /// A span of `kind` on this thread while the guard lives, when recording (nothing
+    /// otherwise: one atomic load).
+    pub(crate) fn span(&self, kind: crate::report::SpanKind) -> Option<crate::report::SpanGuard<'_>> {
+        self.recorder.get().map(|r| r.span(kind))
     }
 
     pub(crate) fn cancelled(&self) -> bool {

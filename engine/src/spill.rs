@@ -16,6 +16,7 @@ use crate::job::{Combining, Job};
 use crate::journal::{JournalWriter, Record, RunRef};
 use crate::metrics::Progress;
 use crate::owner::OwnerTag;
+use crate::report::SpanKind;
 
 /// A per-job directory under the user's spill directory, removed when dropped (and on
 /// interruption, through [`crate::cleanup`]).
@@ -204,11 +205,15 @@ impl<'s> Spiller<'s> {
         &self,
         records: impl Iterator<Item = (u32, &'a [u8], &'a V)>,
     ) -> Result<RunInfo> {
+        let mut span = self.progress.span(SpanKind::Spill); // the report's record (--report)
         let mut writer = RunWriter::<V>::create(&self.next_path("spill"), self.partitions, self.io)?;
         for (p, key, value) in records {
             writer.push(p, key, value)?;
         }
         let info = writer.finish(self.journal.is_some())?;
+        if let Some(span) = &mut span {
+            span.bytes(info.bytes);
+        }
         self.progress.spills.fetch_add(1, Ordering::Relaxed);
         let mut pool = self.lock();
         pool.stats.spills += 1;
@@ -233,6 +238,7 @@ impl<'s> Spiller<'s> {
     /// combiner when it has one, and deletes the inputs.
     pub(crate) fn merge<J: Job>(&self, job: &J, inputs: Vec<RunInfo>) -> Result<RunInfo> {
         debug_assert!(inputs.len() <= self.fan_in);
+        let mut span = self.progress.span(SpanKind::Merge); // the report's record (--report)
         let paths: Vec<&Path> = inputs.iter().map(|r| r.path.as_path()).collect();
         let output = self.next_path("merge");
         // One gauge per step: the bound F is on the runs one merge reads at once.
@@ -284,6 +290,9 @@ impl<'s> Spiller<'s> {
         }
         for input in &inputs {
             let _ = std::fs::remove_file(&input.path);
+        }
+        if let Some(span) = &mut span {
+            span.bytes(info.bytes);
         }
         self.progress.merges.fetch_add(1, Ordering::Relaxed);
         let mut pool = self.lock();

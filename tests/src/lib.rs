@@ -8,6 +8,7 @@ use std::sync::Mutex;
 
 use unicode_general_category::{GeneralCategory, get_general_category};
 
+pub mod browser;
 pub mod ranks;
 
 /// Path of the `spillway` binary of this build, built (or brought up to date) on first use.

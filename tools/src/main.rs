@@ -137,6 +137,9 @@ fn cleanup_on_signals() {
                 if let Some(status) = cmd::STATUS.get() {
                     status.finish("interrupted", Some(format!("interrupted by {name}")));
                 }
+                if let Some(report) = cmd::REPORT.get() {
+                    report.finish("interrupted", Some(format!("interrupted by {name}")), None);
+                }
                 let removed = spillway_engine::cleanup::remove_all_for_exit();
                 match cmd::RESUMABLE.get() {
                     // Every state of a resumable job's directory is one it resumes from.

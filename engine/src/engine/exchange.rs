@@ -22,6 +22,7 @@ use crate::cluster::{ExchangeStats, InSection, OutSection};
 use crate::error::{Error, Result};
 use crate::job::Job;
 use crate::merge_plan;
+use crate::report::SpanKind;
 use crate::spill::Spiller;
 
 /// Overrides when a rank merges its runs into one before sending (for measurements and
@@ -42,6 +43,7 @@ impl Engine {
         spiller: &Spiller<'_>,
         owner: &dyn Fn(u32) -> usize,
     ) -> Result<ExchangeStats> {
+        let _span = self.progress.span(SpanKind::Exchange); // the report's record (--report)
         let rank = self.cluster.rank();
         let started = Instant::now();
         let mut runs = spiller.take_all();
@@ -97,6 +99,14 @@ impl Engine {
                     });
                 }
             }
+        }
+        if let Some(recorder) = self.progress.recorder() {
+            // The report's matrix: this rank's row.
+            let mut sent = vec![0u64; self.cluster.size()];
+            for s in &outgoing {
+                sent[owner(s.partition)] += s.bytes.len() as u64;
+            }
+            recorder.note_sent(rank, sent);
         }
         let prepare = started.elapsed().as_secs_f64();
         let partitions = spiller.partitions();

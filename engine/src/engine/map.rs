@@ -43,6 +43,7 @@ use crate::job::{self, Combining, Emitter, Job};
 use crate::journal::Record;
 use crate::metrics::Progress;
 use crate::pool::{self, Crew, FirstError, lock};
+use crate::report::SpanKind;
 use crate::spill::{Spiller, run_ref};
 
 /// With retry on, a worker commits at the first split boundary after its buffer spilled this
@@ -337,6 +338,14 @@ impl<'a, J: Job> Worker<'a, J> {
         if self.buffer.take().is_some() {
             self.budget.give(std::mem::take(&mut self.share));
             self.crew.notify();
+            self.note_buffer();
+        }
+    }
+
+    /// Tells the report's recorder (`--report`) what this worker's buffer holds now.
+    fn note_buffer(&mut self) {
+        if let Some(recorder) = self.progress.recorder() {
+            recorder.note_buffer(self.buffer.as_deref().map_or(0, |b| b.allocated() as u64));
         }
     }
 
@@ -387,6 +396,7 @@ impl<'a, J: Job> Worker<'a, J> {
     /// again, or fails the job after the last attempt.
     fn map_split(&mut self, i: usize, counted: bool) -> Result<()> {
         let range = self.catalog.range(i);
+        let mut span = self.progress.span(SpanKind::Map); // the report's record (--report)
         let split = self.catalog.split(range);
         let buffer = self.buffer.as_deref_mut().expect("a worker maps with a buffer");
         let mut emitter = Emitter { buffer, records: 0 };
@@ -405,6 +415,10 @@ impl<'a, J: Job> Worker<'a, J> {
         }
         self.runs.extend(self.buffer.as_deref_mut().expect("a worker maps with a buffer").take_runs());
         let bytes = split.data.len() as u64;
+        if let Some(span) = &mut span {
+            span.bytes(bytes);
+            self.note_buffer();
+        }
         if let Err(message) = outcome {
             let attempts = self.failed.entry(i).or_default();
             *attempts += 1;

@@ -32,6 +32,7 @@ use crate::journal::Begin;
 use crate::metrics::{AnonSampler, Metrics, Phase, PhaseTimes, Progress, ResumeStats, Retries, peak_rss};
 use crate::output::{Destination, OutputFile, OutputSpec, StagedDir, commit_with_metrics, fresh_token};
 use crate::pool::{self, Crew};
+use crate::report::{RankRecord, SpanKind};
 use crate::spill::{SpillDir, Spiller};
 
 /// The most worker threads `spillway ctl --threads` can grow a job to.
@@ -373,13 +374,21 @@ impl Engine {
             self.threads,
             finals.iter().enumerate().collect(),
             || (),
-            |(), (i, run)| Ok((i, RunReader::<J::Value>::open(&run.path, self.read)?.track(&gauge))),
+            |(), (i, run)| {
+                let _span = progress.span(SpanKind::Reduce); // the report's record (--report)
+                Ok((i, RunReader::<J::Value>::open(&run.path, self.read)?.track(&gauge)))
+            },
         )?;
         opened.sort_unstable_by_key(|&(i, _)| i);
         let readers: Vec<_> = opened.into_iter().map(|(_, reader)| reader).collect();
         spiller.note_final_merge(&gauge);
         let owned: Vec<u32> = (0..partitions).filter(|&p| owner(p) == rank).collect();
         let mut pending = None;
+        // One output is reduced on this thread (part files have a span per partition).
+        let reduce_span = match output {
+            OutputSpec::Dir(_) => None,
+            _ => progress.span(SpanKind::Reduce),
+        };
         let reduce_retries = AtomicU64::new(0);
         let (output_keys, output_bytes, output_files) = match (output, &staged) {
             (OutputSpec::Dir(_), Some(staged)) => {
@@ -399,6 +408,7 @@ impl Engine {
             _ => reduce_all(job, &readers, OutputFile::stdout(), self.sync).map(|(k, b, _)| (k, b, 1))?,
         };
         drop(readers);
+        drop(reduce_span);
         let stats = spiller.stats();
         let finished = Instant::now();
         let metrics = Metrics {
@@ -452,7 +462,11 @@ impl Engine {
         };
         // Every rank's part files are written once rank 0 has their metrics.
         let metrics = if ranks > 1 { self.gather_metrics(metrics)? } else { metrics };
+        if ranks > 1 {
+            self.gather_record()?;
+        }
         if rank == 0 {
+            let _span = progress.span(SpanKind::Commit); // the report's record (--report)
             self.commit(&metrics, staged, pending, job_dir.as_ref())?;
         }
         drop(spiller);
@@ -518,6 +532,32 @@ impl Engine {
             }
             Ok(())
         })
+    }
+
+    /// Rank 0 receives every rank's record of the run (`--report`; empty from a rank that does
+    /// not record) and keeps the others' in its recorder. Every rank calls it, recording or
+    /// not, so that the collective always matches.
+    fn gather_record(&self) -> Result<()> {
+        let recorder = self.progress.recorder();
+        if let Some(recorder) = recorder {
+            recorder.set_rank(self.cluster.rank(), self.cluster.size());
+        }
+        let mine = recorder.map(|r| serde_json::to_vec(&r.rank_record()).expect("a record serializes"));
+        if let Some(all) = self.cluster.gather(&mine.unwrap_or_default())? {
+            let others = all
+                .iter()
+                .enumerate()
+                .filter(|(rank, bytes)| *rank != 0 && !bytes.is_empty())
+                .map(|(_, bytes)| {
+                    serde_json::from_slice(bytes)
+                        .map_err(|e| Error::Cluster(format!("bad record of the run from a rank: {e}")))
+                })
+                .collect::<Result<Vec<RankRecord>>>()?;
+            if let Some(recorder) = recorder {
+                recorder.set_others(others);
+            }
+        }
+        Ok(())
     }
 
     /// Rank 0 receives every rank's metrics and returns the totals; other ranks their own.

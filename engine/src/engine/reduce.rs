@@ -14,6 +14,7 @@ use crate::failpoint;
 use crate::job::{self, Job};
 use crate::output::{Destination, FileDestination, OutputFile, file_destination, part_name};
 use crate::pool::{self};
+use crate::report::SpanKind;
 
 impl Engine {
     /// Reduces every partition into its own part file in the staging directory `dir`,
@@ -48,12 +49,16 @@ impl Engine {
                     progress.partitions_done.fetch_add(1, Ordering::Relaxed);
                     return Ok((kept.keys, kept.bytes));
                 }
+                let mut span = progress.span(SpanKind::Reduce); // the report's record (--report)
                 let (keys, bytes, _) = self.with_retries(retries, || {
                     // A failed attempt's part file is written again from its start.
                     let out = OutputFile::create_staged(&path, self.io)?;
                     let merge = Merge::new(readers.iter().map(|r| r.iter(p)).collect());
                     reduce_merge(job, merge, out, &format!("reduce of partition {p}"), self.sync)
                 })?;
+                if let Some(span) = &mut span {
+                    span.bytes(bytes);
+                }
                 if let Some((job_dir, _)) = resumable {
                     job_dir.reduced(p, &path, keys)?;
                 }

@@ -127,6 +127,7 @@ use crate::error::{ConfigError, Error, Result};
 use crate::input::Inputs;
 use crate::metrics::{AnonSampler, Metrics, Phase, PhaseTimes, peak_rss};
 use crate::output::{Destination, OutputSpec, StagedDir, commit_with_metrics, fresh_token};
+use crate::report::SpanKind;
 use crate::spill::SpillDir;
 
 mod chunk;
@@ -415,9 +416,16 @@ pub fn sort_records(
     // The spill directory's filesystem refused O_DIRECT: the direct path went through the
     // page cache.
     let mut direct_refused = false;
+    // The report's record (--report): the driver thread's steps (the sort's own threads are
+    // not recorded).
     if in_memory {
         let mut entries = vec![0u128; n];
+        let mut span = progress.span(SpanKind::Map);
         pieces_written = sort_chunk(&plan, &records, &mut entries, &sink, progress)?;
+        if let Some(span) = &mut span {
+            span.bytes(records.bytes());
+        }
+        drop(span);
         sorted_done = Instant::now();
         merged_done = sorted_done;
         stats.chunks = u64::from(n > 0);
@@ -433,6 +441,10 @@ pub fn sort_records(
             let chunk = records.slice(range.clone());
             let path = spill.path().join(format!("run-{c:06}.rec"));
             let plan = Plan { count_duplicates: false, ..plan };
+            let mut span = progress.span(SpanKind::Spill);
+            if let Some(span) = &mut span {
+                span.bytes(chunk.bytes());
+            }
             let entries = &mut entries[..range.len()];
             if plan.direct {
                 let file = DirectFile::create(&path, plan.direct_buffers(), plan.direct_capacity())?;
@@ -445,6 +457,7 @@ pub fn sort_records(
                 let file = File::create(&path).map_err(|e| Error::io("create", &path, e))?;
                 sort_chunk(&plan, &chunk, entries, &Sink::File(&file, &path), progress)?;
             }
+            drop(span);
             chunk.release(inputs);
             progress.spills.fetch_add(1, Ordering::Relaxed);
             stats.run_bytes += chunk.bytes();
@@ -456,11 +469,15 @@ pub fn sort_records(
         sorted_done = Instant::now();
 
         progress.set_phase(Phase::Merge);
+        let span = progress.span(SpanKind::Merge);
         let runs = merge_until_fits(&plan, runs, spill.path(), &splitters, &mut stats, progress)?;
+        drop(span);
         merged_done = Instant::now();
         progress.set_phase(Phase::Reduce);
         stats.max_fan_in = stats.max_fan_in.max(runs.len());
+        let span = progress.span(SpanKind::Reduce);
         pieces_written = merge_runs(&plan, &runs, &sink, &splitters, true, progress)?;
+        drop(span);
         drop(spill);
         direct_refused = page_cached_runs;
     }
@@ -527,6 +544,7 @@ pub fn sort_records(
     metrics.job.peak_rss_bytes = peak_rss();
     metrics.job.peak_anon_bytes = sampler.finish();
     let json = serde_json::to_vec_pretty(&metrics).expect("metrics serialize");
+    let _span = progress.span(SpanKind::Commit);
     commit_with_metrics(engine.metrics_file.as_deref(), &json, || {
         if let Some(dest) = dest {
             dest.commit(engine.sync)?;

@@ -14,6 +14,7 @@ use spillway_engine::{
     InputFile, Inputs, Job, MIN_MEMORY_BUDGET, MemoryBudget, OutputSpec, Progress, TempFile, parent_dir,
 };
 
+use super::report::ReportWriter;
 use super::status::StatusWriter;
 
 /// An error in the user's input found by the tool itself (exit status 3).
@@ -241,6 +242,15 @@ pub struct JobOptions {
     /// shares). `spillway status FILE` shows it; `spillway ctl FILE --stop` stops the job.
     #[arg(long, value_name = "FILE")]
     pub status: Option<PathBuf>,
+    /// Besides the output, write a record of the run into FILE (HTML, e.g. report.html): one
+    /// self-contained page (no network needed to view it) with the timeline of every rank's
+    /// and thread's work (map, spill, merge, exchange, reduce, commit), throughput, spills
+    /// and merges, memory against the budget over time, and the bytes exchanged per rank pair
+    /// (docs/report.md). Written when the job ends, also when it fails or is interrupted
+    /// (under mpirun by rank 0, with every rank's record); a page that cannot be written then
+    /// is a warning and does not change the exit status.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
     /// No progress bar and no metrics summary on standard error.
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -395,6 +405,7 @@ impl JobOptions {
             }
         };
         let status = self.start_status(&progress, ranks)?;
+        let report = self.start_report(&progress, ranks)?;
         let bar =
             (!quiet && std::io::stderr().is_terminal()).then(|| ProgressBar::start(Arc::clone(&progress)));
         let result = match (partitioner, given, &feed) {
@@ -407,7 +418,11 @@ impl JobOptions {
         if let Some(bar) = bar {
             bar.finish();
         }
-        let metrics = finish_status(status.as_deref(), result.map_err(anyhow::Error::from))?;
+        let result = result.map_err(anyhow::Error::from);
+        if let Some(report) = report {
+            report.finish_with(&result, result.as_ref().ok().cloned());
+        }
+        let metrics = finish_status(status.as_deref(), result)?;
         if !quiet {
             eprint_line(serde_json::to_string_pretty(&metrics).expect("metrics serialize"));
         }
@@ -428,6 +443,20 @@ impl JobOptions {
         let writer =
             StatusWriter::start(path, self.name, Arc::clone(progress), ranks, self.threads(), self.resume)?;
         Ok(Some(writer))
+    }
+
+    /// Starts recording the job for `--report`, if asked for.
+    ///
+    /// # Errors
+    ///
+    /// The report cannot be written (an [`InputError`], on rank 0).
+    pub fn start_report(
+        &self,
+        progress: &Arc<Progress>,
+        ranks: (usize, usize),
+    ) -> anyhow::Result<Option<Arc<ReportWriter>>> {
+        let Some(path) = &self.report else { return Ok(None) };
+        Ok(Some(ReportWriter::start(path, self.name, progress, ranks, self.budget().bytes)?))
     }
 
     /// Checks everything the job will write, before any work starts, and returns the output:

@@ -5,6 +5,7 @@ mod gen_records;
 mod grep;
 mod inputs_from;
 mod launch;
+mod report;
 mod sort;
 mod status;
 mod valsort;
@@ -15,6 +16,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub use common::{InputError, RESUMABLE, UsageError, eprint_line};
+pub use report::REPORT;
 pub use status::{STATUS, STOP_REQUESTED};
 
 /// The version, with "(mpi)" when built with the `mpi` feature.

@@ -100,14 +100,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let inputs = job.inputs(&args.inputs)?;
     let output = job.check_paths(&inputs)?;
     let status = job.start_status(&progress, (0, 1))?;
+    let report = job.start_report(&progress, (0, 1))?;
     let bar =
         (!job.quiet && std::io::stderr().is_terminal()).then(|| ProgressBar::start(Arc::clone(&progress)));
-    let result = sort_records(&engine, &inputs, &output, shape).map(|m| serde_json::to_string_pretty(&m));
+    let result = sort_records(&engine, &inputs, &output, shape).map_err(anyhow::Error::from);
     if let Some(bar) = bar {
         bar.finish();
     }
-    let json =
-        finish_status(status.as_deref(), result.map_err(anyhow::Error::from))?.expect("metrics serialize");
+    if let Some(report) = report {
+        report.finish_with(&result, result.as_ref().ok().map(|m| m.job.clone()));
+    }
+    let metrics = finish_status(status.as_deref(), result)?;
+    let json = serde_json::to_string_pretty(&metrics).expect("metrics serialize");
     if !job.quiet {
         super::common::eprint_line(json);
     }
