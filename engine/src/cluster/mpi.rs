@@ -19,8 +19,11 @@
 //!   measurements and tests).
 //! - Metrics: variable-length gather to rank 0.
 //!
-//! Requires `MPI_THREAD_MULTIPLE` (OpenMPI provides it): worker threads and the split server
-//! each use the world communicator.
+//! It runs on the engine's own duplicate of a communicator (`super::comm`): the world's
+//! ([`MpiCluster::world`]) or one the caller passes ([`MpiCluster::new`], e.g. from
+//! `MPI_Comm_split`), so its messages never meet the caller's. It requires
+//! `MPI_THREAD_MULTIPLE` (OpenMPI provides it): worker threads, the split server and the
+//! exchange's threads each use the communicator at once.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -34,6 +37,7 @@ use spillway_shuffle::Aligned;
 use super::stream::{
     DESCRIPTOR, Descriptor, Fill, Incoming, RECEIVE_BUFFERS, ReceivePlan, Sender, pieces, staggered,
 };
+use super::comm::Comm;
 use super::{Agreement, Cluster, ExchangeStats, InSection, OutSection, SplitSource};
 use crate::error::{Error, Result};
 use crate::metrics::Progress;
@@ -61,24 +65,67 @@ const PACK_CAP: usize = 64 << 20;
 const WINDOW_ENV: &str = "SPILLWAY_MPI_WINDOW";
 const PACK_ENV: &str = "SPILLWAY_MPI_PACK";
 
-/// Ranks of one MPI job.
+/// The ranks of one communicator, running one engine's jobs.
+///
+/// It holds the engine's own duplicate of the communicator it was made from (`MPI_Comm_dup`),
+/// freed when the cluster (and every engine holding it) is dropped, so its messages never mix
+/// with the caller's or with another engine's. It never initializes or finalizes MPI: the
+/// caller does, with `MPI_THREAD_MULTIPLE`, and drops the cluster before finalizing. Two
+/// clusters on disjoint communicators (the halves of an `MPI_Comm_split`) run jobs at the
+/// same time; one cluster runs one job at a time.
+///
+/// # Example
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use mpi::traits::*;
+/// use spillway_engine::{Engine, Inputs, OutputSpec, cluster::MpiCluster, jobs::WordCount, text::WordMode};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let (universe, _) = mpi::initialize_with_threading(mpi::Threading::Multiple).ok_or("MPI already initialized")?;
+/// let world = universe.world();
+/// let half = world.split_by_color(mpi::topology::Color::with_value(world.rank() % 2)).ok_or("no color")?;
+/// let cluster = Arc::new(MpiCluster::new(&half)?);
+/// let engine = Engine::builder().threads(2).cluster(cluster).build()?;
+/// let out = format!("counts-{}.tsv", world.rank() % 2);
+/// engine.run(&WordCount { mode: WordMode::Unicode }, &Inputs::new(["books"])?, &OutputSpec::File(out.into()))?;
+/// drop(engine); // frees the engine's communicator before MPI_Finalize
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct MpiCluster {
+    comm: Comm,
     rank: usize,
     size: usize,
 }
 
 impl MpiCluster {
-    /// The cluster of `MPI_COMM_WORLD`. MPI must be initialized with `MPI_THREAD_MULTIPLE`
-    /// (by the caller, who owns the `Universe`).
-    pub fn world() -> Self {
-        let world = SimpleCommunicator::world();
-        MpiCluster { rank: world.rank() as usize, size: world.size() as usize }
+    /// The cluster of `MPI_COMM_WORLD` (a duplicate of it).
+    ///
+    /// # Errors
+    ///
+    /// As [`MpiCluster::new`].
+    pub fn world() -> Result<Self> {
+        Self::new(&SimpleCommunicator::world())
+    }
+
+    /// The cluster of the ranks of `comm` (an intra-communicator: the world, or one from
+    /// `split`/`duplicate`), on a duplicate of it. Collective: every rank of `comm` calls it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Cluster`] when MPI is not initialized, already finalized, or was initialized
+    /// with a thread level below `MPI_THREAD_MULTIPLE` (`MPI_Query_thread`).
+    pub fn new<C: Communicator>(comm: &C) -> Result<Self> {
+        let comm = Comm::duplicate(comm)?;
+        let (rank, size) = (comm.get().rank() as usize, comm.get().size() as usize);
+        Ok(MpiCluster { comm, rank, size })
     }
 }
 
 /// Rank 0's source: its workers and the split server share one cursor.
 struct RootSource<'a> {
+    comm: &'a Comm,
     next: AtomicUsize,
     sizes: &'a [u64],
     progress: &'a Progress,
@@ -94,7 +141,7 @@ impl SplitSource for RootSource<'_> {
 
     /// Answers split requests until every other rank has said it is finished.
     fn serve(&self) {
-        let world = SimpleCommunicator::world();
+        let world = self.comm.get();
         let mut finished = 0;
         while finished < self.others {
             if let Some((msg, status)) = world.any_process().immediate_matched_probe_with_tag(TAG_REQUEST) {
@@ -125,11 +172,13 @@ impl SplitSource for RootSource<'_> {
     }
 }
 
-struct RemoteSource;
+struct RemoteSource<'a> {
+    comm: &'a Comm,
+}
 
-impl SplitSource for RemoteSource {
+impl SplitSource for RemoteSource<'_> {
     fn next(&self) -> Option<usize> {
-        let world = SimpleCommunicator::world();
+        let world = self.comm.get();
         let root = world.process_at_rank(0);
         root.send_with_tag(&0u64, TAG_REQUEST);
         let mut reply = 0u64;
@@ -138,7 +187,7 @@ impl SplitSource for RemoteSource {
     }
 
     fn finish(&self) -> Result<()> {
-        SimpleCommunicator::world().process_at_rank(0).send_with_tag(&0u64, TAG_FINISHED);
+        self.comm.get().process_at_rank(0).send_with_tag(&0u64, TAG_FINISHED);
         Ok(())
     }
 }
@@ -255,8 +304,8 @@ impl Receiver<'_> {
 
 /// The sending thread: posts the sends a window at a time (`Sender::next_batch`), each window
 /// when the previous one has completed. Returns (bytes sent, bytes packed).
-fn send_all(mut sender: Sender<'_>) -> (u64, u64) {
-    let world = SimpleCommunicator::world();
+fn send_all(comm: &Comm, mut sender: Sender<'_>) -> (u64, u64) {
+    let world = comm.get();
     let mut sent = 0u64;
     loop {
         let batch = sender.next_batch();
@@ -282,6 +331,7 @@ fn send_all(mut sender: Sender<'_>) -> (u64, u64) {
 /// other on one thread: a rank blocked in a receive still posts its next window of sends,
 /// which the rank it waits for may be waiting on.
 fn move_bytes(
+    comm: &Comm,
     sender: Sender<'_>,
     fills: &[Fill],
     chunk: usize,
@@ -289,10 +339,9 @@ fn move_bytes(
     full: &mpsc::Sender<(usize, Aligned)>,
 ) -> Result<Moved> {
     let started = Instant::now();
-    let world = SimpleCommunicator::world();
     let messages = sender.messages();
     let mut receiver = Receiver {
-        world: &world,
+        world: comm.get(),
         fills,
         next: 0,
         chunk,
@@ -305,7 +354,7 @@ fn move_bytes(
     let (sent, packed) = std::thread::scope(|scope| {
         let sending = std::thread::Builder::new()
             .name("spillway-send".into())
-            .spawn_scoped(scope, move || send_all(sender))
+            .spawn_scoped(scope, move || send_all(comm, sender))
             .map_err(|source| Error::Spawn { thread: "spillway-send".into(), source })?;
         while !receiver.finished() {
             receiver.receive_one();
@@ -349,7 +398,7 @@ impl Cluster for MpiCluster {
     }
 
     fn agree(&self, agreement: &Agreement) -> Result<u64> {
-        let world = SimpleCommunicator::world();
+        let world = self.comm.get();
         let mine = agreement.record();
         let mut all = vec![0u64; mine.len() * self.size];
         world.all_gather_into(&mine[..], &mut all[..]);
@@ -360,9 +409,15 @@ impl Cluster for MpiCluster {
 
     fn split_source<'a>(&'a self, sizes: &'a [u64], progress: &'a Progress) -> Box<dyn SplitSource + 'a> {
         if self.rank == 0 {
-            Box::new(RootSource { next: AtomicUsize::new(0), sizes, progress, others: self.size - 1 })
+            Box::new(RootSource {
+                comm: &self.comm,
+                next: AtomicUsize::new(0),
+                sizes,
+                progress,
+                others: self.size - 1,
+            })
         } else {
-            Box::new(RemoteSource)
+            Box::new(RemoteSource { comm: &self.comm })
         }
     }
 
@@ -373,14 +428,14 @@ impl Cluster for MpiCluster {
         buffer_bytes: usize,
         deliver: &mut dyn FnMut(InSection<'_>) -> Result<()>,
     ) -> Result<ExchangeStats> {
-        let world = SimpleCommunicator::world();
+        let world = self.comm.get();
         let n = self.size;
         let mut stats = ExchangeStats::default();
         // 0. Every rank has finished its map phase: the time a fast rank waits here is not
         // transfer time. Polled with sleeps, so that a waiting rank leaves the CPU to the
         // ranks still mapping (a blocking barrier busy-polls).
         let started = Instant::now();
-        wait_for_all(&world);
+        wait_for_all(world);
         stats.times.wait = started.elapsed().as_secs_f64();
 
         // 1. Descriptors, all-to-all-v, after one all-to-all of (descriptor bytes, the
@@ -474,9 +529,10 @@ impl Cluster for MpiCluster {
             // close instead of waiting for a buffer forever.
             let free_tx = free_tx;
             let fills = &fills;
+            let comm = &self.comm;
             let started = std::thread::Builder::new()
                 .name("spillway-exchange".into())
-                .spawn_scoped(scope, move || move_bytes(sender, fills, plan.chunk, &free_rx, &full_tx));
+                .spawn_scoped(scope, move || move_bytes(comm, sender, fills, plan.chunk, &free_rx, &full_tx));
             let mover = match started {
                 Ok(mover) => mover,
                 Err(source) => return Err(Error::Spawn { thread: "spillway-exchange".into(), source }),
@@ -527,12 +583,12 @@ impl Cluster for MpiCluster {
     }
 
     fn barrier(&self) -> Result<()> {
-        wait_for_all(&SimpleCommunicator::world());
+        wait_for_all(self.comm.get());
         Ok(())
     }
 
     fn all_gather(&self, bytes: &[u8]) -> Result<Vec<Vec<u8>>> {
-        let world = SimpleCommunicator::world();
+        let world = self.comm.get();
         // Never empty: MPI refuses a receive buffer of no bytes (a null pointer). Each rank's
         // bytes go with one leading byte, dropped again below.
         let bytes: Vec<u8> = std::iter::once(0).chain(bytes.iter().copied()).collect();
@@ -549,7 +605,7 @@ impl Cluster for MpiCluster {
     }
 
     fn gather(&self, bytes: &[u8]) -> Result<Option<Vec<Vec<u8>>>> {
-        let world = SimpleCommunicator::world();
+        let world = self.comm.get();
         let root = world.process_at_rank(0);
         let len = to_count(bytes.len(), "metrics")?;
         if self.rank != 0 {
