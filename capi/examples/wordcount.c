@@ -19,50 +19,35 @@
 
 #include "spillway.h"
 
-static int is_letter(uint8_t c) { return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z'); }
+/* Letters: a table lookup per byte. */
+static uint8_t letter[256];
 
-/* Values are counts: 8 bytes, native byte order (memcpy: value bytes are not aligned). */
+static void init_letters(void) {
+    for (int c = 'A'; c <= 'Z'; c++) letter[c] = letter[c + 'a' - 'A'] = 1;
+}
+
+/* Counts are 64-bit values (spillway_job_new_u64) that the engine sums itself
+ * (SPILLWAY_COMBINE_SUM): map emits 1 per word, with no value to allocate and no combine
+ * callback per word. */
 static int map(void *user, const uint8_t *text, size_t len, spillway_emitter *emitter) {
     (void)user;
-    const uint64_t one = 1;
     size_t i = 0;
     while (i < len) {
-        while (i < len && !is_letter(text[i])) i++;
+        while (i < len && !letter[text[i]]) i++;
         size_t start = i;
-        while (i < len && is_letter(text[i])) i++;
-        if (i > start &&
-            spillway_emit(emitter, text + start, i - start, (const uint8_t *)&one, sizeof one) !=
-                SPILLWAY_STATUS_OK) {
+        while (i < len && letter[text[i]]) i++;
+        if (i > start && spillway_emit_u64(emitter, text + start, i - start, 1) != SPILLWAY_STATUS_OK) {
             return 1; /* the engine reports its own error */
         }
     }
     return 0;
 }
 
-static int combine(void *user, const uint8_t *acc, size_t acc_len, const uint8_t *value,
-                   size_t value_len, spillway_writer *out) {
-    (void)user;
-    uint64_t a, b;
-    if (acc_len != sizeof a || value_len != sizeof b) {
-        spillway_fail("a count is not 8 bytes");
-        return 1;
-    }
-    memcpy(&a, acc, sizeof a);
-    memcpy(&b, value, sizeof b);
-    a += b;
-    return spillway_write(out, (const uint8_t *)&a, sizeof a) != SPILLWAY_STATUS_OK;
-}
-
 static int reduce(void *user, const uint8_t *key, size_t key_len, spillway_values *values,
                   spillway_writer *out) {
     (void)user;
     uint64_t total = 0, n;
-    const uint8_t *value;
-    size_t len;
-    while (spillway_values_next(values, &value, &len) == SPILLWAY_STATUS_OK) {
-        memcpy(&n, value, sizeof n);
-        total += n;
-    }
+    while (spillway_values_next_u64(values, &n) == SPILLWAY_STATUS_OK) total += n;
     char line[32];
     int digits = snprintf(line, sizeof line, "\t%llu\n", (unsigned long long)total);
     if (spillway_write(out, key, key_len) != SPILLWAY_STATUS_OK ||
@@ -119,6 +104,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: wordcount [--collect] OUTPUT_FILE INPUT...\n");
         return 2;
     }
+    init_letters();
     struct collected collected = {0};
     spillway_config *config = NULL;
     spillway_job *job = NULL;
@@ -129,7 +115,8 @@ int main(int argc, char **argv) {
     if (status == SPILLWAY_STATUS_OK)
         status = spillway_config_set_threads(config, threads ? (size_t)strtoul(threads, NULL, 10) : 2);
     if (status == SPILLWAY_STATUS_OK) status = spillway_config_set_memory_budget(config, 64u << 20);
-    if (status == SPILLWAY_STATUS_OK) status = spillway_job_new(map, combine, reduce, NULL, &job);
+    if (status == SPILLWAY_STATUS_OK)
+        status = spillway_job_new_u64(map, SPILLWAY_COMBINE_SUM, reduce, NULL, &job);
     if (status == SPILLWAY_STATUS_OK && collecting) {
         status = spillway_config_set_output_callback(config, collect, &collected);
     }
