@@ -63,11 +63,21 @@ pub unsafe extern "C" fn spillway_config_set_comm(config: *mut SpillwayConfig, c
                 "comm is an inter-communicator; spillway needs an intra-communicator",
             ));
         }
-        // SAFETY: `comm` is a live intra-communicator (the caller's contract, checked as far as
-        // MPI can). The wrapper only borrows it, for this call: `ManuallyDrop` never frees it,
-        // and `MpiCluster::new` only duplicates it.
-        let borrowed = ManuallyDrop::new(unsafe { SimpleCommunicator::from_raw(comm) });
-        let cluster = MpiCluster::new(&*borrowed).map_err(|e| Failure::new(SpillwayStatus::Config, e.to_string()))?;
+        // SAFETY: reading the constants the MPI shim of `mpi-sys` defines.
+        let (world, own) = unsafe { (mpi::ffi::RSMPI_COMM_WORLD, mpi::ffi::RSMPI_COMM_SELF) };
+        let cluster = if comm == world {
+            MpiCluster::world()
+        } else if comm == own {
+            MpiCluster::new(&SimpleCommunicator::self_comm())
+        } else {
+            // SAFETY: `comm` is a live intra-communicator other than the world and self (the
+            // caller's contract, checked as far as MPI can), as `from_raw` requires. The
+            // wrapper only borrows it, for this call: `ManuallyDrop` never frees it, and
+            // `MpiCluster::new` only duplicates it.
+            let borrowed = ManuallyDrop::new(unsafe { SimpleCommunicator::from_raw(comm) });
+            MpiCluster::new(&*borrowed)
+        };
+        let cluster = cluster.map_err(|e| Failure::new(SpillwayStatus::Config, e.to_string()))?;
         config.builder = std::mem::take(&mut config.builder).cluster(Arc::new(cluster));
         Ok(())
     })

@@ -55,6 +55,7 @@ fn a_c_mpi_program_runs_jobs_on_the_world_and_on_both_halves_of_a_split() {
         let mut names: Vec<String> =
             std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         names.sort();
+        outputs.sort();
         assert_eq!(names, outputs, "{np} ranks");
         eprintln!("{np} ranks: {}", stdout.trim());
     }
