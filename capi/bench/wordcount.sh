@@ -34,7 +34,6 @@ work=${BENCH_DIR:-$target/capi-bench}
 mkdir -p "$work"
 
 cargo build --release -q -p spillway-capi -p spillway-tools
-cargo build --release -q -p spillway-bench --bin gen-corpus
 lib=$(realpath "$target/release")
 cc -O2 -Icapi/include capi/examples/wordcount.c -L"$lib" -lspillway_capi -Wl,-rpath,"$lib" \
     -o "$work/c-wordcount"
@@ -46,7 +45,10 @@ else
     echo "note: MR-MPI skipped: no /usr/include/mrmpi/mapreduce.h or mpicxx/mpirun (scripts/install-peers.sh)" >&2
 fi
 corpus=$work/corpus-$size
-[[ -d $corpus ]] || "$lib/gen-corpus" --size "$size" --files 8 --out "$corpus" >/dev/null
+if [[ ! -d $corpus ]]; then
+    cargo build --release -q -p spillway-bench --bin gen-corpus
+    "$lib/gen-corpus" --size "$size" --files 8 --out "$corpus" >/dev/null
+fi
 bytes=$(du -sb "$corpus" | cut -f1)
 
 # One run: "wall user sys" in seconds (children included).

@@ -199,7 +199,10 @@ pub unsafe extern "C" fn spillway_values_next(
             return Err(Failure::null("value or value_len"));
         }
         let ValuesOf::Bytes(inner) = &mut values.inner else {
-            return Err(wrong_kind("spillway_values_next", "spillway_job_new_u64: use spillway_values_next_u64"));
+            return Err(wrong_kind(
+                "spillway_values_next",
+                "spillway_job_new_u64: use spillway_values_next_u64",
+            ));
         };
         match inner.next() {
             Some(v) => {
@@ -227,7 +230,10 @@ pub unsafe extern "C" fn spillway_values_next(
 /// for a write.
 #[allow(unsafe_code)]
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn spillway_values_next_u64(values: *mut SpillwayValues, value: *mut u64) -> SpillwayStatus {
+pub unsafe extern "C" fn spillway_values_next_u64(
+    values: *mut SpillwayValues,
+    value: *mut u64,
+) -> SpillwayStatus {
     let mut end = false;
     let status = entry(|| {
         // SAFETY: the caller's contract: this call's live values.

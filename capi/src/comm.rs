@@ -38,7 +38,10 @@ use super::*;
 /// communicator handle or `MPI_COMM_NULL`.
 #[allow(unsafe_code)]
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn spillway_config_set_comm(config: *mut SpillwayConfig, comm: MPI_Comm) -> SpillwayStatus {
+pub unsafe extern "C" fn spillway_config_set_comm(
+    config: *mut SpillwayConfig,
+    comm: MPI_Comm,
+) -> SpillwayStatus {
     entry(|| {
         // SAFETY: the caller's contract: NULL or a live config used by this thread only.
         let config = unsafe { config.as_mut() }.ok_or_else(|| Failure::null("config"))?;

@@ -164,8 +164,13 @@ pub unsafe extern "C" fn spillway_job_new(
     entry(|| {
         let map = map.ok_or_else(|| Failure::null("map"))?;
         let reduce = reduce.ok_or_else(|| Failure::null("reduce"))?;
-        let job =
-            SpillwayJob { map, values: ValueKind::Bytes(combine), reduce, user: UserPtr(user), split: SplitMode::Lines };
+        let job = SpillwayJob {
+            map,
+            values: ValueKind::Bytes(combine),
+            reduce,
+            user: UserPtr(user),
+            split: SplitMode::Lines,
+        };
         // SAFETY: passed on from the caller.
         unsafe { new_handle(out, job) }
     })
@@ -194,8 +199,13 @@ pub unsafe extern "C" fn spillway_job_new_u64(
         let map = map.ok_or_else(|| Failure::null("map"))?;
         let reduce = reduce.ok_or_else(|| Failure::null("reduce"))?;
         let combine = SpillwayCombine::from_int(combine)?;
-        let job =
-            SpillwayJob { map, values: ValueKind::U64(combine), reduce, user: UserPtr(user), split: SplitMode::Lines };
+        let job = SpillwayJob {
+            map,
+            values: ValueKind::U64(combine),
+            reduce,
+            user: UserPtr(user),
+            split: SplitMode::Lines,
+        };
         // SAFETY: passed on from the caller.
         unsafe { new_handle(out, job) }
     })

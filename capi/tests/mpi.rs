@@ -49,7 +49,12 @@ fn a_c_mpi_program_runs_jobs_on_the_world_and_on_both_halves_of_a_split() {
         outputs.extend((0..halves).map(|h| format!("half-{h}.tsv")));
         for name in &outputs {
             let got = std::fs::read(out.join(name)).unwrap_or_default();
-            assert!(got == expected, "{np} ranks: {name} differs from spillway wordcount ({} vs {} bytes)", got.len(), expected.len());
+            assert!(
+                got == expected,
+                "{np} ranks: {name} differs from spillway wordcount ({} vs {} bytes)",
+                got.len(),
+                expected.len()
+            );
         }
         // Nothing else: no half-1 at one rank, no staging or spill directories left.
         let mut names: Vec<String> =
@@ -69,6 +74,9 @@ fn a_thread_level_below_multiple_and_a_null_communicator_are_refused() {
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(run.status.success(), "{stdout}{}", String::from_utf8_lossy(&run.stderr));
     // SPILLWAY_STATUS_CONFIG (4), SPILLWAY_STATUS_INVALID_ARGUMENT (3).
-    assert!(stdout.contains("funneled: status 4: ") && stdout.contains("needs MPI_THREAD_MULTIPLE"), "{stdout}");
+    assert!(
+        stdout.contains("funneled: status 4: ") && stdout.contains("needs MPI_THREAD_MULTIPLE"),
+        "{stdout}"
+    );
     assert!(stdout.contains("null comm: status 3: comm is MPI_COMM_NULL"), "{stdout}");
 }

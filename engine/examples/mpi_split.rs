@@ -23,10 +23,19 @@ use spillway_engine::{Engine, Inputs, Metrics, OutputSpec, jobs::WordCount, text
 
 /// Runs the word count on the ranks of `comm` into `out`; every rank gets the metrics (rank 0's
 /// hold the job's totals).
-fn word_count(comm: &impl Communicator, inputs: &[PathBuf], out: &Path) -> Result<Metrics, Box<dyn std::error::Error>> {
+fn word_count(
+    comm: &impl Communicator,
+    inputs: &[PathBuf],
+    out: &Path,
+) -> Result<Metrics, Box<dyn std::error::Error>> {
     let cluster = Arc::new(MpiCluster::new(comm)?);
-    let engine = Engine::builder().threads(2).partitions(8).memory_budget(64 << 20).cluster(cluster).build()?;
-    let metrics = engine.run(&WordCount { mode: WordMode::Unicode }, &Inputs::new(inputs)?, &OutputSpec::File(out.into()))?;
+    let engine =
+        Engine::builder().threads(2).partitions(8).memory_budget(64 << 20).cluster(cluster).build()?;
+    let metrics = engine.run(
+        &WordCount { mode: WordMode::Unicode },
+        &Inputs::new(inputs)?,
+        &OutputSpec::File(out.into()),
+    )?;
     // Dropping the engine frees its communicator (before MPI_Finalize, which `universe` does).
     Ok(metrics)
 }

@@ -34,10 +34,10 @@ use mpi::topology::SimpleCommunicator;
 use mpi::traits::*;
 use spillway_shuffle::Aligned;
 
+use super::comm::Comm;
 use super::stream::{
     DESCRIPTOR, Descriptor, Fill, Incoming, RECEIVE_BUFFERS, ReceivePlan, Sender, pieces, staggered,
 };
-use super::comm::Comm;
 use super::{Agreement, Cluster, ExchangeStats, InSection, OutSection, SplitSource};
 use crate::error::{Error, Result};
 use crate::metrics::Progress;
