@@ -35,7 +35,7 @@
 #   built-in   25.80 s wall, 5.18 s user, 0.21 s sys
 #   C          34.20 s wall, 5.59 s user, 0.15 s sys   (rounds: 22.5-36.9 s wall, 5.58-5.80 s user)
 #   MR-MPI    326.07 s wall, 41.93 s user, 1.42 s sys  (mpirun -n 2)
-# C / built-in: 0.75x by median wall, 0.93x by user+sys CPU (target 0.7x: met).
+# C / built-in: 0.75x by median wall, 0.94x by user+sys CPU (target 0.7x: met).
 # C / MR-MPI: 9.5x by median wall, 7.5x by CPU (target 10x: not met). On the quiet machine
 # (README's table) the built-in itself runs 1.77 s to MR-MPI's 10.05 s, 5.7x: 10x MR-MPI
 # would need the C word count to be 1.8x faster than the built-in one.
