@@ -113,8 +113,11 @@ fn run(combine: SpillwayCombine, text: &[u8]) -> String {
     std::fs::read_to_string(dir.path().join("out.tsv")).unwrap()
 }
 
+/// How a combine folds two values.
+type Fold = fn(u64, u64) -> u64;
+
 /// What the job must write: each key's values folded by `fold` (all of them without one).
-fn model(list: &[(String, u64)], fold: Option<fn(u64, u64) -> u64>) -> String {
+fn model(list: &[(String, u64)], fold: Option<Fold>) -> String {
     let mut groups: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
     for (k, v) in list {
         groups.entry(k).or_default().push(*v);
@@ -136,7 +139,7 @@ fn model(list: &[(String, u64)], fold: Option<fn(u64, u64) -> u64>) -> String {
 #[test]
 fn every_combine_matches_a_model() {
     let (text, list) = pairs(40_000, 3_000);
-    let cases: [(SpillwayCombine, Option<fn(u64, u64) -> u64>); 4] = [
+    let cases: [(SpillwayCombine, Option<Fold>); 4] = [
         (SpillwayCombine::None, None),
         (SpillwayCombine::Sum, Some(u64::wrapping_add)),
         (SpillwayCombine::Min, Some(u64::min)),
