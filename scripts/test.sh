@@ -34,10 +34,21 @@ cargo test --workspace --locked
 
 step "cargo clippy --features mpi"
 cargo clippy --workspace --all-targets --locked --features spillway-tests/mpi -- -D warnings
+cargo clippy -p spillway-capi --all-targets --locked --features mpi -- -D warnings
 
 step "multi-rank tests under mpirun (feature mpi)"
 cargo build --locked -p spillway-tools --features mpi
 cargo test --locked -p spillway-tests --features mpi --test mpi --test many_ranks --test inputs_from --test report_mpi
+# The C ABI on the caller's communicator: an MPI C program (mpicc) at 1-4 ranks.
+cargo test --locked -p spillway-capi --features mpi --test mpi
+# The engine embedded in a Rust MPI program: the world, then both halves of a split.
+cargo build --locked -p spillway-engine --features mpi --example mpi_split
+example_out=$(mktemp -d)
+OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1 \
+    OMPI_MCA_hwloc_base_binding_policy=none OMPI_MCA_btl=self,vader \
+    mpirun -n 3 "${CARGO_TARGET_DIR:-target}/debug/examples/mpi_split" "$example_out" testdata/gutenberg
+cmp "$example_out/world.tsv" "$example_out/half-0.tsv" && cmp "$example_out/world.tsv" "$example_out/half-1.tsv"
+rm -rf "$example_out"
 
 step "a one-node SLURM (started if it is not running)"
 scripts/slurm-up.sh

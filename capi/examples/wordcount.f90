@@ -3,12 +3,15 @@
 !
 !   wordcount_f OUTPUT_FILE INPUT...
 !
-! Values are counts: 8-byte integers. The callbacks run concurrently on Spillway's worker
-! threads: they keep no state outside their arguments (ONE is a read-only constant).
+! Values are counts: a job with 64-bit values (spillway_job_new_u64) whose values Spillway
+! sums itself (SPILLWAY_COMBINE_SUM), emitted with spillway_emit_u64 (uint64_t is
+! integer(c_int64_t) here: counts stay far below 2^63). The callbacks run concurrently on
+! Spillway's worker threads: they keep no state outside their arguments.
 module spillway
   use, intrinsic :: iso_c_binding
   implicit none
-  integer(c_int), parameter :: SPILLWAY_STATUS_OK = 0, SPILLWAY_OUTPUT_FILE = 1
+  integer(c_int), parameter :: SPILLWAY_STATUS_OK = 0, SPILLWAY_OUTPUT_FILE = 1, &
+                                SPILLWAY_COMBINE_SUM = 1
   interface
     integer(c_int) function spillway_config_new(config) bind(C)
       import :: c_int, c_ptr
@@ -19,9 +22,10 @@ module spillway
       type(c_ptr), value :: config
       integer(c_size_t), value :: threads
     end function
-    integer(c_int) function spillway_job_new(map, combine, reduce, user, job) bind(C)
+    integer(c_int) function spillway_job_new_u64(map, combine, reduce, user, job) bind(C)
       import :: c_int, c_ptr, c_funptr
-      type(c_funptr), value :: map, combine, reduce
+      type(c_funptr), value :: map, reduce
+      integer(c_int), value :: combine
       type(c_ptr), value :: user
       type(c_ptr) :: job
     end function
@@ -31,16 +35,16 @@ module spillway
       integer(c_size_t), value :: n
       integer(c_int), value :: kind
     end function
-    integer(c_int) function spillway_emit(emitter, key, key_len, value, value_len) bind(C)
-      import :: c_int, c_ptr, c_size_t
-      type(c_ptr), value :: emitter, key, value
-      integer(c_size_t), value :: key_len, value_len
+    integer(c_int) function spillway_emit_u64(emitter, key, key_len, value) bind(C)
+      import :: c_int, c_ptr, c_size_t, c_int64_t
+      type(c_ptr), value :: emitter, key
+      integer(c_size_t), value :: key_len
+      integer(c_int64_t), value :: value
     end function
-    integer(c_int) function spillway_values_next(values, value, value_len) bind(C)
-      import :: c_int, c_ptr, c_size_t
+    integer(c_int) function spillway_values_next_u64(values, value) bind(C)
+      import :: c_int, c_ptr, c_int64_t
       type(c_ptr), value :: values
-      type(c_ptr) :: value
-      integer(c_size_t) :: value_len
+      integer(c_int64_t) :: value
     end function
     integer(c_int) function spillway_write(out, data, len) bind(C)
       import :: c_int, c_ptr, c_size_t
@@ -64,7 +68,6 @@ end module spillway
 module callbacks
   use spillway
   implicit none
-  integer(c_int64_t), target, save :: ONE = 1
 contains
   logical function is_letter(c)
     character(kind=c_char), intent(in) :: c
@@ -90,7 +93,7 @@ contains
         i = i + 1
       end do
       if (i > start) then
-        if (spillway_emit(emitter, c_loc(s(start)), i - start, c_loc(ONE), 8_c_size_t) &
+        if (spillway_emit_u64(emitter, c_loc(s(start)), i - start, 1_c_int64_t) &
             /= SPILLWAY_STATUS_OK) then
           map = 1
           return
@@ -102,17 +105,12 @@ contains
   integer(c_int) function reduce(user, key, key_len, values, out) bind(C)
     type(c_ptr), value :: user, key, values, out
     integer(c_size_t), value :: key_len
-    type(c_ptr) :: value
-    integer(c_size_t) :: value_len
-    integer(c_int8_t), pointer :: bytes(:)
     integer(c_int64_t) :: total, n
     character(kind=c_char, len=24), target :: line
     integer :: at
     reduce = 0
     total = 0
-    do while (spillway_values_next(values, value, value_len) == SPILLWAY_STATUS_OK)
-      call c_f_pointer(value, bytes, [value_len])
-      n = transfer(bytes(1:8), n)
+    do while (spillway_values_next_u64(values, n) == SPILLWAY_STATUS_OK)
       total = total + n
     end do
     ! "\t<total>\n", digits written from the end of LINE
@@ -163,7 +161,7 @@ program wordcount_f
   status = spillway_config_new(config)
   if (status == SPILLWAY_STATUS_OK) status = spillway_config_set_threads(config, 2_c_size_t)
   if (status == SPILLWAY_STATUS_OK) &
-    status = spillway_job_new(c_funloc(map), c_null_funptr, c_funloc(reduce), c_null_ptr, job)
+    status = spillway_job_new_u64(c_funloc(map), SPILLWAY_COMBINE_SUM, c_funloc(reduce), c_null_ptr, job)
   if (status == SPILLWAY_STATUS_OK) &
     status = spillway_run(config, job, c_loc(inputs), int(nargs - 1, c_size_t), &
                           SPILLWAY_OUTPUT_FILE, c_loc(args(1)), c_null_ptr)

@@ -80,6 +80,20 @@ typedef enum spillway_split {
   SPILLWAY_SPLIT_WHOLE_FILE = 2,
 } spillway_split;
 
+// How a job with 64-bit values (`spillway_job_new_u64`) combines the values of one key: the
+// values of its `combine` argument (an `int`, checked). The engine folds them itself, in
+// place, on the map side, in merges and before reduce: no callback per value.
+typedef enum spillway_combine {
+  // No combining: reduce sees every value emitted.
+  SPILLWAY_COMBINE_NONE = 0,
+  // The sum (wrapping at 2^64).
+  SPILLWAY_COMBINE_SUM = 1,
+  // The least value.
+  SPILLWAY_COMBINE_MIN = 2,
+  // The greatest value.
+  SPILLWAY_COMBINE_MAX = 3,
+} spillway_combine;
+
 // The engine's settings: an opaque handle from `spillway_config_new`, freed with
 // `spillway_config_free`.
 typedef struct spillway_config spillway_config;
@@ -87,7 +101,8 @@ typedef struct spillway_config spillway_config;
 // What `map` emits into: valid only during the `map` call it is passed to.
 typedef struct spillway_emitter spillway_emitter;
 
-// A job: an opaque handle from `spillway_job_new`, freed with `spillway_job_free`.
+// A job: an opaque handle from `spillway_job_new` or `spillway_job_new_u64`, freed with
+// `spillway_job_free`.
 typedef struct spillway_job spillway_job;
 
 // The values of one key in `reduce`: valid only during that call, as is every value it gives.
@@ -247,6 +262,36 @@ enum spillway_status spillway_config_set_output_callback(struct spillway_config 
                                                          spillway_output_fn output,
                                                          void *user);
 
+#if defined(MPI_VERSION)
+// Makes the jobs run with `config` run on the ranks of `comm` (an intra-communicator:
+// `MPI_COMM_WORLD`, or one from `MPI_Comm_split` or `MPI_Comm_dup`), instead of in this
+// process alone. Collective: every rank of `comm` calls it, and then `spillway_run` with the
+// same job, inputs and output (a file output is written by rank 0 of `comm`, a directory's
+// part files by every rank: the output must be on a filesystem they share).
+//
+// The caller owns MPI: it calls `MPI_Init_thread` with `MPI_THREAD_MULTIPLE` before this
+// (the engine's worker threads and its split server use MPI at once; a lower level, as
+// `MPI_Query_thread` tells, fails with `SPILLWAY_STATUS_CONFIG`), and `MPI_Finalize` after
+// `spillway_config_free`. Spillway never initializes or finalizes MPI. The config keeps its
+// own duplicate of `comm` (`MPI_Comm_dup`, freed by `spillway_config_free` or by the next
+// call of this function), so its messages never mix with the caller's, who may free `comm`
+// and go on using MPI meanwhile. Configs on disjoint communicators (the halves of a split)
+// run jobs at the same time; one config runs one job at a time. If a job fails on one rank,
+// the others may wait for it: end the program (`MPI_Abort`) on a failure.
+//
+// Declared only when `mpi.h` is included before `spillway.h` (`MPI_Comm` is the MPI
+// library's own type: a pointer in OpenMPI, an `int` in MPICH, so the declaration needs
+// `mpi.h`), and defined only in a library built with the `mpi` feature (`cargo build
+// --release -p spillway-capi --features mpi`), against the MPI library the program uses. A
+// Fortran program passes `MPI_Comm_f2c` of its handle through a small C shim.
+//
+// # Safety
+//
+// `config` is NULL or a live config not in use by another thread; `comm` is a live
+// communicator handle or `MPI_COMM_NULL`.
+enum spillway_status spillway_config_set_comm(struct spillway_config *config, MPI_Comm comm);
+#endif
+
 // Makes a job from callbacks into `*out`: `map` and `reduce` are required, `combine` may be
 // NULL. `user` is passed to every callback, on any worker thread and concurrently: what it
 // points to must stay valid while the job runs and be safe to use from several threads.
@@ -260,6 +305,22 @@ enum spillway_status spillway_job_new(spillway_map_fn map,
                                       spillway_reduce_fn reduce,
                                       void *user,
                                       struct spillway_job **out);
+
+// Makes a job whose values are 64-bit unsigned integers into `*out`: `map` emits them with
+// `spillway_emit_u64`, the engine combines them as `combine` says (a `spillway_combine`
+// value: `SPILLWAY_COMBINE_SUM` for counts), and `reduce` reads them with
+// `spillway_values_next_u64`. The fast path for counting and numeric aggregation: no value
+// is allocated or copied per emit, and no callback runs per combined value. `user` is as for
+// `spillway_job_new`. Free the job with `spillway_job_free`.
+//
+// # Safety
+//
+// `out` is NULL or valid for a write; the callbacks keep the contracts of their types.
+enum spillway_status spillway_job_new_u64(spillway_map_fn map,
+                                          int combine,
+                                          spillway_reduce_fn reduce,
+                                          void *user,
+                                          struct spillway_job **out);
 
 // Sets how inputs are cut into splits: lines (default), fixed-size records of `record_size`
 // bytes (at least 1; ignored otherwise), or whole files.
@@ -278,7 +339,8 @@ enum spillway_status spillway_job_set_split(struct spillway_job *job,
 // `job` is NULL or from `spillway_job_new`, not yet freed, and not running.
 void spillway_job_free(struct spillway_job *job);
 
-// Emits one `(key, value)` pair from `map`; both are copied.
+// Emits one `(key, value)` pair from `map` of a job with byte-string values
+// (`spillway_job_new`); both are copied.
 //
 // # Safety
 //
@@ -289,6 +351,19 @@ enum spillway_status spillway_emit(struct spillway_emitter *emitter,
                                    size_t key_len,
                                    const uint8_t *value,
                                    size_t value_len);
+
+// Emits one `(key, value)` pair from `map` of a job with 64-bit values
+// (`spillway_job_new_u64`); the key is copied. No allocation: the engine folds `value` into
+// the key's buffered value (as the job's `spillway_combine` says) or buffers it.
+//
+// # Safety
+//
+// `emitter` is the one passed to the running `map` call (on this thread); `key` points to
+// `key_len` readable bytes (or is NULL when `key_len` is 0).
+enum spillway_status spillway_emit_u64(struct spillway_emitter *emitter,
+                                       const uint8_t *key,
+                                       size_t key_len,
+                                       uint64_t value);
 
 // Tells `map` where its split comes from: the index of its input file in `*file_index` (the
 // position among the inputs given to `spillway_run`, 0-based, where the files found in a
@@ -314,6 +389,16 @@ enum spillway_status spillway_emitter_input(const struct spillway_emitter *emitt
 enum spillway_status spillway_values_next(struct spillway_values *values,
                                           const uint8_t **value,
                                           size_t *value_len);
+
+// Gives the next value of the key of a job with 64-bit values (`spillway_job_new_u64`) in
+// `*value` and returns `SPILLWAY_STATUS_OK`, or returns `SPILLWAY_STATUS_END` when there are
+// no more. With a combining job a key's values are already folded, one per run at most.
+//
+// # Safety
+//
+// `values` is the one passed to the running `reduce` call (on this thread); `value` is valid
+// for a write.
+enum spillway_status spillway_values_next_u64(struct spillway_values *values, uint64_t *value);
 
 // Writes `len` bytes: output bytes from `reduce`, or the combined value from `combine`.
 // Returns `SPILLWAY_STATUS_IO` if the output cannot be written; the job then fails with that error

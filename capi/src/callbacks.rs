@@ -3,9 +3,25 @@
 
 use super::*;
 
+/// The engine's emitter of a job's value kind.
+pub(crate) enum Emits<'e, 'b> {
+    /// Byte-string values (`spillway_job_new`): `spillway_emit`.
+    Bytes(&'e mut Emitter<'b, Vec<u8>>),
+    /// 64-bit values (`spillway_job_new_u64`): `spillway_emit_u64`.
+    U64(&'e mut Emitter<'b, u64>),
+}
+
+/// The values of one key, of a job's value kind.
+pub(crate) enum ValuesOf<'i, 'a> {
+    /// Byte strings: `spillway_values_next`.
+    Bytes(Values<'i, 'a, Vec<u8>>),
+    /// 64-bit values: `spillway_values_next_u64`.
+    U64(Values<'i, 'a, u64>),
+}
+
 /// What `map` emits into: valid only during the `map` call it is passed to.
 pub struct SpillwayEmitter<'e, 'b> {
-    pub(crate) inner: &'e mut Emitter<'b, Vec<u8>>,
+    pub(crate) inner: Emits<'e, 'b>,
     /// The input file's index and the split's byte offset in it.
     pub(crate) input: (u32, u64),
 }
@@ -18,7 +34,7 @@ impl std::fmt::Debug for SpillwayEmitter<'_, '_> {
 
 /// The values of one key in `reduce`: valid only during that call, as is every value it gives.
 pub struct SpillwayValues<'i, 'a> {
-    pub(crate) inner: Values<'i, 'a, Vec<u8>>,
+    pub(crate) inner: ValuesOf<'i, 'a>,
 }
 
 impl std::fmt::Debug for SpillwayValues<'_, '_> {
@@ -41,7 +57,13 @@ impl std::fmt::Debug for SpillwayWriter<'_> {
     }
 }
 
-/// Emits one `(key, value)` pair from `map`; both are copied.
+/// The failure of a call that does not fit the job's value kind.
+fn wrong_kind(call: &str, job: &str) -> Failure {
+    Failure::new(SpillwayStatus::InvalidArgument, format!("{call} does not fit a job made by {job}"))
+}
+
+/// Emits one `(key, value)` pair from `map` of a job with byte-string values
+/// (`spillway_job_new`); both are copied.
 ///
 /// # Safety
 ///
@@ -64,7 +86,10 @@ pub unsafe extern "C" fn spillway_emit(
         let emitter = unsafe { emitter.as_mut() }.ok_or_else(|| Failure::null("emitter"))?;
         // SAFETY: the caller's contract: readable bytes of these lengths.
         let (key, value) = unsafe { (bytes(key, key_len)?, bytes(value, value_len)?) };
-        catch_unwind(AssertUnwindSafe(|| emitter.inner.emit(key, value.to_vec()))).map_err(|panic| {
+        let Emits::Bytes(inner) = &mut emitter.inner else {
+            return Err(wrong_kind("spillway_emit", "spillway_job_new_u64: use spillway_emit_u64"));
+        };
+        catch_unwind(AssertUnwindSafe(|| inner.emit(key, value.to_vec()))).map_err(|panic| {
             let message = panic_message(&*panic);
             panicked = Some(panic);
             Failure::new(SpillwayStatus::Panic, message)
@@ -74,6 +99,50 @@ pub unsafe extern "C" fn spillway_emit(
         PENDING_PANIC.with(|p| *p.borrow_mut() = Some(panic));
     }
     status
+}
+
+/// Emits one `(key, value)` pair from `map` of a job with 64-bit values
+/// (`spillway_job_new_u64`); the key is copied. No allocation: the engine folds `value` into
+/// the key's buffered value (as the job's `spillway_combine` says) or buffers it.
+///
+/// # Safety
+///
+/// `emitter` is the one passed to the running `map` call (on this thread); `key` points to
+/// `key_len` readable bytes (or is NULL when `key_len` is 0).
+#[allow(unsafe_code)]
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn spillway_emit_u64(
+    emitter: *mut SpillwayEmitter,
+    key: *const u8,
+    key_len: usize,
+    value: u64,
+) -> SpillwayStatus {
+    // One `catch_unwind` (not `entry`'s and the emit's): this is the hot path of a counting
+    // job. Only the engine's buffer can panic here (a bug, or a spill that could not be
+    // written); the panic is kept and raised again when `map` returns, so that the engine
+    // reports it for the split.
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: the caller's contract: this call's live emitter.
+        let emitter = unsafe { emitter.as_mut() }.ok_or_else(|| Failure::null("emitter"))?;
+        // SAFETY: the caller's contract: readable bytes of this length.
+        let key = unsafe { bytes(key, key_len)? };
+        match &mut emitter.inner {
+            Emits::U64(inner) => {
+                inner.emit(key, value);
+                Ok(())
+            }
+            Emits::Bytes(_) => Err(wrong_kind("spillway_emit_u64", "spillway_job_new: use spillway_emit")),
+        }
+    }));
+    match outcome {
+        Ok(Ok(())) => SpillwayStatus::Ok,
+        Ok(Err(failure)) => failure.report(),
+        Err(panic) => {
+            let status = Failure::new(SpillwayStatus::Panic, panic_message(&*panic)).report();
+            PENDING_PANIC.with(|p| *p.borrow_mut() = Some(panic));
+            status
+        }
+    }
 }
 
 /// Tells `map` where its split comes from: the index of its input file in `*file_index` (the
@@ -129,7 +198,13 @@ pub unsafe extern "C" fn spillway_values_next(
         if value.is_null() || value_len.is_null() {
             return Err(Failure::null("value or value_len"));
         }
-        match values.inner.next() {
+        let ValuesOf::Bytes(inner) = &mut values.inner else {
+            return Err(wrong_kind(
+                "spillway_values_next",
+                "spillway_job_new_u64: use spillway_values_next_u64",
+            ));
+        };
+        match inner.next() {
             Some(v) => {
                 let v: &ArchivedVec<u8> = v;
                 // SAFETY: both are valid for writes (the caller's contract) and not NULL.
@@ -138,6 +213,40 @@ pub unsafe extern "C" fn spillway_values_next(
                     value_len.write(v.len());
                 }
             }
+            None => end = true,
+        }
+        Ok(())
+    });
+    if status == SpillwayStatus::Ok && end { SpillwayStatus::End } else { status }
+}
+
+/// Gives the next value of the key of a job with 64-bit values (`spillway_job_new_u64`) in
+/// `*value` and returns `SPILLWAY_STATUS_OK`, or returns `SPILLWAY_STATUS_END` when there are
+/// no more. With a combining job a key's values are already folded, one per run at most.
+///
+/// # Safety
+///
+/// `values` is the one passed to the running `reduce` call (on this thread); `value` is valid
+/// for a write.
+#[allow(unsafe_code)]
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn spillway_values_next_u64(
+    values: *mut SpillwayValues,
+    value: *mut u64,
+) -> SpillwayStatus {
+    let mut end = false;
+    let status = entry(|| {
+        // SAFETY: the caller's contract: this call's live values.
+        let values = unsafe { values.as_mut() }.ok_or_else(|| Failure::null("values"))?;
+        if value.is_null() {
+            return Err(Failure::null("value"));
+        }
+        let ValuesOf::U64(inner) = &mut values.inner else {
+            return Err(wrong_kind("spillway_values_next_u64", "spillway_job_new: use spillway_values_next"));
+        };
+        match inner.next() {
+            // SAFETY: valid for a write (the caller's contract) and not NULL.
+            Some(v) => unsafe { value.write(v.to_native()) },
             None => end = true,
         }
         Ok(())

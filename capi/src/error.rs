@@ -56,6 +56,12 @@ impl Failure {
     pub(crate) fn null(what: &str) -> Self {
         Failure::new(SpillwayStatus::NullArgument, format!("{what} is NULL"))
     }
+
+    /// Records the message as this thread's last error; returns the status.
+    pub(crate) fn report(self) -> SpillwayStatus {
+        set_last_error(&self.message);
+        self.status
+    }
 }
 
 pub(crate) fn set_last_error(message: &str) {
@@ -67,10 +73,7 @@ pub(crate) fn set_last_error(message: &str) {
 pub(crate) fn entry(f: impl FnOnce() -> Result<(), Failure>) -> SpillwayStatus {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(())) => SpillwayStatus::Ok,
-        Ok(Err(failure)) => {
-            set_last_error(&failure.message);
-            failure.status
-        }
+        Ok(Err(failure)) => failure.report(),
         Err(panic) => {
             set_last_error(&format!("spillway: {}", panic_message(&*panic)));
             SpillwayStatus::Panic

@@ -16,11 +16,71 @@ pub enum SpillwaySplit {
     WholeFile = 2,
 }
 
-/// A job: an opaque handle from `spillway_job_new`, freed with `spillway_job_free`.
+/// How a job with 64-bit values (`spillway_job_new_u64`) combines the values of one key: the
+/// values of its `combine` argument (an `int`, checked). The engine folds them itself, in
+/// place, on the map side, in merges and before reduce: no callback per value.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpillwayCombine {
+    /// No combining: reduce sees every value emitted.
+    None = 0,
+    /// The sum (wrapping at 2^64).
+    Sum = 1,
+    /// The least value.
+    Min = 2,
+    /// The greatest value.
+    Max = 3,
+}
+
+impl SpillwayCombine {
+    fn from_int(combine: c_int) -> Result<Self, Failure> {
+        match combine {
+            0 => Ok(SpillwayCombine::None),
+            1 => Ok(SpillwayCombine::Sum),
+            2 => Ok(SpillwayCombine::Min),
+            3 => Ok(SpillwayCombine::Max),
+            _ => Err(Failure::new(
+                SpillwayStatus::InvalidArgument,
+                format!(
+                    "combine {combine} is none of SPILLWAY_COMBINE_NONE (0), _SUM (1), _MIN (2), _MAX (3)"
+                ),
+            )),
+        }
+    }
+}
+
+impl Combiner<u64> for SpillwayCombine {
+    #[inline]
+    fn combine(&self, acc: &mut u64, value: u64) {
+        *acc = match self {
+            SpillwayCombine::None => unreachable!("a job without combining has no combiner"),
+            SpillwayCombine::Sum => acc.wrapping_add(value),
+            SpillwayCombine::Min => (*acc).min(value),
+            SpillwayCombine::Max => (*acc).max(value),
+        };
+    }
+
+    #[inline]
+    fn combine_archived(&self, acc: &mut u64, value: &spillway_engine::ArchivedValue<u64>) {
+        self.combine(acc, value.to_native());
+    }
+}
+
+/// What a job's values are.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ValueKind {
+    /// Byte strings, combined by the optional combine callback.
+    Bytes(SpillwayCombineFn),
+    /// 64-bit unsigned integers, combined by the engine.
+    U64(SpillwayCombine),
+}
+
+/// A job: an opaque handle from `spillway_job_new` or `spillway_job_new_u64`, freed with
+/// `spillway_job_free`.
 #[derive(Debug)]
 pub struct SpillwayJob {
     pub(crate) map: MapFn,
-    pub(crate) combine: SpillwayCombineFn,
+    pub(crate) values: ValueKind,
     pub(crate) reduce: ReduceFn,
     pub(crate) user: UserPtr,
     pub(crate) split: SplitMode,
@@ -104,7 +164,48 @@ pub unsafe extern "C" fn spillway_job_new(
     entry(|| {
         let map = map.ok_or_else(|| Failure::null("map"))?;
         let reduce = reduce.ok_or_else(|| Failure::null("reduce"))?;
-        let job = SpillwayJob { map, combine, reduce, user: UserPtr(user), split: SplitMode::Lines };
+        let job = SpillwayJob {
+            map,
+            values: ValueKind::Bytes(combine),
+            reduce,
+            user: UserPtr(user),
+            split: SplitMode::Lines,
+        };
+        // SAFETY: passed on from the caller.
+        unsafe { new_handle(out, job) }
+    })
+}
+
+/// Makes a job whose values are 64-bit unsigned integers into `*out`: `map` emits them with
+/// `spillway_emit_u64`, the engine combines them as `combine` says (a `spillway_combine`
+/// value: `SPILLWAY_COMBINE_SUM` for counts), and `reduce` reads them with
+/// `spillway_values_next_u64`. The fast path for counting and numeric aggregation: no value
+/// is allocated or copied per emit, and no callback runs per combined value. `user` is as for
+/// `spillway_job_new`. Free the job with `spillway_job_free`.
+///
+/// # Safety
+///
+/// `out` is NULL or valid for a write; the callbacks keep the contracts of their types.
+#[allow(unsafe_code)]
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn spillway_job_new_u64(
+    map: SpillwayMapFn,
+    combine: c_int,
+    reduce: SpillwayReduceFn,
+    user: *mut c_void,
+    out: *mut *mut SpillwayJob,
+) -> SpillwayStatus {
+    entry(|| {
+        let map = map.ok_or_else(|| Failure::null("map"))?;
+        let reduce = reduce.ok_or_else(|| Failure::null("reduce"))?;
+        let combine = SpillwayCombine::from_int(combine)?;
+        let job = SpillwayJob {
+            map,
+            values: ValueKind::U64(combine),
+            reduce,
+            user: UserPtr(user),
+            split: SplitMode::Lines,
+        };
         // SAFETY: passed on from the caller.
         unsafe { new_handle(out, job) }
     })
@@ -183,7 +284,9 @@ impl CJob<'_> {
     /// Calls the C combiner on `acc` and `value`.
     #[allow(unsafe_code)]
     pub(crate) fn call_combine(&self, acc: &mut Vec<u8>, value: &[u8]) {
-        let combine = self.0.combine.expect("a combining job has a combiner");
+        let ValueKind::Bytes(Some(combine)) = self.0.values else {
+            unreachable!("a combining job of byte values has a combine callback")
+        };
         // The combined value is written into this thread's spare buffer, which then trades
         // places with `acc`: no allocation per combine once the buffers have grown (the map
         // side combines on every emit of a key already buffered).
@@ -208,23 +311,11 @@ impl CJob<'_> {
             panic!("{e}");
         }
     }
-}
 
-impl Job for CJob<'_> {
-    type Value = Vec<u8>;
-    type Combiner = Self;
-
-    fn combiner(&self) -> Option<&Self> {
-        self.0.combine.map(|_| self)
-    }
-
-    fn split_mode(&self) -> SplitMode {
-        self.0.split
-    }
-
+    /// Calls the C map callback on `split` with `emits`.
     #[allow(unsafe_code)]
-    fn map(&self, split: &Split<'_>, emit: &mut Emitter<'_, Vec<u8>>) -> Result<(), JobError> {
-        let mut emitter = SpillwayEmitter { inner: emit, input: (split.file.index, split.offset) };
+    fn call_map(&self, split: &Split<'_>, emits: Emits<'_, '_>) -> Result<(), JobError> {
+        let mut emitter = SpillwayEmitter { inner: emits, input: (split.file.index, split.offset) };
         // SAFETY: the callback's contract (the header): it reads `split_len` bytes at `split`
         // and uses the emitter only during this call.
         let code =
@@ -232,13 +323,9 @@ impl Job for CJob<'_> {
         Self::outcome("map", code)
     }
 
+    /// Calls the C reduce callback on `key` and `values`.
     #[allow(unsafe_code)]
-    fn reduce(
-        &self,
-        key: &[u8],
-        values: Values<'_, '_, Vec<u8>>,
-        out: &mut dyn Write,
-    ) -> Result<(), JobError> {
+    fn call_reduce(&self, key: &[u8], values: ValuesOf<'_, '_>, out: &mut dyn Write) -> Result<(), JobError> {
         let mut values = SpillwayValues { inner: values };
         let mut writer = SpillwayWriter { out, error: None };
         // SAFETY: the callback's contract (the header): it reads `key_len` bytes at `key` and
@@ -250,6 +337,64 @@ impl Job for CJob<'_> {
             return Err(e.into());
         }
         Self::outcome("reduce", code)
+    }
+}
+
+impl Job for CJob<'_> {
+    type Value = Vec<u8>;
+    type Combiner = Self;
+
+    fn combiner(&self) -> Option<&Self> {
+        matches!(self.0.values, ValueKind::Bytes(Some(_))).then_some(self)
+    }
+
+    fn split_mode(&self) -> SplitMode {
+        self.0.split
+    }
+
+    fn map(&self, split: &Split<'_>, emit: &mut Emitter<'_, Vec<u8>>) -> Result<(), JobError> {
+        self.call_map(split, Emits::Bytes(emit))
+    }
+
+    fn reduce(
+        &self,
+        key: &[u8],
+        values: Values<'_, '_, Vec<u8>>,
+        out: &mut dyn Write,
+    ) -> Result<(), JobError> {
+        self.call_reduce(key, ValuesOf::Bytes(values), out)
+    }
+}
+
+/// A C job with 64-bit values (`spillway_job_new_u64`) as the engine's [`Job`]: the engine
+/// folds its values with the job's [`SpillwayCombine`].
+pub(crate) struct CJobU64<'j> {
+    pub(crate) job: CJob<'j>,
+    pub(crate) combine: SpillwayCombine,
+}
+
+impl Job for CJobU64<'_> {
+    type Value = u64;
+    type Combiner = SpillwayCombine;
+
+    fn combiner(&self) -> Option<&SpillwayCombine> {
+        (self.combine != SpillwayCombine::None).then_some(&self.combine)
+    }
+
+    fn parameters(&self) -> String {
+        format!("{:?}", self.combine)
+    }
+
+    fn split_mode(&self) -> SplitMode {
+        self.job.0.split
+    }
+
+    fn map(&self, split: &Split<'_>, emit: &mut Emitter<'_, u64>) -> Result<(), JobError> {
+        self.job.call_map(split, Emits::U64(emit))
+    }
+
+    fn reduce(&self, key: &[u8], values: Values<'_, '_, u64>, out: &mut dyn Write) -> Result<(), JobError> {
+        self.job.call_reduce(key, ValuesOf::U64(values), out)
     }
 }
 

@@ -9,6 +9,8 @@
 //!   memory budget, open-run bound, spill directory, attempts, resume).
 //! - [`spillway_job_new`] makes a job from a map, an optional combine and a reduce callback
 //!   and a `void *user` pointer; values are opaque byte strings.
+//! - With the `mpi` feature, `spillway_config_set_comm` runs the config's jobs on the ranks of
+//!   the caller's MPI communicator (a duplicate of it).
 //! - [`spillway_run`] runs a job over input paths into a directory of part files or one
 //!   file, and can return the job's metrics as JSON.
 //!
@@ -77,6 +79,9 @@ mod handles;
 
 mod config;
 
+#[cfg(feature = "mpi")]
+mod comm;
+
 mod job;
 
 mod callbacks;
@@ -98,6 +103,8 @@ use spillway_engine::{
 };
 
 pub use callbacks::*;
+#[cfg(feature = "mpi")]
+pub use comm::*;
 pub use config::*;
 pub use error::*;
 use handles::*;

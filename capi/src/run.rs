@@ -144,7 +144,10 @@ pub(crate) unsafe fn run(
     let engine: Engine =
         config.builder.clone().build().map_err(|e| Failure::new(SpillwayStatus::Config, e.to_string()))?;
     let inputs = inputs().map_err(|e| Failure::new(status_of(&e), e.to_string()))?;
-    let result = engine.run(&CJob(job), &inputs, &output);
+    let result = match job.values {
+        ValueKind::Bytes(_) => engine.run(&CJob(job), &inputs, &output),
+        ValueKind::U64(combine) => engine.run(&CJobU64 { job: CJob(job), combine }, &inputs, &output),
+    };
     let metrics = result.map_err(|e| Failure::new(status_of(&e), e.to_string()))?;
     if !metrics_json.is_null() {
         let json = serde_json::to_string(&metrics)

@@ -105,6 +105,19 @@ fn an_impossible_length_is_an_error_not_a_crash() {
     );
 }
 
+/// `spillway_emit` (byte values) from the map of a job with 64-bit values: an error code and
+/// a message naming the call to use, which fails the job.
+#[test]
+fn a_call_of_the_other_value_kind_is_an_error() {
+    let stdout = fail("kind");
+    assert!(
+        stdout.contains(
+            "map callback failed: spillway_emit does not fit a job made by spillway_job_new_u64: use spillway_emit_u64"
+        ),
+        "{stdout}"
+    );
+}
+
 #[test]
 fn a_failing_output_callback_fails_the_job_with_its_message() {
     let stdout = fail("output");
@@ -125,6 +138,10 @@ fn misuse_gives_error_codes_and_messages() {
         "set_split(9)",
         "run(callback unset)",
         "emit(NULL emitter)",
+        "job_new_u64(no map)",
+        "job_new_u64(combine 9)",
+        "emit_u64(NULL emitter)",
+        "values_next_u64(NULL)",
         "values_next(NULL)",
         "write(NULL)",
     ] {
@@ -132,5 +149,6 @@ fn misuse_gives_error_codes_and_messages() {
     }
     assert!(stdout.contains("out is NULL"), "{stdout}");
     assert!(stdout.contains("output kind 7 is none of"), "{stdout}");
+    assert!(stdout.contains("combine 9 is none of SPILLWAY_COMBINE_NONE"), "{stdout}");
     assert!(stdout.contains("/nonexistent/spillway-input"), "{stdout}");
 }

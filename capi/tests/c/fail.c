@@ -1,6 +1,7 @@
 /*
  * Failures through the C ABI: `fail MODE OUTPUT INPUT` where MODE is `map`, `combine` or
  * `reduce` (that callback fails, with a message), `huge` (map emits a key of length SIZE_MAX - 7),
+ * `kind` (map of a job with 64-bit values calls spillway_emit, for byte values),
  * `output` (the output callback fails, with a
  * message), or `misuse` (NULL handles and bad
  * arguments, each must give an error code and a message). Prints "status=N message=M" for
@@ -25,6 +26,13 @@ static int map(void *user, const uint8_t *text, size_t len, spillway_emitter *em
          * would abort the process; it must come back as an error code and a message. */
         const uint8_t one = 1;
         spillway_status status = spillway_emit(emitter, text, (size_t)-8, &one, 1);
+        if (status != SPILLWAY_STATUS_INVALID_ARGUMENT) return 99;
+        spillway_fail(spillway_last_error());
+        return 1;
+    }
+    if (strcmp(mode, "kind") == 0) {
+        const uint8_t one = 1;
+        spillway_status status = spillway_emit(emitter, text, 1, &one, 1);
         if (status != SPILLWAY_STATUS_INVALID_ARGUMENT) return 99;
         spillway_fail(spillway_last_error());
         return 1;
@@ -86,7 +94,10 @@ int main(int argc, char **argv) {
     if (spillway_config_new(&config) != SPILLWAY_STATUS_OK) return 3;
     if (spillway_config_set_threads(config, 2) != SPILLWAY_STATUS_OK) return 3;
     if (spillway_config_set_max_attempts(config, 2) != SPILLWAY_STATUS_OK) return 3;
-    if (spillway_job_new(map, combine, reduce, NULL, &job) != SPILLWAY_STATUS_OK) return 3;
+    spillway_status made = strcmp(mode, "kind") == 0
+                               ? spillway_job_new_u64(map, SPILLWAY_COMBINE_SUM, reduce, NULL, &job)
+                               : spillway_job_new(map, combine, reduce, NULL, &job);
+    if (made != SPILLWAY_STATUS_OK) return 3;
     int bad = 0;
     if (strcmp(mode, "misuse") == 0) {
         spillway_job *none = NULL;
@@ -97,6 +108,11 @@ int main(int argc, char **argv) {
                       SPILLWAY_STATUS_INVALID_ARGUMENT);
         bad |= expect("job_new(no map)", spillway_job_new(NULL, NULL, reduce, NULL, &none),
                       SPILLWAY_STATUS_NULL_ARGUMENT);
+        bad |= expect("job_new_u64(no map)",
+                      spillway_job_new_u64(NULL, SPILLWAY_COMBINE_SUM, reduce, NULL, &none),
+                      SPILLWAY_STATUS_NULL_ARGUMENT);
+        bad |= expect("job_new_u64(combine 9)", spillway_job_new_u64(map, 9, reduce, NULL, &none),
+                      SPILLWAY_STATUS_INVALID_ARGUMENT);
         bad |= expect("set_split(records, 0)", spillway_job_set_split(job, SPILLWAY_SPLIT_RECORDS, 0),
                       SPILLWAY_STATUS_INVALID_ARGUMENT);
         bad |= expect("run(NULL job)",
@@ -128,6 +144,11 @@ int main(int argc, char **argv) {
         const uint8_t *value = NULL;
         size_t value_len = 0;
         bad |= expect("emit(NULL emitter)", spillway_emit(NULL, (const uint8_t *)"k", 1, NULL, 0),
+                      SPILLWAY_STATUS_NULL_ARGUMENT);
+        bad |= expect("emit_u64(NULL emitter)", spillway_emit_u64(NULL, (const uint8_t *)"k", 1, 1),
+                      SPILLWAY_STATUS_NULL_ARGUMENT);
+        uint64_t number = 0;
+        bad |= expect("values_next_u64(NULL)", spillway_values_next_u64(NULL, &number),
                       SPILLWAY_STATUS_NULL_ARGUMENT);
         bad |= expect("values_next(NULL)", spillway_values_next(NULL, &value, &value_len),
                       SPILLWAY_STATUS_NULL_ARGUMENT);

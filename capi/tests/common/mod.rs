@@ -37,6 +37,8 @@ pub enum Compiler {
     Gcc,
     Gxx,
     Gfortran,
+    /// OpenMPI's C compiler wrapper (feature `mpi`'s tests).
+    Mpicc,
 }
 
 impl Compiler {
@@ -45,6 +47,7 @@ impl Compiler {
             Compiler::Gcc => "gcc",
             Compiler::Gxx => "g++",
             Compiler::Gfortran => "gfortran",
+            Compiler::Mpicc => "mpicc",
         }
     }
 
@@ -60,6 +63,7 @@ impl Compiler {
                 Compiler::Gcc => "gcc",
                 Compiler::Gxx => "g++",
                 Compiler::Gfortran => "gfortran",
+                Compiler::Mpicc => "libopenmpi-dev",
             }
         );
     }
@@ -73,6 +77,8 @@ impl Compiler {
         let mut cmd = Command::new(self.command());
         match self {
             Compiler::Gcc => cmd.args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic"]),
+            // Not `-pedantic`: mpi.h is not.
+            Compiler::Mpicc => cmd.args(["-std=c11", "-Wall", "-Wextra", "-Werror"]),
             Compiler::Gxx => cmd.args(["-std=c++17", "-Wall", "-Wextra", "-Werror"]),
             // `-J`: the module files go beside the program, not into the working directory.
             Compiler::Gfortran => {

@@ -5,6 +5,10 @@
 //! splits on request, partition sections move to their owner rank after the map phase, and
 //! rank 0 gathers every rank's metrics.
 
+// The engine's one module with unsafe code: `Send`/`Sync` for an MPI communicator handle.
+#[cfg(feature = "mpi")]
+#[allow(unsafe_code)]
+mod comm;
 #[cfg(feature = "mpi")]
 mod mpi;
 mod splits;

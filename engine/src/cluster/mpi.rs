@@ -24,8 +24,11 @@
 //!   measurements and tests).
 //! - Metrics: variable-length gather to rank 0.
 //!
-//! Requires `MPI_THREAD_MULTIPLE` (OpenMPI provides it): worker threads and the split server
-//! each use the world communicator.
+//! It runs on the engine's own duplicate of a communicator (`super::comm`): the world's
+//! ([`MpiCluster::world`]) or one the caller passes ([`MpiCluster::new`], e.g. from
+//! `MPI_Comm_split`), so its messages never meet the caller's. It requires
+//! `MPI_THREAD_MULTIPLE` (OpenMPI provides it): worker threads, the split server and the
+//! exchange's threads each use the communicator at once.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -37,6 +40,7 @@ use mpi::topology::SimpleCommunicator;
 use mpi::traits::*;
 use spillway_shuffle::Aligned;
 
+use super::comm::Comm;
 use super::stream::{
     Cut, DESCRIPTOR, Descriptor, Fill, Incoming, RECEIVE_BUFFERS, ReceivePlan, Sender, pieces, staggered,
 };
@@ -72,24 +76,67 @@ const PACK_CAP: usize = 64 << 20;
 const WINDOW_ENV: &str = "SPILLWAY_MPI_WINDOW";
 const PACK_ENV: &str = "SPILLWAY_MPI_PACK";
 
-/// Ranks of one MPI job.
+/// The ranks of one communicator, running one engine's jobs.
+///
+/// It holds the engine's own duplicate of the communicator it was made from (`MPI_Comm_dup`),
+/// freed when the cluster (and every engine holding it) is dropped, so its messages never mix
+/// with the caller's or with another engine's. It never initializes or finalizes MPI: the
+/// caller does, with `MPI_THREAD_MULTIPLE`, and drops the cluster before finalizing. Two
+/// clusters on disjoint communicators (the halves of an `MPI_Comm_split`) run jobs at the
+/// same time; one cluster runs one job at a time.
+///
+/// # Example
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use mpi::traits::*;
+/// use spillway_engine::{Engine, Inputs, OutputSpec, cluster::MpiCluster, jobs::WordCount, text::WordMode};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let (universe, _) = mpi::initialize_with_threading(mpi::Threading::Multiple).ok_or("MPI already initialized")?;
+/// let world = universe.world();
+/// let half = world.split_by_color(mpi::topology::Color::with_value(world.rank() % 2)).ok_or("no color")?;
+/// let cluster = Arc::new(MpiCluster::new(&half)?);
+/// let engine = Engine::builder().threads(2).cluster(cluster).build()?;
+/// let out = format!("counts-{}.tsv", world.rank() % 2);
+/// engine.run(&WordCount { mode: WordMode::Unicode }, &Inputs::new(["books"])?, &OutputSpec::File(out.into()))?;
+/// drop(engine); // frees the engine's communicator before MPI_Finalize
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct MpiCluster {
+    comm: Comm,
     rank: usize,
     size: usize,
 }
 
 impl MpiCluster {
-    /// The cluster of `MPI_COMM_WORLD`. MPI must be initialized with `MPI_THREAD_MULTIPLE`
-    /// (by the caller, who owns the `Universe`).
-    pub fn world() -> Self {
-        let world = SimpleCommunicator::world();
-        MpiCluster { rank: world.rank() as usize, size: world.size() as usize }
+    /// The cluster of `MPI_COMM_WORLD` (a duplicate of it).
+    ///
+    /// # Errors
+    ///
+    /// As [`MpiCluster::new`].
+    pub fn world() -> Result<Self> {
+        Self::new(&SimpleCommunicator::world())
+    }
+
+    /// The cluster of the ranks of `comm` (an intra-communicator: the world, or one from
+    /// `split`/`duplicate`), on a duplicate of it. Collective: every rank of `comm` calls it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Cluster`] when MPI is not initialized, already finalized, or was initialized
+    /// with a thread level below `MPI_THREAD_MULTIPLE` (`MPI_Query_thread`).
+    pub fn new<C: Communicator>(comm: &C) -> Result<Self> {
+        let comm = Comm::duplicate(comm)?;
+        let (rank, size) = (comm.get().rank() as usize, comm.get().size() as usize);
+        Ok(MpiCluster { comm, rank, size })
     }
 }
 
 /// Rank 0's source: its workers and the split server share one cursor.
 struct RootSource<'a> {
+    comm: &'a Comm,
     cursor: Cursor<'a>,
     others: usize,
     /// The workers of every rank, as last reported in their requests (rank 0's own: its
@@ -112,7 +159,7 @@ impl SplitSource for RootSource<'_> {
     /// finds no split known yet (a list that grows) waits here, unanswered, until one is (or
     /// the list is complete): the asking rank waits for its reply, not polling rank 0 again.
     fn serve(&self) {
-        let world = SimpleCommunicator::world();
+        let world = self.comm.get();
         let mut threads = self.threads.clone();
         let mut waiting: VecDeque<(i32, usize)> = VecDeque::new();
         let mut finished = 0;
@@ -175,6 +222,7 @@ impl SplitSource for RootSource<'_> {
 /// Another rank's source: one worker at a time asks rank 0 for a batch (as many splits as
 /// this rank has workers, or fewer near the end), which the workers then share.
 struct RemoteSource<'a> {
+    comm: &'a Comm,
     splits: &'a dyn SplitList,
     progress: &'a Progress,
     threads: usize,
@@ -197,7 +245,7 @@ impl RemoteSource<'_> {
     /// Asks rank 0 for splits and waits for the reply (polled, pausing between polls: a
     /// blocking MPI receive spins); takes in each split's description. `None`: no more.
     fn ask(&self) -> Result<Option<Vec<usize>>> {
-        let world = SimpleCommunicator::world();
+        let world = self.comm.get();
         let root = world.process_at_rank(0);
         let wanted = self.progress.threads_wanted.load(Ordering::Relaxed);
         let want = if wanted == 0 { self.threads } else { wanted };
@@ -266,7 +314,7 @@ impl SplitSource for RemoteSource<'_> {
     }
 
     fn finish(&self) -> Result<()> {
-        SimpleCommunicator::world().process_at_rank(0).send_with_tag(&0u64, TAG_FINISHED);
+        self.comm.get().process_at_rank(0).send_with_tag(&0u64, TAG_FINISHED);
         lock(&self.state).error.take().map_or(Ok(()), Err)
     }
 }
@@ -388,8 +436,8 @@ impl Receiver<'_> {
 
 /// The sending thread: posts the sends a window at a time (`Sender::next_batch`), each window
 /// when the previous one has completed. Returns (bytes sent, bytes packed).
-fn send_all(mut sender: Sender<'_>) -> (u64, u64) {
-    let world = SimpleCommunicator::world();
+fn send_all(comm: &Comm, mut sender: Sender<'_>) -> (u64, u64) {
+    let world = comm.get();
     let mut sent = 0u64;
     loop {
         let batch = sender.next_batch();
@@ -415,16 +463,16 @@ fn send_all(mut sender: Sender<'_>) -> (u64, u64) {
 /// other on one thread: a rank blocked in a receive still posts its next window of sends,
 /// which the rank it waits for may be waiting on.
 fn move_bytes(
+    comm: &Comm,
     sender: Sender<'_>,
     fills: &[Fill],
     free: &mpsc::Receiver<Aligned>,
     full: &mpsc::Sender<(usize, Aligned)>,
 ) -> Result<Moved> {
     let started = Instant::now();
-    let world = SimpleCommunicator::world();
     let messages = sender.messages();
     let mut receiver = Receiver {
-        world: &world,
+        world: comm.get(),
         fills,
         next: 0,
         free,
@@ -436,7 +484,7 @@ fn move_bytes(
     let (sent, packed) = std::thread::scope(|scope| {
         let sending = std::thread::Builder::new()
             .name("spillway-send".into())
-            .spawn_scoped(scope, move || send_all(sender))
+            .spawn_scoped(scope, move || send_all(comm, sender))
             .map_err(|source| Error::Spawn { thread: "spillway-send".into(), source })?;
         while !receiver.finished() {
             receiver.receive_one();
@@ -480,7 +528,7 @@ impl Cluster for MpiCluster {
     }
 
     fn agree(&self, agreement: &Agreement) -> Result<u64> {
-        let world = SimpleCommunicator::world();
+        let world = self.comm.get();
         let mine = agreement.record();
         let mut all = vec![0u64; mine.len() * self.size];
         world.all_gather_into(&mine[..], &mut all[..]);
@@ -497,6 +545,7 @@ impl Cluster for MpiCluster {
     ) -> Box<dyn SplitSource + 'a> {
         if self.rank == 0 {
             Box::new(RootSource {
+                comm: &self.comm,
                 cursor: Cursor::new(splits, progress),
                 others: self.size - 1,
                 threads: vec![threads.max(1); self.size],
@@ -504,6 +553,7 @@ impl Cluster for MpiCluster {
             })
         } else {
             Box::new(RemoteSource {
+                comm: &self.comm,
                 splits,
                 progress,
                 threads: threads.max(1),
@@ -520,14 +570,14 @@ impl Cluster for MpiCluster {
         buffer_bytes: usize,
         deliver: &mut dyn FnMut(InSection<'_>) -> Result<()>,
     ) -> Result<ExchangeStats> {
-        let world = SimpleCommunicator::world();
+        let world = self.comm.get();
         let n = self.size;
         let mut stats = ExchangeStats::default();
         // 0. Every rank has finished its map phase: the time a fast rank waits here is not
         // transfer time. Polled with sleeps, so that a waiting rank leaves the CPU to the
         // ranks still mapping (a blocking barrier busy-polls).
         let started = Instant::now();
-        wait_for_all(&world);
+        wait_for_all(world);
         stats.times.wait = started.elapsed().as_secs_f64();
 
         // 1. Descriptors, all-to-all-v, after one all-to-all of (descriptor bytes, the
@@ -635,9 +685,10 @@ impl Cluster for MpiCluster {
             // close instead of waiting for a buffer forever.
             let free_tx = free_tx;
             let fills = &fills;
+            let comm = &self.comm;
             let started = std::thread::Builder::new()
                 .name("spillway-exchange".into())
-                .spawn_scoped(scope, move || move_bytes(sender, fills, &free_rx, &full_tx));
+                .spawn_scoped(scope, move || move_bytes(comm, sender, fills, &free_rx, &full_tx));
             let mover = match started {
                 Ok(mover) => mover,
                 Err(source) => return Err(Error::Spawn { thread: "spillway-exchange".into(), source }),
@@ -688,12 +739,12 @@ impl Cluster for MpiCluster {
     }
 
     fn barrier(&self) -> Result<()> {
-        wait_for_all(&SimpleCommunicator::world());
+        wait_for_all(self.comm.get());
         Ok(())
     }
 
     fn all_gather(&self, bytes: &[u8]) -> Result<Vec<Vec<u8>>> {
-        let world = SimpleCommunicator::world();
+        let world = self.comm.get();
         // Never empty: MPI refuses a receive buffer of no bytes (a null pointer). Each rank's
         // bytes go with one leading byte, dropped again below.
         let bytes: Vec<u8> = std::iter::once(0).chain(bytes.iter().copied()).collect();
@@ -710,7 +761,7 @@ impl Cluster for MpiCluster {
     }
 
     fn gather(&self, bytes: &[u8]) -> Result<Option<Vec<Vec<u8>>>> {
-        let world = SimpleCommunicator::world();
+        let world = self.comm.get();
         let root = world.process_at_rank(0);
         let len = to_count(bytes.len(), "metrics")?;
         if self.rank != 0 {

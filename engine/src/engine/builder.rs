@@ -136,7 +136,8 @@ impl EngineBuilder {
     }
 
     /// The ranks this engine runs with (default: [`Local`], one process). With the `mpi`
-    /// feature, `MpiCluster::world()` runs the job across the ranks of `mpirun`.
+    /// feature, `MpiCluster::world()?` runs the job across the ranks of `mpirun`, and
+    /// `MpiCluster::new(&comm)?` across those of a communicator the caller made.
     pub fn cluster(mut self, cluster: Arc<dyn Cluster>) -> Self {
         self.cluster = Some(cluster);
         self

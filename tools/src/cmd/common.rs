@@ -624,7 +624,7 @@ mod mpi_run {
                 mpi::topology::SimpleCommunicator::world().abort(crate::EXIT_FAILURE.into());
             }));
         }
-        match options.run_on(builder, job, inputs, partitioner, Arc::new(MpiCluster::world())) {
+        match options.run_on(builder, job, inputs, partitioner, Arc::new(MpiCluster::world()?)) {
             Ok(code) => Ok(code),
             Err(err) if size > 1 => {
                 // Disagreement is found by every rank at once: rank 0 reports it, all exit.
