@@ -57,7 +57,7 @@ fn main() -> Result<()> {
         bail!("the MPI library gives thread level {level:?}; the split server needs Multiple");
     }
     let world = universe.world();
-    let cluster = MpiCluster::world();
+    let cluster = MpiCluster::world()?;
     if cluster.size() < 2 {
         bail!("run under mpirun with at least 2 ranks");
     }
