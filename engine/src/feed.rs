@@ -68,6 +68,27 @@ impl<T> Slots<T> {
     }
 }
 
+/// The paths of a feed's files by index, for a job that names its input files in its output
+/// ([`InvertedIndex::fed`](crate::jobs::InvertedIndex::fed),
+/// [`Grep::fed`](crate::jobs::Grep::fed)): shared with the feed ([`InputFeed::names`]), which
+/// fills it as files arrive. Complete on every rank once the map phase has ended (under MPI
+/// rank 0's list reaches the others then), which is before any reduce.
+#[derive(Clone, Default)]
+pub struct FileNames(Arc<Slots<PathBuf>>);
+
+impl FileNames {
+    /// The path of file `index`, as pushed (a directory joined with the path inside it).
+    pub fn get(&self, index: u32) -> Option<&Path> {
+        self.0.get(index as usize).map(PathBuf::as_path)
+    }
+}
+
+impl std::fmt::Debug for FileNames {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FileNames")
+    }
+}
+
 /// What the feed knows, under its lock.
 #[derive(Debug, Default)]
 struct State {
@@ -110,6 +131,8 @@ pub struct InputFeed {
     split_size: usize,
     read: ReadMode,
     files: Slots<InputFile>,
+    /// The files' paths, also of those another rank opened (see [`FileNames`]).
+    names: FileNames,
     splits: Slots<SplitRange>,
     state: Mutex<State>,
     grown: Condvar,
@@ -135,6 +158,7 @@ impl InputFeed {
             split_size: split_size.max(1),
             read,
             files: Slots::default(),
+            names: FileNames::default(),
             splits: Slots::default(),
             state: Mutex::new(State::default()),
             grown: Condvar::new(),
@@ -169,11 +193,12 @@ impl InputFeed {
                 path: path.clone(),
                 what: "more than 4 billion input files".into(),
             })?;
-            let file = InputFile::open(path, index32, self.read)?;
+            let file = InputFile::open(path.clone(), index32, self.read)?;
             let mut planned = Vec::new();
             plan_file(index, &file, self.mode, self.split_size, &mut planned)?;
             let bytes = file.bytes().len() as u64;
             self.files.set(index, file);
+            self.names.0.set(index, path);
             for (k, range) in planned.iter().enumerate() {
                 self.splits.set(first + k, *range);
             }
@@ -204,6 +229,42 @@ impl InputFeed {
         state.error.get_or_insert(error);
         drop(state);
         self.grown.notify_all();
+    }
+
+    /// This feed, filling `names` (for a job built before the feed, which holds a clone of
+    /// them) instead of a table of its own. Call it before any file is pushed.
+    #[must_use]
+    pub fn with_names(mut self, names: FileNames) -> Self {
+        self.names = names;
+        self
+    }
+
+    /// The paths of the files, filled as they arrive: for a job that names its input files
+    /// (see [`FileNames`]).
+    pub fn names(&self) -> FileNames {
+        self.names.clone()
+    }
+
+    /// The paths of all files known here, in index order, each ended by a NUL byte (which no
+    /// path holds): rank 0's, sent to the other ranks after the map phase.
+    pub(crate) fn name_list(&self) -> Vec<u8> {
+        let known = lock(&self.state).files;
+        let mut out = Vec::new();
+        for i in 0..known {
+            if let Some(path) = self.names.0.get(i) {
+                out.extend_from_slice(path.as_os_str().as_encoded_bytes());
+            }
+            out.push(0);
+        }
+        out
+    }
+
+    /// Learns the paths of [`InputFeed::name_list`] (those known already stay).
+    pub(crate) fn learn_names(&self, list: &[u8]) {
+        let Some(list) = list.strip_suffix(&[0]) else { return };
+        for (i, name) in list.split(|&b| b == 0).enumerate() {
+            self.names.0.set(i, PathBuf::from(std::ffi::OsStr::from_bytes(name)));
+        }
     }
 
     /// Whether [`InputFeed::end`] or [`InputFeed::fail`] was called.
@@ -329,6 +390,7 @@ impl SplitList for InputFeed {
                 }
                 let bytes = file.bytes().len() as u64;
                 self.files.set(range.file, file);
+                self.names.0.set(range.file, path);
                 let mut state = lock(&self.state);
                 state.files = state.files.max(range.file + 1);
                 state.bytes += bytes;

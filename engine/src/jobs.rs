@@ -1,7 +1,6 @@
 //! The built-in jobs behind the `spillway` subcommands: word count, inverted index, grep.
 
 use std::io::Write;
-use std::path::PathBuf;
 
 use ahash::RandomState;
 use hashbrown::HashTable;
@@ -10,6 +9,7 @@ use spillway_shuffle::ArchivedValue;
 use spillway_shuffle::rkyv::Archived;
 
 use crate::error::JobError;
+use crate::feed::FileNames;
 use crate::input::{Inputs, Split, SplitMode};
 use crate::job::{Combiner, Emitter, Job, NoCombiner, Values};
 use crate::table::{INLINE_KEY, signature, table_hash};
@@ -94,19 +94,47 @@ impl Combiner<u64> for WordCount {
     }
 }
 
+/// The names of a job's input files by index: known up front, or those of an
+/// [`InputFeed`](crate::InputFeed), known by the reduce.
+#[derive(Debug, Clone)]
+enum Names {
+    Given(Vec<Vec<u8>>),
+    Fed(FileNames),
+}
+
+impl Names {
+    fn of(inputs: &Inputs) -> Self {
+        Names::Given(inputs.files().iter().map(|f| f.path.as_os_str().as_encoded_bytes().to_vec()).collect())
+    }
+
+    /// The name of file `index`; an error if a fed file's name did not arrive (a bug).
+    fn get(&self, index: u32) -> Result<&[u8], JobError> {
+        let name = match self {
+            Names::Given(names) => names.get(index as usize).map(Vec::as_slice),
+            Names::Fed(names) => names.get(index).map(|p| p.as_os_str().as_encoded_bytes()),
+        };
+        name.ok_or_else(|| format!("no name is known for input file {index}").into())
+    }
+}
+
 /// Inverted index: `word<TAB>N<TAB>doc1,doc2,...` — the N distinct documents (input files,
 /// named by their path as given) that contain the word, in byte order of their names.
 #[derive(Debug, Clone)]
 pub struct InvertedIndex {
     mode: WordMode,
-    names: Vec<Vec<u8>>,
+    names: Names,
 }
 
 impl InvertedIndex {
     /// An index over the files of `inputs`.
     pub fn new(inputs: &Inputs, mode: WordMode) -> Self {
-        let names = inputs.files().iter().map(|f| f.path.as_os_str().as_encoded_bytes().to_vec()).collect();
-        InvertedIndex { mode, names }
+        InvertedIndex { mode, names: Names::of(inputs) }
+    }
+
+    /// An index over the files of an [`InputFeed`](crate::InputFeed), named by `names` (its
+    /// [`InputFeed::names`](crate::InputFeed::names)).
+    pub fn fed(names: FileNames, mode: WordMode) -> Self {
+        InvertedIndex { mode, names: Names::Fed(names) }
     }
 }
 
@@ -164,7 +192,7 @@ impl Job for InvertedIndex {
         }
         docs.sort_unstable();
         docs.dedup();
-        let mut names: Vec<&[u8]> = docs.iter().map(|&d| self.names[d as usize].as_slice()).collect();
+        let mut names = docs.iter().map(|&d| self.names.get(d)).collect::<Result<Vec<&[u8]>, _>>()?;
         names.sort_unstable();
         names.dedup(); // the same path given twice is one document
         out.write_all(key)?;
@@ -202,7 +230,7 @@ impl Combiner<Vec<u32>> for InvertedIndex {
 #[derive(Debug, Clone)]
 pub struct Grep {
     regex: Regex,
-    names: Vec<PathBuf>,
+    names: Names,
 }
 
 impl Grep {
@@ -212,8 +240,21 @@ impl Grep {
     ///
     /// The pattern is not a valid regular expression.
     pub fn new(pattern: &str, inputs: &Inputs) -> Result<Self, regex::Error> {
-        let regex = regex::bytes::RegexBuilder::new(pattern).multi_line(true).build()?;
-        Ok(Grep { regex, names: inputs.files().iter().map(|f| f.path.clone()).collect() })
+        Ok(Grep { regex: Self::regex(pattern)?, names: Names::of(inputs) })
+    }
+
+    /// A grep for `regex` over the files of an [`InputFeed`](crate::InputFeed), named by
+    /// `names` (its [`InputFeed::names`](crate::InputFeed::names)).
+    ///
+    /// # Errors
+    ///
+    /// The pattern is not a valid regular expression.
+    pub fn fed(pattern: &str, names: FileNames) -> Result<Self, regex::Error> {
+        Ok(Grep { regex: Self::regex(pattern)?, names: Names::Fed(names) })
+    }
+
+    fn regex(pattern: &str) -> Result<Regex, regex::Error> {
+        regex::bytes::RegexBuilder::new(pattern).multi_line(true).build()
     }
 }
 
@@ -269,7 +310,7 @@ impl Job for Grep {
         out: &mut dyn Write,
     ) -> Result<(), JobError> {
         let file = u32::from_be_bytes(key[..4].try_into().expect("grep keys are 12 bytes"));
-        let name = self.names[file as usize].as_os_str().as_encoded_bytes();
+        let name = self.names.get(file)?;
         for value in values {
             out.write_all(name)?;
             write!(out, ":{}:", value.0.to_native())?;

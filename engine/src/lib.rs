@@ -69,7 +69,7 @@ pub use engine::{
     MemoryLimit, job_dir_path,
 };
 pub use error::{ConfigError, Error, JobError, Limit, Result};
-pub use feed::InputFeed;
+pub use feed::{FileNames, InputFeed};
 pub use input::{InputFile, Inputs, Split, SplitMode};
 pub use job::{Combiner, Emitter, FnJob, Job, NoCombiner, Values, from_fns, in_job_code, panic_message};
 pub use metrics::{Metrics, Phase, PhaseTimes, Progress, ResumeStats, Retries, anon_rss, peak_rss};

@@ -1,6 +1,7 @@
-//! Inputs that arrive while the job runs (`wordcount --inputs-from LIST`): a writer appends
-//! finished files to the list with pauses (each file written before its line), and the output
-//! equals the job over the same files given up front and the `BTreeMap` reference. Standard
+//! Inputs that arrive while the job runs (`wordcount`, `index` and `grep --inputs-from LIST`):
+//! a writer appends finished files to the list with pauses (each file written before its line),
+//! and the output equals the job over the same files given up front and the `BTreeMap`
+//! reference (`index` and `grep` name the files as the list lines do). Standard
 //! input ends at its end of file, a regular list at `#end` or `spillway ctl --end-of-input`;
 //! under mpirun (feature `mpi`) rank 0 reads the list and serves the splits to the others.
 
@@ -9,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use spillway_tests::{messy_text, reference_wordcount, spillway, spillway_bin};
+use spillway_tests::{
+    messy_text, reference_grep, reference_index, reference_wordcount, spillway, spillway_bin,
+};
 
 /// Small splits and two threads.
 const SETTINGS: [&str; 5] = ["-q", "-t", "2", "--split-size", "16K"];
@@ -180,7 +183,7 @@ fn ctl_end_of_input_ends_the_inputs() {
 }
 
 /// A listed file that does not exist fails the job (exit 3) naming it and its line; the
-/// combination with --resume and `index` are refused as usage errors.
+/// combination with --resume is refused as a usage error (also for `index` and `grep`).
 #[test]
 fn a_missing_listed_file_is_named_with_its_line() {
     let dir = tempfile::tempdir().unwrap();
@@ -202,8 +205,97 @@ fn a_missing_listed_file_is_named_with_its_line() {
     let resumed = spillway(&["wordcount", "--resume", "--inputs-from", list.to_str().unwrap(), "-o", "x"]);
     assert_eq!(resumed.status.code(), Some(2), "{}", text(&resumed));
     assert!(text(&resumed).contains("--resume"), "{}", text(&resumed));
-    let index = spillway(&["index", "--inputs-from", list.to_str().unwrap(), "-o", "x"]);
-    assert_eq!(index.status.code(), Some(2), "{}", text(&index));
+    for command in [&["index"][..], &["grep", "a"]] {
+        let mut args = command.to_vec();
+        args.extend(["--resume", "--inputs-from", list.to_str().unwrap(), "-o", "x"]);
+        let refused = spillway(&args);
+        assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+        assert!(text(&refused).contains("--resume"), "{}", text(&refused));
+    }
+    let failed = spillway(&["grep", "-q", "a", "--inputs-from", list.to_str().unwrap(), "-o", "x"]);
+    assert_eq!(failed.status.code(), Some(3), "{}", text(&failed));
+    assert!(text(&failed).contains("line 3 of --inputs-from"), "{}", text(&failed));
+}
+
+/// Writes the inputs of `contents()` into `dir` as the list lines `lines` name them (`in0.txt`,
+/// and `sub`: a directory of two files), appending each line to LIST with a pause while
+/// `command --inputs-from list` runs in `dir`; returns its output, and the files with their
+/// names as given (a directory joined with the path inside it).
+fn streamed(dir: &Path, command: &[&str]) -> (Vec<u8>, Vec<(PathBuf, String)>) {
+    let list = dir.join("list");
+    std::fs::write(&list, "").unwrap();
+    let child = Command::new(spillway_bin())
+        .current_dir(dir)
+        .args(command)
+        .args(["--inputs-from", "list", "-o", "streamed.out"])
+        .args(SETTINGS)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let contents = contents();
+    let mut files = Vec::new();
+    for (i, content) in contents.iter().enumerate() {
+        let line = if i == 2 {
+            std::fs::create_dir(dir.join("sub")).unwrap();
+            for (name, half) in
+                [("x.txt", &content[..content.len() / 2]), ("y.txt", &content[content.len() / 2..])]
+            {
+                std::fs::write(dir.join("sub").join(name), half).unwrap();
+                files.push((dir.join("sub").join(name), format!("sub/{name}")));
+            }
+            "sub".to_owned()
+        } else {
+            let name = format!("in{i}.txt");
+            std::fs::write(dir.join(&name), content).unwrap();
+            files.push((dir.join(&name), name.clone()));
+            name
+        };
+        append(&list, &line);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    append(&list, "#end");
+    let done = wait_child(child);
+    assert!(done.status.success(), "{}", text(&done));
+    (std::fs::read(dir.join("streamed.out")).unwrap(), files)
+}
+
+/// `command` over `files` named as given, up front (relative paths from `dir`).
+fn up_front_named(dir: &Path, command: &[&str], files: &[(PathBuf, String)]) -> Vec<u8> {
+    let listed: Vec<&str> = files.iter().map(|(_, name)| name.as_str()).collect();
+    let done = Command::new(spillway_bin())
+        .current_dir(dir)
+        .args(command)
+        .args(["-o", "up-front.out"])
+        .args(SETTINGS)
+        .args(&listed)
+        .output()
+        .unwrap();
+    assert!(done.status.success(), "{}", text(&done));
+    std::fs::read(dir.join("up-front.out")).unwrap()
+}
+
+/// `index --inputs-from`: the documents are named as the list lines name them (a listed
+/// directory's files joined to it), as when given up front.
+#[test]
+fn index_names_streamed_documents_as_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, files) = streamed(dir.path(), &["index"]);
+    let (paths, names): (Vec<PathBuf>, Vec<String>) = files.iter().cloned().unzip();
+    assert_eq!(out, reference_index(&paths, &names, false));
+    assert!(out.windows(9).any(|w| w == b"sub/x.txt"));
+    assert_eq!(out, up_front_named(dir.path(), &["index"], &files));
+}
+
+/// `grep --inputs-from`: matches in list order, named as listed, numbered in their files.
+#[test]
+fn grep_names_streamed_files_as_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, files) = streamed(dir.path(), &["grep", "^[a-z]+ [a-z]"]);
+    let (paths, names): (Vec<PathBuf>, Vec<String>) = files.iter().cloned().unzip();
+    assert_eq!(out, reference_grep(&paths, &names, "^[a-z]+ [a-z]"));
+    assert!(out.len() > 1000 && out.windows(9).any(|w| w == b"sub/y.txt"), "{}", out.len());
+    assert_eq!(out, up_front_named(dir.path(), &["grep", "^[a-z]+ [a-z]"], &files));
 }
 
 /// Under mpirun: rank 0 reads the list while a writer appends to it with pauses, and serves

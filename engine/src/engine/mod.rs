@@ -344,6 +344,17 @@ impl Engine {
         }
         given.check_unchanged()?; // also when the map failed: a changed input explains it
         let mapped = mapped?;
+        // The other ranks opened only the files of the splits they mapped: rank 0's list of
+        // every file's path, in index order, completes their names for the reduce.
+        if let Given::Feed(feed) = given
+            && ranks > 1
+        {
+            let mine = if rank == 0 { feed.name_list() } else { Vec::new() };
+            let lists = self.cluster.all_gather(&mine)?;
+            if rank != 0 {
+                feed.learn_names(lists.first().map_or(&[][..], Vec::as_slice));
+            }
+        }
         let map_done = Instant::now();
 
         // Partition p is reduced by its owner: one file of all keys is written by rank 0;

@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use spillway_engine::shuffle::{IoBackend, Partitioner, ReadMode};
 use spillway_engine::{
-    ConfigError, DEFAULT_MAX_ATTEMPTS, DEFAULT_SPLIT_SIZE, Engine, EngineBuilder, FileDestination, InputFeed,
-    InputFile, Inputs, Job, MIN_MEMORY_BUDGET, MemoryBudget, OutputSpec, Progress, TempFile, parent_dir,
+    ConfigError, DEFAULT_MAX_ATTEMPTS, DEFAULT_SPLIT_SIZE, Engine, EngineBuilder, FileDestination, FileNames,
+    InputFeed, InputFile, Inputs, Job, MIN_MEMORY_BUDGET, MemoryBudget, OutputSpec, Progress, TempFile,
+    parent_dir,
 };
 
 use super::report::ReportWriter;
@@ -40,8 +41,9 @@ impl From<ConfigError> for UsageError {
 pub enum JobInputs<'a> {
     /// Opened up front.
     Given(&'a Inputs),
-    /// Named by this list while the job runs.
-    Listed(&'a Path),
+    /// Named by this list while the job runs; the feed records the files' paths in the
+    /// table given (which a job that names its files holds).
+    Listed(&'a Path, &'a FileNames),
 }
 
 /// Writes `line` and a newline to standard error, ignoring failure: a full or closed
@@ -295,9 +297,16 @@ impl JobOptions {
     }
 
     /// As [`JobOptions::run_job`], over the paths that the list `list` names while the job
-    /// runs (`--inputs-from`; `-` is standard input): see [`super::inputs_from`].
-    pub fn run_job_listed<J: Job>(&self, job: &J, list: &Path) -> anyhow::Result<ExitCode> {
-        self.run_inputs(self.engine_builder(1), job, JobInputs::Listed(list), None)
+    /// runs (`--inputs-from`; `-` is standard input): see [`super::inputs_from`]. The feed
+    /// records the files' paths in `names`, which a job that names its files was built with
+    /// ([`spillway_engine::jobs::InvertedIndex::fed`]).
+    pub fn run_job_listed<J: Job>(
+        &self,
+        job: &J,
+        list: &Path,
+        names: &FileNames,
+    ) -> anyhow::Result<ExitCode> {
+        self.run_inputs(self.engine_builder(1), job, JobInputs::Listed(list, names), None)
     }
 
     /// As [`JobOptions::run_job`], with the engine `builder` describes (from
@@ -383,7 +392,7 @@ impl JobOptions {
             .map_err(UsageError::from)?;
         let given = match inputs {
             JobInputs::Given(inputs) => Some(inputs),
-            JobInputs::Listed(_) => None,
+            JobInputs::Listed(..) => None,
         };
         let output = self.check_paths_of(given)?;
         if let Some(warning) = many_part_files(&output, partitions).filter(|_| !quiet) {
@@ -391,11 +400,12 @@ impl JobOptions {
         }
         let feed = match inputs {
             JobInputs::Given(_) => None,
-            JobInputs::Listed(list) => {
+            JobInputs::Listed(list, names) => {
                 let size =
                     self.split_size.map_or(DEFAULT_SPLIT_SIZE, |s| usize::try_from(s).unwrap_or(usize::MAX));
-                let feed =
-                    Arc::new(InputFeed::new(list.display().to_string(), job.split_mode(), size, self.read));
+                let feed = InputFeed::new(list.display().to_string(), job.split_mode(), size, self.read)
+                    .with_names(names.clone());
+                let feed = Arc::new(feed);
                 if ranks.0 == 0 {
                     super::inputs_from::follow(list, Arc::clone(&feed))?;
                     let ended = Arc::clone(&feed);

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use spillway_engine::FileNames;
 use spillway_engine::jobs::Grep;
 
 use super::common::{JobOptions, UsageError};
@@ -15,17 +16,29 @@ pub struct Args {
     /// A regular expression (Rust `regex` syntax; `^` and `$` match at line boundaries).
     #[arg(value_name = "PATTERN")]
     pattern: String,
+    /// Read the input paths from LIST while the job runs (`-`: standard input), as
+    /// `wordcount --inputs-from` does; matches are named by the paths as listed, files in list
+    /// order.
+    #[arg(long, value_name = "LIST", conflicts_with = "inputs")]
+    inputs_from: Option<PathBuf>,
     /// Input files or directories.
-    #[arg(required = true, value_name = "INPUT")]
+    #[arg(required_unless_present = "inputs_from", value_name = "INPUT")]
     inputs: Vec<PathBuf>,
 }
 
 pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     args.job.name = "grep";
-    let inputs = args.job.inputs(&args.inputs)?;
-    let job = Grep::new(&args.pattern, &inputs).map_err(|e| {
+    let invalid = |e: regex::Error| {
         UsageError(format!("invalid pattern '{}': {}", args.pattern.escape_debug(), pattern_error(&e)))
-    })?;
+    };
+    if let Some(list) = &args.inputs_from {
+        super::words::check_listed(&args.job)?;
+        let names = FileNames::default();
+        let job = Grep::fed(&args.pattern, names.clone()).map_err(invalid)?;
+        return args.job.run_job_listed(&job, list, &names);
+    }
+    let inputs = args.job.inputs(&args.inputs)?;
+    let job = Grep::new(&args.pattern, &inputs).map_err(invalid)?;
     args.job.run_job(&job, &inputs)
 }
 

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use spillway_engine::FileNames;
 use spillway_engine::jobs::{InvertedIndex, WordCount};
 use spillway_engine::text::WordMode;
 
@@ -31,7 +32,7 @@ pub struct Args {
     /// FIFO ends at end of file; a regular LIST, which may still be appended, ends at a line
     /// '#end' or at `spillway ctl STATUS --end-of-input` (with --status STATUS). Output is
     /// that of the same files given up front, in list order. Not with --resume; the split
-    /// size defaults to 64M. (wordcount only.)
+    /// size defaults to 64M.
     #[arg(long, value_name = "LIST", conflicts_with = "inputs")]
     inputs_from: Option<PathBuf>,
     #[command(flatten)]
@@ -48,34 +49,37 @@ impl Args {
     }
 }
 
+/// Refuses `--inputs-from` with `--resume` (a resumable job's journal records its inputs).
+pub fn check_listed(job: &JobOptions) -> Result<(), UsageError> {
+    if job.resume {
+        return Err(UsageError(
+            "--inputs-from cannot be used with --resume: a resumable job's journal records its inputs up \
+             front"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 /// `spillway wordcount`.
 pub fn wordcount(mut args: Args) -> anyhow::Result<ExitCode> {
     args.job.name = "wordcount";
+    let job = WordCount { mode: args.mode() };
     if let Some(list) = &args.inputs_from {
-        if args.job.resume {
-            return Err(UsageError(
-                "--inputs-from cannot be used with --resume: a resumable job's journal records its inputs \
-                 up front"
-                    .into(),
-            )
-            .into());
-        }
-        return args.job.run_job_listed(&WordCount { mode: args.mode() }, list);
+        check_listed(&args.job)?;
+        return args.job.run_job_listed(&job, list, &FileNames::default());
     }
     let inputs = args.job.inputs(&args.inputs)?;
-    args.job.run_job(&WordCount { mode: args.mode() }, &inputs)
+    args.job.run_job(&job, &inputs)
 }
 
 /// `spillway index`.
 pub fn index(mut args: Args) -> anyhow::Result<ExitCode> {
     args.job.name = "index";
-    if args.inputs_from.is_some() {
-        return Err(UsageError(
-            "--inputs-from works with wordcount only: index names its documents, which must be known \
-             up front"
-                .into(),
-        )
-        .into());
+    if let Some(list) = &args.inputs_from {
+        check_listed(&args.job)?;
+        let names = FileNames::default();
+        return args.job.run_job_listed(&InvertedIndex::fed(names.clone(), args.mode()), list, &names);
     }
     let inputs = args.job.inputs(&args.inputs)?;
     args.job.run_job(&InvertedIndex::new(&inputs, args.mode()), &inputs)
