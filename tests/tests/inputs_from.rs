@@ -346,3 +346,44 @@ fn ranks_map_streamed_inputs_that_rank_0_serves() {
         m["splits"].as_u64().unwrap()
     );
 }
+
+/// Under mpirun, `index`: a rank reduces words of documents whose splits other ranks mapped,
+/// so every rank learns rank 0's list of names after the map phase; the output is the
+/// single-process one over the same files up front, documents named as listed.
+#[cfg(feature = "mpi")]
+#[test]
+fn ranks_index_streamed_documents_named_as_listed() {
+    use spillway_tests::ranks::{check_mpi_build, mpirun};
+    check_mpi_build();
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("list");
+    std::fs::write(&list, "").unwrap();
+    let child = mpirun()
+        .current_dir(dir.path())
+        .args(["-n", "3"])
+        .arg(spillway_bin())
+        .args(["index", "--inputs-from", "list", "-r", "5", "--out-dir", "out"])
+        .args(SETTINGS)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut files = Vec::new();
+    for (i, content) in contents().iter().enumerate() {
+        let name = format!("in{i}.txt");
+        std::fs::write(dir.path().join(&name), content).unwrap();
+        append(&list, &name);
+        files.push((dir.path().join(&name), name));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    append(&list, "#end");
+    let done = wait_child(child);
+    assert!(done.status.success(), "{}", text(&done));
+    let mut parts = Vec::new();
+    for p in 0..5 {
+        parts.extend(std::fs::read(dir.path().join(format!("out/part-{p:05}"))).unwrap());
+    }
+    let mut lines: Vec<&[u8]> = parts.split_inclusive(|&b| b == b'\n').collect();
+    lines.sort_unstable();
+    assert_eq!(lines.concat(), up_front_named(dir.path(), &["index"], &files));
+}

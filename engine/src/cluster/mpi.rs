@@ -763,7 +763,11 @@ impl Cluster for MpiCluster {
     fn gather(&self, bytes: &[u8]) -> Result<Option<Vec<Vec<u8>>>> {
         let world = self.comm.get();
         let root = world.process_at_rank(0);
-        let len = to_count(bytes.len(), "metrics")?;
+        // Never empty (a rank that records no report sends nothing): as in `all_gather`, one
+        // leading byte, dropped again below.
+        let bytes: Vec<u8> = std::iter::once(0).chain(bytes.iter().copied()).collect();
+        let bytes = &bytes[..];
+        let len = to_count(bytes.len(), "gather")?;
         if self.rank != 0 {
             root.gather_into(&len);
             root.gather_varcount_into(bytes);
@@ -778,7 +782,7 @@ impl Cluster for MpiCluster {
             root.gather_varcount_into_root(bytes, &mut p);
         }
         Ok(Some(
-            lens.iter().zip(&displs).map(|(&l, &d)| all[d as usize..(d + l) as usize].to_vec()).collect(),
+            lens.iter().zip(&displs).map(|(&l, &d)| all[d as usize + 1..(d + l) as usize].to_vec()).collect(),
         ))
     }
 }
