@@ -406,6 +406,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_rank_learns_rank_0s_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = FileNames::default();
+        let feed = InputFeed::new("list", SplitMode::Lines, 4, ReadMode::default()).with_names(names.clone());
+        let odd = dir.path().join("a, b\nc.txt");
+        std::fs::write(&odd, "x y\n").unwrap();
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        std::fs::write(dir.path().join("d/e.txt"), "").unwrap(); // no splits, still named
+        std::fs::write(dir.path().join("d/f.txt"), "z\n").unwrap();
+        feed.push(&odd).unwrap();
+        feed.push(dir.path().join("d")).unwrap();
+        let expected = [odd.clone(), dir.path().join("d/e.txt"), dir.path().join("d/f.txt")];
+        for (i, path) in expected.iter().enumerate() {
+            assert_eq!(names.get(i as u32), Some(path.as_path()));
+        }
+        assert_eq!(names.get(3), None);
+        // Another rank, which adopted a split of file 2 only.
+        let other = InputFeed::new("list", SplitMode::Lines, 4, ReadMode::default());
+        let last = feed.known().count - 1;
+        other.adopt(last, &feed.describe(last)).unwrap();
+        assert_eq!(other.names().get(0), None);
+        other.learn_names(&feed.name_list());
+        for (i, path) in expected.iter().enumerate() {
+            assert_eq!(other.names().get(i as u32), Some(path.as_path()));
+        }
+    }
+
+    #[test]
     fn slots_keep_their_entries_where_they_are() {
         let slots = Slots::<usize>::default();
         for i in [0, 1, 63, 64, 65, 191, 192, 10_000, 1 << 20] {
