@@ -45,8 +45,29 @@ const RING_ENTRIES: u32 = 8;
 /// The environment variable that forces the std backend when set (to anything but `0`).
 pub(super) const NO_URING_ENV: &str = "SPILLWAY_NO_URING";
 
-/// Retries of one buffer's write after `EINTR`/`EAGAIN` before the error is reported.
-const MAX_RETRIES: u32 = 64;
+/// Retries of one operation after `EINTR`/`EAGAIN` before its error is reported.
+pub(super) const MAX_RETRIES: u32 = 64;
+
+/// What a write's completion `res` means for the write of `len` bytes of which `done` were
+/// written (both writers' rule): `Ok(true)` resubmit the rest (a short write, or a transient
+/// error within [`MAX_RETRIES`]), `Ok(false)` complete, `Err` its error.
+pub(super) fn write_completed(res: i32, done: &mut usize, len: usize, retries: &mut u32) -> io::Result<bool> {
+    if res < 0 {
+        let errno = -res;
+        if (errno == libc::EINTR || errno == libc::EAGAIN) && *retries < MAX_RETRIES {
+            *retries += 1;
+            Ok(true)
+        } else {
+            Err(io::Error::from_raw_os_error(errno))
+        }
+    } else if res == 0 {
+        Err(io::Error::new(io::ErrorKind::WriteZero, "io_uring write wrote no bytes"))
+    } else {
+        *done += res as usize;
+        *retries = 0;
+        Ok(*done < len)
+    }
+}
 
 /// True when this process may use io_uring: `SPILLWAY_NO_URING` is not set, a ring can be
 /// created, and the kernel supports `IORING_OP_WRITE`. Probed once and cached.
@@ -325,21 +346,7 @@ impl UringSink {
         };
         // The kernel is done with the buffer until it is resubmitted below.
         slot.in_flight = false;
-        let outcome = if res < 0 {
-            let errno = -res;
-            if (errno == libc::EINTR || errno == libc::EAGAIN) && slot.retries < MAX_RETRIES {
-                slot.retries += 1;
-                Ok(true)
-            } else {
-                Err(io::Error::from_raw_os_error(errno))
-            }
-        } else if res == 0 {
-            Err(io::Error::new(io::ErrorKind::WriteZero, "io_uring write wrote no bytes"))
-        } else {
-            slot.done += res as usize;
-            slot.retries = 0;
-            Ok(slot.done < slot.len)
-        };
+        let outcome = write_completed(res, &mut slot.done, slot.len, &mut slot.retries);
         match outcome {
             Ok(true) => {
                 // Short write (or a transient error): write the remainder at its offset.

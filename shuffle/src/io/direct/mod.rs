@@ -159,8 +159,9 @@ pub fn read_exact_at(file: &File, path: &Path, offset: u64, out: &mut [u8]) -> R
     Ok(())
 }
 
-/// Retries of one operation after `EINTR`/`EAGAIN` before its error is reported.
-const MAX_RETRIES: u32 = 64;
+// Retries of one operation after `EINTR`/`EAGAIN` before its error is reported (the io_uring
+// write backend's bound).
+use super::uring::MAX_RETRIES;
 
 #[cfg(test)]
 mod tests;

@@ -19,7 +19,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use io_uring::{IoUring, opcode, types};
 
-use super::{ALIGN, AlignedBuf, MAX_RETRIES, align_down, align_up, create_write};
+use super::{ALIGN, AlignedBuf, align_down, align_up, create_write};
 use crate::{Error, Result};
 
 /// Ring entries: the most writes in flight at once.
@@ -463,21 +463,7 @@ impl Inner {
             debug_assert!(false, "a completion of no write");
             return Ok(());
         };
-        let outcome = if res < 0 {
-            let errno = -res;
-            if (errno == libc::EINTR || errno == libc::EAGAIN) && op.retries < MAX_RETRIES {
-                op.retries += 1;
-                Ok(true)
-            } else {
-                Err(io::Error::from_raw_os_error(errno))
-            }
-        } else if res == 0 {
-            Err(io::Error::new(io::ErrorKind::WriteZero, "io_uring write wrote no bytes"))
-        } else {
-            op.done += res as usize;
-            op.retries = 0;
-            Ok(op.done < op.len)
-        };
+        let outcome = super::super::uring::write_completed(res, &mut op.done, op.len, &mut op.retries);
         if let Ok(true) = outcome {
             return self.push(path, id);
         }
