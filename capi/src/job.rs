@@ -161,19 +161,8 @@ pub unsafe extern "C" fn spillway_job_new(
     user: *mut c_void,
     out: *mut *mut SpillwayJob,
 ) -> SpillwayStatus {
-    entry(|| {
-        let map = map.ok_or_else(|| Failure::null("map"))?;
-        let reduce = reduce.ok_or_else(|| Failure::null("reduce"))?;
-        let job = SpillwayJob {
-            map,
-            values: ValueKind::Bytes(combine),
-            reduce,
-            user: UserPtr(user),
-            split: SplitMode::Lines,
-        };
-        // SAFETY: passed on from the caller.
-        unsafe { new_handle(out, job) }
-    })
+    // SAFETY: passed on from the caller.
+    entry(|| unsafe { job_into(map, || Ok(ValueKind::Bytes(combine)), reduce, user, out) })
 }
 
 /// Makes a job whose values are 64-bit unsigned integers into `*out`: `map` emits them with
@@ -195,20 +184,31 @@ pub unsafe extern "C" fn spillway_job_new_u64(
     user: *mut c_void,
     out: *mut *mut SpillwayJob,
 ) -> SpillwayStatus {
-    entry(|| {
-        let map = map.ok_or_else(|| Failure::null("map"))?;
-        let reduce = reduce.ok_or_else(|| Failure::null("reduce"))?;
-        let combine = SpillwayCombine::from_int(combine)?;
-        let job = SpillwayJob {
-            map,
-            values: ValueKind::U64(combine),
-            reduce,
-            user: UserPtr(user),
-            split: SplitMode::Lines,
-        };
-        // SAFETY: passed on from the caller.
-        unsafe { new_handle(out, job) }
+    // SAFETY: passed on from the caller.
+    entry(|| unsafe {
+        job_into(map, || Ok(ValueKind::U64(SpillwayCombine::from_int(combine)?)), reduce, user, out)
     })
+}
+
+/// The two constructors' common part: checks the callbacks, then puts a job splitting lines
+/// with `values` into `*out`.
+///
+/// # Safety
+///
+/// `out` is NULL or valid for a write.
+#[allow(unsafe_code)]
+unsafe fn job_into(
+    map: SpillwayMapFn,
+    values: impl FnOnce() -> Result<ValueKind, Failure>,
+    reduce: SpillwayReduceFn,
+    user: *mut c_void,
+    out: *mut *mut SpillwayJob,
+) -> Result<(), Failure> {
+    let map = map.ok_or_else(|| Failure::null("map"))?;
+    let reduce = reduce.ok_or_else(|| Failure::null("reduce"))?;
+    let job = SpillwayJob { map, values: values()?, reduce, user: UserPtr(user), split: SplitMode::Lines };
+    // SAFETY: passed on from the caller.
+    unsafe { new_handle(out, job) }
 }
 
 /// Sets how inputs are cut into splits: lines (default), fixed-size records of `record_size`
